@@ -1,0 +1,191 @@
+"""labelme JSON files -> typed shape records, with every check done before anything is drawn."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path, PureWindowsPath
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+#: Shape types labelme writes, with the number of points each needs (min, max; None = any).
+SHAPE_POINTS: dict[str, tuple[int, int | None]] = {
+    "polygon": (3, None),
+    "rectangle": (2, 2),
+    "circle": (2, 2),
+    "line": (2, 2),
+    "linestrip": (2, None),
+    "point": (1, 1),
+    "oriented_rectangle": (4, 4),
+    "mask": (2, 2),
+}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One labelme shape: its label, type, points (as written in the JSON) and mask patch."""
+
+    label: str
+    shape_type: str
+    points: tuple[tuple[float, float], ...]
+    mask: np.ndarray | None = None
+
+    def inside(self, width: int, height: int) -> bool:
+        """True when every point lies on the image (no clipping happens)."""
+        xs = [p[0] for p in self.points]
+        ys = [p[1] for p in self.points]
+        return min(xs) >= 0 and min(ys) >= 0 and max(xs) <= width - 1 and max(ys) <= height - 1
+
+
+@dataclass(frozen=True)
+class LabelmeFile:
+    """A parsed labelme annotation file."""
+
+    path: Path
+    shapes: tuple[Shape, ...]
+    image_path: Path | None
+    image_data: bytes | None
+    image_height: int | None
+    image_width: int | None
+
+    @property
+    def labels(self) -> set[str]:
+        """Every label the file uses."""
+        return {shape.label for shape in self.shapes}
+
+
+class AnnotationError(ValueError):
+    """A labelme file is malformed; the message says what and how to fix it (no file name)."""
+
+
+_NUMBER_TYPES = (int, float)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _parse_points(raw: Any, where: str) -> tuple[tuple[float, float], ...]:
+    # Fast path for well-formed points (the common case): plain type checks, and x - x == 0
+    # holds for every finite number but not for NaN or infinity. The points keep the JSON's
+    # own numbers (int or float), which is what labelme hands to PIL.
+    if isinstance(raw, list) and all(
+        type(p) is list
+        and len(p) == 2
+        and type(p[0]) in _NUMBER_TYPES
+        and type(p[1]) in _NUMBER_TYPES
+        and p[0] - p[0] == 0
+        and p[1] - p[1] == 0
+        for p in raw
+    ):
+        return tuple((p[0], p[1]) for p in raw)
+    if not isinstance(raw, list):
+        raise AnnotationError(f"{where}: points {raw!r:.60} is not a list of [x, y]; fix the shape")
+    points = []
+    for point in raw:
+        if not (isinstance(point, list) and len(point) == 2 and all(map(_number, point))):
+            raise AnnotationError(
+                f"{where}: point {point!r:.60} is not a pair of numbers [x, y]; fix the shape"
+            )
+        if not all(math.isfinite(v) for v in point):
+            raise AnnotationError(
+                f"{where}: point {point!r} is not finite (NaN or infinity); fix or delete the shape"
+            )
+        points.append((point[0], point[1]))
+    return tuple(points)
+
+
+def _decode_mask(raw: Any, where: str) -> np.ndarray:
+    if not isinstance(raw, str):
+        raise AnnotationError(f"{where}: a mask shape needs a base64 PNG in its 'mask' field")
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(raw, validate=False))) as patch:
+            array = np.asarray(patch)
+    except (binascii.Error, OSError, ValueError) as exc:
+        raise AnnotationError(
+            f"{where}: its 'mask' is not a base64 PNG ({exc}); redraw it"
+        ) from exc
+    if array.ndim != 2:
+        raise AnnotationError(
+            f"{where}: its 'mask' has shape {array.shape}, expected a one-channel patch; redraw it"
+        )
+    return array.astype(bool)
+
+
+def _parse_shape(raw: Any, index: int) -> Shape:
+    where = f"shape {index}"
+    if not isinstance(raw, dict):
+        raise AnnotationError(f"{where} is not an object; fix the JSON")
+    label = raw.get("label")
+    if not isinstance(label, str) or not label:
+        raise AnnotationError(f"{where}: label {label!r} is not a non-empty string; name the shape")
+    where = f"shape {index} ({label!r})"
+    shape_type = raw.get("shape_type") or "polygon"
+    if shape_type not in SHAPE_POINTS:
+        raise AnnotationError(
+            f"{where}: unknown shape_type {shape_type!r}; use one of {', '.join(SHAPE_POINTS)}"
+        )
+    points = _parse_points(raw.get("points"), where)
+    low, high = SHAPE_POINTS[shape_type]
+    if len(points) < low or (high is not None and len(points) > high):
+        need = f"{low}" if low == high else f"at least {low}"
+        raise AnnotationError(
+            f"{where}: a {shape_type} needs {need} points, got {len(points)}; "
+            f"fix or delete the shape"
+        )
+    mask = _decode_mask(raw.get("mask"), where) if shape_type == "mask" else None
+    return Shape(label=label, shape_type=shape_type, points=points, mask=mask)
+
+
+def parse_labelme(path: Path) -> LabelmeFile:
+    """Read and check one labelme JSON file.
+
+    Raises:
+        AnnotationError: the file is not valid JSON, not a labelme file, or has a bad shape.
+    """
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AnnotationError(f"cannot read the file ({exc})") from exc
+    except json.JSONDecodeError as exc:
+        raise AnnotationError(
+            f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); fix the file"
+        ) from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("shapes"), list):
+        raise AnnotationError(
+            'not a labelme file (no "shapes" list); pass a folder of labelme JSON annotations'
+        )
+    shapes = tuple(_parse_shape(raw, i) for i, raw in enumerate(doc["shapes"]))
+    image_data = None
+    if doc.get("imageData"):
+        try:
+            image_data = base64.b64decode(doc["imageData"], validate=False)
+        except (binascii.Error, ValueError, TypeError) as exc:
+            raise AnnotationError(
+                f"imageData is not valid base64 ({exc}); re-save in labelme"
+            ) from exc
+    image_path = None
+    if isinstance(doc.get("imagePath"), str) and doc["imagePath"]:
+        # labelme on Windows writes backslashes; they are separators, not file name characters.
+        relative = PureWindowsPath(doc["imagePath"]).as_posix()
+        image_path = path.parent / relative
+    sizes = []
+    for key in ("imageHeight", "imageWidth"):
+        value = doc.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise AnnotationError(f"{key} {value!r} is not a whole number; fix or remove it")
+        sizes.append(value)
+    return LabelmeFile(
+        path=path,
+        shapes=shapes,
+        image_path=image_path,
+        image_data=image_data,
+        image_height=sizes[0],
+        image_width=sizes[1],
+    )

@@ -1,0 +1,235 @@
+"""The class map: which id each label gets, its colour, and the ignore value.
+
+One map is shared by every step (rasterize, train, predict, evaluate). It is read from
+labelme's ``labels.txt`` or from a ``classes.json``, or derived from the annotations, and
+always written as ``classes.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from segtool.constants import (
+    BACKGROUND_NAME,
+    IGNORE_INDEX,
+    IGNORE_INDEX_16,
+    IGNORE_LABEL,
+    MAX_CLASSES_8BIT,
+    MAX_CLASSES_16BIT,
+)
+from segtool.errors import SegtoolError
+
+
+def voc_palette(n: int = 256) -> np.ndarray:
+    """The PASCAL VOC colour map (the one labelme uses), as an ``(n, 3)`` uint8 array."""
+    return _voc_palette(n).copy()
+
+
+@lru_cache(maxsize=8)
+def _voc_palette(n: int) -> np.ndarray:
+    ids = np.arange(n, dtype=np.int64)
+    cmap = np.zeros((n, 3), dtype=np.int64)
+    for bit in range(8):
+        for channel in range(3):
+            cmap[:, channel] |= ((ids >> (3 * bit + channel)) & 1) << (7 - bit)
+    return cmap.astype(np.uint8) if n <= 256 else (cmap % 256).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class ClassMap:
+    """Class names by id (0 is background), their colours and the ignore value."""
+
+    names: tuple[str, ...]
+    colors: tuple[tuple[int, int, int], ...] = field(default=())
+    ignore_index: int = IGNORE_INDEX
+
+    def __post_init__(self) -> None:
+        if not self.colors:
+            palette = voc_palette(max(len(self.names), 1))
+            object.__setattr__(
+                self, "colors", tuple(tuple(int(v) for v in palette[i]) for i in range(len(self)))
+            )
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def num_classes(self) -> int:
+        """K, the number of classes including background."""
+        return len(self.names)
+
+    @property
+    def is_binary(self) -> bool:
+        """True when the map has background and exactly one foreground class."""
+        return len(self.names) == 2
+
+    @property
+    def sixteen_bit(self) -> bool:
+        """True when masks need 16-bit PNGs (more than 255 classes)."""
+        return len(self.names) > MAX_CLASSES_8BIT
+
+    def value_of(self) -> dict[str, int]:
+        """Label name -> pixel value, with ``__ignore__`` mapped to the ignore value."""
+        table = {name: i for i, name in enumerate(self.names)}
+        table[IGNORE_LABEL] = self.ignore_index
+        return table
+
+    def palette(self) -> list[int]:
+        """A flat 768-value PNG palette: class colours, then the VOC colours for other values."""
+        return list(_palette(self.colors))
+
+    def to_json(self) -> dict:
+        """The ``classes.json`` document."""
+        return {
+            "classes": [
+                {"id": i, "name": name, "color": list(self.colors[i])}
+                for i, name in enumerate(self.names)
+            ],
+            "ignore_index": self.ignore_index,
+        }
+
+    def save(self, path: Path) -> None:
+        """Write ``classes.json`` to ``path``."""
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+
+
+@lru_cache(maxsize=8)
+def _palette(colors: tuple[tuple[int, int, int], ...]) -> tuple[int, ...]:
+    pal = voc_palette(256)
+    for i, color in enumerate(colors[:256]):
+        pal[i] = color
+    return tuple(int(v) for v in pal.reshape(-1))
+
+
+def make_class_map(names: Iterable[str], *, source: str = "class list") -> ClassMap:
+    """Build a map from names in id order (background first), picking the mask depth.
+
+    Raises:
+        SegtoolError: duplicate names or more classes than a 16-bit mask holds.
+    """
+    names = tuple(names)
+    _check_unique(names, source)
+    if len(names) > MAX_CLASSES_16BIT:
+        raise SegtoolError(
+            f"{source}: {len(names)} classes is more than a 16-bit mask can hold "
+            f"({MAX_CLASSES_16BIT}); merge classes"
+        )
+    ignore = IGNORE_INDEX_16 if len(names) > MAX_CLASSES_8BIT else IGNORE_INDEX
+    return ClassMap(names=names, ignore_index=ignore)
+
+
+def _check_unique(names: tuple[str, ...], source: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise SegtoolError(f"{source}: class name {name!r} appears twice; keep one")
+        seen.add(name)
+
+
+def derive_class_map(labels: Iterable[str]) -> ClassMap:
+    """Background 0, then every label found in the annotations sorted by name."""
+    found = sorted(set(labels) - {BACKGROUND_NAME, IGNORE_LABEL})
+    return make_class_map([BACKGROUND_NAME, *found], source="annotations")
+
+
+def read_labels_txt(path: Path) -> ClassMap:
+    """Read labelme's ``labels.txt``: optional ``__ignore__``, then ``_background_``, then classes.
+
+    Raises:
+        SegtoolError: the file is unreadable, empty, misordered or has duplicate names.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SegtoolError(f"{path}: cannot read the labels file ({exc}); check the path") from exc
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise SegtoolError(f"{path}: the labels file is empty; write one class name a line")
+    if names[0] == IGNORE_LABEL:
+        names = names[1:]
+        if not names or names[0] != BACKGROUND_NAME:
+            got = names[0] if names else "end of file"
+            raise SegtoolError(
+                f"{path}: line 2 is {got!r}, but after {IGNORE_LABEL} labelme expects "
+                f"{BACKGROUND_NAME}; add {BACKGROUND_NAME} as line 2"
+            )
+    if IGNORE_LABEL in names:
+        raise SegtoolError(
+            f"{path}: {IGNORE_LABEL} may only be the first line of a labels file; move it to line 1"
+        )
+    if BACKGROUND_NAME in names and names[0] != BACKGROUND_NAME:
+        raise SegtoolError(
+            f"{path}: {BACKGROUND_NAME} is on line {names.index(BACKGROUND_NAME) + 1}, but it is "
+            f"class 0; move it before the other classes"
+        )
+    if names[0] != BACKGROUND_NAME:
+        names = [BACKGROUND_NAME, *names]
+    return make_class_map(names, source=str(path))
+
+
+def read_classes_json(path: Path) -> ClassMap:
+    """Read a ``classes.json`` written by segtool (or by hand in the same layout).
+
+    Raises:
+        SegtoolError: the file does not parse or breaks the layout (ids 0..K-1, unique names,
+            RGB colours, an ignore value outside the class ids).
+    """
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SegtoolError(f"{path}: not a readable classes.json ({exc}); fix the JSON") from exc
+    entries = doc.get("classes") if isinstance(doc, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise SegtoolError(
+            f'{path}: no "classes" list; expected {{"classes": [{{"id": 0, "name": ...}}], ...}}'
+        )
+    by_id: dict[int, dict] = {}
+    for entry in entries:
+        cid = entry.get("id") if isinstance(entry, dict) else None
+        if not isinstance(cid, int) or isinstance(cid, bool) or cid in by_id:
+            raise SegtoolError(f"{path}: class entry {entry!r} needs a unique integer id")
+        if not isinstance(entry.get("name"), str) or not entry["name"]:
+            raise SegtoolError(f"{path}: class id {cid} needs a non-empty name")
+        by_id[cid] = entry
+    if sorted(by_id) != list(range(len(by_id))):
+        raise SegtoolError(
+            f"{path}: class ids {sorted(by_id)} are not 0..{len(by_id) - 1}; number them "
+            f"contiguously from 0 (background)"
+        )
+    names = tuple(by_id[i]["name"] for i in range(len(by_id)))
+    _check_unique(names, str(path))
+    default = make_class_map(names, source=str(path))
+    ignore = doc.get("ignore_index", default.ignore_index)
+    if not isinstance(ignore, int) or isinstance(ignore, bool) or 0 <= ignore < len(names):
+        raise SegtoolError(
+            f"{path}: ignore_index {ignore!r} must be an integer that is not a class id "
+            f"(0..{len(names) - 1}); use {default.ignore_index}"
+        )
+    limit = MAX_CLASSES_16BIT if default.sixteen_bit else 255
+    if ignore > limit or ignore < 0:
+        raise SegtoolError(f"{path}: ignore_index {ignore} does not fit the mask; use {limit}")
+    colors = []
+    for i in range(len(names)):
+        color = by_id[i].get("color", list(default.colors[i]))
+        ok = isinstance(color, list) and len(color) == 3
+        if not ok or not all(isinstance(v, int) and 0 <= v <= 255 for v in color):
+            raise SegtoolError(
+                f"{path}: class {names[i]!r} color {color!r} is not [r, g, b] 0..255"
+            )
+        colors.append(tuple(color))
+    return ClassMap(names=names, colors=tuple(colors), ignore_index=ignore)
+
+
+def read_class_map(path: Path) -> ClassMap:
+    """Read a class map from a ``classes.json`` (by suffix) or a labelme ``labels.txt``."""
+    if not path.is_file():
+        raise SegtoolError(f"{path}: no such labels file; pass a labels.txt or classes.json")
+    if path.suffix.lower() == ".json":
+        return read_classes_json(path)
+    return read_labels_txt(path)
