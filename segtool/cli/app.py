@@ -11,7 +11,9 @@ from typing import Annotated
 import typer
 
 from segtool import __version__
+from segtool.cli import evaluate as evaluate_cmd
 from segtool.cli import rasterize as rasterize_cmd
+from segtool.cli import split as split_cmd
 from segtool.cli.common import State
 
 app = typer.Typer(
@@ -47,6 +49,8 @@ def root(
 
 
 app.command("rasterize")(rasterize_cmd.rasterize)
+app.command("split")(split_cmd.split)
+app.command("evaluate")(evaluate_cmd.evaluate)
 
 
 def main() -> None:

@@ -1,0 +1,363 @@
+"""Scoring predicted label masks against reference masks: one folder pair, one report.
+
+Layered as counts (one image, `segtool.metrics`) -> one image's scores -> the folder's
+aggregate -> ``summary.json`` and ``per_image.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from segtool.classes import ClassMap, read_classes_json
+from segtool.constants import CLASSES_FILE, IGNORE_INDEX, MASK_SUFFIX
+from segtool.errors import SegtoolError
+from segtool.masks import atomic_path, read_mask
+from segtool.metrics import (
+    Counts,
+    MaskValueError,
+    check_values,
+    count,
+    dice,
+    hd95_per_class,
+    iou,
+    nanmean,
+    pixel_accuracy,
+    precision,
+    recall,
+)
+from segtool.parallel import default_jobs, imap_jobs
+
+SUMMARY_FILE = "summary.json"
+PER_IMAGE_FILE = "per_image.csv"
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+@dataclass
+class ImageScore:
+    """Counts and distances of one image (all arrays indexed by class id)."""
+
+    stem: str
+    counts: Counts
+    hd95: np.ndarray | None
+    missing_prediction: bool = False
+    reference_ignored: int = 0
+
+
+def score_pair(
+    stem: str,
+    reference: np.ndarray,
+    prediction: np.ndarray,
+    num_classes: int | None,
+    ignore_index: int,
+    with_hd95: bool = True,
+) -> ImageScore:
+    """Score one prediction against its reference.
+
+    Args:
+        stem: the image's name, for the report.
+        reference: integer label array.
+        prediction: integer label array of the same shape.
+        num_classes: K, or None to take every value other than `ignore_index` as a class id.
+        ignore_index: pixels with this value in either mask are not counted.
+        with_hd95: also compute HD95 for each foreground class present in either mask.
+
+    Raises:
+        MaskValueError: a value that is neither a class id nor the ignore value.
+    """
+    check_values(reference, num_classes, ignore_index)
+    check_values(prediction, num_classes, ignore_index)
+    return _score(stem, reference, prediction, num_classes, ignore_index, with_hd95)
+
+
+def _score(
+    stem: str,
+    reference: np.ndarray,
+    prediction: np.ndarray,
+    num_classes: int | None,
+    ignore_index: int,
+    with_hd95: bool,
+) -> ImageScore:
+    k = num_classes or _classes_seen(reference, prediction, ignore_index)
+    counts = count(reference, prediction, k, ignore_index)
+    distances = None
+    if with_hd95:
+        present = [c for c in range(1, k) if counts.tp[c] + counts.fp[c] + counts.fn[c] > 0]
+        distances = np.full(k, np.nan)
+        if present:
+            distances[present] = hd95_per_class(reference, prediction, present, ignore_index)
+    return ImageScore(stem, counts, distances)
+
+
+def _classes_seen(reference: np.ndarray, prediction: np.ndarray, ignore_index: int) -> int:
+    top = 0
+    for mask in (reference, prediction):
+        values = mask[mask != ignore_index]
+        if values.size:
+            top = max(top, int(values.max()))
+    return top + 1
+
+
+def _score_files(
+    item: tuple[str, Path | None, Path],
+    num_classes: int | None,
+    ignore_index: int,
+    with_hd95: bool,
+) -> ImageScore:
+    """Read one prediction/reference pair and score it (runs in a worker process)."""
+    stem, pred_path, ref_path = item
+    reference = read_mask(ref_path)
+    if pred_path is None:
+        prediction = np.zeros_like(reference)
+    else:
+        prediction = read_mask(pred_path)
+        if prediction.shape != reference.shape:
+            raise SegtoolError(
+                f"{pred_path}: prediction is {prediction.shape[1]}x{prediction.shape[0]} but its "
+                f"reference {ref_path} is {reference.shape[1]}x{reference.shape[0]} (width x "
+                f"height); predict at the reference's size"
+            )
+    for path, mask in ((ref_path, reference), (pred_path, prediction)):
+        try:
+            check_values(mask, num_classes, ignore_index)
+        except MaskValueError as exc:
+            raise SegtoolError(
+                f"{path}: {exc}; label masks hold class ids, so check --classes (K = {num_classes})"
+            ) from exc
+    score = _score(stem, reference, prediction, num_classes, ignore_index, with_hd95)
+    score.missing_prediction = pred_path is None
+    score.reference_ignored = int(np.count_nonzero(reference == ignore_index))
+    return score
+
+
+def find_classes(reference_dir: Path, explicit: Path | None) -> ClassMap | None:
+    """The class map: `explicit`, else ``classes.json`` beside or inside the reference folder."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise SegtoolError(f"{explicit}: no such classes file; pass a classes.json")
+        return read_classes_json(explicit)
+    for candidate in (reference_dir.parent / CLASSES_FILE, reference_dir / CLASSES_FILE):
+        if candidate.is_file():
+            return read_classes_json(candidate)
+    return None
+
+
+def pair_masks(
+    prediction_dir: Path, reference_dir: Path, allow_missing: bool
+) -> tuple[list[tuple[str, Path | None, Path]], list[str], list[str]]:
+    """Pair prediction and reference PNGs by stem.
+
+    Returns:
+        (pairs of (stem, prediction or None, reference), missing stems, extra stems).
+
+    Raises:
+        SegtoolError: a folder is missing or empty, nothing pairs up, or (without
+            `allow_missing`) a reference has no prediction.
+    """
+    found = []
+    for folder, role in ((prediction_dir, "prediction"), (reference_dir, "reference")):
+        if not folder.is_dir():
+            raise SegtoolError(f"{folder}: no such {role} folder; pass a folder of PNG masks")
+        masks = {p.stem: p for p in folder.iterdir() if p.suffix.lower() == MASK_SUFFIX}
+        if not masks:
+            raise SegtoolError(f"{folder}: no {role} masks (*.png) found; check the path")
+        found.append(masks)
+    preds, refs = found
+    missing = sorted(refs.keys() - preds.keys())
+    extra = sorted(preds.keys() - refs.keys())
+    if len(missing) == len(refs):
+        raise SegtoolError(
+            f"{prediction_dir} and {reference_dir} share no file names (e.g. {next(iter(refs))}"
+            f".png); masks are paired by stem, so name predictions like their references"
+        )
+    if missing and not allow_missing:
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        raise SegtoolError(
+            f"{prediction_dir}: no prediction for {len(missing)} reference(s): {shown}; predict "
+            f"them, or pass --allow-missing to score them as empty predictions"
+        )
+    pairs = [(stem, preds.get(stem), refs[stem]) for stem in sorted(refs)]
+    return pairs, missing, extra
+
+
+@dataclass
+class Evaluation:
+    """The result of `evaluate_dirs`: the summary document and where it was written."""
+
+    summary: dict
+    summary_path: Path
+    per_image_path: Path
+    warnings: list[str] = field(default_factory=list)
+
+
+def _clean(value: float) -> float | None:
+    """JSON has no NaN: undefined scores are written as null."""
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def summarize(scores: list[ImageScore], names: list[str], ignore_index: int) -> dict:
+    """Aggregate per-image scores into the ``summary.json`` document (DESIGN.md layout)."""
+    k = len(names)
+    pooled = Counts(*(np.zeros(k, dtype=np.int64) for _ in range(3)))
+    for s in scores:
+        pooled = pooled + s.counts.padded(k)
+    per_image_dice = np.array([dice(s.counts.padded(k)) for s in scores]).reshape(-1, k)
+    per_image_iou = np.array([iou(s.counts.padded(k)) for s in scores]).reshape(-1, k)
+    with_hd95 = bool(scores) and scores[0].hd95 is not None
+    if with_hd95:
+        hd = np.array(
+            [np.pad(s.hd95, (0, k - len(s.hd95)), constant_values=np.nan) for s in scores]
+        )
+    scores_by_name = {
+        "dice": dice(pooled),
+        "iou": iou(pooled),
+        "precision": precision(pooled),
+        "recall": recall(pooled),
+    }
+    per_class = {}
+    for c in range(1, k):
+        entry = {metric: _clean(values[c]) for metric, values in scores_by_name.items()}
+        entry.update(
+            tp=int(pooled.tp[c]),
+            fp=int(pooled.fp[c]),
+            fn=int(pooled.fn[c]),
+            images_with_reference=int(
+                sum((s.counts.padded(k).tp[c] + s.counts.padded(k).fn[c]) > 0 for s in scores)
+            ),
+            image_mean_dice=_clean(nanmean(per_image_dice[:, c])),
+            images_nan_dice=int(np.isnan(per_image_dice[:, c]).sum()),
+        )
+        if with_hd95:
+            entry["hd95"] = _clean(nanmean(hd[:, c]))
+            entry["images_nan_hd95"] = int(np.isnan(hd[:, c]).sum())
+        per_class[names[c]] = entry
+    foreground = list(per_class.values())
+    mean_keys = ["dice", "iou", "precision", "recall", "image_mean_dice"] + (
+        ["hd95"] if with_hd95 else []
+    )
+    mean = {
+        key: _clean(nanmean([e[key] if e[key] is not None else np.nan for e in foreground]))
+        for key in mean_keys
+    }
+    absent = [names[c] for c in range(1, k) if math.isnan(scores_by_name["dice"][c])]
+    per_image = []
+    for i, s in enumerate(scores):
+        row = {
+            "image": s.stem,
+            "dice": {names[c]: _clean(per_image_dice[i, c]) for c in range(1, k)},
+            "iou": {names[c]: _clean(per_image_iou[i, c]) for c in range(1, k)},
+        }
+        if with_hd95:
+            row["hd95"] = {names[c]: _clean(hd[i, c]) for c in range(1, k)}
+        per_image.append(row)
+    return {
+        "n_images": len(scores),
+        "ignore_index": ignore_index,
+        "classes": {str(c): names[c] for c in range(1, k)},
+        "per_class": per_class,
+        "mean": mean,
+        "mean_excludes": absent,
+        "pixel_accuracy": _clean(pixel_accuracy(pooled)),
+        "missing_predictions": [s.stem for s in scores if s.missing_prediction],
+        "per_image": per_image,
+    }
+
+
+def _write_per_image_csv(path: Path, summary: dict) -> None:
+    names = list(summary["per_class"])
+    metrics = [
+        m for m in ("dice", "iou", "hd95") if summary["per_image"] and m in summary["per_image"][0]
+    ]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["image", *(f"{m}_{n}" for n in names for m in metrics)])
+        for row in summary["per_image"]:
+            values = [row[m][n] for n in names for m in metrics]
+            writer.writerow([row["image"], *("" if v is None else f"{v:.6g}" for v in values)])
+
+
+def evaluate_dirs(
+    predictions: Path,
+    references: Path,
+    *,
+    classes: Path | None = None,
+    out: Path | None = None,
+    with_hd95: bool = True,
+    jobs: int | None = None,
+    allow_missing: bool = False,
+    on_progress: ProgressFn | None = None,
+) -> Evaluation:
+    """Score a folder of predicted label PNGs against a folder of reference PNGs.
+
+    Args:
+        predictions: folder of predicted masks, named like the references.
+        references: folder of reference masks (e.g. a dataset's ``masks/``).
+        classes: a ``classes.json``; default: the one beside or inside `references`, else the
+            ids found in the masks are used as names (ignore value 255).
+        out: where ``summary.json`` and ``per_image.csv`` go; default: `predictions`.
+        with_hd95: compute HD95 (the slowest metric).
+        jobs: worker processes; None uses every core.
+        allow_missing: score references without a prediction as empty predictions.
+        on_progress: called as ``(phase, done, total)`` after each image.
+
+    Raises:
+        SegtoolError: bad folders, sizes, mask values or classes file.
+    """
+    class_map = find_classes(references, classes)
+    warnings = []
+    if class_map is None:
+        warnings.append(
+            f"no classes.json beside or in {references}: class ids found in the masks are used "
+            f"as names and {IGNORE_INDEX} as the ignore value; pass --classes to name them"
+        )
+    pairs, missing, extra = pair_masks(predictions, references, allow_missing)
+    if extra:
+        warnings.append(
+            f"{len(extra)} prediction(s) without a reference ignored: "
+            + ", ".join(extra[:5])
+            + (", ..." if len(extra) > 5 else "")
+        )
+    if missing:
+        warnings.append(f"{len(missing)} reference(s) without a prediction scored as empty")
+    ignore = class_map.ignore_index if class_map else IGNORE_INDEX
+    k = class_map.num_classes if class_map else None
+    work = partial(_score_files, num_classes=k, ignore_index=ignore, with_hd95=with_hd95)
+    scores = []
+    for done, score in enumerate(imap_jobs(work, pairs, jobs or default_jobs()), 1):
+        scores.append(score)
+        if on_progress:
+            on_progress("evaluate", done, len(pairs))
+    if class_map is None:
+        k = max(s.counts.num_classes for s in scores)
+        names = ["background" if c == 0 else str(c) for c in range(max(k, 2))]
+    else:
+        names = list(class_map.names)
+    summary = summarize(scores, names, ignore)
+    _refuse_binary_255(scores, references, ignore)
+    out = out or predictions
+    out.mkdir(parents=True, exist_ok=True)
+    summary_path, per_image_path = out / SUMMARY_FILE, out / PER_IMAGE_FILE
+    with atomic_path(summary_path) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    _write_per_image_csv(per_image_path, summary)
+    return Evaluation(summary, summary_path, per_image_path, warnings)
+
+
+def _refuse_binary_255(scores: list[ImageScore], references: Path, ignore: int) -> None:
+    """References with ignore pixels but no foreground pixel at all are almost always 0/255
+    binary masks made elsewhere: scoring them would silently report nothing."""
+    reference_fg = sum(int((s.counts.tp[1:] + s.counts.fn[1:]).sum()) for s in scores)
+    if reference_fg == 0 and ignore == 255 and any(s.reference_ignored for s in scores):
+        raise SegtoolError(
+            f"{references}: no reference pixel is foreground; they are 0 or 255, and 255 is the "
+            f"ignore value: these look like 0/255 binary masks; segtool masks hold class ids, so "
+            f"save the foreground as 1 (e.g. mask // 255)"
+        )

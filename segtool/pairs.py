@@ -1,0 +1,114 @@
+"""Which images and masks of a dataset folder belong together, and which split each is in."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from segtool.constants import IMAGE_SUFFIXES, IMAGES_DIR, MASK_SUFFIX, MASKS_DIR
+from segtool.errors import SegtoolError
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One training example: an image and its label mask, sharing a file stem."""
+
+    stem: str
+    image: Path
+    mask: Path
+
+
+def _by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() in suffixes and not path.name.startswith("."):
+            if path.stem in files:
+                raise SegtoolError(
+                    f"{path}: same stem as {files[path.stem].name}; pairs are made by file stem, "
+                    f"so keep one"
+                )
+            files[path.stem] = path
+    return files
+
+
+def find_pairs(
+    dataset: Path, *, skip_unpaired: bool = False, images_dir: Path | None = None
+) -> tuple[list[Pair], list[str]]:
+    """Pair ``images/<stem>.*`` with ``masks/<stem>.png`` in a dataset folder.
+
+    Args:
+        dataset: folder with ``images/`` and ``masks/``.
+        skip_unpaired: skip (and report) images without masks and masks without images
+            instead of failing.
+        images_dir: where the images are, when not in ``dataset/images``.
+
+    Returns:
+        (pairs sorted by stem, one line per skipped file).
+
+    Raises:
+        SegtoolError: a folder is missing, nothing pairs up, or files are unpaired.
+    """
+    images_dir = images_dir or dataset / IMAGES_DIR
+    masks_dir = dataset / MASKS_DIR
+    for folder in (images_dir, masks_dir):
+        if not folder.is_dir():
+            raise SegtoolError(
+                f"{folder}: no such folder; a dataset has images/ and masks/ (segtool rasterize "
+                f"writes one)"
+            )
+    images = _by_stem(images_dir, IMAGE_SUFFIXES)
+    masks = _by_stem(masks_dir, (MASK_SUFFIX,))
+    lonely = [
+        f"{images[s]}: no mask {masks_dir / (s + MASK_SUFFIX)}"
+        for s in sorted(images.keys() - masks.keys())
+    ]
+    lonely += [
+        f"{masks[s]}: no image {s}.* in {images_dir}" for s in sorted(masks.keys() - images.keys())
+    ]
+    pairs = [Pair(s, images[s], masks[s]) for s in sorted(images.keys() & masks.keys())]
+    if not pairs:
+        raise SegtoolError(
+            f"{dataset}: no image/mask pairs (images {len(images)}, masks {len(masks)}); images "
+            f"and masks are paired by file stem"
+        )
+    if lonely and not skip_unpaired:
+        raise SegtoolError(
+            f"{len(lonely)} unpaired file(s), e.g. {lonely[0]}; add the missing files or pass "
+            f"--skip-unpaired"
+        )
+    return pairs, lonely
+
+
+def read_split(path: Path, stems: set[str] | None = None) -> dict:
+    """Read a ``split.json``, checking its layout (and, given `stems`, that its files exist).
+
+    Raises:
+        SegtoolError: unreadable file, bad layout, a stem in two splits or not in the dataset.
+    """
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SegtoolError(
+            f"{path}: not a readable split.json ({exc}); re-run segtool split"
+        ) from exc
+    if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list) for k in SPLIT_NAMES):
+        raise SegtoolError(f'{path}: needs "train", "val" and "test" lists; re-run segtool split')
+    seen: dict[str, str] = {}
+    for name in SPLIT_NAMES:
+        for stem in doc[name]:
+            if stem in seen:
+                raise SegtoolError(
+                    f"{path}: {stem!r} is in both {seen[stem]} and {name}; fix the split"
+                )
+            seen[stem] = name
+    if stems is not None:
+        unknown = sorted(seen.keys() - stems)
+        if unknown:
+            raise SegtoolError(
+                f"{path}: names {len(unknown)} image(s) not in the dataset, e.g. {unknown[0]!r}; "
+                f"re-run segtool split --overwrite"
+            )
+    return doc

@@ -1,0 +1,99 @@
+"""Splitting a dataset into train, val and test: deterministic for a seed, stable as it grows.
+
+Each stem is placed by a hash of (seed, stem) alone, so adding images later never moves an
+existing image to another split, and the held-out images stay held out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from segtool.classes import ClassMap, read_classes_json
+from segtool.constants import CLASSES_FILE, SPLIT_FILE
+from segtool.errors import SegtoolError
+from segtool.masks import atomic_path, read_mask
+from segtool.pairs import SPLIT_NAMES, find_pairs
+from segtool.parallel import default_jobs, imap_jobs
+
+
+def _unit(seed: int, stem: str) -> float:
+    """A number in [0, 1) fixed by (seed, stem)."""
+    digest = hashlib.sha256(f"{seed}\0{stem}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def check_fractions(val: float, test: float) -> None:
+    """Raise unless 0 <= val, 0 <= test and val + test < 1."""
+    if val < 0 or test < 0 or val + test >= 1:
+        raise SegtoolError(
+            f"--val {val} and --test {test} must be >= 0 and sum to less than 1 "
+            f"(the rest is the training set); e.g. --val 0.15 --test 0.15"
+        )
+
+
+def make_split(stems: list[str], val: float = 0.15, test: float = 0.15, seed: int = 0) -> dict:
+    """Assign stems to splits: hash value < test -> test, < test + val -> val, else train."""
+    check_fractions(val, test)
+    split: dict = {"seed": seed, "train": [], "val": [], "test": []}
+    for stem in sorted(stems):
+        u = _unit(seed, stem)
+        split["test" if u < test else "val" if u < test + val else "train"].append(stem)
+    return split
+
+
+@dataclass
+class SplitResult:
+    """What `split_dataset` wrote and the class balance of each split."""
+
+    path: Path
+    split: dict
+    pixels: dict[str, np.ndarray]  # split name -> pixels per class id
+    class_map: ClassMap | None
+
+
+def _histogram(path: Path, num_classes: int) -> np.ndarray:
+    mask = read_mask(path)
+    return np.bincount(mask.ravel(), minlength=num_classes)[:num_classes]
+
+
+def split_dataset(
+    dataset: Path,
+    *,
+    val: float = 0.15,
+    test: float = 0.15,
+    seed: int = 0,
+    overwrite: bool = False,
+    jobs: int | None = None,
+) -> SplitResult:
+    """Write ``DATASET/split.json`` and count each class's pixels per split.
+
+    Raises:
+        SegtoolError: bad fractions, no pairs, or an existing split without `overwrite`.
+    """
+    check_fractions(val, test)
+    path = dataset / SPLIT_FILE
+    if path.exists() and not overwrite:
+        raise SegtoolError(f"{path}: already exists; pass --overwrite to replace it")
+    pairs, _ = find_pairs(dataset, skip_unpaired=True)
+    split = make_split([p.stem for p in pairs], val, test, seed)
+    classes_path = dataset / CLASSES_FILE
+    class_map = read_classes_json(classes_path) if classes_path.is_file() else None
+    k = class_map.num_classes if class_map else 256
+    where = {stem: name for name in SPLIT_NAMES for stem in split[name]}
+    pixels = {name: np.zeros(k, dtype=np.int64) for name in SPLIT_NAMES}
+    masks = [p.mask for p in pairs]
+    for pair, hist in zip(
+        pairs,
+        imap_jobs(partial(_histogram, num_classes=k), masks, jobs or default_jobs()),
+        strict=True,
+    ):
+        pixels[where[pair.stem]] += hist
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(split, indent=2) + "\n")
+    return SplitResult(path, split, pixels, class_map)

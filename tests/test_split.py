@@ -1,0 +1,92 @@
+"""segtool split: deterministic, stable as the dataset grows, fractions checked."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from segtool.classes import make_class_map
+from segtool.cli.app import app
+from segtool.errors import SegtoolError
+from segtool.masks import write_mask
+from segtool.pairs import find_pairs, read_split
+from segtool.split import make_split, split_dataset
+
+CMAP = make_class_map(["_background_", "cat"])
+
+
+def make_dataset(root, stems):
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(exist_ok=True)
+    CMAP.save(root / "classes.json")
+    for i, stem in enumerate(stems):
+        (root / "images" / f"{stem}.jpg").write_bytes(b"x")
+        write_mask(root / "masks" / f"{stem}.png", np.full((2, 3), i % 2, dtype=np.uint8), CMAP)
+
+
+def test_split_is_deterministic_and_covers_every_stem():
+    stems = [f"img{i:03d}" for i in range(200)]
+    a, b = make_split(stems, 0.2, 0.1, seed=5), make_split(list(reversed(stems)), 0.2, 0.1, seed=5)
+    assert a == b
+    assert sorted(a["train"] + a["val"] + a["test"]) == stems
+    assert 20 <= len(a["val"]) <= 60 and 5 <= len(a["test"]) <= 35
+    assert make_split(stems, 0.2, 0.1, seed=6) != a
+
+
+def test_adding_images_never_moves_old_ones():
+    old = make_split([f"a{i}" for i in range(100)], seed=1)
+    new = make_split([f"a{i}" for i in range(100)] + [f"b{i}" for i in range(50)], seed=1)
+    for name in ("train", "val", "test"):
+        assert set(old[name]) <= set(new[name])
+
+
+@pytest.mark.parametrize(("val", "test"), [(0.6, 0.4), (-0.1, 0.2), (0.5, 0.7)])
+def test_bad_fractions(tmp_path, val, test):
+    make_dataset(tmp_path, ["a", "b"])
+    with pytest.raises(SegtoolError, match="sum to less than 1"):
+        split_dataset(tmp_path, val=val, test=test)
+    assert not (tmp_path / "split.json").exists()
+
+
+def test_split_dataset_writes_and_refuses_overwrite(tmp_path):
+    make_dataset(tmp_path, [f"s{i}" for i in range(30)])
+    result = split_dataset(tmp_path, seed=3, jobs=1)
+    doc = json.loads((tmp_path / "split.json").read_text())
+    assert doc["seed"] == 3 and doc == result.split
+    assert read_split(tmp_path / "split.json", {f"s{i}" for i in range(30)}) == doc
+    assert sum(p.sum() for p in result.pixels.values()) == 30 * 6
+    with pytest.raises(SegtoolError, match="already exists; pass --overwrite"):
+        split_dataset(tmp_path)
+
+
+def test_read_split_rejects_unknown_stems(tmp_path):
+    (tmp_path / "split.json").write_text('{"seed": 0, "train": ["ghost"], "val": [], "test": []}')
+    with pytest.raises(SegtoolError, match=r"not in the dataset, e\.g\. .ghost."):
+        read_split(tmp_path / "split.json", {"real"})
+
+
+def test_find_pairs_reports_unpaired(tmp_path):
+    make_dataset(tmp_path, ["a", "b"])
+    (tmp_path / "images" / "lonely.png").write_bytes(b"x")
+    with pytest.raises(SegtoolError, match=r"1 unpaired file.*lonely\.png: no mask"):
+        find_pairs(tmp_path)
+    pairs, skipped = find_pairs(tmp_path, skip_unpaired=True)
+    assert [p.stem for p in pairs] == ["a", "b"] and len(skipped) == 1
+
+
+def test_cli_prints_counts_and_class_share(tmp_path):
+    make_dataset(tmp_path, [f"s{i}" for i in range(20)])
+    result = CliRunner().invoke(
+        app, ["split", str(tmp_path), "--val", "0.2", "--test", "0.2", "-j", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "train" in result.stdout and "cat" in result.stdout and "%" in result.stdout
+    again = CliRunner().invoke(app, ["split", str(tmp_path)])
+    assert again.exit_code == 1 and "already exists" in again.stderr
+    bad = CliRunner().invoke(
+        app, ["split", str(tmp_path), "--val", "0.9", "--test", "0.2", "--overwrite"]
+    )
+    assert bad.exit_code == 1 and "sum to less than 1" in bad.stderr
