@@ -20,6 +20,15 @@ def default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _one_thread_per_worker() -> None:
+    """Each worker process is one core's worth of work: OpenCV's own thread pool would only
+    oversubscribe the machine."""
+    import sys
+
+    if "cv2" in sys.modules:
+        sys.modules["cv2"].setNumThreads(1)
+
+
 def imap_jobs(fn: Callable[[T], R], items: Iterable[T], jobs: int) -> Iterator[R]:
     """`map(fn, items)` over `jobs` processes (in this process when `jobs` is 1), in order.
 
@@ -29,7 +38,7 @@ def imap_jobs(fn: Callable[[T], R], items: Iterable[T], jobs: int) -> Iterator[R
         yield from map(fn, items)
         return
     window = jobs * 4
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, initializer=_one_thread_per_worker) as pool:
         pending: deque = deque()
         for item in items:
             pending.append(pool.submit(fn, item))
