@@ -20,8 +20,14 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@ $(VENV)/.installed
 
+# A small, fast model for the CPU: a ResNet-10 encoder (timm) with a slim U-Net decoder.
+DEMO_MODEL = --encoder tu-resnet10t --decoder-channels 64,32,16,16,16 --size 128
+
 demo: $(VENV)/.installed
 	$(BIN)/segtool rasterize examples/annotations $(DEMO)/dataset --labels examples/labels.txt --overwrite
+	$(BIN)/segtool split $(DEMO)/dataset --val 0.15 --test 0.15 --seed 0
+	$(BIN)/segtool train $(DEMO)/dataset --out $(DEMO)/run $(DEMO_MODEL) --epochs 25 \
+		--batch-size 8 --lr 2e-3 --overwrite
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
@@ -32,6 +38,8 @@ test: lint
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_rasterize.py
+	$(BIN)/python benchmarks/bench_evaluate.py
+	$(BIN)/python benchmarks/bench_train.py
 
 clean:
 	rm -rf build

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
+from segtool.classes import ClassMap
 from segtool.constants import IMAGE_SUFFIXES, IMAGES_DIR, MASK_SUFFIX, MASKS_DIR
-from segtool.errors import SegtoolError
+from segtool.errors import InvalidInputError, SegtoolError
+from segtool.images import ImageReadError, displayed_size
+from segtool.masks import read_mask
+from segtool.metrics import MaskValueError, check_values
+from segtool.parallel import default_jobs, imap_jobs
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -112,3 +118,43 @@ def read_split(path: Path, stems: set[str] | None = None) -> dict:
                 f"re-run segtool split --overwrite"
             )
     return doc
+
+
+def _check_pair(pair: Pair, num_classes: int, ignore_index: int) -> str | None:
+    """One line naming the problem with a pair, or None (runs in a worker process)."""
+    try:
+        width, height, _ = displayed_size(pair.image, verify=False)
+    except ImageReadError as exc:
+        return f"{pair.image}: {exc}"
+    try:
+        mask = read_mask(pair.mask)
+    except SegtoolError as exc:
+        return str(exc)
+    if mask.shape != (height, width):
+        return (
+            f"{pair.image} is {width}x{height} but its mask {pair.mask} is "
+            f"{mask.shape[1]}x{mask.shape[0]} (width x height); re-rasterize the mask"
+        )
+    try:
+        check_values(mask, num_classes, ignore_index)
+    except MaskValueError as exc:
+        return f"{pair.mask}: {exc}; fix the mask or the class map"
+    return None
+
+
+def check_pairs(pairs: list[Pair], class_map: ClassMap, jobs: int | None = None) -> None:
+    """Check every pair before training: readable, same size, mask values in the class map.
+
+    Raises:
+        InvalidInputError: listing every bad pair.
+    """
+    work = partial(
+        _check_pair, num_classes=class_map.num_classes, ignore_index=class_map.ignore_index
+    )
+    if jobs is None:  # worker start-up costs more than a few hundred checks
+        jobs = default_jobs() if len(pairs) > 256 else 1
+    problems = [p for p in imap_jobs(work, pairs, jobs) if p]
+    if problems:
+        raise InvalidInputError(
+            f"{len(problems)} of {len(pairs)} training pairs are invalid", problems
+        )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -23,8 +25,6 @@ def default_jobs() -> int:
 def _one_thread_per_worker() -> None:
     """Each worker process is one core's worth of work: OpenCV's own thread pool would only
     oversubscribe the machine."""
-    import sys
-
     if "cv2" in sys.modules:
         sys.modules["cv2"].setNumThreads(1)
 
@@ -38,7 +38,11 @@ def imap_jobs(fn: Callable[[T], R], items: Iterable[T], jobs: int) -> Iterator[R
         yield from map(fn, items)
         return
     window = jobs * 4
-    with ProcessPoolExecutor(max_workers=jobs, initializer=_one_thread_per_worker) as pool:
+    # Forking a process that has started torch's thread pools can deadlock the children, so
+    # once torch is loaded the workers start fresh ("spawn"); before that, fork is fast.
+    method = "spawn" if "torch" in sys.modules else "fork"
+    context = multiprocessing.get_context(method)
+    with ProcessPoolExecutor(jobs, context, initializer=_one_thread_per_worker) as pool:
         pending: deque = deque()
         for item in items:
             pending.append(pool.submit(fn, item))

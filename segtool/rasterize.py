@@ -36,6 +36,7 @@ from segtool.constants import (
 from segtool.errors import InvalidInputError, SegtoolError
 from segtool.images import FORMAT_SUFFIX, ImageReadError, displayed_size
 from segtool.masks import write_mask
+from segtool.outdir import prepare_output, publish_output
 from segtool.parallel import default_jobs, imap_jobs
 
 #: How the original images reach ``dataset/images``.
@@ -345,32 +346,6 @@ def _progress(items: Iterator, phase: str, total: int, on_progress: ProgressFn |
         if on_progress:
             on_progress(phase, done, total)
         yield item
-
-
-def prepare_output(out: Path, overwrite: bool) -> Path:
-    """Check `out` may be written and return an empty temporary folder beside it.
-
-    Raises:
-        SegtoolError: `out` exists and `overwrite` is not set.
-    """
-    if out.exists() and not overwrite:
-        raise SegtoolError(f"{out}: already exists; pass --overwrite to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    return tmp
-
-
-def publish_output(tmp: Path, out: Path) -> None:
-    """Move a finished temporary folder onto `out`, replacing what was there."""
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
-    else:
-        os.replace(tmp, out)
 
 
 def rasterize_dir(

@@ -14,6 +14,7 @@ from segtool import __version__
 from segtool.cli import evaluate as evaluate_cmd
 from segtool.cli import rasterize as rasterize_cmd
 from segtool.cli import split as split_cmd
+from segtool.cli import train as train_cmd
 from segtool.cli.common import State
 
 app = typer.Typer(
@@ -50,6 +51,7 @@ def root(
 
 app.command("rasterize")(rasterize_cmd.rasterize)
 app.command("split")(split_cmd.split)
+app.command("train")(train_cmd.train)
 app.command("evaluate")(evaluate_cmd.evaluate)
 
 

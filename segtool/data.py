@@ -1,0 +1,251 @@
+"""The one dataset module: pairs -> checked, split, loaded, cropped, augmented tensors.
+
+Every step that reads training data (train's loaders, validation, the benchmarks) goes
+through `SegmentationDataset`, which returns ``{"image": float tensor (3, H, W), "mask": long
+tensor (H, W), "stem": str}``; augmentation is a parameter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from segtool.classes import ClassMap
+from segtool.constants import SPLIT_FILE
+from segtool.errors import SegtoolError
+from segtool.images import load_rgb
+from segtool.masks import read_mask
+from segtool.metrics import MaskValueError, check_values
+from segtool.model import STRIDE
+from segtool.pairs import Pair, read_split
+from segtool.split import make_split
+from segtool.transforms import Transform, resize
+
+#: ImageNet channel statistics (RGB, on 0..1 values), what pretrained encoders expect.
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+NORMALIZATIONS = ("imagenet", "image")
+
+
+def normalize(image: np.ndarray, mode: str) -> torch.Tensor:
+    """uint8 ``(H, W, 3)`` -> ``(3, H, W)`` model input, in two halves.
+
+    ``imagenet``: stays uint8 here; `to_model_input` applies the ImageNet statistics on the
+    device, so a quarter of the bytes cross to the GPU. ``image``: per image and channel to
+    mean 0 / std 1 (as MRI pipelines do), float32, done here because padding must not count.
+    """
+    if mode == "imagenet":
+        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+    if mode != "image":
+        raise SegtoolError(f"--normalize {mode!r} is not one of {', '.join(NORMALIZATIONS)}")
+    x = image.astype(np.float32) / 255.0
+    mean = x.mean(axis=(0, 1), keepdims=True)
+    std = x.std(axis=(0, 1), keepdims=True)
+    x = (x - mean) / np.maximum(std, 1e-6)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+
+def to_model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch from `normalize`/`pad_collate` as float32 on `device` (uint8 batches get the
+    ImageNet statistics there)."""
+    x = images.to(device, non_blocking=True)
+    if x.dtype == torch.uint8:
+        mean = torch.as_tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
+        std = torch.as_tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255
+        x = (x.float() - mean) / std
+    return x
+
+
+def resolve_split(
+    dataset: Path,
+    pairs: list[Pair],
+    split_file: Path | None = None,
+    *,
+    val: float = 0.15,
+    test: float = 0.15,
+    seed: int = 0,
+) -> dict:
+    """The split to train with: `split_file`, else ``DATASET/split.json``, else a new one made
+    by the function `segtool split` uses (the caller saves it into the run).
+
+    Raises:
+        SegtoolError: the split names images that are not in the dataset, or leaves no
+            training or validation images.
+    """
+    stems = {p.stem for p in pairs}
+    path = split_file or dataset / SPLIT_FILE
+    if split_file is not None and not split_file.is_file():
+        raise SegtoolError(f"--split-file {split_file}: no such file; run segtool split first")
+    split = (
+        read_split(path, stems) if path.is_file() else make_split(sorted(stems), val, test, seed)
+    )
+    for name in ("train", "val"):
+        if not split[name]:
+            raise SegtoolError(
+                f"the split has no {name} images ({len(stems)} in the dataset); add images or "
+                f"change --val/--test"
+            )
+    return split
+
+
+def fingerprint(pairs: list[Pair]) -> str:
+    """A hash of the dataset's file names, sizes and modification times."""
+    digest = hashlib.sha256()
+    for pair in pairs:
+        for path in (pair.image, pair.mask):
+            st = path.stat()
+            digest.update(f"{path.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _pad_to(image: np.ndarray, mask: np.ndarray, height: int, width: int, ignore: int) -> tuple:
+    """Pad bottom/right to at least (height, width): image with 0, mask with the ignore value."""
+    dh, dw = max(height - mask.shape[0], 0), max(width - mask.shape[1], 0)
+    if dh or dw:
+        image = np.pad(image, ((0, dh), (0, dw), (0, 0)))
+        mask = np.pad(mask, ((0, dh), (0, dw)), constant_values=ignore)
+    return image, mask
+
+
+def random_crop(
+    image: np.ndarray,
+    mask: np.ndarray,
+    size: int,
+    rng: np.random.Generator,
+    fg_fraction: float,
+    ignore_index: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A ``size x size`` patch; with probability `fg_fraction` centred on a pixel of a
+    foreground class chosen uniformly among those present (so rare classes are oversampled,
+    as nnU-Net does), else anywhere."""
+    image, mask = _pad_to(image, mask, size, size, ignore_index)
+    height, width = mask.shape
+    top = int(rng.integers(0, height - size + 1))
+    left = int(rng.integers(0, width - size + 1))
+    if fg_fraction > 0 and rng.random() < fg_fraction:
+        present = np.unique(mask)
+        present = present[(present != 0) & (present != ignore_index)]
+        if present.size:
+            ys, xs = np.nonzero(mask == rng.choice(present))
+            k = int(rng.integers(len(ys)))
+            top = int(np.clip(ys[k] - size // 2, 0, height - size))
+            left = int(np.clip(xs[k] - size // 2, 0, width - size))
+    window = (slice(top, top + size), slice(left, left + size))
+    return image[window], mask[window]
+
+
+class SegmentationDataset(Dataset):
+    """Image/mask pairs as tensors, with optional resize, random crops and augmentation.
+
+    Args:
+        pairs: the examples.
+        class_map: ids and ignore value; mask values outside it are an error naming the file.
+        size: resize every image (bilinear) and mask (nearest) to ``size x size``.
+        crop: train on random ``crop x crop`` patches of the full-resolution images.
+        fg_crop: fraction of crops centred on a foreground pixel.
+        augment: an albumentations transform applied after resizing/cropping.
+        normalization: ``imagenet`` or ``image``.
+        seed: seeds crop sampling and augmentation (reseed per epoch/worker with `reseed`).
+    """
+
+    def __init__(
+        self,
+        pairs: list[Pair],
+        class_map: ClassMap,
+        *,
+        size: int | None = None,
+        crop: int | None = None,
+        fg_crop: float = 0.33,
+        augment: Transform | None = None,
+        normalization: str = "imagenet",
+        seed: int = 0,
+    ) -> None:
+        if size is not None and crop is not None:
+            raise SegtoolError("--size and --crop exclude each other; pass one")
+        self.pairs = list(pairs)
+        self.class_map = class_map
+        self.resize = resize(size) if size else None
+        self.crop = crop
+        self.fg_crop = fg_crop
+        self.augment = augment
+        self.normalization = normalization
+        self.reseed(seed)
+
+    def reseed(self, seed: int) -> None:
+        """Restart the crop and augmentation random streams from `seed`."""
+        self.rng = np.random.default_rng(seed)
+        if self.augment is not None and hasattr(self.augment, "set_random_seed"):
+            self.augment.set_random_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The image (uint8 RGB, as displayed) and mask of one pair, checked, untransformed."""
+        pair = self.pairs[index]
+        image = load_rgb(pair.image)
+        mask = read_mask(pair.mask)
+        if mask.shape != image.shape[:2]:
+            raise SegtoolError(
+                f"{pair.image} is {image.shape[1]}x{image.shape[0]} but its mask {pair.mask} is "
+                f"{mask.shape[1]}x{mask.shape[0]}; re-rasterize the mask"
+            )
+        try:
+            check_values(mask, self.class_map.num_classes, self.class_map.ignore_index)
+        except MaskValueError as exc:
+            raise SegtoolError(f"{pair.mask}: {exc}") from exc
+        return image, mask
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, mask = self.load(index)
+        if self.resize is not None:
+            out = self.resize(image=image, mask=mask)
+            image, mask = out["image"], out["mask"]
+        elif self.crop:
+            image, mask = random_crop(
+                image, mask, self.crop, self.rng, self.fg_crop, self.class_map.ignore_index
+            )
+        if self.augment is not None:
+            out = self.augment(image=image, mask=mask)
+            image, mask = out["image"], out["mask"]
+        return {
+            "image": normalize(image, self.normalization),
+            "mask": torch.from_numpy(mask.astype(np.int64)),
+            "stem": self.pairs[index].stem,
+        }
+
+
+def pad_collate(
+    batch: list[dict[str, Any]], ignore_index: int, multiple: int = STRIDE
+) -> dict[str, Any]:
+    """Stack a batch, padding every item bottom/right to the largest size rounded up to a
+    multiple of the model stride: images with 0, masks with the ignore value."""
+    height = max(item["mask"].shape[0] for item in batch)
+    width = max(item["mask"].shape[1] for item in batch)
+    height, width = -(-height // multiple) * multiple, -(-width // multiple) * multiple
+    images = torch.zeros((len(batch), 3, height, width), dtype=batch[0]["image"].dtype)
+    masks = torch.full((len(batch), height, width), ignore_index, dtype=torch.int64)
+    for i, item in enumerate(batch):
+        h, w = item["mask"].shape
+        images[i, :, :h, :w] = item["image"]
+        masks[i, :h, :w] = item["mask"]
+    return {"image": images, "mask": masks, "stem": [item["stem"] for item in batch]}
+
+
+def worker_init(worker_id: int) -> None:
+    """Give each DataLoader worker its own, reproducible random streams."""
+    info = torch.utils.data.get_worker_info()
+    seed = (
+        torch.initial_seed() % 2**32
+    )  # differs per worker and per epoch, fixed by the loader seed
+    if info is not None and isinstance(info.dataset, SegmentationDataset):
+        info.dataset.reseed(seed)
+    np.random.seed(seed)
+    import random
+
+    random.seed(seed)

@@ -1,0 +1,153 @@
+"""The one loss module: a table of losses over segmentation-models-pytorch, one factory.
+
+Every loss takes logits ``(N, C, H, W)`` (C = 1 in binary mode) and an integer target
+``(N, H, W)`` holding class ids and the ignore value, and ignores the ignore pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segtool.errors import SegtoolError
+
+BINARY, MULTICLASS = "binary", "multiclass"
+
+
+def mode_for(num_classes: int) -> str:
+    """binary (one sigmoid channel) for K = 2, multiclass (softmax over K channels) above."""
+    return BINARY if num_classes == 2 else MULTICLASS
+
+
+def out_channels(num_classes: int) -> int:
+    """Model output channels for K classes: 1 in binary mode, K otherwise."""
+    return 1 if mode_for(num_classes) == BINARY else num_classes
+
+
+class MaskedBCE(nn.Module):
+    """Binary cross-entropy with logits, averaged over the pixels that are not ignored."""
+
+    def __init__(self, ignore_index: int) -> None:
+        super().__init__()
+        self.ignore_index = ignore_index
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = logits.reshape(target.shape)
+        valid = target != self.ignore_index
+        if not valid.any():
+            return logits.sum() * 0.0
+        return F.binary_cross_entropy_with_logits(logits[valid], target[valid].to(logits.dtype))
+
+
+class Weighted(nn.Module):
+    """A weighted sum of losses (e.g. BCE + Dice)."""
+
+    def __init__(self, parts: list[tuple[float, nn.Module]]) -> None:
+        super().__init__()
+        self.weights = [w for w, _ in parts]
+        self.parts = nn.ModuleList(m for _, m in parts)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return sum(w * m(logits, target) for w, m in zip(self.weights, self.parts, strict=True))
+
+
+def _dice(mode: str, ignore: int, **_: Any) -> nn.Module:
+    from segmentation_models_pytorch.losses import DiceLoss
+
+    return DiceLoss(mode, ignore_index=ignore, from_logits=True)
+
+
+def _jaccard(mode: str, ignore: int, **_: Any) -> nn.Module:
+    from segmentation_models_pytorch.losses import JaccardLoss
+
+    return JaccardLoss(mode, ignore_index=ignore, from_logits=True)
+
+
+def _ce(mode: str, ignore: int, **_: Any) -> nn.Module:
+    return MaskedBCE(ignore) if mode == BINARY else nn.CrossEntropyLoss(ignore_index=ignore)
+
+
+def _bce_dice(
+    mode: str, ignore: int, bce_weight: float = 1.0, dice_weight: float = 1.0, **_: Any
+) -> nn.Module:
+    return Weighted([(bce_weight, _ce(mode, ignore)), (dice_weight, _dice(mode, ignore))])
+
+
+def _focal(mode: str, ignore: int, focal_gamma: float = 2.0, **_: Any) -> nn.Module:
+    from segmentation_models_pytorch.losses import FocalLoss
+
+    return FocalLoss(mode, gamma=focal_gamma, ignore_index=ignore)
+
+
+def _tversky(
+    mode: str, ignore: int, tversky_alpha: float = 0.3, tversky_beta: float = 0.7, **_: Any
+) -> nn.Module:
+    from segmentation_models_pytorch.losses import TverskyLoss
+
+    return TverskyLoss(
+        mode, alpha=tversky_alpha, beta=tversky_beta, ignore_index=ignore, from_logits=True
+    )
+
+
+def _lovasz(mode: str, ignore: int, **_: Any) -> nn.Module:
+    from segmentation_models_pytorch.losses import LovaszLoss
+
+    return LovaszLoss(mode, ignore_index=ignore, from_logits=True)
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """One row of the loss table."""
+
+    build: Callable[..., nn.Module]
+    modes: tuple[str, ...]
+    summary: str
+
+
+#: Loss name -> how to build it, which modes it supports, and when to choose it.
+LOSSES: dict[str, LossSpec] = {
+    "dice": LossSpec(_dice, (BINARY, MULTICLASS), "soft Dice; copes with small foregrounds"),
+    "jaccard": LossSpec(_jaccard, (BINARY, MULTICLASS), "soft IoU; like Dice, optimises IoU"),
+    "bce-dice": LossSpec(
+        _bce_dice, (BINARY, MULTICLASS), "BCE (binary) or cross-entropy + Dice; a robust default"
+    ),
+    "ce": LossSpec(_ce, (BINARY, MULTICLASS), "BCE (binary) or cross-entropy alone"),
+    "focal": LossSpec(_focal, (BINARY, MULTICLASS), "focal loss; down-weights easy pixels"),
+    "tversky": LossSpec(
+        _tversky,
+        (BINARY, MULTICLASS),
+        "Tversky; alpha/beta trade false positives for false negatives",
+    ),
+    "lovasz": LossSpec(
+        _lovasz, (BINARY, MULTICLASS), "Lovász hinge/softmax; directly optimises IoU"
+    ),
+}
+
+
+def build_loss(name: str, mode: str, ignore_index: int, **options: Any) -> nn.Module:
+    """Build a loss by name for a mode (``binary`` or ``multiclass``).
+
+    Args:
+        name: a key of `LOSSES`.
+        mode: ``binary`` (one logit channel, targets 0/1) or ``multiclass``.
+        ignore_index: target value whose pixels contribute nothing.
+        **options: ``bce_weight``, ``dice_weight``, ``tversky_alpha``, ``tversky_beta``,
+            ``focal_gamma``; None values are dropped so defaults live in one place.
+
+    Raises:
+        SegtoolError: unknown name or a mode the loss does not support.
+    """
+    if name not in LOSSES:
+        raise SegtoolError(f"--loss {name!r} is not one of {', '.join(LOSSES)}")
+    spec = LOSSES[name]
+    if mode not in spec.modes:
+        raise SegtoolError(
+            f"--loss {name} does not support {mode} mode; use one of {', '.join(LOSSES)}"
+        )
+    given = {k: v for k, v in options.items() if v is not None}
+    return spec.build(mode, ignore_index, **given)

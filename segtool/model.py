@@ -1,0 +1,167 @@
+"""Building, saving and loading the segmentation model (segmentation-models-pytorch)."""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import io
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from segtool.errors import SegtoolError
+from segtool.losses import out_channels
+
+#: segtool's default architecture and encoder.
+DEFAULT_ARCH = "unet"
+DEFAULT_ENCODER = "resnet34"
+#: Every input side must be a multiple of this (five 2x downsamplings).
+STRIDE = 32
+
+
+def architectures() -> list[str]:
+    """Architecture names segmentation-models-pytorch can build (lower case)."""
+    import segmentation_models_pytorch as smp
+
+    return sorted(smp.MODEL_ARCHITECTURES_MAPPING)
+
+
+def encoders() -> list[str]:
+    """Encoder names segmentation-models-pytorch knows."""
+    import segmentation_models_pytorch as smp
+
+    return sorted(smp.encoders.get_encoder_names())
+
+
+def _unknown(kind: str, name: str, valid: list[str]) -> SegtoolError:
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    shown = ", ".join(valid) if len(valid) <= 12 else ", ".join(valid[:12]) + ", ..."
+    return SegtoolError(f"{kind} {name!r} is unknown; {hint}valid: {shown}")
+
+
+def check_names(arch: str, encoder: str) -> None:
+    """Raise a clear error for an unknown architecture or encoder (listing the valid ones)."""
+    if arch.lower() not in architectures():
+        raise _unknown("--arch", arch, architectures())
+    if encoder.startswith("tu-"):  # any timm model, through segmentation-models-pytorch
+        import timm
+
+        if not timm.list_models(encoder.removeprefix("tu-")):
+            raise _unknown("--encoder", encoder, ["tu-" + m for m in timm.list_models("*resnet*")])
+    elif encoder not in encoders():
+        raise _unknown("--encoder", encoder, encoders())
+
+
+def build_model(
+    arch: str, encoder: str, weights: str | None, num_classes: int, **kwargs: object
+) -> nn.Module:
+    """A segmentation model for K classes (one output channel when K = 2).
+
+    Args:
+        arch: architecture name (``unet``, ``fpn``, ``deeplabv3plus``, ...).
+        encoder: encoder name (``resnet34``, ``efficientnet-b0``, ...).
+        weights: None (random init, nothing downloaded), ``imagenet`` (downloads, needs
+            internet), or a path to a local state dict (``.pt``/``.pth``/``.safetensors``) for
+            the encoder.
+        num_classes: K, background included.
+        **kwargs: passed to ``segmentation_models_pytorch.create_model`` when not None.
+
+    Raises:
+        SegtoolError: unknown names, or a weights file that is missing or does not fit.
+    """
+    import segmentation_models_pytorch as smp
+
+    check_names(arch, encoder)
+    local = weights not in (None, "none", "imagenet")
+    extra = {k: v for k, v in kwargs.items() if v is not None}
+    try:
+        model = smp.create_model(
+            arch,
+            encoder_name=encoder,
+            encoder_weights=None if local or weights == "none" else weights,
+            in_channels=3,
+            classes=out_channels(num_classes),
+            **extra,
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SegtoolError(f"cannot build {arch} with {encoder}: {exc}") from exc
+    if local:
+        load_encoder_weights(model, Path(str(weights)))
+    return model
+
+
+def load_encoder_weights(model: nn.Module, path: Path) -> None:
+    """Load a local state dict into the model's encoder (a whole-model dict is accepted too).
+
+    Raises:
+        SegtoolError: the file is missing, unreadable, or its tensors do not fit the encoder.
+    """
+    if not path.is_file():
+        raise SegtoolError(f"--encoder-weights {path}: no such file; pass none, imagenet or a file")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise SegtoolError(f"{path}: not a readable state dict ({exc})") from exc
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    state = {k.removeprefix("encoder."): v for k, v in state.items()}
+    encoder = model.encoder  # type: ignore[attr-defined]
+    if not set(state) & set(encoder.state_dict()):
+        raise SegtoolError(f"{path}: none of its tensors fit the {type(encoder).__name__} encoder")
+    try:
+        encoder.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # tensors with the right names but the wrong shapes
+        raise SegtoolError(
+            f"{path}: does not fit the {type(encoder).__name__} encoder ({exc})"
+        ) from exc
+
+
+def save_model(model: nn.Module, folder: Path) -> None:
+    """Save in segmentation-models-pytorch's own format (config.json + model.safetensors),
+    atomically: written beside `folder`, then renamed onto it."""
+    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))  # type: ignore[attr-defined]
+    old = folder.parent / f".{folder.name}.old-{os.getpid()}"
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_model(folder: Path) -> nn.Module:
+    """Load a model saved with `save_model` (or any smp ``save_pretrained`` folder).
+
+    Raises:
+        SegtoolError: the folder has no model.
+    """
+    import segmentation_models_pytorch as smp
+
+    if not (folder / "config.json").is_file():
+        raise SegtoolError(
+            f"{folder}: no model here (config.json missing); pass a run folder's model/"
+        )
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # smp prints where it loads from
+            return smp.from_pretrained(str(folder))
+    except Exception as exc:
+        raise SegtoolError(f"{folder}: cannot load the model ({exc})") from exc
+
+
+def labels_from_logits(
+    logits: torch.Tensor, num_classes: int, threshold: float = 0.5
+) -> torch.Tensor:
+    """Class ids ``(N, H, W)`` from logits: sigmoid > threshold for binary models (one channel),
+    argmax over channels otherwise."""
+    if logits.shape[1] == 1 and num_classes == 2:
+        return (torch.sigmoid(logits[:, 0]) > threshold).long()
+    return logits.argmax(dim=1)

@@ -1,0 +1,98 @@
+"""What a run folder records as it goes: config.json, metrics.csv, curves.png."""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from segtool.masks import atomic_path
+
+#: The first columns of metrics.csv (per-class Dice columns follow).
+METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "val_iou", "lr", "seconds"]
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of segtool and the libraries that decide its numbers."""
+    versions = {"python": platform.python_version()}
+    for name in (
+        "segtool",
+        "torch",
+        "torchvision",
+        "segmentation-models-pytorch",
+        "albumentations",
+        "numpy",
+        "opencv-python-headless",
+        "pillow",
+    ):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def write_json(path: Path, doc: dict[str, Any]) -> None:
+    """Write a JSON document atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def read_metrics(path: Path) -> list[dict[str, str]]:
+    """The rows of metrics.csv (empty if there is none)."""
+    if not path.is_file():
+        return []
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rewrite metrics.csv from all rows (atomically; a run has few epochs)."""
+    columns = list(METRIC_COLUMNS)
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _cell(v) for k, v in row.items()})
+
+
+def _cell(value: Any) -> Any:
+    return f"{value:.6g}" if isinstance(value, float) else value
+
+
+def draw_curves(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Loss (train and validation) and validation Dice/IoU per epoch, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [int(r["epoch"]) for r in rows]
+
+    def series(key: str) -> list[float]:
+        return [float(r[key]) if r.get(key) not in (None, "") else float("nan") for r in rows]
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=80)
+    left.plot(epochs, series("train_loss"), "o-", label="train loss")
+    left.plot(epochs, series("val_loss"), "o-", label="validation loss")
+    left.set_xlabel("epoch")
+    left.set_title("loss")
+    left.legend()
+    right.plot(epochs, series("val_dice"), "o-", label="mean Dice")
+    right.plot(epochs, series("val_iou"), "o-", label="mean IoU")
+    for key in rows[-1] if rows else []:
+        if key.startswith("dice_"):
+            right.plot(epochs, series(key), "--", alpha=0.6, label=key.removeprefix("dice_"))
+    right.set_xlabel("epoch")
+    right.set_ylim(0, 1)
+    right.set_title("validation")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

@@ -1,0 +1,100 @@
+"""Augmentation presets (albumentations), built from one table.
+
+Masks are never interpolated (nearest neighbour); anything padded or moved in from outside
+the image is 0 in the image and the ignore value in the mask, so no loss or metric counts it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import cv2
+
+from segtool.errors import SegtoolError
+
+#: (image, mask) -> augmented (image, mask); albumentations' calling convention.
+Transform = Callable[..., dict[str, Any]]
+
+
+def _light(ignore_index: int) -> list:
+    import albumentations as A
+
+    return [
+        A.HorizontalFlip(p=0.5),
+        A.Affine(
+            translate_percent=(-0.0625, 0.0625),
+            scale=(0.9, 1.1),
+            rotate=(-15, 15),
+            border_mode=cv2.BORDER_CONSTANT,
+            fill=0,
+            fill_mask=ignore_index,
+            mask_interpolation=cv2.INTER_NEAREST,
+            p=0.5,
+        ),
+        A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
+    ]
+
+
+def _strong(ignore_index: int) -> list:
+    import albumentations as A
+
+    return [
+        A.HorizontalFlip(p=0.5),
+        A.VerticalFlip(p=0.5),
+        A.Affine(
+            translate_percent=(-0.1, 0.1),
+            scale=(0.75, 1.25),
+            rotate=(-30, 30),
+            border_mode=cv2.BORDER_CONSTANT,
+            fill=0,
+            fill_mask=ignore_index,
+            mask_interpolation=cv2.INTER_NEAREST,
+            p=0.7,
+        ),
+        A.ElasticTransform(
+            alpha=30,
+            sigma=6,
+            border_mode=cv2.BORDER_CONSTANT,
+            fill=0,
+            fill_mask=ignore_index,
+            mask_interpolation=cv2.INTER_NEAREST,
+            p=0.3,
+        ),
+        A.RandomBrightnessContrast(brightness_limit=0.3, contrast_limit=0.3, p=0.7),
+        A.HueSaturationValue(p=0.3),
+        A.GaussNoise(std_range=(0.02, 0.08), p=0.3),
+    ]
+
+
+#: Preset name -> builder of its transform list (given the ignore value).
+PRESETS: dict[str, Callable[[int], list] | None] = {
+    "none": None,
+    "light": _light,
+    "strong": _strong,
+}
+
+
+def build_augmentation(preset: str, ignore_index: int, seed: int | None = None) -> Transform | None:
+    """The augmentation for a preset name, or None for ``none``.
+
+    Raises:
+        SegtoolError: unknown preset (the message lists the valid ones).
+    """
+    if preset not in PRESETS:
+        raise SegtoolError(f"--augment {preset!r} is not one of {', '.join(PRESETS)}")
+    builder = PRESETS[preset]
+    if builder is None:
+        return None
+    import albumentations as A
+
+    return A.Compose(builder(ignore_index), seed=seed)
+
+
+def resize(size: int) -> Transform:
+    """Resize image (bilinear) and mask (nearest) to ``size x size``."""
+    import albumentations as A
+
+    return A.Compose(
+        [A.Resize(size, size, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST)]
+    )

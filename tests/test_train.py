@@ -1,0 +1,274 @@
+"""Training: the loss falls and Dice rises, resume is exact, bad inputs fail clearly."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from segtool.checkpoint import load_checkpoint
+from segtool.classes import read_classes_json
+from segtool.cli.app import app
+from segtool.errors import SegtoolError
+from segtool.masks import write_mask
+from segtool.model import load_model
+from segtool.runlog import read_metrics
+from segtool.train import Reporter, fit
+from tests.synthetic import make_dataset
+
+FAST = {"encoder": "resnet18", "workers": 0, "batch_size": 4, "augment": "none", "lr": 3e-3}
+
+
+@pytest.fixture(scope="module")
+def easy(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("easy"))
+
+
+@pytest.fixture(scope="module")
+def trained(easy, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "run"
+    result = fit(easy, run, epochs=8, **FAST)
+    return run, result
+
+
+def test_loss_falls_and_dice_rises(trained):
+    run, result = trained
+    rows = read_metrics(run / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 9))
+    assert float(rows[-1]["train_loss"]) < 0.6 * float(rows[0]["train_loss"])
+    assert result.best_dice > 0.7, rows
+    assert result.stopped == "finished" and result.epochs_done == 8
+    assert set(result.best_per_class) == {"square", "disc"}
+
+
+def test_run_folder_contents(trained, easy):
+    run, result = trained
+    for name in ("config.json", "classes.json", "split.json", "curves.png", "metrics.csv"):
+        assert (run / name).is_file(), name
+    config = json.loads((run / "config.json").read_text())
+    assert config["options"]["encoder"] == "resnet18" and config["options"]["epochs"] == 8
+    assert len(config["dataset_fingerprint"]) == 16 and "torch" in config["versions"]
+    assert json.loads((run / "split.json").read_text()) == json.loads(
+        (easy / "split.json").read_text()
+    )
+    # The saved model is the best epoch's, and loads in plain segmentation-models-pytorch.
+    import segmentation_models_pytorch as smp
+
+    plain = smp.from_pretrained(str(run / "model"))
+    ours = load_model(run / "model")
+    x = torch.randn(1, 3, 64, 64)
+    plain.eval()
+    ours.eval()
+    assert torch.equal(plain(x), ours(x))
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)  # no code can run
+    assert state["epoch"] == 8 and state["best_epoch"] == result.best_epoch
+
+
+class StopAfter(Reporter):
+    """Presses Ctrl-C once epoch `n` has been saved."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def epoch_end(self, row):
+        if row["epoch"] == self.n:
+            raise KeyboardInterrupt
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(easy, tmp_path):
+    options = {**FAST, "epochs": 3, "augment": "light", "size": 32}
+    fit(easy, tmp_path / "straight", **options)
+    stopped = fit(easy, tmp_path / "resumed", reporter=StopAfter(2), **options)
+    assert stopped.stopped == "interrupted" and stopped.epochs_done == 2
+    resumed = fit(easy, tmp_path / "resumed", resume=True, epochs=3)
+    assert resumed.epochs_done == 3
+    a = load_checkpoint(tmp_path / "straight/checkpoints/last.pt")["model"]
+    b = load_checkpoint(tmp_path / "resumed/checkpoints/last.pt")["model"]
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = read_metrics(tmp_path / "resumed/metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    # A larger --epochs extends the finished run.
+    extended = fit(easy, tmp_path / "resumed", resume=True, epochs=4)
+    assert extended.epochs_done == 4
+
+
+def test_patience_stops_early(easy, tmp_path):
+    result = fit(easy, tmp_path / "run", epochs=6, patience=1, **{**FAST, "lr": 0.0})
+    assert result.stopped == "early stop" and result.epochs_done == 2
+
+
+def test_nan_loss_stops_with_a_clear_message(easy, tmp_path, monkeypatch):
+    import segtool.train as train_module
+
+    real = train_module.build_loss
+
+    class Breaks(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = real("dice", "multiclass", 255)
+            self.calls = 0
+
+        def forward(self, logits, target):
+            self.calls += 1
+            loss = self.inner(logits, target)
+            return loss * math.nan if self.calls > 4 else loss
+
+    monkeypatch.setattr(train_module, "build_loss", lambda *a, **k: Breaks())
+    with pytest.raises(SegtoolError, match=r"epoch 2: the loss became nan .*last good checkpoint"):
+        fit(easy, tmp_path / "run", epochs=3, **FAST)
+    assert load_checkpoint(tmp_path / "run/checkpoints/last.pt")["epoch"] == 1
+
+
+def test_binary_dataset_trains_one_channel(tmp_path):
+    ds = make_dataset(tmp_path / "bin", classes=2)
+    result = fit(ds, tmp_path / "run", epochs=8, **FAST)
+    assert result.best_dice > 0.5
+    assert load_model(tmp_path / "run" / "model").segmentation_head[0].out_channels == 1
+
+
+def test_crop_training(easy, tmp_path):
+    result = fit(easy, tmp_path / "run", epochs=2, crop=32, fg_crop=0.5, **FAST)
+    assert result.epochs_done == 2
+
+
+def test_local_encoder_weights(easy, tmp_path):
+    from segtool.model import build_model
+
+    donor = build_model("unet", "resnet18", None, 3)
+    torch.save(donor.encoder.state_dict(), tmp_path / "enc.pt")
+    model = build_model("unet", "resnet18", str(tmp_path / "enc.pt"), 3)
+    assert torch.equal(model.encoder.conv1.weight, donor.encoder.conv1.weight)
+    with pytest.raises(SegtoolError, match="no such file"):
+        build_model("unet", "resnet18", str(tmp_path / "missing.pt"), 3)
+
+
+# --- bad inputs ----------------------------------------------------------------------------
+
+
+def test_existing_run_needs_resume_or_overwrite(trained, easy):
+    run, _ = trained
+    with pytest.raises(SegtoolError, match="already exists; pass --resume .* or --overwrite"):
+        fit(easy, run, epochs=1, **FAST)
+
+
+def test_resume_without_checkpoint(easy, tmp_path):
+    with pytest.raises(SegtoolError, match="no checkpoint to resume from"):
+        fit(easy, tmp_path / "nothing", resume=True)
+
+
+def test_resume_with_another_class_map(trained, tmp_path):
+    run, _ = trained
+    other = make_dataset(tmp_path / "other", classes=2)
+    with pytest.raises(SegtoolError, match="trained on classes .* but the dataset has"):
+        fit(other, run, resume=True, epochs=9)
+
+
+def test_resume_refuses_changed_settings(trained, easy):
+    run, _ = trained
+    with pytest.raises(SegtoolError, match="--lr differs from the run's"):
+        fit(easy, run, resume=True, epochs=9, lr=0.5)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"loss": "dicey"}, "--loss 'dicey' is not one of dice, jaccard"),
+        ({"arch": "unnet"}, "--arch 'unnet' is unknown; did you mean 'unet'"),
+        ({"encoder": "resnet19"}, "--encoder 'resnet19' is unknown; did you mean 'resnet18'"),
+        ({"batch_size": 50}, "--batch-size 50 is larger than the 12 training images"),
+        ({"size": 32, "crop": 32}, "exclude each other"),
+    ],
+)
+def test_bad_options(easy, tmp_path, options, message):
+    with pytest.raises(SegtoolError, match=message):
+        fit(easy, tmp_path / "run", epochs=1, **{**FAST, **options})
+
+
+def test_bad_datasets(tmp_path):
+    with pytest.raises(SegtoolError, match="no class map"):
+        fit(tmp_path, tmp_path / "run")
+    ds = make_dataset(tmp_path / "ds")
+    cmap = read_classes_json(ds / "classes.json")
+    write_mask(ds / "masks" / "s00.png", np.zeros((10, 10), np.uint8), cmap)
+    with pytest.raises(SegtoolError, match="s00.png is 48x48 but its mask .* is 10x10"):
+        fit(ds, tmp_path / "run", **FAST)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    write_mask(ds / "masks" / "s00.png", np.zeros((48, 48), np.uint8), cmap)
+    (ds / "split.json").write_text('{"seed": 0, "train": ["ghost"], "val": ["s01"], "test": []}')
+    with pytest.raises(SegtoolError, match="not in the dataset, e.g. 'ghost'"):
+        fit(ds, tmp_path / "run2", **FAST)
+    for p in (ds / "masks").iterdir():
+        p.unlink()
+    with pytest.raises(SegtoolError, match="no image/mask pairs"):
+        fit(ds, tmp_path / "run3", **FAST)
+
+
+def test_cli_train(easy, tmp_path):
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            str(easy),
+            "--out",
+            str(tmp_path / "run"),
+            "--epochs",
+            "1",
+            "--encoder",
+            "resnet18",
+            "--workers",
+            "0",
+            "--batch-size",
+            "4",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "best epoch 1 of 1" in result.stdout and "square" in result.stdout
+    bad = CliRunner().invoke(
+        app, ["train", str(easy), "--out", str(tmp_path / "r2"), "--loss", "nope"]
+    )
+    assert bad.exit_code == 2  # not a valid choice: usage error
+
+
+def test_two_process_ddp_on_cpu(easy, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29533",
+        "-m",
+        "segtool",
+        "train",
+        str(easy),
+        "--out",
+        str(tmp_path / "ddp"),
+        "--epochs",
+        "2",
+        "--encoder",
+        "resnet18",
+        "--workers",
+        "0",
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+        "--augment",
+        "none",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("best epoch") == 1  # rank 0 alone prints
+    config = json.loads((tmp_path / "ddp" / "config.json").read_text())
+    assert config["world_size"] == 2
+    assert len(read_metrics(tmp_path / "ddp" / "metrics.csv")) == 2
