@@ -28,6 +28,11 @@ demo: $(VENV)/.installed
 	$(BIN)/segtool split $(DEMO)/dataset --val 0.15 --test 0.15 --seed 0
 	$(BIN)/segtool train $(DEMO)/dataset --out $(DEMO)/run $(DEMO_MODEL) --epochs 25 \
 		--batch-size 8 --lr 2e-3 --overwrite
+	$(BIN)/segtool evaluate --model $(DEMO)/run $(DEMO)/dataset --split test --gallery 6
+	$(BIN)/segtool predict $(DEMO)/run $(DEMO)/dataset/images $(DEMO)/predictions --split test \
+		--overlay --overwrite
+	@echo "gallery of the worst test images: $(DEMO)/run/evaluation/test/gallery/index.html"
+	@echo "overlays of the test predictions: $(DEMO)/predictions/overlays/"
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
@@ -40,6 +45,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_rasterize.py
 	$(BIN)/python benchmarks/bench_evaluate.py
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_predict.py
 
 clean:
 	rm -rf build

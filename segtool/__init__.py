@@ -1,3 +1,32 @@
-"""segtool: polygon annotations to a trained segmentation model and an honest score."""
+"""segtool: polygon annotations to a trained segmentation model and an honest score.
+
+The commands' functions, usable from Python::
+
+    from segtool import rasterize_dir, split_dataset, fit, predict_dir, evaluate_dirs
+
+They are imported on first use, so ``import segtool`` stays light (no torch).
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
+
+_API = {
+    "rasterize_dir": "segtool.rasterize",
+    "split_dataset": "segtool.split",
+    "fit": "segtool.train",
+    "predict_dir": "segtool.predict",
+    "evaluate_dirs": "segtool.evaluate",
+    "evaluate_model": "segtool.heldout",
+}
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'segtool' has no attribute {name!r}")

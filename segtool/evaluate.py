@@ -151,7 +151,7 @@ def find_classes(reference_dir: Path, explicit: Path | None) -> ClassMap | None:
 
 
 def pair_masks(
-    prediction_dir: Path, reference_dir: Path, allow_missing: bool
+    prediction_dir: Path, reference_dir: Path, allow_missing: bool, only: set[str] | None = None
 ) -> tuple[list[tuple[str, Path | None, Path]], list[str], list[str]]:
     """Pair prediction and reference PNGs by stem.
 
@@ -171,6 +171,11 @@ def pair_masks(
             raise SegtoolError(f"{folder}: no {role} masks (*.png) found; check the path")
         found.append(masks)
     preds, refs = found
+    if only is not None:
+        refs = {stem: path for stem, path in refs.items() if stem in only}
+        preds = {stem: path for stem, path in preds.items() if stem in only}
+        if not refs:
+            raise SegtoolError(f"{reference_dir}: none of the selected images has a reference mask")
     missing = sorted(refs.keys() - preds.keys())
     extra = sorted(preds.keys() - refs.keys())
     if len(missing) == len(refs):
@@ -196,6 +201,7 @@ class Evaluation:
     summary_path: Path
     per_image_path: Path
     warnings: list[str] = field(default_factory=list)
+    gallery: list[Path] = field(default_factory=list)
 
 
 def _clean(value: float) -> float | None:
@@ -293,6 +299,9 @@ def evaluate_dirs(
     with_hd95: bool = True,
     jobs: int | None = None,
     allow_missing: bool = False,
+    only: set[str] | None = None,
+    gallery: int = 0,
+    images: Path | None = None,
     on_progress: ProgressFn | None = None,
 ) -> Evaluation:
     """Score a folder of predicted label PNGs against a folder of reference PNGs.
@@ -306,6 +315,9 @@ def evaluate_dirs(
         with_hd95: compute HD95 (the slowest metric).
         jobs: worker processes; None uses every core.
         allow_missing: score references without a prediction as empty predictions.
+        only: score only these stems.
+        gallery: also draw the N images with the lowest Dice into ``OUT/gallery/``.
+        images: where the gallery finds the images (default: ``images/`` beside `references`).
         on_progress: called as ``(phase, done, total)`` after each image.
 
     Raises:
@@ -318,7 +330,7 @@ def evaluate_dirs(
             f"no classes.json beside or in {references}: class ids found in the masks are used "
             f"as names and {IGNORE_INDEX} as the ignore value; pass --classes to name them"
         )
-    pairs, missing, extra = pair_masks(predictions, references, allow_missing)
+    pairs, missing, extra = pair_masks(predictions, references, allow_missing, only)
     if extra:
         warnings.append(
             f"{len(extra)} prediction(s) without a reference ignored: "
@@ -348,7 +360,22 @@ def evaluate_dirs(
     with atomic_path(summary_path) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
     _write_per_image_csv(per_image_path, summary)
-    return Evaluation(summary, summary_path, per_image_path, warnings)
+    result = Evaluation(summary, summary_path, per_image_path, warnings)
+    if gallery:
+        from segtool.classes import make_class_map
+        from segtool.gallery import make_gallery
+
+        cmap = class_map or make_class_map(names)
+        result.gallery = make_gallery(
+            summary,
+            predictions,
+            references,
+            out / "gallery",
+            cmap,
+            gallery,
+            images if images is not None else references.parent / "images",
+        )
+    return result
 
 
 def _refuse_binary_255(scores: list[ImageScore], references: Path, ignore: int) -> None:

@@ -49,24 +49,41 @@ def print_summary(summary: dict, title: str) -> None:
 
 @handle_errors
 def evaluate(
-    predictions: Annotated[
-        Path, typer.Argument(metavar="PRED", help="Folder of predicted PNG masks.")
+    first: Annotated[
+        Path,
+        typer.Argument(
+            metavar="PRED", help="Folder of predicted PNG masks (with --model: the DATASET)."
+        ),
     ],
     references: Annotated[
-        Path,
-        typer.Argument(metavar="GT", help="Folder of reference PNG masks (e.g. dataset/masks)."),
-    ],
+        Path | None,
+        typer.Argument(metavar="[GT]", help="Folder of reference PNG masks (e.g. dataset/masks)."),
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model", help="A run folder: predict the --split of DATASET, then score it."
+        ),
+    ] = None,
+    split: Annotated[
+        str, typer.Option(help="With --model: test, val, all (not train) or train (by name).")
+    ] = "test",
     classes: Annotated[
         Path | None,
         typer.Option(help="classes.json \\[default: the one beside or in GT]."),
     ] = None,
     out_dir: Annotated[
         Path | None,
-        typer.Option("--out", help="Where summary.json and per_image.csv go \\[default: PRED]."),
+        typer.Option(
+            "--out", help="Where the report goes \\[default: PRED, or RUN/evaluation/SPLIT]."
+        ),
     ] = None,
     hd95: Annotated[
         bool, typer.Option("--hd95/--no-hd95", help="Compute HD95 (the slowest metric).")
     ] = True,
+    gallery: Annotated[
+        int, typer.Option(help="Draw the N images with the lowest Dice into OUT/gallery/.", min=0)
+    ] = 0,
     jobs: Annotated[
         int | None,
         typer.Option("--jobs", "-j", min=1, help="Worker processes \\[default: all cores]."),
@@ -75,29 +92,62 @@ def evaluate(
         bool,
         typer.Option("--allow-missing", help="Score references without a prediction as empty."),
     ] = False,
+    device: Annotated[str, typer.Option(help="With --model: auto, cpu, cuda or mps.")] = "auto",
+    tta: Annotated[
+        bool, typer.Option("--tta", help="With --model: average flipped predictions.")
+    ] = False,
 ) -> None:
     """Score predicted label masks against references: Dice, IoU, precision, recall, HD95.
 
-    Writes summary.json and per_image.csv, and prints a table per class.
+    Two forms: [bold]segtool evaluate PRED GT[/] scores two folders of masks;
+    [bold]segtool evaluate --model RUN DATASET --split test[/] predicts the run's held-out
+    split of the dataset first. Writes summary.json and per_image.csv, prints a table.
 
-    Example: [bold]segtool evaluate predictions/ dataset/masks --out report/[/]
+    Example: [bold]segtool evaluate --model run/ dataset/ --gallery 8[/]
     """
-    from segtool.evaluate import evaluate_dirs
-
     with progress_bar() as on_progress:
-        result = evaluate_dirs(
-            predictions,
-            references,
-            classes=classes,
-            out=out_dir,
-            with_hd95=hd95,
-            jobs=jobs,
-            allow_missing=allow_missing,
-            on_progress=on_progress,
-        )
+        if model is not None:
+            if references is not None:
+                raise typer.BadParameter("with --model, pass only the DATASET folder")
+            from segtool.heldout import evaluate_model
+
+            result = evaluate_model(
+                model,
+                first,
+                split=split,
+                out=out_dir,
+                with_hd95=hd95,
+                device=device,
+                tta=tta,
+                gallery=gallery,
+                jobs=jobs,
+                on_progress=on_progress,
+            )
+            title = f"{model} on the {split} split of {first}"
+        else:
+            if references is None:
+                raise typer.BadParameter("pass PRED and GT folders, or --model RUN DATASET")
+            from segtool.evaluate import evaluate_dirs
+
+            result = evaluate_dirs(
+                first,
+                references,
+                classes=classes,
+                out=out_dir,
+                with_hd95=hd95,
+                jobs=jobs,
+                allow_missing=allow_missing,
+                gallery=gallery,
+                on_progress=on_progress,
+            )
+            title = f"{first} vs {references}"
     for message in result.warnings:
         warn(message)
-    print_summary(
-        result.summary, f"{result.summary['n_images']} images: {predictions} vs {references}"
-    )
+    print_summary(result.summary, f"{result.summary['n_images']} images: {title}")
     err.print(f"wrote {result.summary_path} and {result.per_image_path}", highlight=False)
+    if result.gallery:
+        err.print(
+            f"gallery of the {len(result.gallery)} lowest-Dice images: "
+            f"{result.gallery[0].parent / 'index.html'}",
+            highlight=False,
+        )

@@ -1,0 +1,132 @@
+"""Pictures of what went wrong: the worst images side by side, and an index.html."""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from segtool.classes import ClassMap
+from segtool.constants import IMAGE_SUFFIXES, MASK_SUFFIX
+from segtool.images import load_rgb
+from segtool.masks import read_mask
+
+#: Error-map colours: true positive, false positive, false negative, ignored.
+TP, FP, FN, IGNORED = (40, 180, 60), (220, 40, 40), (40, 90, 230), (90, 90, 90)
+#: Largest panel side in pixels (bigger images are shrunk for the picture).
+PANEL = 384
+
+
+def image_score(row: dict) -> float:
+    """An image's mean Dice over the foreground classes present in it (NaN if none)."""
+    values = [v for v in row["dice"].values() if v is not None]
+    return float(np.mean(values)) if values else math.nan
+
+
+def error_map(reference: np.ndarray, prediction: np.ndarray, ignore_index: int) -> np.ndarray:
+    """RGB: green where foreground is right, red where foreground is predicted wrongly,
+    blue where reference foreground is missed, grey where ignored."""
+    out = np.zeros((*reference.shape, 3), dtype=np.uint8)
+    ignored = (reference == ignore_index) | (prediction == ignore_index)
+    out[(reference == prediction) & (reference > 0)] = TP
+    out[(prediction > 0) & (prediction != reference)] = FP
+    out[(reference > 0) & (prediction == 0)] = FN
+    out[ignored] = IGNORED
+    return out
+
+
+def _colour(mask: np.ndarray, class_map: ClassMap) -> np.ndarray:
+    palette = np.array(class_map.palette(), dtype=np.uint8).reshape(-1, 3)
+    return palette[np.clip(mask, 0, 255)]
+
+
+def _panel(array: np.ndarray, title: str) -> Image.Image:
+    img = Image.fromarray(array)
+    scale = min(1.0, PANEL / max(img.size))
+    if scale < 1:
+        img = img.resize(
+            (max(1, int(img.width * scale)), max(1, int(img.height * scale))), Image.NEAREST
+        )
+    framed = Image.new("RGB", (img.width, img.height + 16), (255, 255, 255))
+    framed.paste(img, (0, 16))
+    ImageDraw.Draw(framed).text((2, 2), title, fill=(0, 0, 0))
+    return framed
+
+
+def _find_image(folder: Path | None, stem: str) -> Path | None:
+    if folder is None or not folder.is_dir():
+        return None
+    for suffix in IMAGE_SUFFIXES:
+        for candidate in (folder / f"{stem}{suffix}", folder / f"{stem}{suffix.upper()}"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def make_gallery(
+    summary: dict,
+    predictions: Path,
+    references: Path,
+    out: Path,
+    class_map: ClassMap,
+    n: int,
+    images: Path | None = None,
+) -> list[Path]:
+    """Write PNGs for the `n` images with the lowest Dice (image, reference, prediction,
+    error map) and an ``index.html`` showing them with their scores.
+
+    Returns:
+        The PNGs written, worst first.
+    """
+    scored = [(image_score(row), row) for row in summary["per_image"]]
+    scored = sorted((s, row) for s, row in scored if not math.isnan(s))[:n] if scored else []
+    out.mkdir(parents=True, exist_ok=True)
+    written, rows = [], []
+    for score, row in scored:
+        stem = row["image"]
+        reference = read_mask(references / f"{stem}{MASK_SUFFIX}")
+        prediction = read_mask(predictions / f"{stem}{MASK_SUFFIX}")
+        panels = []
+        image_path = _find_image(images, stem)
+        if image_path is not None:
+            panels.append(_panel(load_rgb(image_path), "image"))
+        panels += [
+            _panel(_colour(reference, class_map), "reference"),
+            _panel(_colour(prediction, class_map), "prediction"),
+            _panel(
+                error_map(reference, prediction, class_map.ignore_index),
+                "TP green / FP red / FN blue",
+            ),
+        ]
+        sheet = Image.new(
+            "RGB",
+            (sum(p.width for p in panels) + 4 * len(panels), max(p.height for p in panels)),
+            (255, 255, 255),
+        )
+        x = 0
+        for panel in panels:
+            sheet.paste(panel, (x, 0))
+            x += panel.width + 4
+        path = out / f"{stem}.png"
+        sheet.save(path)
+        written.append(path)
+        per_class = ", ".join(
+            f"{name} {value:.3f}" for name, value in row["dice"].items() if value is not None
+        )
+        rows.append(
+            f"<tr><td>{html.escape(stem)}</td><td>{score:.3f}</td><td>{html.escape(per_class)}</td>"
+            f'<td><img src="{html.escape(path.name)}"></td></tr>'
+        )
+    (out / "index.html").write_text(
+        "<!doctype html><meta charset='utf-8'><title>segtool: lowest Dice</title>"
+        "<style>body{font-family:sans-serif}td{vertical-align:top;padding:4px}"
+        "img{max-width:100%}</style>"
+        f"<h1>The {len(rows)} images with the lowest mean Dice</h1>"
+        "<p>Error map: green = foreground right, red = false positive, blue = false negative, "
+        "grey = ignored.</p><table><tr><th>image</th><th>mean Dice</th><th>per class</th>"
+        "<th></th></tr>" + "".join(rows) + "</table>\n"
+    )
+    return written

@@ -1,0 +1,74 @@
+"""Evaluating a trained model on a held-out split of a dataset: predict, then score."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from segtool.constants import IMAGES_DIR, MASKS_DIR
+from segtool.errors import SegtoolError
+from segtool.evaluate import Evaluation, ProgressFn, evaluate_dirs
+from segtool.pairs import find_pairs
+from segtool.predict import load_predictor, predict_dir, split_stems
+
+SPLITS = ("test", "val", "train", "all")
+
+
+def evaluate_model(
+    run: Path,
+    dataset: Path,
+    *,
+    split: str = "test",
+    out: Path | None = None,
+    with_hd95: bool = True,
+    device: str = "auto",
+    batch_size: int = 4,
+    tta: bool = False,
+    gallery: int = 0,
+    jobs: int | None = None,
+    on_progress: ProgressFn | None = None,
+) -> Evaluation:
+    """Predict one split of `dataset` with the model in `run` and score it.
+
+    Predictions go to ``OUT/predictions/`` (default OUT: ``RUN/evaluation/<split>``), then
+    ``summary.json``, ``per_image.csv`` and, with `gallery`, ``gallery/`` into OUT. The split
+    comes from the run's own split.json; ``train`` must be asked for by name.
+
+    Raises:
+        SegtoolError: unknown split, a split that is empty, or bad run/dataset folders.
+    """
+    if split not in SPLITS:
+        raise SegtoolError(f"--split {split!r} is not one of {', '.join(SPLITS)}")
+    predictor = load_predictor(run)
+    pairs, _ = find_pairs(dataset, skip_unpaired=True)
+    stems = {p.stem for p in pairs} if split == "all" else split_stems(predictor, split)
+    if split == "all" and predictor.split is not None:
+        stems -= set(predictor.split["train"])  # never score images the model was trained on
+    stems &= {p.stem for p in pairs}
+    if not stems:
+        raise SegtoolError(f"{dataset}: the {split} split has no images in this dataset")
+    out = out or run / "evaluation" / split
+    predictions = out / "predictions"
+    predict_dir(
+        predictor,
+        dataset / IMAGES_DIR,
+        predictions,
+        stems=stems,
+        device=device,
+        batch_size=batch_size,
+        tta=tta,
+        overwrite=True,
+        on_progress=on_progress,
+    )
+    result = evaluate_dirs(
+        predictions,
+        dataset / MASKS_DIR,
+        classes=run / "classes.json",
+        out=out,
+        with_hd95=with_hd95,
+        jobs=jobs,
+        only=stems,
+        on_progress=on_progress,
+        gallery=gallery,
+        images=dataset / IMAGES_DIR,
+    )
+    return result

@@ -1,0 +1,212 @@
+"""Predicting: masks at the original size, tiles agree with whole images, held-out evaluation."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from segtool.classes import make_class_map
+from segtool.cli.app import app
+from segtool.data import normalize, to_model_input
+from segtool.errors import SegtoolError
+from segtool.heldout import evaluate_model
+from segtool.images import load_rgb
+from segtool.masks import read_mask
+from segtool.predict import Engine, load_predictor, predict_dir
+from segtool.train import fit
+from tests.synthetic import make_dataset
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict")
+    dataset = make_dataset(root / "ds", n=20, size=64)
+    split = json.loads((dataset / "split.json").read_text())
+    split.update(train=split["train"][:-4], test=split["train"][-4:])  # 12 / 4 / 4
+    (dataset / "split.json").write_text(json.dumps(split))
+    fit(
+        dataset,
+        root / "run",
+        epochs=6,
+        encoder="resnet18",
+        workers=0,
+        batch_size=4,
+        augment="none",
+        lr=3e-3,
+    )
+    return dataset, root / "run"
+
+
+def test_masks_match_a_direct_forward_pass(run, tmp_path):
+    dataset, run_dir = run
+    report = predict_dir(run_dir, dataset / "images", tmp_path / "out", device="cpu")
+    assert report.n_images == 20 and not report.failed
+    predictor = load_predictor(run_dir)
+    image = load_rgb(dataset / "images" / "s03.png")
+    x = to_model_input(normalize(image, "imagenet")[None], torch.device("cpu"))
+    with torch.no_grad():
+        expected = predictor.model(x).argmax(1)[0].numpy()
+    written = read_mask(tmp_path / "out" / "s03.png")
+    np.testing.assert_array_equal(written, expected)
+    with Image.open(tmp_path / "out" / "s03.png") as img:
+        assert img.mode == "P" and img.size == (64, 64)
+
+
+def test_odd_sizes_are_padded_and_cropped_back(run, tmp_path):
+    _, run_dir = run
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (37, 53, 3), np.uint8)).save(
+        tmp_path / "imgs" / "odd.jpg"
+    )
+    predict_dir(run_dir, tmp_path / "imgs", tmp_path / "out", device="cpu")
+    assert read_mask(tmp_path / "out" / "odd.png").shape == (37, 53)
+
+
+def test_tiled_and_whole_predictions_agree(run):
+    dataset, run_dir = run
+    predictor = load_predictor(run_dir)
+    big = np.concatenate([load_rgb(dataset / "images" / f"s0{i}.png") for i in range(2)], axis=1)
+    inputs = [normalize(big, "imagenet")]  # 64 x 128
+    whole = Engine(predictor, torch.device("cpu"))
+    tiled = Engine(predictor, torch.device("cpu"), tile=64, overlap=0.5)
+    a = whole.labels(whole.probabilities(inputs)[0])
+    b = tiled.labels(tiled.probabilities(inputs)[0])
+    assert (a == b).mean() > 0.97
+    square = [normalize(load_rgb(dataset / "images" / "s05.png"), "imagenet")]  # 64 x 64
+    single = Engine(predictor, torch.device("cpu"), tile=64)  # one tile is the whole image
+    np.testing.assert_array_equal(
+        whole.labels(whole.probabilities(square)[0]), single.labels(single.probabilities(square)[0])
+    )
+
+
+def test_tta_probabilities_overlays_and_tile_rounding(run, tmp_path):
+    dataset, run_dir = run
+    report = predict_dir(
+        run_dir,
+        dataset / "images",
+        tmp_path / "out",
+        device="cpu",
+        tta=True,
+        tile=50,
+        probabilities=True,
+        overlay_images=True,
+    )
+    assert any("rounded up to 64" in note for note in report.notes)
+    probs = np.load(tmp_path / "out" / "s00.npz")["probs"]
+    assert probs.dtype == np.float16 and probs.shape == (3, 64, 64)
+    np.testing.assert_allclose(probs.astype(np.float32).sum(axis=0), 1, atol=1e-2)
+    assert np.array_equal(probs.argmax(axis=0), read_mask(tmp_path / "out" / "s00.png"))
+    with Image.open(tmp_path / "out" / "overlays" / "s00.jpg") as img:
+        assert img.size == (64, 64)
+
+
+def test_unreadable_image_is_skipped_counted_and_fails_at_the_end(run, tmp_path):
+    dataset, run_dir = run
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for stem in ("s00", "s01"):
+        (images / f"{stem}.png").write_bytes((dataset / "images" / f"{stem}.png").read_bytes())
+    (images / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(
+        SegtoolError, match=r"1 image\(s\) could not be read .* \(the other 2 were written"
+    ):
+        predict_dir(run_dir, images, tmp_path / "out", device="cpu")
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["s00.png", "s01.png"]
+    report = predict_dir(run_dir, images, tmp_path / "out2", device="cpu", skip_invalid=True)
+    assert report.n_images == 2 and "broken.jpg" in report.failed[0]
+
+
+def test_bad_inputs(run, tmp_path):
+    dataset, run_dir = run
+    with pytest.raises(SegtoolError, match="no model here"):
+        predict_dir(tmp_path, dataset / "images", tmp_path / "o")
+    other = make_class_map(["_background_", "a", "b", "c"])
+    other.save(tmp_path / "four.json")
+    with pytest.raises(SegtoolError, match="4 classes need a model with 4 output channel.*has 3"):
+        predict_dir(
+            run_dir / "model", dataset / "images", tmp_path / "o", classes=tmp_path / "four.json"
+        )
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SegtoolError, match="no images found"):
+        predict_dir(run_dir, tmp_path / "empty", tmp_path / "o")
+    (tmp_path / "o").mkdir()
+    with pytest.raises(SegtoolError, match="already exists; pass --overwrite"):
+        predict_dir(run_dir, dataset / "images", tmp_path / "o")
+
+
+def test_evaluate_model_on_the_test_split_with_a_gallery(run, tmp_path):
+    dataset, run_dir = run
+    result = evaluate_model(run_dir, dataset, out=tmp_path / "ev", device="cpu", gallery=2, jobs=1)
+    assert result.summary["n_images"] == 4
+    test = set(json.loads((run_dir / "split.json").read_text())["test"])
+    assert {row["image"] for row in result.summary["per_image"]} == test
+    assert len(result.gallery) == 2 and (tmp_path / "ev" / "gallery" / "index.html").is_file()
+    assert result.summary["mean"]["dice"] > 0.5
+    everything = evaluate_model(
+        run_dir, dataset, split="all", out=tmp_path / "all", device="cpu", jobs=1
+    )
+    train = set(json.loads((run_dir / "split.json").read_text())["train"])
+    assert not train & {row["image"] for row in everything.summary["per_image"]}
+    with pytest.raises(SegtoolError, match="--split 'nope'"):
+        evaluate_model(run_dir, dataset, split="nope")
+
+
+def test_cli_predict_and_evaluate(run, tmp_path):
+    dataset, run_dir = run
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            str(run_dir),
+            str(dataset / "images"),
+            str(tmp_path / "p"),
+            "--split",
+            "test",
+            "--overlay",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "4 masks written" in result.stdout and len(list((tmp_path / "p").glob("*.png"))) == 4
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            str(run_dir),
+            str(dataset),
+            "--out",
+            str(tmp_path / "e"),
+            "--device",
+            "cpu",
+            "--gallery",
+            "2",
+            "-j",
+            "1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "on the test split" in result.stdout and "index.html" in result.stderr
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "p")])
+    assert result.exit_code == 2
+
+
+def test_python_api_is_lazy():
+    code = (
+        "import sys, segtool\n"
+        "assert 'torch' not in sys.modules\n"
+        "from segtool import rasterize_dir, split_dataset, evaluate_dirs\n"
+        "assert 'torch' not in sys.modules\n"
+        "from segtool import fit, predict_dir\n"
+        "assert callable(fit) and callable(predict_dir)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
