@@ -27,17 +27,27 @@ class Pair:
     mask: Path
 
 
-def _by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
+def index_by_stem(paths: list[Path], why: str) -> dict[str, Path]:
+    """Map file stem -> path, refusing two files with one stem (`why` says why that matters).
+
+    Raises:
+        SegtoolError: naming both files.
+    """
     files: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() in suffixes and not path.name.startswith("."):
-            if path.stem in files:
-                raise SegtoolError(
-                    f"{path}: same stem as {files[path.stem].name}; pairs are made by file stem, "
-                    f"so keep one"
-                )
-            files[path.stem] = path
+    for path in paths:
+        if path.stem in files:
+            raise SegtoolError(f"{path}: same stem as {files[path.stem]}; {why}, so keep one")
+        files[path.stem] = path
     return files
+
+
+def _by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
+    paths = [
+        p
+        for p in sorted(folder.iterdir())
+        if p.suffix.lower() in suffixes and not p.name.startswith(".")
+    ]
+    return index_by_stem(paths, "pairs are made by file stem")
 
 
 def find_pairs(

@@ -37,6 +37,7 @@ from segtool.errors import InvalidInputError, SegtoolError
 from segtool.images import FORMAT_SUFFIX, ImageReadError, displayed_size
 from segtool.masks import write_mask
 from segtool.outdir import prepare_output, publish_output
+from segtool.pairs import index_by_stem
 from segtool.parallel import default_jobs, imap_jobs
 
 #: How the original images reach ``dataset/images``.
@@ -330,14 +331,7 @@ def find_annotations(root: Path, exclude: Iterable[Path] = ()) -> list[Path]:
     )
     if not files:
         raise SegtoolError(f"{root}: no *.json annotation files found; point at labelme's folder")
-    by_stem: dict[str, Path] = {}
-    for path in files:
-        if path.stem in by_stem:
-            raise SegtoolError(
-                f"{path}: same name as {by_stem[path.stem]}; masks are named by file stem, "
-                f"so rename one of them"
-            )
-        by_stem[path.stem] = path
+    index_by_stem(files, "masks are named by file stem")
     return files
 
 

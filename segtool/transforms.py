@@ -17,6 +17,16 @@ from segtool.errors import SegtoolError
 Transform = Callable[..., dict[str, Any]]
 
 
+def _moved(ignore_index: int) -> dict:
+    """What geometric transforms fill in: 0 in the image, the ignore value in the mask."""
+    return {
+        "border_mode": cv2.BORDER_CONSTANT,
+        "fill": 0,
+        "fill_mask": ignore_index,
+        "mask_interpolation": cv2.INTER_NEAREST,
+    }
+
+
 def _light(ignore_index: int) -> list:
     import albumentations as A
 
@@ -26,11 +36,8 @@ def _light(ignore_index: int) -> list:
             translate_percent=(-0.0625, 0.0625),
             scale=(0.9, 1.1),
             rotate=(-15, 15),
-            border_mode=cv2.BORDER_CONSTANT,
-            fill=0,
-            fill_mask=ignore_index,
-            mask_interpolation=cv2.INTER_NEAREST,
             p=0.5,
+            **_moved(ignore_index),
         ),
         A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
     ]
@@ -46,21 +53,10 @@ def _strong(ignore_index: int) -> list:
             translate_percent=(-0.1, 0.1),
             scale=(0.75, 1.25),
             rotate=(-30, 30),
-            border_mode=cv2.BORDER_CONSTANT,
-            fill=0,
-            fill_mask=ignore_index,
-            mask_interpolation=cv2.INTER_NEAREST,
             p=0.7,
+            **_moved(ignore_index),
         ),
-        A.ElasticTransform(
-            alpha=30,
-            sigma=6,
-            border_mode=cv2.BORDER_CONSTANT,
-            fill=0,
-            fill_mask=ignore_index,
-            mask_interpolation=cv2.INTER_NEAREST,
-            p=0.3,
-        ),
+        A.ElasticTransform(alpha=30, sigma=6, p=0.3, **_moved(ignore_index)),
         A.RandomBrightnessContrast(brightness_limit=0.3, contrast_limit=0.3, p=0.7),
         A.HueSaturationValue(p=0.3),
         A.GaussNoise(std_range=(0.02, 0.08), p=0.3),

@@ -469,7 +469,7 @@ def test_empty_folder(tmp_path, labels_txt):
 def test_duplicate_stems(tmp_path, labels_txt):
     write_labelme(tmp_path / "ann" / "a", "same", [])
     write_labelme(tmp_path / "ann" / "b", "same", [])
-    _fails(tmp_path, labels_txt, "same name as .*rename one of them")
+    _fails(tmp_path, labels_txt, "same stem as .*masks are named by file stem, so keep one")
 
 
 def test_malformed_labels_file(tmp_path):
