@@ -76,9 +76,12 @@ def test_tiled_and_whole_predictions_agree(run):
     inputs = [normalize(big, "imagenet")]  # 64 x 128
     whole = Engine(predictor, torch.device("cpu"))
     tiled = Engine(predictor, torch.device("cpu"), tile=64, overlap=0.5)
-    a = whole.labels(whole.probabilities(inputs)[0])
-    b = tiled.labels(tiled.probabilities(inputs)[0])
-    assert (a == b).mean() > 0.97
+    pa, pb = whole.probabilities(inputs)[0], tiled.probabilities(inputs)[0]
+    a, b = whole.labels(pa), tiled.labels(pb)
+    confident = (pa.max(dim=0).values > 0.8).numpy()
+    assert confident.mean() > 0.2
+    assert (a == b)[confident].mean() > 0.98  # where the model is sure, tiles change little
+    assert (a == b).mean() > 0.9
     square = [normalize(load_rgb(dataset / "images" / "s05.png"), "imagenet")]  # 64 x 64
     single = Engine(predictor, torch.device("cpu"), tile=64)  # one tile is the whole image
     np.testing.assert_array_equal(

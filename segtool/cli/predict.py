@@ -37,7 +37,7 @@ def predict(
         bool, typer.Option("--overlay", help="Also write OUT/overlays/<stem>.jpg.")
     ] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Images (or tiles) per forward pass.", min=1)] = 4,
+    batch_size: Annotated[int, typer.Option(help="Images (or tiles) per forward pass.", min=1)] = 8,
     amp: Annotated[
         bool | None, typer.Option("--amp/--no-amp", help="Mixed precision \\[on CUDA].")
     ] = None,
