@@ -34,6 +34,7 @@ from segtool.masks import write_mask
 from segtool.model import STRIDE, load_model
 from segtool.outdir import prepare_output, publish_output
 from segtool.pairs import read_split
+from segtool.parallel import default_jobs
 from segtool.train import amp_dtype_for, pick_device
 
 ProgressFn = Callable[[str, int, int], None]
@@ -339,8 +340,9 @@ def predict_dir(
         report.notes.append(
             f"the model was trained at --size {predictor.size}: images are resized, --tile is unused"
         )
-    if workers is None:  # decoding is cheap next to the model: one reader on the CPU is enough
-        workers = 0 if len(paths) <= 8 else (1 if torch_device.type == "cpu" else 4)
+    if workers is None:  # on the CPU the model needs every core; decoding is cheap next to it
+        cores = default_jobs()
+        workers = 0 if len(paths) <= 8 or torch_device.type == "cpu" else min(8, cores - 1)
     loader = DataLoader(
         _ImageFiles(paths, predictor.normalization),
         batch_size=1 if tile or predictor.size else batch_size,
@@ -354,7 +356,8 @@ def predict_dir(
     try:
         if overlay_images:
             (tmp / "overlays").mkdir()
-        with ThreadPoolExecutor(max_workers=2) as writer:
+        # PNG encoding releases the GIL: a few threads keep up with a GPU.
+        with ThreadPoolExecutor(max_workers=2 if torch_device.type == "cpu" else 4) as writer:
             pending = []
 
             def save(
@@ -382,7 +385,7 @@ def predict_dir(
                 done += len(batch)
                 if on_progress:
                     on_progress("predict", done, len(paths))
-                while len(pending) > 8:
+                while len(pending) > 4 * batch_size:
                     pending.pop(0).result()
             for future in pending:
                 future.result()
