@@ -212,11 +212,17 @@ def _clean(value: float) -> float | None:
 def summarize(scores: list[ImageScore], names: list[str], ignore_index: int) -> dict:
     """Aggregate per-image scores into the ``summary.json`` document (DESIGN.md layout)."""
     k = len(names)
-    pooled = Counts(*(np.zeros(k, dtype=np.int64) for _ in range(3)))
-    for s in scores:
-        pooled = pooled + s.counts.padded(k)
-    per_image_dice = np.array([dice(s.counts.padded(k)) for s in scores]).reshape(-1, k)
-    per_image_iou = np.array([iou(s.counts.padded(k)) for s in scores]).reshape(-1, k)
+    # One (images x K) table per count, so every aggregate below is a column operation.
+    table = Counts(
+        *(
+            np.array([getattr(sc.counts.padded(k), f) for sc in scores]).reshape(-1, k)
+            for f in ("tp", "fp", "fn")
+        )
+    )
+    pooled = Counts(*(a.sum(axis=0) for a in table.astuple()))
+    per_image_dice = dice(table)
+    per_image_iou = iou(table)
+    has_reference = (table.tp + table.fn) > 0
     with_hd95 = bool(scores) and scores[0].hd95 is not None
     if with_hd95:
         hd = np.array(
@@ -235,9 +241,7 @@ def summarize(scores: list[ImageScore], names: list[str], ignore_index: int) -> 
             tp=int(pooled.tp[c]),
             fp=int(pooled.fp[c]),
             fn=int(pooled.fn[c]),
-            images_with_reference=int(
-                sum((s.counts.padded(k).tp[c] + s.counts.padded(k).fn[c]) > 0 for s in scores)
-            ),
+            images_with_reference=int(has_reference[:, c].sum()),
             image_mean_dice=_clean(nanmean(per_image_dice[:, c])),
             images_nan_dice=int(np.isnan(per_image_dice[:, c]).sum()),
         )
