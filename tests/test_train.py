@@ -209,6 +209,13 @@ def test_bad_datasets(tmp_path):
         p.unlink()
     with pytest.raises(SegtoolError, match="no image/mask pairs"):
         fit(ds, tmp_path / "run3", **FAST)
+    import shutil
+
+    shutil.rmtree(ds / "images")
+    with pytest.raises(
+        SegtoolError, match="images: no such folder; a dataset has images/ and masks/"
+    ):
+        fit(ds, tmp_path / "run4", **FAST)
 
 
 def test_cli_train(easy, tmp_path):
