@@ -279,3 +279,34 @@ def test_two_process_ddp_on_cpu(easy, tmp_path):
     config = json.loads((tmp_path / "ddp" / "config.json").read_text())
     assert config["world_size"] == 2
     assert len(read_metrics(tmp_path / "ddp" / "metrics.csv")) == 2
+
+
+def test_cli_ctrl_c_says_how_to_resume(easy, tmp_path, monkeypatch):
+    import segtool.cli.train as train_cli
+
+    class Interrupting(train_cli.RichReporter):
+        def epoch_end(self, row):
+            super().epoch_end(row)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_cli, "RichReporter", Interrupting)
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            str(easy),
+            "--out",
+            str(tmp_path / "run"),
+            "--epochs",
+            "3",
+            "--encoder",
+            "resnet18",
+            "--workers",
+            "0",
+            "--batch-size",
+            "4",
+        ],
+    )
+    assert result.exit_code == 130
+    assert "last.pt holds epoch 1; continue with: segtool train" in result.stderr
+    assert "--resume" in result.stderr

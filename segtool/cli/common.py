@@ -13,10 +13,13 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from segtool.errors import InvalidInputError, SegtoolError
 
@@ -71,6 +74,13 @@ def warn(message: str) -> None:
     err.print(f"[yellow]warning:[/] {_escape(message)}", highlight=False)
 
 
+class RateColumn(ProgressColumn):
+    """Files (or images) per second."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:.1f}/s" if task.speed else "", style="progress.data.speed")
+
+
 @contextmanager
 def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
     """A rich progress bar on stderr; yields an ``on_progress(phase, done, total)`` callback."""
@@ -78,6 +88,7 @@ def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
         TextColumn("{task.description:<10}"),
         BarColumn(),
         MofNCompleteColumn(),
+        RateColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=err,

@@ -216,13 +216,9 @@ def train(
     )
     if not result.main_process:
         return  # rank 0 alone reports
-    if result.stopped == "interrupted":
-        err.print(
-            f"[yellow]interrupted[/]: {out_dir}/checkpoints/last.pt holds epoch "
-            f"{result.epochs_done}; continue with: "
-            f"segtool train {dataset} --out {out_dir} --resume",
-            highlight=False,
-        )
+    if result.stopped == "interrupted" and result.best_epoch == 0:
+        err.print("[yellow]interrupted[/] before the first epoch finished; nothing to resume")
+        raise typer.Exit(130)
     from rich.table import Table
 
     table = Table(
@@ -235,3 +231,11 @@ def train(
         table.add_row(name, "—" if score != score else f"{score:.4f}")
     table.add_row("[bold]mean[/]", f"[bold]{result.best_dice:.4f}[/]")
     out.print(table)
+    if result.stopped == "interrupted":
+        err.print(
+            f"[yellow]interrupted[/]: {out_dir}/checkpoints/last.pt holds epoch "
+            f"{result.epochs_done}; continue with: "
+            f"segtool train {dataset} --out {out_dir} --resume",
+            highlight=False,
+        )
+        raise typer.Exit(130)
