@@ -443,8 +443,10 @@ def fit(
     """
     dist = Dist.from_env()
     if dist.world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and options.get("device") != "cpu" else "gloo"
-        torch.distributed.init_process_group(backend)
+        use_cuda = torch.cuda.is_available() and options.get("device") not in ("cpu", "mps")
+        if use_cuda:
+            torch.cuda.set_device(dist.local_rank)  # one GPU per process, before NCCL starts
+        torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
     reporter = reporter if dist.main and reporter else Reporter()
     classes_path = dataset / CLASSES_FILE
     if not classes_path.is_file():
@@ -653,7 +655,10 @@ def fit(
                     np.concatenate([counts.tp, counts.fp, counts.fn, [loss_sum, n]]),
                     dtype=torch.float64,
                 )
+                if torch.distributed.get_backend() == "nccl":  # NCCL reduces GPU tensors only
+                    packed = packed.to(device)
                 torch.distributed.all_reduce(packed)
+                packed = packed.cpu()
                 k = class_map.num_classes
                 counts = Counts(
                     *(packed[i * k : (i + 1) * k].numpy().astype(np.int64) for i in range(3))
