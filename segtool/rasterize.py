@@ -190,6 +190,21 @@ def _label_problem(labels: set[str], known: frozenset[str]) -> str | None:
     )
 
 
+def _load_checked(path: Path, class_map: ClassMap | None) -> tuple[LabelmeFile, ImageSource]:
+    """Parse a labelme file, find its image, and check its labels against `class_map`.
+
+    Raises:
+        AnnotationError: whatever is wrong, without the file name.
+    """
+    ann = parse_labelme(path)
+    source = resolve_image(ann)
+    if class_map is not None:
+        problem = _label_problem(ann.labels, frozenset(class_map.names))
+        if problem:
+            raise AnnotationError(problem)
+    return ann, source
+
+
 def rasterize_file(path: Path, class_map: ClassMap) -> np.ndarray:
     """The label mask of one labelme file, as labelme's export would write it.
 
@@ -197,11 +212,7 @@ def rasterize_file(path: Path, class_map: ClassMap) -> np.ndarray:
         SegtoolError: the file or its image is invalid, or a label is not in the class map.
     """
     try:
-        ann = parse_labelme(path)
-        source = resolve_image(ann)
-        problem = _label_problem(ann.labels, frozenset(class_map.names))
-        if problem:
-            raise AnnotationError(problem)
+        ann, source = _load_checked(path, class_map)
     except AnnotationError as exc:
         raise SegtoolError(f"{path}: {exc}") from exc
     values = class_map.value_of()
@@ -229,12 +240,7 @@ def process_file(
     Never raises for a bad file: the problem comes back as ``FileResult.problem``.
     """
     try:
-        ann = parse_labelme(path)
-        source = resolve_image(ann)
-        if class_map is not None:
-            problem = _label_problem(ann.labels, frozenset(class_map.names))
-            if problem:
-                raise AnnotationError(problem)
+        ann, source = _load_checked(path, class_map)
     except AnnotationError as exc:
         return FileResult(path, problem=f"{path}: {exc}")
     result = FileResult(path, labels=sorted(ann.labels))

@@ -97,6 +97,15 @@ def test_fg_crop_is_centred_on_foreground():
     assert hits < 10  # uniform crops rarely find it
 
 
+def test_dataset_crops_when_asked(tmp_path):
+    mask = np.zeros((40, 60), dtype=np.uint8)
+    mask[30, 50] = 1
+    p = pair(tmp_path, "c", Image.new("RGB", (60, 40)), mask)
+    item = SegmentationDataset([p], CMAP, crop=16, fg_crop=1.0)[0]
+    assert item["image"].shape == (3, 16, 16) and item["mask"].shape == (16, 16)
+    assert int(item["mask"].max()) == 1  # centred on the one foreground pixel
+
+
 def test_crop_pads_small_images_with_ignore():
     image = np.ones((10, 12, 3), dtype=np.uint8)
     mask = np.ones((10, 12), dtype=np.uint8)

@@ -218,24 +218,27 @@ def test_bad_datasets(tmp_path):
         fit(ds, tmp_path / "run4", **FAST)
 
 
+def train_cli_run(dataset, run, epochs):
+    """`segtool train` through the CLI with the fast test settings."""
+    args = [
+        "train",
+        str(dataset),
+        "--out",
+        str(run),
+        "--epochs",
+        str(epochs),
+        "--encoder",
+        "resnet18",
+        "--workers",
+        "0",
+        "--batch-size",
+        "4",
+    ]
+    return CliRunner().invoke(app, args)
+
+
 def test_cli_train(easy, tmp_path):
-    result = CliRunner().invoke(
-        app,
-        [
-            "train",
-            str(easy),
-            "--out",
-            str(tmp_path / "run"),
-            "--epochs",
-            "1",
-            "--encoder",
-            "resnet18",
-            "--workers",
-            "0",
-            "--batch-size",
-            "4",
-        ],
-    )
+    result = train_cli_run(easy, tmp_path / "run", epochs=1)
     assert result.exit_code == 0, result.output
     assert "best epoch 1 of 1" in result.stdout and "square" in result.stdout
     bad = CliRunner().invoke(
@@ -290,23 +293,7 @@ def test_cli_ctrl_c_says_how_to_resume(easy, tmp_path, monkeypatch):
             raise KeyboardInterrupt
 
     monkeypatch.setattr(train_cli, "RichReporter", Interrupting)
-    result = CliRunner().invoke(
-        app,
-        [
-            "train",
-            str(easy),
-            "--out",
-            str(tmp_path / "run"),
-            "--epochs",
-            "3",
-            "--encoder",
-            "resnet18",
-            "--workers",
-            "0",
-            "--batch-size",
-            "4",
-        ],
-    )
+    result = train_cli_run(easy, tmp_path / "run", epochs=3)
     assert result.exit_code == 130
     assert "last.pt holds epoch 1; continue with: segtool train" in result.stderr
     assert "--resume" in result.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -27,6 +27,13 @@ from segtool.errors import InvalidInputError, SegtoolError
 out = Console(soft_wrap=True)
 #: Diagnostics (progress, warnings, errors) go to stderr.
 err = Console(stderr=True, soft_wrap=True)
+
+
+#: The --jobs option of every command that spreads files over worker processes.
+JobsOption = Annotated[
+    int | None,
+    typer.Option("--jobs", "-j", min=1, help="Worker processes \\[default: all cores]."),
+]
 
 
 class State:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from segtool.cli.common import err, handle_errors, out, progress_bar, warn
+from segtool.cli.common import JobsOption, err, handle_errors, out, progress_bar, warn
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -84,10 +84,7 @@ def evaluate(
     gallery: Annotated[
         int, typer.Option(help="Draw the N images with the lowest Dice into OUT/gallery/.", min=0)
     ] = 0,
-    jobs: Annotated[
-        int | None,
-        typer.Option("--jobs", "-j", min=1, help="Worker processes \\[default: all cores]."),
-    ] = None,
+    jobs: JobsOption = None,
     allow_missing: Annotated[
         bool,
         typer.Option("--allow-missing", help="Score references without a prediction as empty."),

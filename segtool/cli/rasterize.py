@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from segtool.cli.common import err, handle_errors, out, progress_bar, warn
+from segtool.cli.common import JobsOption, err, handle_errors, out, progress_bar, warn
 
 
 class ImageMode(str, Enum):
@@ -34,10 +34,7 @@ def rasterize(
     images: Annotated[
         ImageMode, typer.Option(help="Copy, hard-link or leave out the original images.")
     ] = ImageMode.copy,
-    jobs: Annotated[
-        int | None,
-        typer.Option("--jobs", "-j", min=1, help="Worker processes \\[default: all cores]."),
-    ] = None,
+    jobs: JobsOption = None,
     skip_invalid: Annotated[
         bool,
         typer.Option("--skip-invalid", help="Convert valid files; list the rest in the report."),

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from segtool.cli.common import handle_errors, out
+from segtool.cli.common import JobsOption, handle_errors, out
 
 
 @handle_errors
@@ -21,10 +21,7 @@ def split(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing split.json.")
     ] = False,
-    jobs: Annotated[
-        int | None,
-        typer.Option("--jobs", "-j", min=1, help="Worker processes \\[default: all cores]."),
-    ] = None,
+    jobs: JobsOption = None,
 ) -> None:
     """Split a dataset into train, val and test; writes DATASET/split.json.
 
