@@ -24,9 +24,9 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from segtool.classes import make_class_map
-from segtool.masks import read_mask, write_mask
-from segtool.metrics import hd95_per_class
+from segtool.core.classes import make_class_map
+from segtool.core.masks import read_mask, write_mask
+from segtool.core.metrics import hd95_per_class
 
 K = 5
 TORCHMETRICS_LOOP = """

@@ -21,12 +21,14 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from segtool.classes import make_class_map
-from segtool.data import normalize, to_model_input
-from segtool.images import load_rgb
-from segtool.model import build_model, save_model
-from segtool.predict import Engine, load_predictor, predict_dir
-from segtool.train import parse_channels
+from segtool.core.classes import make_class_map
+from segtool.core.images import load_rgb
+from segtool.predict.engine import Engine
+from segtool.predict.folder import predict_dir
+from segtool.predict.predictor import load_predictor
+from segtool.train.config import parse_channels
+from segtool.train.data import normalize, to_model_input
+from segtool.train.model import build_model, save_model
 
 BATCH = 4
 

@@ -25,10 +25,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from segtool.annotations import parse_labelme
-from segtool.classes import read_class_map
-from segtool.masks import mask_image
-from segtool.rasterize import rasterize_dir
+from segtool.core.classes import read_class_map
+from segtool.core.masks import mask_image
+from segtool.rasterize.folder import rasterize_dir
+from segtool.sources.labelme import parse_labelme
 from tests.test_rasterize import labelme_reference
 
 WIDTH, HEIGHT = 1024, 768

@@ -23,11 +23,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from segtool.classes import read_classes_json
-from segtool.data import SegmentationDataset, pad_collate, to_model_input
-from segtool.losses import build_loss, mode_for
-from segtool.pairs import find_pairs
-from segtool.train import Reporter, default_workers, fit, parse_channels
+from segtool.core.classes import read_classes_json
+from segtool.core.dataset import find_pairs
+from segtool.train.config import parse_channels
+from segtool.train.data import SegmentationDataset, pad_collate, to_model_input
+from segtool.train.loop import default_workers, fit
+from segtool.train.losses import build_loss, mode_for
+from segtool.train.steps import Reporter
 from tests.synthetic import make_dataset
 
 MODEL = {"encoder": "tu-resnet10t", "decoder_channels": "64,32,16,16,16"}
@@ -54,8 +56,8 @@ class Clock(Reporter):
 def bare_loop(dataset: Path, epochs: int, device: torch.device) -> tuple[float, int]:
     """Forward/backward/step over in-memory tensors (on the device already); returns
     (seconds, images). On CUDA: bf16 autocast and channels-last, as segtool train uses."""
-    from segtool.model import build_model
-    from segtool.train import amp_dtype_for
+    from segtool.core.device import amp_dtype_for
+    from segtool.train.model import build_model
 
     cmap = read_classes_json(dataset / "classes.json")
     pairs, _ = find_pairs(dataset)
@@ -130,7 +132,7 @@ def main() -> None:
     args = parser.parse_args()
     BATCH = args.batch
     MODEL.update(encoder=args.encoder, decoder_channels=args.decoder_channels or None)
-    from segtool.train import pick_device
+    from segtool.core.device import pick_device
 
     device = pick_device(args.device)
     with tempfile.TemporaryDirectory() as tmp:

@@ -14,12 +14,12 @@ from typing import Any
 __version__ = "0.1.0"
 
 _API = {
-    "rasterize_dir": "segtool.rasterize",
-    "split_dataset": "segtool.split",
-    "fit": "segtool.train",
-    "predict_dir": "segtool.predict",
-    "evaluate_dirs": "segtool.evaluate",
-    "evaluate_model": "segtool.heldout",
+    "rasterize_dir": "segtool.rasterize.folder",
+    "split_dataset": "segtool.split.assign",
+    "fit": "segtool.train.loop",
+    "predict_dir": "segtool.predict.folder",
+    "evaluate_dirs": "segtool.evaluate.report",
+    "evaluate_model": "segtool.evaluate.model",
 }
 __all__ = ["__version__", *_API]
 

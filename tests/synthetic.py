@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from segtool.classes import make_class_map
-from segtool.masks import write_mask
+from segtool.core.classes import make_class_map
+from segtool.core.masks import write_mask
 
 
 def make_dataset(root: Path, n: int = 16, size: int = 48, classes: int = 3, seed: int = 0) -> Path:

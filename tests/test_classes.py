@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from segtool.classes import derive_class_map, make_class_map, read_class_map, voc_palette
-from segtool.errors import SegtoolError
+from segtool.core.classes import derive_class_map, make_class_map, read_class_map, voc_palette
+from segtool.core.errors import SegtoolError
 
 
 def test_voc_palette_first_colours():

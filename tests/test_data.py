@@ -7,8 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from segtool.classes import make_class_map
-from segtool.data import (
+from segtool.core.classes import make_class_map
+from segtool.core.dataset import Pair, check_pairs
+from segtool.core.errors import SegtoolError
+from segtool.core.masks import write_mask
+from segtool.train.data import (
     SegmentationDataset,
     normalize,
     pad_collate,
@@ -16,9 +19,6 @@ from segtool.data import (
     resolve_split,
     to_model_input,
 )
-from segtool.errors import SegtoolError
-from segtool.masks import write_mask
-from segtool.pairs import Pair, check_pairs
 
 CMAP = make_class_map(["_background_", "cat", "dog"])
 

@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from segtool.classes import make_class_map
 from segtool.cli.app import app
-from segtool.errors import SegtoolError
-from segtool.evaluate import evaluate_dirs
-from segtool.masks import write_mask
+from segtool.core.classes import make_class_map
+from segtool.core.errors import SegtoolError
+from segtool.core.masks import write_mask
+from segtool.evaluate.report import evaluate_dirs
 
 CMAP = make_class_map(["_background_", "cat", "dog"])
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from segtool.cli import train as train_cli
-from segtool.errors import SegtoolError
-from segtool.losses import BINARY, LOSSES, MULTICLASS, build_loss
+from segtool.core.errors import SegtoolError
+from segtool.train.losses import BINARY, LOSSES, MULTICLASS, build_loss
 
 IGN = 255
 
@@ -122,9 +122,9 @@ def test_unknown_loss_lists_the_valid_ones():
 
 
 def test_cli_choices_come_from_the_tables():
-    from segtool.data import NORMALIZATIONS
-    from segtool.train import DEVICES
-    from segtool.transforms import PRESETS
+    from segtool.core.device import DEVICES
+    from segtool.train.data import NORMALIZATIONS
+    from segtool.train.transforms import PRESETS
 
     assert [m.value for m in train_cli.Loss] == list(LOSSES)
     assert [m.value for m in train_cli.Augment] == list(PRESETS)

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from segtool.metrics import (
+from segtool.core.metrics import (
     MaskValueError,
     check_values,
     confusion_matrix,
@@ -212,7 +212,7 @@ def test_hd95_matches_monai(data, h, w, density, grow):
 
 
 def test_scipy_and_opencv_distance_paths_agree(monkeypatch):
-    import segtool.metrics as m
+    import segtool.core.metrics as m
 
     rng = np.random.default_rng(7)
     for _ in range(10):

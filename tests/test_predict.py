@@ -12,15 +12,17 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from segtool.classes import make_class_map
 from segtool.cli.app import app
-from segtool.data import normalize, to_model_input
-from segtool.errors import SegtoolError
-from segtool.heldout import evaluate_model
-from segtool.images import load_rgb
-from segtool.masks import read_mask
-from segtool.predict import Engine, load_predictor, predict_dir
-from segtool.train import fit
+from segtool.core.classes import make_class_map
+from segtool.core.errors import SegtoolError
+from segtool.core.images import load_rgb
+from segtool.core.masks import read_mask
+from segtool.evaluate.model import evaluate_model
+from segtool.predict.engine import Engine
+from segtool.predict.folder import predict_dir
+from segtool.predict.predictor import load_predictor
+from segtool.train.data import normalize, to_model_input
+from segtool.train.loop import fit
 from tests.synthetic import make_dataset
 
 

@@ -13,10 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-from segtool.annotations import Shape
-from segtool.classes import make_class_map, read_class_map
-from segtool.errors import SegtoolError
-from segtool.rasterize import draw_shapes, rasterize_dir, rasterize_file
+from segtool.core.classes import make_class_map, read_class_map
+from segtool.core.errors import SegtoolError
+from segtool.rasterize.draw import draw_shapes
+from segtool.rasterize.folder import rasterize_dir, rasterize_file
+from segtool.sources.shapes import Shape
 from tests.conftest import image_b64, read_png, shape, write_image, write_labelme
 
 VALUES = {"a": 1, "b": 2, "__ignore__": 255}

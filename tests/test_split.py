@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from segtool.classes import make_class_map
 from segtool.cli.app import app
-from segtool.errors import SegtoolError
-from segtool.masks import write_mask
-from segtool.pairs import find_pairs, read_split
-from segtool.split import make_split, split_dataset
+from segtool.core.classes import make_class_map
+from segtool.core.dataset import find_pairs, read_split
+from segtool.core.errors import SegtoolError
+from segtool.core.masks import write_mask
+from segtool.split.assign import make_split, split_dataset
 
 CMAP = make_class_map(["_background_", "cat"])
 

@@ -13,14 +13,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from segtool.checkpoint import load_checkpoint
-from segtool.classes import read_classes_json
 from segtool.cli.app import app
-from segtool.errors import SegtoolError
-from segtool.masks import write_mask
-from segtool.model import load_model
-from segtool.runlog import read_metrics
-from segtool.train import Reporter, fit
+from segtool.core.classes import read_classes_json
+from segtool.core.errors import SegtoolError
+from segtool.core.masks import write_mask
+from segtool.train.checkpoint import load_checkpoint
+from segtool.train.loop import fit
+from segtool.train.model import load_model
+from segtool.train.runfolder import read_metrics
+from segtool.train.steps import Reporter
 from tests.synthetic import make_dataset
 
 FAST = {"encoder": "resnet18", "workers": 0, "batch_size": 4, "augment": "none", "lr": 3e-3}
@@ -106,7 +107,7 @@ def test_patience_stops_early(easy, tmp_path):
 
 
 def test_nan_loss_stops_with_a_clear_message(easy, tmp_path, monkeypatch):
-    import segtool.train as train_module
+    import segtool.train.loop as train_module
 
     real = train_module.build_loss
 
@@ -140,7 +141,7 @@ def test_crop_training(easy, tmp_path):
 
 
 def test_local_encoder_weights(easy, tmp_path):
-    from segtool.model import build_model
+    from segtool.train.model import build_model
 
     donor = build_model("unet", "resnet18", None, 3)
     torch.save(donor.encoder.state_dict(), tmp_path / "enc.pt")

@@ -21,7 +21,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from segtool.errors import InvalidInputError, SegtoolError
+from segtool.core.errors import InvalidInputError, SegtoolError
 
 #: Results (tables, summaries) go to stdout.
 out = Console(soft_wrap=True)

@@ -106,7 +106,7 @@ def evaluate(
         if model is not None:
             if references is not None:
                 raise typer.BadParameter("with --model, pass only the DATASET folder")
-            from segtool.heldout import evaluate_model
+            from segtool.evaluate.model import evaluate_model
 
             result = evaluate_model(
                 model,
@@ -124,7 +124,7 @@ def evaluate(
         else:
             if references is None:
                 raise typer.BadParameter("pass PRED and GT folders, or --model RUN DATASET")
-            from segtool.evaluate import evaluate_dirs
+            from segtool.evaluate.report import evaluate_dirs
 
             result = evaluate_dirs(
                 first,

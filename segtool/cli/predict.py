@@ -52,7 +52,8 @@ def predict(
 
     Example: [bold]segtool predict run/ new_images/ masks_out/ --overlay[/]
     """
-    from segtool.predict import load_predictor, predict_dir, split_stems
+    from segtool.predict.folder import predict_dir
+    from segtool.predict.predictor import load_predictor, split_stems
 
     predictor = load_predictor(model, classes)
     stems = split_stems(predictor, split) if split else None

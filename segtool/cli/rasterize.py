@@ -51,7 +51,7 @@ def rasterize(
     """
     from rich.table import Table
 
-    from segtool.rasterize import rasterize_dir
+    from segtool.rasterize.folder import rasterize_dir
 
     with progress_bar() as on_progress:
         report = rasterize_dir(

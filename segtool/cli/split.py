@@ -33,7 +33,7 @@ def split(
     """
     from rich.table import Table
 
-    from segtool.split import split_dataset
+    from segtool.split.assign import split_dataset
 
     result = split_dataset(dataset, val=val, test=test, seed=seed, overwrite=overwrite, jobs=jobs)
     names = result.class_map.names if result.class_map else None

@@ -175,7 +175,7 @@ def train(
 
     Example: [bold]segtool train dataset/ --out run/ --encoder resnet18 --size 256 --epochs 40[/]
     """
-    from segtool.train import fit
+    from segtool.train.loop import fit
 
     def value(option: Enum | None) -> str | None:
         return option.value if option is not None else None

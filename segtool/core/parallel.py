@@ -10,6 +10,9 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import TypeVar
 
+#: ``on_progress(phase, done, total)``: how long-running functions report their progress.
+ProgressFn = Callable[[str, int, int], None]
+
 T = TypeVar("T")
 R = TypeVar("R")
 

@@ -10,7 +10,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,129 +20,28 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from segtool.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from segtool.classes import ClassMap, read_classes_json
-from segtool.constants import CLASSES_FILE, SPLIT_FILE
-from segtool.data import (
-    NORMALIZATIONS,
+from segtool.core.classes import ClassMap, read_classes_json
+from segtool.core.constants import CLASSES_FILE, SPLIT_FILE
+from segtool.core.dataset import check_pairs, find_pairs
+from segtool.core.device import amp_dtype_for, pick_device
+from segtool.core.errors import SegtoolError
+from segtool.core.files import write_json
+from segtool.core.metrics import Counts
+from segtool.core.parallel import default_jobs
+from segtool.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from segtool.train.config import RESUMABLE, TrainConfig, parse_channels
+from segtool.train.data import (
     SegmentationDataset,
     fingerprint,
     pad_collate,
     resolve_split,
-    to_model_input,
     worker_init,
 )
-from segtool.errors import SegtoolError
-from segtool.losses import build_loss, mode_for
-from segtool.metrics import Counts, count, dice, iou, nanmean
-from segtool.model import (
-    DEFAULT_ARCH,
-    DEFAULT_ENCODER,
-    build_model,
-    check_names,
-    labels_from_logits,
-    save_model,
-)
-from segtool.pairs import check_pairs, find_pairs
-from segtool.parallel import default_jobs
-from segtool.runlog import draw_curves, package_versions, read_metrics, write_json, write_metrics
-from segtool.split import check_fractions
-from segtool.transforms import PRESETS, build_augmentation
-
-DEVICES = ("auto", "cpu", "cuda", "mps")
-#: Options that may differ when a run is resumed; any other change would break the run.
-#: Training steps between reads of the loss (each read waits for the device).
-SYNC_EVERY = 10
-RESUMABLE = {"epochs", "patience", "workers", "device", "amp"}
-
-
-@dataclass
-class TrainConfig:
-    """Every training option; the command line leaves unset options to these defaults."""
-
-    epochs: int = 30
-    batch_size: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 1.0
-    clip_grad: float = 1.0
-    loss: str = "bce-dice"
-    bce_weight: float | None = None
-    dice_weight: float | None = None
-    tversky_alpha: float | None = None
-    tversky_beta: float | None = None
-    focal_gamma: float | None = None
-    arch: str = DEFAULT_ARCH
-    encoder: str = DEFAULT_ENCODER
-    encoder_weights: str = "none"
-    decoder_channels: str | None = None
-    size: int | None = None
-    crop: int | None = None
-    fg_crop: float = 0.33
-    augment: str = "light"
-    normalize: str = "imagenet"
-    seed: int = 0
-    device: str = "auto"
-    amp: bool | None = None
-    workers: int | None = None
-    patience: int | None = None
-    val: float = 0.15
-    test: float = 0.15
-    split_file: str | None = None
-    skip_unpaired: bool = False
-
-    @classmethod
-    def from_options(cls, **options: Any) -> TrainConfig:
-        """Build from keyword options, dropping the ones that are None (unset)."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(options) - known
-        if unknown:
-            raise TypeError(f"unknown training options: {sorted(unknown)}")
-        return cls(**{k: v for k, v in options.items() if v is not None})
-
-    def check(self) -> None:
-        """Raise a clear error for a bad option value."""
-        from segtool.losses import LOSSES
-
-        if self.loss not in LOSSES:
-            raise SegtoolError(f"--loss {self.loss!r} is not one of {', '.join(LOSSES)}")
-        check_names(self.arch, self.encoder)
-        if self.augment not in PRESETS:
-            raise SegtoolError(f"--augment {self.augment!r} is not one of {', '.join(PRESETS)}")
-        if self.normalize not in NORMALIZATIONS:
-            raise SegtoolError(
-                f"--normalize {self.normalize!r} is not one of {', '.join(NORMALIZATIONS)}"
-            )
-        if self.device not in DEVICES:
-            raise SegtoolError(f"--device {self.device!r} is not one of {', '.join(DEVICES)}")
-        if self.size is not None and self.crop is not None:
-            raise SegtoolError("--size and --crop exclude each other; pass one")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise SegtoolError(f"--{name.replace('_', '-')} must be at least 1")
-        if not 0 <= self.fg_crop <= 1:
-            raise SegtoolError(f"--fg-crop {self.fg_crop} must be between 0 and 1")
-        check_fractions(self.val, self.test)
-
-
-class Reporter:
-    """Receives progress from `fit`; the command line draws it, the library stays quiet."""
-
-    def start(self, info: dict[str, Any]) -> None:
-        """Called once, with the device, sizes and counts."""
-
-    def epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
-        """Called before each epoch."""
-
-    def batch(self, done: int, loss: float, images_per_second: float) -> None:
-        """Called after each training step."""
-
-    def epoch_end(self, row: dict[str, Any]) -> None:
-        """Called after each epoch, with its metrics.csv row (after last.pt is written)."""
-
-
-class NonFiniteLoss(SegtoolError):
-    """The loss became NaN or infinite."""
+from segtool.train.losses import build_loss, mode_for
+from segtool.train.model import build_model, save_model
+from segtool.train.runfolder import draw_curves, package_versions, read_metrics, write_metrics
+from segtool.train.steps import NonFiniteLoss, Reporter, scores, train_one_epoch, validate
+from segtool.train.transforms import build_augmentation
 
 
 @dataclass
@@ -156,109 +55,6 @@ class FitResult:
     epochs_done: int
     stopped: str  # "finished", "early stop", "interrupted"
     main_process: bool = True  # False on the other ranks of a torchrun job
-
-
-# --- steps ------------------------------------------------------------------------------------
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None)
-
-
-def train_one_epoch(
-    model: nn.Module,
-    loader: DataLoader,
-    loss_fn: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-    device: torch.device,
-    *,
-    amp_dtype: torch.dtype | None = None,
-    clip_grad: float | None = 1.0,
-    channels_last: bool = False,
-    reporter: Reporter | None = None,
-) -> float:
-    """One pass over `loader`; returns the mean training loss.
-
-    Raises:
-        NonFiniteLoss: the loss became NaN or infinite (checked every `SYNC_EVERY` steps;
-            the caller keeps the last checkpoint, written before this epoch).
-    """
-    model.train()
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    seen = 0
-    start = time.perf_counter()
-    n_steps = len(loader)
-    for step, batch in enumerate(loader, 1):
-        images = to_model_input(batch["image"], device)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        masks = batch["mask"].to(device, non_blocking=True)
-        with _autocast(device, amp_dtype):
-            loss = loss_fn(model(images), masks)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if clip_grad:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        total += loss.detach() * len(images)
-        seen += len(images)
-        # Reading the loss waits for the GPU; every SYNC_EVERY steps keeps its queue full.
-        if step % SYNC_EVERY == 0 or step == n_steps:
-            mean = float(total) / seen
-            if not math.isfinite(mean):
-                raise NonFiniteLoss(f"the loss became {mean} by step {step}")
-            if reporter:
-                reporter.batch(step, mean, seen / (time.perf_counter() - start))
-    return float(total) / max(seen, 1)
-
-
-@torch.no_grad()
-def validate(
-    model: nn.Module,
-    loader: DataLoader,
-    loss_fn: nn.Module,
-    class_map: ClassMap,
-    device: torch.device,
-    *,
-    amp_dtype: torch.dtype | None = None,
-) -> tuple[float, Counts, int]:
-    """Loss and pooled TP/FP/FN counts over `loader` (the metrics module's own `count`).
-
-    Returns:
-        (summed loss over images, pooled counts, number of images).
-    """
-    model.eval()
-    k, ignore = class_map.num_classes, class_map.ignore_index
-    pooled = Counts(*(np.zeros(k, dtype=np.int64) for _ in range(3)))
-    loss_sum, n = 0.0, 0
-    for batch in loader:
-        images = to_model_input(batch["image"], device)
-        masks = batch["mask"].to(device)
-        with _autocast(device, amp_dtype):
-            logits = model(images)
-            loss = loss_fn(logits, masks)
-        loss_sum += float(loss) * len(images)
-        n += len(images)
-        predicted = labels_from_logits(logits.float(), k).cpu().numpy()
-        for pred, ref in zip(predicted, masks.cpu().numpy(), strict=True):
-            pooled = pooled + count(ref, pred, k, ignore)
-    return loss_sum, pooled, n
-
-
-def scores(counts: Counts, class_map: ClassMap) -> dict[str, Any]:
-    """Mean and per-class Dice/IoU over the foreground classes, as evaluate computes them."""
-    d, j = dice(counts), iou(counts)
-    return {
-        "dice": nanmean(d[1:]),
-        "iou": nanmean(j[1:]),
-        "per_class": {name: float(d[c]) for c, name in enumerate(class_map.names) if c},
-        "per_class_iou": {name: float(j[c]) for c, name in enumerate(class_map.names) if c},
-    }
 
 
 # --- set-up -------------------------------------------------------------------------------------
@@ -285,21 +81,6 @@ class Dist:
         )
 
 
-def parse_channels(text: str | None) -> tuple[int, ...] | None:
-    """``"64,32,16,16,16"`` -> (64, 32, 16, 16, 16)."""
-    if text is None:
-        return None
-    try:
-        channels = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        channels = ()
-    if not channels or min(channels) < 1:
-        raise SegtoolError(
-            f"--decoder-channels {text!r}: give positive integers, e.g. 64,32,16,16,16"
-        )
-    return channels
-
-
 def default_workers(device: torch.device) -> int:
     """DataLoader workers: on a GPU up to 4 (cores - 1); on the CPU the model needs every core,
     so none on small machines (loading runs in the main process) and 2 on large ones."""
@@ -307,31 +88,6 @@ def default_workers(device: torch.device) -> int:
     if device.type == "cpu":
         return 0 if cores <= 4 else 2
     return min(4, max(cores - 1, 0))
-
-
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` picks CUDA, then MPS, then CPU; asking for a missing device is an error."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            name = "cuda"
-        elif torch.backends.mps.is_available():
-            name = "mps"
-        else:
-            name = "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise SegtoolError("--device cuda: no CUDA GPU is visible; use --device cpu or auto")
-        return torch.device("cuda", local_rank)
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise SegtoolError("--device mps: MPS is not available; use --device cpu or auto")
-    return torch.device(name)
-
-
-def amp_dtype_for(device: torch.device, amp: bool | None) -> torch.dtype | None:
-    """bf16 autocast on CUDA where supported (fp16 otherwise); none on CPU unless asked."""
-    if amp is False or device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int):
@@ -466,7 +222,7 @@ def fit(
     pairs, skipped = find_pairs(dataset, skip_unpaired=config.skip_unpaired)
     check_pairs(pairs, class_map)
     if resume:
-        from segtool.pairs import read_split
+        from segtool.core.dataset import read_split
 
         split = read_split(out / SPLIT_FILE, {p.stem for p in pairs})
     else:

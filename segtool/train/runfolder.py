@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import csv
-import json
 import platform
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from segtool.masks import atomic_path
+from segtool.core.files import atomic_path
 
 #: The first columns of metrics.csv (per-class Dice columns follow).
 METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "val_iou", "lr", "seconds"]
@@ -33,12 +32,6 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
-
-
-def write_json(path: Path, doc: dict[str, Any]) -> None:
-    """Write a JSON document atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
 
 
 def read_metrics(path: Path) -> list[dict[str, str]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from segtool.errors import SegtoolError
+from segtool.core.errors import SegtoolError
 
 #: EXIF orientations that turn the picture by 90 degrees (width and height swap).
 _TRANSPOSED = {5, 6, 7, 8}

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segtool.errors import SegtoolError
+from segtool.core.errors import SegtoolError
 
 BINARY, MULTICLASS = "binary", "multiclass"
 

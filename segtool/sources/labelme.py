@@ -14,6 +14,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from segtool.core.images import FORMAT_SUFFIX, ImageReadError, displayed_size
+from segtool.sources.shapes import AnnotationError, ImageSource, Shape
+
 #: Shape types labelme writes, with the number of points each needs (min, max; None = any).
 SHAPE_POINTS: dict[str, tuple[int, int | None]] = {
     "polygon": (3, None),
@@ -25,22 +28,6 @@ SHAPE_POINTS: dict[str, tuple[int, int | None]] = {
     "oriented_rectangle": (4, 4),
     "mask": (2, 2),
 }
-
-
-@dataclass(frozen=True)
-class Shape:
-    """One labelme shape: its label, type, points (as written in the JSON) and mask patch."""
-
-    label: str
-    shape_type: str
-    points: tuple[tuple[float, float], ...]
-    mask: np.ndarray | None = None
-
-    def inside(self, width: int, height: int) -> bool:
-        """True when every point lies on the image (no clipping happens)."""
-        xs = [p[0] for p in self.points]
-        ys = [p[1] for p in self.points]
-        return min(xs) >= 0 and min(ys) >= 0 and max(xs) <= width - 1 and max(ys) <= height - 1
 
 
 @dataclass(frozen=True)
@@ -58,10 +45,6 @@ class LabelmeFile:
     def labels(self) -> set[str]:
         """Every label the file uses."""
         return {shape.label for shape in self.shapes}
-
-
-class AnnotationError(ValueError):
-    """A labelme file is malformed; the message says what and how to fix it (no file name)."""
 
 
 _NUMBER_TYPES = (int, float)
@@ -189,3 +172,49 @@ def parse_labelme(path: Path) -> LabelmeFile:
         image_height=sizes[0],
         image_width=sizes[1],
     )
+
+
+def resolve_image(ann: LabelmeFile) -> ImageSource:
+    """Find the image of an annotation: ``imageData`` when present (as labelme does), else
+    ``imagePath`` relative to the JSON; check the JSON's recorded size against it.
+
+    Raises:
+        AnnotationError: no image, an unreadable one, or a size that disagrees with the JSON.
+    """
+    path = ann.image_path
+    usable_path = path is not None and path.is_file() and path.resolve() != ann.path.resolve()
+    try:
+        if ann.image_data is not None:
+            width, height, fmt = displayed_size(ann.image_data)
+            source = ImageSource(
+                width, height, None, ann.image_data, FORMAT_SUFFIX.get(fmt, ".img")
+            )
+            if usable_path:
+                try:
+                    if displayed_size(path)[:2] == (width, height):
+                        source = ImageSource(width, height, path, None, path.suffix)
+                except ImageReadError:
+                    pass  # the embedded copy is the image; a broken file beside it is not used
+        elif path is None:
+            raise AnnotationError(
+                "no imagePath and no imageData; re-save the file in labelme with its image"
+            )
+        elif not usable_path:
+            raise AnnotationError(
+                f"image {path} not found and the JSON has no imageData; put the image at "
+                f"that path or re-save in labelme with 'Save With Image Data'"
+            )
+        else:
+            width, height, _ = displayed_size(path)
+            source = ImageSource(width, height, path, None, path.suffix)
+    except ImageReadError as exc:
+        where = "imageData" if ann.image_data is not None else f"image {path}"
+        raise AnnotationError(f"{where}: {exc}; re-export the image") from exc
+    recorded = (ann.image_height, ann.image_width)
+    if any(v is not None for v in recorded) and recorded != (source.height, source.width):
+        raise AnnotationError(
+            f"imageHeight x imageWidth {ann.image_height} x {ann.image_width} disagrees with the "
+            f"image, {source.height} x {source.width} as displayed (EXIF orientation applied); "
+            f"fix imageHeight/imageWidth or re-open the file in labelme"
+        )
+    return source

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from segtool.errors import SegtoolError
+from segtool.core.errors import SegtoolError
 
 
 def rng_state() -> dict[str, Any]:

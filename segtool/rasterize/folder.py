@@ -1,182 +1,43 @@
-"""labelme shapes -> label arrays -> PNG masks, for one file or a whole folder.
+"""A folder of labelme files -> a dataset folder (images/, masks/, classes.json, report).
 
-labelme draws each shape onto its own full-size canvas and then assigns the class id where
-that canvas is set. Drawing every shape straight onto one canvas with its class id as the ink
-sets exactly the same pixels (PIL's primitives do not blend, and later shapes overwrite
-earlier ones in both), at a fraction of the cost.
+Every file is checked before anything is written; the dataset is built beside its target
+and swapped in when complete.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
-from segtool.annotations import AnnotationError, LabelmeFile, Shape, parse_labelme
-from segtool.classes import ClassMap, derive_class_map, read_class_map
-from segtool.constants import (
+from segtool.core.classes import ClassMap, derive_class_map, read_class_map
+from segtool.core.constants import (
     CLASSES_FILE,
     IGNORE_LABEL,
     IMAGES_DIR,
-    LINE_WIDTH,
     MASK_SUFFIX,
     MASKS_DIR,
-    POINT_RADIUS,
     REPORT_FILE,
 )
-from segtool.errors import InvalidInputError, SegtoolError
-from segtool.images import FORMAT_SUFFIX, ImageReadError, displayed_size
-from segtool.masks import write_mask
-from segtool.outdir import prepare_output, publish_output
-from segtool.pairs import index_by_stem
-from segtool.parallel import default_jobs, imap_jobs
+from segtool.core.dataset import index_by_stem
+from segtool.core.errors import InvalidInputError, SegtoolError
+from segtool.core.files import prepare_output, publish_output
+from segtool.core.masks import write_mask
+from segtool.core.parallel import ProgressFn, default_jobs, imap_jobs
+from segtool.rasterize.draw import draw_shapes
+from segtool.sources.labelme import LabelmeFile, parse_labelme, resolve_image
+from segtool.sources.shapes import AnnotationError, ImageSource
 
 #: How the original images reach ``dataset/images``.
 IMAGE_MODES = ("copy", "link", "none")
-
-ProgressFn = Callable[[str, int, int], None]
-
-
-def _draw_shape(draw: ImageDraw.ImageDraw, canvas: Image.Image, shape: Shape, value: int) -> None:
-    """Draw one shape with labelme's primitive and arguments, in ink `value`."""
-    xy = list(shape.points)
-    kind = shape.shape_type
-    if kind == "rectangle":
-        (x1, y1), (x2, y2) = xy
-        draw.rectangle(
-            [min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)], fill=value, outline=value
-        )
-    elif kind == "circle":
-        (cx, cy), (px, py) = xy
-        d = math.sqrt((cx - px) ** 2 + (cy - py) ** 2)
-        draw.ellipse([cx - d, cy - d, cx + d, cy + d], fill=value, outline=value)
-    elif kind == "line":
-        draw.line(xy, fill=value, width=LINE_WIDTH)
-    elif kind == "linestrip":
-        draw.line(xy, fill=value, width=LINE_WIDTH, joint="curve")
-    elif kind == "point":
-        (cx, cy), r = xy[0], POINT_RADIUS
-        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=value, outline=value)
-    elif kind == "mask":
-        _paste_patch(canvas, shape, value)
-    else:  # polygon, oriented_rectangle
-        draw.polygon(xy, fill=value, outline=value)
-
-
-def _paste_patch(canvas: Image.Image, shape: Shape, value: int) -> None:
-    """Paint a mask shape: patch top-left at the first point (rounded half-to-even), clipped."""
-    patch = shape.mask
-    assert patch is not None  # parse_labelme guarantees it for mask shapes
-    (x1, y1), (x2, y2) = shape.points
-    left, top = (int(v) for v in np.round([x1, y1]))
-    if all(float(v).is_integer() for v in (x1, y1, x2, y2)):
-        # Legacy files store the patch's last pixel as the second point.
-        patch = patch[: max(int(y2) - int(y1) + 1, 0), : max(int(x2) - int(x1) + 1, 0)]
-    width, height = canvas.size
-    x0, y0 = max(left, 0), max(top, 0)
-    x_end, y_end = min(left + patch.shape[1], width), min(top + patch.shape[0], height)
-    if x_end <= x0 or y_end <= y0:
-        return
-    window = patch[y0 - top : y_end - top, x0 - left : x_end - left]
-    ink = Image.fromarray(window.astype(np.uint8) * 255, mode="L")
-    canvas.paste(value, (x0, y0, x_end, y_end), mask=ink)
-
-
-def draw_shapes(
-    shapes: Iterable[Shape],
-    height: int,
-    width: int,
-    value_of: dict[str, int],
-    *,
-    wide: bool = False,
-) -> np.ndarray:
-    """Rasterize shapes in order onto one canvas: pixel = value of the last shape covering it.
-
-    Args:
-        shapes: labelme shapes, in JSON order.
-        height: canvas height in pixels.
-        width: canvas width in pixels.
-        value_of: label -> pixel value (class id, or the ignore value for ``__ignore__``).
-        wide: draw on a 32-bit canvas and return uint16 (for more than 255 classes).
-
-    Returns:
-        An ``(height, width)`` uint8 (uint16 when `wide`) label array; 0 where nothing is drawn.
-
-    Raises:
-        KeyError: a label is missing from `value_of`.
-    """
-    canvas = Image.new("I" if wide else "L", (width, height), 0)
-    draw = ImageDraw.Draw(canvas)
-    for shape in shapes:
-        _draw_shape(draw, canvas, shape, value_of[shape.label])
-    array = np.asarray(canvas)
-    return array.astype(np.uint16) if wide else array
-
-
-@dataclass(frozen=True)
-class ImageSource:
-    """Where a labelme file's image is: its displayed size and the bytes to copy."""
-
-    width: int
-    height: int
-    file: Path | None  # the original file, copied or linked as is
-    data: bytes | None  # embedded imageData, written as is when no matching file exists
-    suffix: str
-
-
-def resolve_image(ann: LabelmeFile) -> ImageSource:
-    """Find the image of an annotation: ``imageData`` when present (as labelme does), else
-    ``imagePath`` relative to the JSON; check the JSON's recorded size against it.
-
-    Raises:
-        AnnotationError: no image, an unreadable one, or a size that disagrees with the JSON.
-    """
-    path = ann.image_path
-    usable_path = path is not None and path.is_file() and path.resolve() != ann.path.resolve()
-    try:
-        if ann.image_data is not None:
-            width, height, fmt = displayed_size(ann.image_data)
-            source = ImageSource(
-                width, height, None, ann.image_data, FORMAT_SUFFIX.get(fmt, ".img")
-            )
-            if usable_path:
-                try:
-                    if displayed_size(path)[:2] == (width, height):
-                        source = ImageSource(width, height, path, None, path.suffix)
-                except ImageReadError:
-                    pass  # the embedded copy is the image; a broken file beside it is not used
-        elif path is None:
-            raise AnnotationError(
-                "no imagePath and no imageData; re-save the file in labelme with its image"
-            )
-        elif not usable_path:
-            raise AnnotationError(
-                f"image {path} not found and the JSON has no imageData; put the image at "
-                f"that path or re-save in labelme with 'Save With Image Data'"
-            )
-        else:
-            width, height, _ = displayed_size(path)
-            source = ImageSource(width, height, path, None, path.suffix)
-    except ImageReadError as exc:
-        where = "imageData" if ann.image_data is not None else f"image {path}"
-        raise AnnotationError(f"{where}: {exc}; re-export the image") from exc
-    recorded = (ann.image_height, ann.image_width)
-    if any(v is not None for v in recorded) and recorded != (source.height, source.width):
-        raise AnnotationError(
-            f"imageHeight x imageWidth {ann.image_height} x {ann.image_width} disagrees with the "
-            f"image, {source.height} x {source.width} as displayed (EXIF orientation applied); "
-            f"fix imageHeight/imageWidth or re-open the file in labelme"
-        )
-    return source
 
 
 def _label_problem(labels: set[str], known: frozenset[str]) -> str | None:

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from segtool.classes import ClassMap
-from segtool.constants import IMAGE_SUFFIXES, IMAGES_DIR, MASK_SUFFIX, MASKS_DIR
-from segtool.errors import InvalidInputError, SegtoolError
-from segtool.images import ImageReadError, displayed_size
-from segtool.masks import read_mask
-from segtool.metrics import MaskValueError, check_values
-from segtool.parallel import default_jobs, imap_jobs
+from segtool.core.classes import ClassMap
+from segtool.core.constants import IMAGE_SUFFIXES, IMAGES_DIR, MASK_SUFFIX, MASKS_DIR
+from segtool.core.errors import InvalidInputError, SegtoolError
+from segtool.core.images import ImageReadError, displayed_size
+from segtool.core.masks import read_mask
+from segtool.core.metrics import MaskValueError, check_values
+from segtool.core.parallel import default_jobs, imap_jobs
 
 SPLIT_NAMES = ("train", "val", "test")
 

@@ -15,16 +15,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from segtool.classes import ClassMap
-from segtool.constants import SPLIT_FILE
-from segtool.errors import SegtoolError
-from segtool.images import load_rgb
-from segtool.masks import read_mask
-from segtool.metrics import MaskValueError, check_values
-from segtool.model import STRIDE
-from segtool.pairs import Pair, read_split
-from segtool.split import make_split
-from segtool.transforms import Transform, resize
+from segtool.core.classes import ClassMap
+from segtool.core.constants import SPLIT_FILE
+from segtool.core.dataset import Pair, read_split
+from segtool.core.errors import SegtoolError
+from segtool.core.images import load_rgb
+from segtool.core.masks import read_mask
+from segtool.core.metrics import MaskValueError, check_values
+from segtool.split.assign import make_split
+from segtool.train.model import STRIDE
+from segtool.train.transforms import Transform, resize
 
 #: ImageNet channel statistics (RGB, on 0..1 values), what pretrained encoders expect.
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)

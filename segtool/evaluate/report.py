@@ -1,26 +1,25 @@
 """Scoring predicted label masks against reference masks: one folder pair, one report.
 
-Layered as counts (one image, `segtool.metrics`) -> one image's scores -> the folder's
+Layered as counts (one image, `segtool.core.metrics`) -> one image's scores -> the folder's
 aggregate -> ``summary.json`` and ``per_image.csv``.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from segtool.classes import ClassMap, read_classes_json
-from segtool.constants import CLASSES_FILE, IGNORE_INDEX, MASK_SUFFIX
-from segtool.errors import SegtoolError
-from segtool.masks import atomic_path, read_mask
-from segtool.metrics import (
+from segtool.core.classes import ClassMap, read_classes_json
+from segtool.core.constants import CLASSES_FILE, IGNORE_INDEX, MASK_SUFFIX
+from segtool.core.errors import SegtoolError
+from segtool.core.files import atomic_path, write_json
+from segtool.core.masks import read_mask
+from segtool.core.metrics import (
     Counts,
     MaskValueError,
     check_values,
@@ -33,12 +32,10 @@ from segtool.metrics import (
     precision,
     recall,
 )
-from segtool.parallel import default_jobs, imap_jobs
+from segtool.core.parallel import ProgressFn, default_jobs, imap_jobs
 
 SUMMARY_FILE = "summary.json"
 PER_IMAGE_FILE = "per_image.csv"
-
-ProgressFn = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -361,13 +358,12 @@ def evaluate_dirs(
     out = out or predictions
     out.mkdir(parents=True, exist_ok=True)
     summary_path, per_image_path = out / SUMMARY_FILE, out / PER_IMAGE_FILE
-    with atomic_path(summary_path) as tmp:
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(summary_path, summary)
     _write_per_image_csv(per_image_path, summary)
     result = Evaluation(summary, summary_path, per_image_path, warnings)
     if gallery:
-        from segtool.classes import make_class_map
-        from segtool.gallery import make_gallery
+        from segtool.core.classes import make_class_map
+        from segtool.evaluate.gallery import make_gallery
 
         cmap = class_map or make_class_map(names)
         result.gallery = make_gallery(

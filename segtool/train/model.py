@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from segtool.errors import SegtoolError
-from segtool.losses import out_channels
+from segtool.core.errors import SegtoolError
+from segtool.train.losses import out_channels
 
 #: segtool's default architecture and encoder.
 DEFAULT_ARCH = "unet"

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from segtool.classes import ClassMap
-from segtool.constants import IMAGE_SUFFIXES, MASK_SUFFIX
-from segtool.images import load_rgb
-from segtool.masks import read_mask
+from segtool.core.classes import ClassMap
+from segtool.core.constants import IMAGE_SUFFIXES, MASK_SUFFIX
+from segtool.core.images import load_rgb
+from segtool.core.masks import read_mask
 
 #: Error-map colours: true positive, false positive, false negative, ignored.
 TP, FP, FN, IGNORED = (40, 180, 60), (220, 40, 40), (40, 90, 230), (90, 90, 90)

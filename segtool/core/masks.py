@@ -1,36 +1,20 @@
-"""Label masks on disk: 8-bit palette PNGs (16-bit grayscale past 255 classes), atomic writes."""
+"""Label masks on disk: 8-bit palette PNGs (16-bit grayscale past 255 classes)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from segtool.classes import ClassMap
-from segtool.errors import SegtoolError
+from segtool.core.classes import ClassMap
+from segtool.core.errors import SegtoolError
+from segtool.core.files import atomic_path
 
 #: zlib settings for mask PNGs: masks are runs of equal values, so run-length matching
 #: (Z_RLE) at level 1 gives files smaller than PIL's default in a third of the time.
 PNG_COMPRESS_LEVEL = 1
 PNG_COMPRESS_TYPE = 3  # zlib.Z_RLE
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success rename it onto `path`, else delete it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
 
 
 def mask_image(mask: np.ndarray, class_map: ClassMap) -> Image.Image:

@@ -11,7 +11,7 @@ from typing import Any
 
 import cv2
 
-from segtool.errors import SegtoolError
+from segtool.core.errors import SegtoolError
 
 #: (image, mask) -> augmented (image, mask); albumentations' calling convention.
 Transform = Callable[..., dict[str, Any]]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segtool.constants import IMAGES_DIR, MASKS_DIR
-from segtool.errors import SegtoolError
-from segtool.evaluate import Evaluation, ProgressFn, evaluate_dirs
-from segtool.pairs import find_pairs
-from segtool.predict import load_predictor, predict_dir, split_stems
+from segtool.core.constants import IMAGES_DIR, MASKS_DIR
+from segtool.core.dataset import find_pairs
+from segtool.core.errors import SegtoolError
+from segtool.core.parallel import ProgressFn
+from segtool.evaluate.report import Evaluation, evaluate_dirs
+from segtool.predict.folder import predict_dir
+from segtool.predict.predictor import load_predictor, split_stems
 
 SPLITS = ("test", "val", "train", "all")
 

@@ -7,19 +7,19 @@ existing image to another split, and the held-out images stay held out.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from segtool.classes import ClassMap, read_classes_json
-from segtool.constants import CLASSES_FILE, SPLIT_FILE
-from segtool.errors import SegtoolError
-from segtool.masks import atomic_path, read_mask
-from segtool.pairs import SPLIT_NAMES, find_pairs
-from segtool.parallel import default_jobs, imap_jobs
+from segtool.core.classes import ClassMap, read_classes_json
+from segtool.core.constants import CLASSES_FILE, SPLIT_FILE
+from segtool.core.dataset import SPLIT_NAMES, find_pairs
+from segtool.core.errors import SegtoolError
+from segtool.core.files import write_json
+from segtool.core.masks import read_mask
+from segtool.core.parallel import default_jobs, imap_jobs
 
 
 def _unit(seed: int, stem: str) -> float:
@@ -94,6 +94,5 @@ def split_dataset(
         strict=True,
     ):
         pixels[where[pair.stem]] += hist
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(split, indent=2) + "\n")
+    write_json(path, split)
     return SplitResult(path, split, pixels, class_map)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segtool.constants import (
+from segtool.core.constants import (
     BACKGROUND_NAME,
     IGNORE_INDEX,
     IGNORE_INDEX_16,
@@ -23,7 +23,7 @@ from segtool.constants import (
     MAX_CLASSES_8BIT,
     MAX_CLASSES_16BIT,
 )
-from segtool.errors import SegtoolError
+from segtool.core.errors import SegtoolError
 
 
 def voc_palette(n: int = 256) -> np.ndarray:

@@ -1,0 +1,40 @@
+"""Which device to compute on, and in which precision."""
+
+from __future__ import annotations
+
+import torch
+
+from segtool.core.errors import SegtoolError
+
+#: The device names every command accepts.
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` picks CUDA, then MPS, then CPU; asking for a missing device is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            name = "cuda"
+        elif torch.backends.mps.is_available():
+            name = "mps"
+        else:
+            name = "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise SegtoolError("--device cuda: no CUDA GPU is visible; use --device cpu or auto")
+        return torch.device("cuda", local_rank)
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise SegtoolError("--device mps: MPS is not available; use --device cpu or auto")
+    return torch.device(name)
+
+
+def amp_dtype_for(device: torch.device, amp: bool | None) -> torch.dtype | None:
+    """bf16 autocast on CUDA where supported (fp16 otherwise); none on CPU unless asked."""
+    if amp is False or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    """Mixed precision in `dtype` on `device`, or a no-op context when `dtype` is None."""
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None)

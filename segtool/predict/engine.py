@@ -1,0 +1,110 @@
+"""Running a predictor on images: padding to the stride, resizing, tiles, TTA, probabilities."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from segtool.core.device import amp_dtype_for, autocast
+from segtool.core.errors import SegtoolError
+from segtool.predict.predictor import Predictor
+from segtool.predict.tiles import predict_tiled
+from segtool.train.data import to_model_input
+from segtool.train.model import STRIDE
+
+
+class Engine:
+    """Runs a predictor on single images: padding, tiles, TTA, probabilities."""
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        device: torch.device,
+        *,
+        tile: int | None = None,
+        overlap: float = 0.25,
+        tta: bool = False,
+        batch_size: int = 4,
+        amp: bool | None = None,
+    ) -> None:
+        self.p = predictor
+        self.device = device
+        self.model = predictor.model.to(device)
+        self.amp_dtype = amp_dtype_for(device, amp)
+        self.tile = None if tile is None else -(-tile // STRIDE) * STRIDE
+        if not 0 <= overlap < 1:
+            raise SegtoolError(f"--overlap {overlap} must be in [0, 1)")
+        self.overlap = overlap
+        self.tta = tta
+        self.batch_size = batch_size
+        self.k = predictor.class_map.num_classes
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Probabilities ``(N, K, H, W)`` (binary models give [1 - p, p]), TTA averaged."""
+        views = [(lambda t: t, lambda t: t)]
+        if self.tta:
+            views += [
+                (lambda t: t.flip(-1), lambda t: t.flip(-1)),
+                (lambda t: t.flip(-2), lambda t: t.flip(-2)),
+            ]
+        total = None
+        for forward, back in views:
+            with autocast(self.device, self.amp_dtype):
+                logits = self.model(forward(x)).float()
+            if logits.shape[1] == 1:
+                p = torch.sigmoid(logits)
+                probs = torch.cat([1 - p, p], dim=1)
+            else:
+                probs = torch.softmax(logits, dim=1)
+            probs = back(probs)
+            total = probs if total is None else total + probs
+        return total / len(views)
+
+    @torch.no_grad()
+    def probabilities(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per-class probabilities ``(K, H, W)`` for each image (tensors from `normalize`)."""
+        if self.p.size is not None:
+            return [self._resized(img) for img in images]
+        if self.tile is not None:
+            return [
+                predict_tiled(
+                    img,
+                    self._forward,
+                    self.k,
+                    self.tile,
+                    self.overlap,
+                    self.batch_size,
+                    self.device,
+                )
+                for img in images
+            ]
+        height = max(i.shape[1] for i in images)
+        width = max(i.shape[2] for i in images)
+        ph, pw = -(-height // STRIDE) * STRIDE, -(-width // STRIDE) * STRIDE
+        # Padded on the device, before normalising (as training's collate pads): the copy to
+        # the device stays small and the host does no per-pixel work.
+        batch = torch.stack(
+            [
+                F.pad(
+                    img.to(self.device, non_blocking=True),
+                    (0, pw - img.shape[2], 0, ph - img.shape[1]),
+                )
+                for img in images
+            ]
+        )
+        probs = self._forward(to_model_input(batch, self.device))
+        return [probs[i, :, : img.shape[1], : img.shape[2]] for i, img in enumerate(images)]
+
+    def _resized(self, img: torch.Tensor) -> torch.Tensor:
+        size = self.p.size
+        x = to_model_input(img[None], self.device)
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        probs = self._forward(x)
+        return F.interpolate(probs, size=img.shape[1:], mode="bilinear", align_corners=False)[0]
+
+    def labels(self, probs: torch.Tensor, threshold: float = 0.5) -> np.ndarray:
+        """Class ids from probabilities: binary models threshold the foreground probability."""
+        if self.k == 2:
+            return (probs[1] > threshold).to(torch.uint8).cpu().numpy()
+        return probs.argmax(dim=0).cpu().numpy().astype(np.uint16 if self.k > 255 else np.uint8)

@@ -1,0 +1,90 @@
+"""A trained model loaded with what predicting needs to know about its training."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from segtool.core.classes import ClassMap, read_classes_json
+from segtool.core.constants import CLASSES_FILE, SPLIT_FILE
+from segtool.core.dataset import read_split
+from segtool.core.errors import SegtoolError
+from segtool.train.losses import out_channels
+from segtool.train.model import load_model
+
+
+@dataclass
+class Predictor:
+    """A loaded model with what predicting needs to know about its training."""
+
+    model: nn.Module
+    class_map: ClassMap
+    normalization: str = "imagenet"
+    size: int | None = None
+    source: Path = Path()
+    split: dict | None = None
+
+
+def _model_classes(folder: Path) -> int | None:
+    try:
+        return int(json.loads((folder / "config.json").read_text())["classes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def load_predictor(path: Path, classes: Path | None = None) -> Predictor:
+    """Load a run folder (``model/``, ``classes.json``, ``config.json``) or a bare
+    segmentation-models-pytorch ``save_pretrained`` folder plus a ``classes.json``.
+
+    Raises:
+        SegtoolError: no model, no class map, or a class count that does not match the model.
+    """
+    if (path / "model" / "config.json").is_file():
+        folder, run = path / "model", path
+    elif (path / "config.json").is_file() and any(path.glob("*.safetensors")):
+        folder, run = path, None
+    else:
+        raise SegtoolError(
+            f"{path}: no model here; pass a run folder written by segtool train (with model/) "
+            f"or a save_pretrained folder"
+        )
+    if classes is None and run is not None and (run / CLASSES_FILE).is_file():
+        classes = run / CLASSES_FILE
+    if classes is None:
+        raise SegtoolError(f"{path}: a bare model needs --classes classes.json to name its classes")
+    class_map = read_classes_json(classes)
+    channels = _model_classes(folder)
+    if channels is not None and channels != out_channels(class_map.num_classes):
+        raise SegtoolError(
+            f"{classes}: {class_map.num_classes} classes need a model with "
+            f"{out_channels(class_map.num_classes)} output channel(s), but {folder} has {channels}; "
+            f"pass the classes.json the model was trained with"
+        )
+    options: dict[str, Any] = {}
+    split = None
+    if run is not None and (run / "config.json").is_file():
+        options = json.loads((run / "config.json").read_text()).get("options", {})
+        if (run / SPLIT_FILE).is_file():
+            split = read_split(run / SPLIT_FILE)
+    model = load_model(folder)
+    model.eval()
+    return Predictor(
+        model, class_map, options.get("normalize", "imagenet"), options.get("size"), path, split
+    )
+
+
+def split_stems(predictor: Predictor, split: str) -> set[str]:
+    """The stems of one split of the run's split.json.
+
+    Raises:
+        SegtoolError: the model has no split.json, or the split name is unknown.
+    """
+    if predictor.split is None:
+        raise SegtoolError(f"{predictor.source}: no split.json (not a run folder); drop --split")
+    if split not in ("train", "val", "test"):
+        raise SegtoolError(f"--split {split!r} is not one of train, val, test")
+    return set(predictor.split[split])

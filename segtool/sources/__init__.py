@@ -1,0 +1,1 @@
+"""Annotation readers: each turns one source format into `Shape` records (sources.shapes)."""

@@ -1,0 +1,44 @@
+"""What every annotation reader returns: `Shape` records, where the image is, and the error
+a malformed file raises. The rasterizer draws these, whatever format they came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+class AnnotationError(ValueError):
+    """An annotation file is malformed; the message says what and how to fix it (no file name)."""
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One shape: its label, type (labelme's names: polygon, rectangle, circle, line, linestrip,
+    point, oriented_rectangle, mask), points in pixels as the file wrote them, and for a
+    ``mask`` shape its boolean patch."""
+
+    label: str
+    shape_type: str
+    points: tuple[tuple[float, float], ...]
+    mask: np.ndarray | None = None
+
+    def inside(self, width: int, height: int) -> bool:
+        """True when every point lies on the image (no clipping happens)."""
+        xs = [p[0] for p in self.points]
+        ys = [p[1] for p in self.points]
+        return min(xs) >= 0 and min(ys) >= 0 and max(xs) <= width - 1 and max(ys) <= height - 1
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """Where an annotation's image is: its displayed size and the bytes to copy."""
+
+    width: int
+    height: int
+    file: Path | None  # the original file, copied or linked as is
+    data: (
+        bytes | None
+    )  # embedded image bytes (labelme's imageData), written as is when no matching file exists
+    suffix: str

@@ -1,0 +1,1 @@
+"""Split: a dataset's stems assigned to train, val and test (assign: `split_dataset`)."""

@@ -1,0 +1,138 @@
+"""One epoch of training and one pass of validation, and the scores validation reports."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from segtool.core.classes import ClassMap
+from segtool.core.device import autocast
+from segtool.core.errors import SegtoolError
+from segtool.core.metrics import Counts, count, dice, iou, nanmean
+from segtool.train.data import to_model_input
+from segtool.train.model import labels_from_logits
+
+#: Training steps between reads of the loss (each read waits for the device).
+SYNC_EVERY = 10
+
+
+class Reporter:
+    """Receives progress from `fit`; the command line draws it, the library stays quiet."""
+
+    def start(self, info: dict[str, Any]) -> None:
+        """Called once, with the device, sizes and counts."""
+
+    def epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
+        """Called before each epoch."""
+
+    def batch(self, done: int, loss: float, images_per_second: float) -> None:
+        """Called after each training step."""
+
+    def epoch_end(self, row: dict[str, Any]) -> None:
+        """Called after each epoch, with its metrics.csv row (after last.pt is written)."""
+
+
+class NonFiniteLoss(SegtoolError):
+    """The loss became NaN or infinite."""
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    device: torch.device,
+    *,
+    amp_dtype: torch.dtype | None = None,
+    clip_grad: float | None = 1.0,
+    channels_last: bool = False,
+    reporter: Reporter | None = None,
+) -> float:
+    """One pass over `loader`; returns the mean training loss.
+
+    Raises:
+        NonFiniteLoss: the loss became NaN or infinite (checked every `SYNC_EVERY` steps;
+            the caller keeps the last checkpoint, written before this epoch).
+    """
+    model.train()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    seen = 0
+    start = time.perf_counter()
+    n_steps = len(loader)
+    for step, batch in enumerate(loader, 1):
+        images = to_model_input(batch["image"], device)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        masks = batch["mask"].to(device, non_blocking=True)
+        with autocast(device, amp_dtype):
+            loss = loss_fn(model(images), masks)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if clip_grad:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        total += loss.detach() * len(images)
+        seen += len(images)
+        # Reading the loss waits for the GPU; every SYNC_EVERY steps keeps its queue full.
+        if step % SYNC_EVERY == 0 or step == n_steps:
+            mean = float(total) / seen
+            if not math.isfinite(mean):
+                raise NonFiniteLoss(f"the loss became {mean} by step {step}")
+            if reporter:
+                reporter.batch(step, mean, seen / (time.perf_counter() - start))
+    return float(total) / max(seen, 1)
+
+
+@torch.no_grad()
+def validate(
+    model: nn.Module,
+    loader: DataLoader,
+    loss_fn: nn.Module,
+    class_map: ClassMap,
+    device: torch.device,
+    *,
+    amp_dtype: torch.dtype | None = None,
+) -> tuple[float, Counts, int]:
+    """Loss and pooled TP/FP/FN counts over `loader` (the metrics module's own `count`).
+
+    Returns:
+        (summed loss over images, pooled counts, number of images).
+    """
+    model.eval()
+    k, ignore = class_map.num_classes, class_map.ignore_index
+    pooled = Counts(*(np.zeros(k, dtype=np.int64) for _ in range(3)))
+    loss_sum, n = 0.0, 0
+    for batch in loader:
+        images = to_model_input(batch["image"], device)
+        masks = batch["mask"].to(device)
+        with autocast(device, amp_dtype):
+            logits = model(images)
+            loss = loss_fn(logits, masks)
+        loss_sum += float(loss) * len(images)
+        n += len(images)
+        predicted = labels_from_logits(logits.float(), k).cpu().numpy()
+        for pred, ref in zip(predicted, masks.cpu().numpy(), strict=True):
+            pooled = pooled + count(ref, pred, k, ignore)
+    return loss_sum, pooled, n
+
+
+def scores(counts: Counts, class_map: ClassMap) -> dict[str, Any]:
+    """Mean and per-class Dice/IoU over the foreground classes, as evaluate computes them."""
+    d, j = dice(counts), iou(counts)
+    return {
+        "dice": nanmean(d[1:]),
+        "iou": nanmean(j[1:]),
+        "per_class": {name: float(d[c]) for c, name in enumerate(class_map.names) if c},
+        "per_class_iou": {name: float(j[c]) for c, name in enumerate(class_map.names) if c},
+    }
