@@ -5,7 +5,14 @@ import json
 import numpy as np
 import pytest
 
-from segtool.core.classes import derive_class_map, make_class_map, read_class_map, voc_palette
+from segtool.core.classes import (
+    derive_class_map,
+    make_class_map,
+    mode_for,
+    read_class_map,
+    voc_palette,
+)
+from segtool.core.constants import MULTICLASS
 from segtool.core.errors import SegtoolError
 
 
@@ -20,7 +27,7 @@ def test_labels_txt_with_ignore(labels_txt):
     cmap = read_class_map(labels_txt)
     assert cmap.names == ("_background_", "cat", "dog")
     assert cmap.value_of() == {"_background_": 0, "cat": 1, "dog": 2, "__ignore__": 255}
-    assert not cmap.is_binary and cmap.num_classes == 3
+    assert mode_for(cmap.num_classes) == MULTICLASS and cmap.num_classes == 3
 
 
 def test_labels_txt_without_background_gets_one(tmp_path):

@@ -52,11 +52,12 @@ def predict(
 
     Example: [bold]segtool predict run/ new_images/ masks_out/ --overlay[/]
     """
+    from segtool.core.dataset import split_stems
     from segtool.predict.folder import predict_dir
-    from segtool.predict.predictor import load_predictor, split_stems
+    from segtool.predict.predictor import load_predictor
 
     predictor = load_predictor(model, classes)
-    stems = split_stems(predictor, split) if split else None
+    stems = split_stems(predictor.split, split, predictor.source) if split else None
     with progress_bar() as on_progress:
         report = predict_dir(
             predictor,

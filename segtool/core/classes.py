@@ -17,13 +17,16 @@ import numpy as np
 
 from segtool.core.constants import (
     BACKGROUND_NAME,
+    BINARY,
     IGNORE_INDEX,
     IGNORE_INDEX_16,
     IGNORE_LABEL,
     MAX_CLASSES_8BIT,
     MAX_CLASSES_16BIT,
+    MULTICLASS,
 )
 from segtool.core.errors import SegtoolError
+from segtool.core.files import write_json
 
 
 def voc_palette(n: int = 256) -> np.ndarray:
@@ -65,11 +68,6 @@ class ClassMap:
         return len(self.names)
 
     @property
-    def is_binary(self) -> bool:
-        """True when the map has background and exactly one foreground class."""
-        return len(self.names) == 2
-
-    @property
     def sixteen_bit(self) -> bool:
         """True when masks need 16-bit PNGs (more than 255 classes)."""
         return len(self.names) > MAX_CLASSES_8BIT
@@ -84,6 +82,12 @@ class ClassMap:
         """A flat 768-value PNG palette: class colours, then the VOC colours for other values."""
         return list(_palette(self.colors))
 
+    def colorize(self, labels: np.ndarray) -> np.ndarray:
+        """An ``(H, W, 3)`` uint8 picture of a label array in the palette's colours (values past
+        255 take the colour of 255)."""
+        palette = np.array(_palette(self.colors), dtype=np.uint8).reshape(-1, 3)
+        return palette[np.clip(labels, 0, 255)]
+
     def to_json(self) -> dict:
         """The ``classes.json`` document."""
         return {
@@ -95,8 +99,19 @@ class ClassMap:
         }
 
     def save(self, path: Path) -> None:
-        """Write ``classes.json`` to ``path``."""
-        path.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+        """Write ``classes.json`` to ``path`` (atomically)."""
+        write_json(path, self.to_json())
+
+
+def mode_for(num_classes: int) -> str:
+    """The one rule for binary models: K = 2 is ``binary`` (one sigmoid channel: foreground
+    probability), more classes are ``multiclass`` (softmax over K channels)."""
+    return BINARY if num_classes == 2 else MULTICLASS
+
+
+def out_channels(num_classes: int) -> int:
+    """Model output channels for K classes: 1 in binary mode, K otherwise."""
+    return 1 if mode_for(num_classes) == BINARY else num_classes
 
 
 @lru_cache(maxsize=8)

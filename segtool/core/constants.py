@@ -14,6 +14,9 @@ IGNORE_INDEX_16 = 65535
 MAX_CLASSES_8BIT = 255
 #: Most classes a 16-bit mask can hold next to the ignore value 65535.
 MAX_CLASSES_16BIT = 65535
+#: Model modes: one sigmoid channel for two classes, softmax over K channels above.
+BINARY = "binary"
+MULTICLASS = "multiclass"
 #: Image suffixes segtool pairs with masks (lower case).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 #: Suffix of every label mask.

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from segtool.core.classes import ClassMap
 from segtool.core.constants import IMAGE_SUFFIXES, IMAGES_DIR, MASK_SUFFIX, MASKS_DIR
-from segtool.core.errors import InvalidInputError, SegtoolError
+from segtool.core.errors import InvalidInputError, SegtoolError, check_choice
+from segtool.core.files import list_files
 from segtool.core.images import ImageReadError, displayed_size
 from segtool.core.masks import read_mask
 from segtool.core.metrics import MaskValueError, check_values
@@ -42,12 +43,7 @@ def index_by_stem(paths: list[Path], why: str) -> dict[str, Path]:
 
 
 def _by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
-    paths = [
-        p
-        for p in sorted(folder.iterdir())
-        if p.suffix.lower() in suffixes and not p.name.startswith(".")
-    ]
-    return index_by_stem(paths, "pairs are made by file stem")
+    return index_by_stem(list_files(folder, suffixes), "pairs are made by file stem")
 
 
 def find_pairs(
@@ -128,6 +124,23 @@ def read_split(path: Path, stems: set[str] | None = None) -> dict:
                 f"re-run segtool split --overwrite"
             )
     return doc
+
+
+def split_stems(split: dict | None, name: str, source: Path) -> set[str]:
+    """The stems of split `name` of a split document read by `read_split`.
+
+    Args:
+        split: the document, or None when `source` has no split.json.
+        name: ``train``, ``val`` or ``test``.
+        source: the folder the split belongs to, for the message.
+
+    Raises:
+        SegtoolError: no split.json, or an unknown split name.
+    """
+    if split is None:
+        raise SegtoolError(f"{source}: no split.json (not a run folder); drop --split")
+    check_choice("split", name, SPLIT_NAMES)
+    return set(split[name])
 
 
 def _check_pair(pair: Pair, num_classes: int, ignore_index: int) -> str | None:

@@ -1,4 +1,8 @@
-"""The exceptions segtool raises for problems a user can fix."""
+"""The exceptions segtool raises for problems a user can fix, and the check of a choice."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
 
 
 class SegtoolError(Exception):
@@ -17,3 +21,19 @@ class InvalidInputError(SegtoolError):
         shown = "; ".join(self.problems[:5])
         more = f" (and {len(self.problems) - 5} more)" if len(self.problems) > 5 else ""
         super().__init__(f"{summary}: {shown}{more}")
+
+
+def check_choice(option: str, value: str, choices: Iterable[str]) -> None:
+    """Refuse a value that is not one of an option's choices, listing them.
+
+    Args:
+        option: the option's name without dashes (``loss``, ``augment``...).
+        value: what the user gave.
+        choices: the valid values, in the order the help shows them.
+
+    Raises:
+        SegtoolError: ``--OPTION 'value' is not one of a, b, c``.
+    """
+    choices = list(choices)
+    if value not in choices:
+        raise SegtoolError(f"--{option} {value!r} is not one of {', '.join(choices)}")

@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from segtool.core.constants import IMAGE_SUFFIXES
 from segtool.core.errors import SegtoolError
+from segtool.core.files import list_files
 
 #: EXIF orientations that turn the picture by 90 degrees (width and height swap).
 _TRANSPOSED = {5, 6, 7, 8}
@@ -81,6 +83,11 @@ def displayed_size(source: Path | bytes, *, verify: bool = True) -> tuple[int, i
     if orientation in _TRANSPOSED:
         width, height = height, width
     return width, height, fmt
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The image files in `folder` (suffixes of `IMAGE_SUFFIXES`, any case, not hidden), sorted."""
+    return list_files(folder, IMAGE_SUFFIXES)
 
 
 def load_rgb(path: Path) -> np.ndarray:

@@ -53,3 +53,13 @@ def imap_jobs(fn: Callable[[T], R], items: Iterable[T], jobs: int) -> Iterator[R
                 yield pending.popleft().result()
         for future in pending:
             yield future.result()
+
+
+def with_progress(
+    items: Iterable[T], phase: str, total: int, on_progress: ProgressFn | None
+) -> Iterator[T]:
+    """Yield `items`, calling ``on_progress(phase, done, total)`` after each."""
+    for done, item in enumerate(items, 1):
+        if on_progress:
+            on_progress(phase, done, total)
+        yield item

@@ -10,8 +10,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from segtool.core.classes import ClassMap
-from segtool.core.constants import IMAGE_SUFFIXES, MASK_SUFFIX
-from segtool.core.images import load_rgb
+from segtool.core.constants import MASK_SUFFIX
+from segtool.core.images import list_images, load_rgb
 from segtool.core.masks import read_mask
 
 #: Error-map colours: true positive, false positive, false negative, ignored.
@@ -38,11 +38,6 @@ def error_map(reference: np.ndarray, prediction: np.ndarray, ignore_index: int) 
     return out
 
 
-def _colour(mask: np.ndarray, class_map: ClassMap) -> np.ndarray:
-    palette = np.array(class_map.palette(), dtype=np.uint8).reshape(-1, 3)
-    return palette[np.clip(mask, 0, 255)]
-
-
 def _panel(array: np.ndarray, title: str) -> Image.Image:
     img = Image.fromarray(array)
     scale = min(1.0, PANEL / max(img.size))
@@ -56,14 +51,14 @@ def _panel(array: np.ndarray, title: str) -> Image.Image:
     return framed
 
 
-def _find_image(folder: Path | None, stem: str) -> Path | None:
+def _images_by_stem(folder: Path | None) -> dict[str, Path]:
+    """The images in `folder` by stem (the first by name where two share one); none if absent."""
     if folder is None or not folder.is_dir():
-        return None
-    for suffix in IMAGE_SUFFIXES:
-        for candidate in (folder / f"{stem}{suffix}", folder / f"{stem}{suffix.upper()}"):
-            if candidate.is_file():
-                return candidate
-    return None
+        return {}
+    found: dict[str, Path] = {}
+    for path in list_images(folder):
+        found.setdefault(path.stem, path)
+    return found
 
 
 def make_gallery(
@@ -85,17 +80,18 @@ def make_gallery(
     scored = sorted((s, row) for s, row in scored if not math.isnan(s))[:n] if scored else []
     out.mkdir(parents=True, exist_ok=True)
     written, rows = [], []
+    image_files = _images_by_stem(images)
     for score, row in scored:
         stem = row["image"]
         reference = read_mask(references / f"{stem}{MASK_SUFFIX}")
         prediction = read_mask(predictions / f"{stem}{MASK_SUFFIX}")
         panels = []
-        image_path = _find_image(images, stem)
+        image_path = image_files.get(stem)
         if image_path is not None:
             panels.append(_panel(load_rgb(image_path), "image"))
         panels += [
-            _panel(_colour(reference, class_map), "reference"),
-            _panel(_colour(prediction, class_map), "prediction"),
+            _panel(class_map.colorize(reference), "reference"),
+            _panel(class_map.colorize(prediction), "prediction"),
             _panel(
                 error_map(reference, prediction, class_map.ignore_index),
                 "TP green / FP red / FN blue",

@@ -5,13 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from segtool.core.constants import IMAGES_DIR, MASKS_DIR
-from segtool.core.dataset import find_pairs
-from segtool.core.errors import SegtoolError
+from segtool.core.dataset import find_pairs, split_stems
+from segtool.core.errors import SegtoolError, check_choice
 from segtool.core.parallel import ProgressFn
 from segtool.evaluate.report import Evaluation, evaluate_dirs
 from segtool.predict.folder import predict_dir
-from segtool.predict.predictor import load_predictor, split_stems
+from segtool.predict.predictor import load_predictor
 
+#: What --split accepts with --model: a split of the run's split.json, or every image the
+#: model was not trained on.
 SPLITS = ("test", "val", "train", "all")
 
 
@@ -38,11 +40,14 @@ def evaluate_model(
     Raises:
         SegtoolError: unknown split, a split that is empty, or bad run/dataset folders.
     """
-    if split not in SPLITS:
-        raise SegtoolError(f"--split {split!r} is not one of {', '.join(SPLITS)}")
+    check_choice("split", split, SPLITS)
     predictor = load_predictor(run)
     pairs, _ = find_pairs(dataset, skip_unpaired=True)
-    stems = {p.stem for p in pairs} if split == "all" else split_stems(predictor, split)
+    stems = (
+        {p.stem for p in pairs}
+        if split == "all"
+        else split_stems(predictor.split, split, predictor.source)
+    )
     if split == "all" and predictor.split is not None:
         stems -= set(predictor.split["train"])  # never score images the model was trained on
     stems &= {p.stem for p in pairs}

@@ -17,7 +17,7 @@ import numpy as np
 from segtool.core.classes import ClassMap, read_classes_json
 from segtool.core.constants import CLASSES_FILE, IGNORE_INDEX, MASK_SUFFIX
 from segtool.core.errors import SegtoolError
-from segtool.core.files import atomic_path, write_json
+from segtool.core.files import atomic_path, list_files, write_json
 from segtool.core.masks import read_mask
 from segtool.core.metrics import (
     Counts,
@@ -163,7 +163,7 @@ def pair_masks(
     for folder, role in ((prediction_dir, "prediction"), (reference_dir, "reference")):
         if not folder.is_dir():
             raise SegtoolError(f"{folder}: no such {role} folder; pass a folder of PNG masks")
-        masks = {p.stem: p for p in folder.iterdir() if p.suffix.lower() == MASK_SUFFIX}
+        masks = {p.stem: p for p in list_files(folder, (MASK_SUFFIX,))}
         if not masks:
             raise SegtoolError(f"{folder}: no {role} masks (*.png) found; check the path")
         found.append(masks)

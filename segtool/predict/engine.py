@@ -6,6 +6,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from segtool.core.classes import mode_for
+from segtool.core.constants import BINARY
 from segtool.core.device import amp_dtype_for, autocast
 from segtool.core.errors import SegtoolError
 from segtool.predict.predictor import Predictor
@@ -39,6 +41,7 @@ class Engine:
         self.tta = tta
         self.batch_size = batch_size
         self.k = predictor.class_map.num_classes
+        self.binary = mode_for(self.k) == BINARY
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """Probabilities ``(N, K, H, W)`` (binary models give [1 - p, p]), TTA averaged."""
@@ -52,7 +55,7 @@ class Engine:
         for forward, back in views:
             with autocast(self.device, self.amp_dtype):
                 logits = self.model(forward(x)).float()
-            if logits.shape[1] == 1:
+            if self.binary:
                 p = torch.sigmoid(logits)
                 probs = torch.cat([1 - p, p], dim=1)
             else:
@@ -105,6 +108,6 @@ class Engine:
 
     def labels(self, probs: torch.Tensor, threshold: float = 0.5) -> np.ndarray:
         """Class ids from probabilities: binary models threshold the foreground probability."""
-        if self.k == 2:
+        if self.binary:
             return (probs[1] > threshold).to(torch.uint8).cpu().numpy()
         return probs.argmax(dim=0).cpu().numpy().astype(np.uint16 if self.k > 255 else np.uint8)

@@ -8,7 +8,6 @@ the pace.
 
 from __future__ import annotations
 
-import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,8 +22,8 @@ from segtool.core.classes import ClassMap
 from segtool.core.constants import IMAGE_SUFFIXES, MASK_SUFFIX
 from segtool.core.device import pick_device
 from segtool.core.errors import SegtoolError
-from segtool.core.files import prepare_output, publish_output
-from segtool.core.images import load_rgb
+from segtool.core.files import output_folder
+from segtool.core.images import list_images, load_rgb
 from segtool.core.masks import write_mask
 from segtool.core.parallel import ProgressFn, default_jobs
 from segtool.predict.engine import Engine
@@ -60,12 +59,46 @@ def overlay(
     image: np.ndarray, labels: np.ndarray, class_map: ClassMap, alpha: float = 0.5
 ) -> Image.Image:
     """The image with each foreground class painted in its colour."""
-    palette = np.array(class_map.palette(), dtype=np.uint8).reshape(-1, 3)
-    colours = palette[np.clip(labels, 0, 255)]
+    colours = class_map.colorize(labels)
     fg = (labels > 0) & (labels != class_map.ignore_index)
     out = image.astype(np.float32)
     out[fg] = (1 - alpha) * out[fg] + alpha * colours[fg]
     return Image.fromarray(out.astype(np.uint8))
+
+
+class _Writer:
+    """Writes each prediction into the output folder in a few threads (PNG encoding releases
+    the GIL, so a few threads keep up with a GPU), keeping a bounded queue."""
+
+    def __init__(self, folder: Path, class_map: ClassMap, overlays: bool, threads: int) -> None:
+        self.folder = folder
+        self.class_map = class_map
+        self.overlays = overlays
+        self.pool = ThreadPoolExecutor(max_workers=threads)
+        self.pending: list = []
+        if overlays:
+            (folder / "overlays").mkdir()
+
+    def submit(
+        self, stem: str, labels: np.ndarray, probs: np.ndarray | None, image: np.ndarray
+    ) -> None:
+        """Queue one image's outputs."""
+        self.pending.append(self.pool.submit(self._save, stem, labels, probs, image))
+
+    def wait(self, at_most: int = 0) -> None:
+        """Block until at most `at_most` writes are in flight (re-raising their errors)."""
+        while len(self.pending) > at_most:
+            self.pending.pop(0).result()
+
+    def _save(
+        self, stem: str, labels: np.ndarray, probs: np.ndarray | None, image: np.ndarray
+    ) -> None:
+        write_mask(self.folder / f"{stem}{MASK_SUFFIX}", labels, self.class_map, atomic=False)
+        if probs is not None:
+            np.savez_compressed(self.folder / f"{stem}.npz", probs=probs.astype(np.float16))
+        if self.overlays:
+            picture = overlay(image, labels, self.class_map)
+            picture.save(self.folder / "overlays" / f"{stem}.jpg", quality=90)
 
 
 @dataclass
@@ -92,7 +125,7 @@ def find_images(folder: Path, stems: set[str] | None = None) -> list[Path]:
     """
     if not folder.is_dir():
         raise SegtoolError(f"{folder}: no such folder of images")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = list_images(folder)
     if stems is not None:
         paths = [p for p in paths if p.stem in stems]
     if not paths:
@@ -101,6 +134,65 @@ def find_images(folder: Path, stems: set[str] | None = None) -> list[Path]:
             f"{folder}: no images {what}found ({', '.join(IMAGE_SUFFIXES)}); check the path"
         )
     return paths
+
+
+def _notes(engine: Engine, tile: int | None) -> list[str]:
+    """What the user should know about how their options were applied."""
+    notes = []
+    if tile is not None and engine.tile != tile:
+        notes.append(
+            f"--tile {tile} rounded up to {engine.tile}, a multiple of the model stride {STRIDE}"
+        )
+    if engine.p.size is not None and tile is not None:
+        notes.append(
+            f"the model was trained at --size {engine.p.size}: images are resized, --tile is unused"
+        )
+    return notes
+
+
+def _image_loader(
+    paths: list[Path], engine: Engine, batch_size: int, workers: int | None
+) -> DataLoader:
+    """Images decoded in DataLoader workers (one at a time when tiling or resizing)."""
+    if workers is None:  # on the CPU the model needs every core; decoding is cheap next to it
+        cpu = engine.device.type == "cpu"
+        workers = 0 if len(paths) <= 8 or cpu else min(8, default_jobs() - 1)
+    return DataLoader(
+        _ImageFiles(paths, engine.p.normalization),
+        batch_size=1 if engine.tile or engine.p.size else batch_size,
+        num_workers=workers,
+        collate_fn=_keep_items,
+        pin_memory=False,
+    )
+
+
+def _predict_all(
+    loader: DataLoader,
+    engine: Engine,
+    writer: _Writer,
+    report: PredictReport,
+    *,
+    threshold: float,
+    probabilities: bool,
+    on_progress: ProgressFn | None,
+) -> None:
+    """Predict every batch and queue its outputs; unreadable images go to ``report.failed``."""
+    done, total = 0, len(loader.dataset)
+    for batch in loader:
+        good = [item for item in batch if "error" not in item]
+        report.failed += [item["error"] for item in batch if "error" in item]
+        if good:
+            probs = engine.probabilities([item["input"] for item in good])
+            for item, p in zip(good, probs, strict=True):
+                labels = engine.labels(p, threshold)
+                saved = p.cpu().numpy() if probabilities else None
+                writer.submit(item["path"].stem, labels, saved, item["image"])
+        report.n_images += len(good)
+        done += len(batch)
+        if on_progress:
+            on_progress("predict", done, total)
+        writer.wait(at_most=4 * engine.batch_size)
+    writer.wait()
 
 
 def predict_dir(
@@ -141,72 +233,25 @@ def predict_dir(
     engine = Engine(
         predictor, torch_device, tile=tile, overlap=overlap, tta=tta, batch_size=batch_size, amp=amp
     )
-    report = PredictReport(out)
-    if tile is not None and engine.tile != tile:
-        report.notes.append(
-            f"--tile {tile} rounded up to {engine.tile}, a multiple of the model stride {STRIDE}"
-        )
-    if predictor.size is not None and tile is not None:
-        report.notes.append(
-            f"the model was trained at --size {predictor.size}: images are resized, --tile is unused"
-        )
-    if workers is None:  # on the CPU the model needs every core; decoding is cheap next to it
-        cores = default_jobs()
-        workers = 0 if len(paths) <= 8 or torch_device.type == "cpu" else min(8, cores - 1)
-    loader = DataLoader(
-        _ImageFiles(paths, predictor.normalization),
-        batch_size=1 if tile or predictor.size else batch_size,
-        num_workers=workers,
-        collate_fn=_keep_items,
-        pin_memory=False,
-    )
-    tmp = prepare_output(out, overwrite)
-    start = time.perf_counter()
-    cmap = predictor.class_map
-    try:
-        if overlay_images:
-            (tmp / "overlays").mkdir()
-        # PNG encoding releases the GIL: a few threads keep up with a GPU.
-        with ThreadPoolExecutor(max_workers=2 if torch_device.type == "cpu" else 4) as writer:
-            pending = []
-
-            def save(
-                stem: str, labels: np.ndarray, probs: np.ndarray | None, image: np.ndarray
-            ) -> None:
-                write_mask(tmp / f"{stem}{MASK_SUFFIX}", labels, cmap, atomic=False)
-                if probs is not None:
-                    np.savez_compressed(tmp / f"{stem}.npz", probs=probs.astype(np.float16))
-                if overlay_images:
-                    overlay(image, labels, cmap).save(tmp / "overlays" / f"{stem}.jpg", quality=90)
-
-            done = 0
-            for batch in loader:
-                good = [item for item in batch if "error" not in item]
-                report.failed += [item["error"] for item in batch if "error" in item]
-                if good:
-                    probs = engine.probabilities([item["input"] for item in good])
-                    for item, p in zip(good, probs, strict=True):
-                        labels = engine.labels(p, threshold)
-                        saved = p.cpu().numpy() if probabilities else None
-                        pending.append(
-                            writer.submit(save, item["path"].stem, labels, saved, item["image"])
-                        )
-                report.n_images += len(good)
-                done += len(batch)
-                if on_progress:
-                    on_progress("predict", done, len(paths))
-                while len(pending) > 4 * batch_size:
-                    pending.pop(0).result()
-            for future in pending:
-                future.result()
+    report = PredictReport(out, notes=_notes(engine, tile))
+    loader = _image_loader(paths, engine, batch_size, workers)
+    with output_folder(out, overwrite) as tmp:
+        start = time.perf_counter()
+        threads = 2 if torch_device.type == "cpu" else 4
+        writer = _Writer(tmp, predictor.class_map, overlay_images, threads)
+        with writer.pool:
+            _predict_all(
+                loader,
+                engine,
+                writer,
+                report,
+                threshold=threshold,
+                probabilities=probabilities,
+                on_progress=on_progress,
+            )
         report.seconds = time.perf_counter() - start
-        if report.n_images:
-            publish_output(tmp, out)
-        else:
+        if not report.n_images:
             raise SegtoolError(f"{images}: no image could be read: {report.failed[0]}")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     if report.failed and not skip_invalid:
         raise SegtoolError(
             f"{len(report.failed)} image(s) could not be read and were skipped (the other "

@@ -9,11 +9,10 @@ from typing import Any
 
 from torch import nn
 
-from segtool.core.classes import ClassMap, read_classes_json
+from segtool.core.classes import ClassMap, out_channels, read_classes_json
 from segtool.core.constants import CLASSES_FILE, SPLIT_FILE
 from segtool.core.dataset import read_split
 from segtool.core.errors import SegtoolError
-from segtool.train.losses import out_channels
 from segtool.train.model import load_model
 
 
@@ -75,16 +74,3 @@ def load_predictor(path: Path, classes: Path | None = None) -> Predictor:
     return Predictor(
         model, class_map, options.get("normalize", "imagenet"), options.get("size"), path, split
     )
-
-
-def split_stems(predictor: Predictor, split: str) -> set[str]:
-    """The stems of one split of the run's split.json.
-
-    Raises:
-        SegtoolError: the model has no split.json, or the split name is unknown.
-    """
-    if predictor.split is None:
-        raise SegtoolError(f"{predictor.source}: no split.json (not a run folder); drop --split")
-    if split not in ("train", "val", "test"):
-        raise SegtoolError(f"--split {split!r} is not one of train, val, test")
-    return set(predictor.split[split])

@@ -6,11 +6,10 @@ and swapped in when complete.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -28,10 +27,10 @@ from segtool.core.constants import (
     REPORT_FILE,
 )
 from segtool.core.dataset import index_by_stem
-from segtool.core.errors import InvalidInputError, SegtoolError
-from segtool.core.files import prepare_output, publish_output
+from segtool.core.errors import InvalidInputError, SegtoolError, check_choice
+from segtool.core.files import check_overwrite, output_folder, write_json
 from segtool.core.masks import write_mask
-from segtool.core.parallel import ProgressFn, default_jobs, imap_jobs
+from segtool.core.parallel import ProgressFn, default_jobs, imap_jobs, with_progress
 from segtool.rasterize.draw import draw_shapes
 from segtool.sources.labelme import LabelmeFile, parse_labelme, resolve_image
 from segtool.sources.shapes import AnnotationError, ImageSource
@@ -202,11 +201,59 @@ def find_annotations(root: Path, exclude: Iterable[Path] = ()) -> list[Path]:
     return files
 
 
-def _progress(items: Iterator, phase: str, total: int, on_progress: ProgressFn | None) -> Iterator:
-    for done, item in enumerate(items, 1):
-        if on_progress:
-            on_progress(phase, done, total)
-        yield item
+def _run(
+    paths: list[Path],
+    class_map: ClassMap | None,
+    tmp: Path | None,
+    images: str,
+    jobs: int,
+    phase: str,
+    on_progress: ProgressFn | None,
+) -> list[FileResult]:
+    """`process_file` over `paths` in `jobs` processes, reporting progress as `phase`."""
+    work = partial(process_file, class_map=class_map, out=tmp, images=images)
+    return list(with_progress(imap_jobs(work, paths, jobs), phase, len(paths), on_progress))
+
+
+def _refuse_invalid(
+    results: list[FileResult], total: int, annotations: Path, skip_invalid: bool
+) -> None:
+    """Raise when a file is invalid (unless `skip_invalid`) or when no valid file is left."""
+    bad = [r.problem for r in results if r.problem]
+    if bad and not skip_invalid:
+        raise InvalidInputError(
+            f"{len(bad)} of {total} annotation files are invalid, nothing was written "
+            f"(fix them or pass --skip-invalid)",
+            bad,
+        )
+    if len(bad) == len(results):
+        raise SegtoolError(f"{annotations}: no valid annotation file left to convert")
+
+
+def _make_report(
+    results: list[FileResult], out: Path, class_map: ClassMap, source: str
+) -> RasterizeReport:
+    """Add up what the workers found: counts per class, skipped files, warnings."""
+    report = RasterizeReport(out=out, class_map=class_map, class_map_source=source)
+    outside = Counter()
+    for result in results:
+        if result.problem:
+            report.skipped.append({"file": str(result.path), "reason": result.problem})
+            continue
+        report.n_images += 1
+        report.shapes.update(result.shapes)
+        report.pixels.update(result.pixels)
+        report.warnings.extend(result.warnings)
+        if result.outside:
+            outside[result.path.stem] = result.outside
+    if outside:
+        report.warnings.append(
+            f"{sum(outside.values())} shape(s) in {len(outside)} file(s) reach outside their "
+            f"image and were clipped to it (as labelme does): "
+            + ", ".join(f"{stem} ({n})" for stem, n in sorted(outside.items())[:5])
+            + (", ..." if len(outside) > 5 else "")
+        )
+    return report
 
 
 def rasterize_dir(
@@ -220,7 +267,7 @@ def rasterize_dir(
     overwrite: bool = False,
     on_progress: ProgressFn | None = None,
 ) -> RasterizeReport:
-    """Turn a folder of labelme JSON files into a dataset folder (DESIGN.md layout).
+    """Turn a folder of labelme JSON files into a dataset folder (docs/architecture.md).
 
     Every file is checked before anything is written; the dataset is built in a temporary
     folder beside `out` and renamed into place only when complete.
@@ -243,69 +290,30 @@ def rasterize_dir(
     Raises:
         SegtoolError: bad options, an existing `out`, or (without `skip_invalid`) any invalid file.
     """
-    if images not in IMAGE_MODES:
-        raise SegtoolError(f"--images {images!r} is not one of {', '.join(IMAGE_MODES)}")
-    if out.exists() and not overwrite:
-        raise SegtoolError(f"{out}: already exists; pass --overwrite to replace it")
+    check_choice("images", images, IMAGE_MODES)
+    check_overwrite(out, overwrite)
     class_map = read_class_map(labels) if labels is not None else None
     files = find_annotations(annotations, exclude=[out])
     jobs = jobs or default_jobs()
     source = str(labels) if labels is not None else "derived from the annotations"
-
-    def run(paths: list[Path], cmap: ClassMap | None, tmp: Path | None, phase: str) -> list:
-        work = partial(process_file, class_map=cmap, out=tmp, images=images)
-        return list(_progress(imap_jobs(work, paths, jobs), phase, len(paths), on_progress))
-
-    def fail_if_invalid(results: list[FileResult]) -> None:
-        bad = [r.problem for r in results if r.problem]
-        if bad and not skip_invalid:
-            raise InvalidInputError(
-                f"{len(bad)} of {len(files)} annotation files are invalid, nothing was written "
-                f"(fix them or pass --skip-invalid)",
-                bad,
-            )
-        if len(bad) == len(results):
-            raise SegtoolError(f"{annotations}: no valid annotation file left to convert")
-
-    tmp = prepare_output(out, overwrite)
-    try:
+    run = partial(_run, images=images, jobs=jobs, on_progress=on_progress)
+    with output_folder(out, overwrite) as tmp:
         (tmp / MASKS_DIR).mkdir()
         if images != "none":
             (tmp / IMAGES_DIR).mkdir()
         if class_map is None:
             # The ids depend on every label, so all files are read before any is drawn.
-            checks = run(files, None, None, "check")
-            fail_if_invalid(checks)
+            checks = run(files, None, None, phase="check")
+            _refuse_invalid(checks, len(files), annotations, skip_invalid)
             class_map = derive_class_map(label for c in checks for label in c.labels)
+            valid = [c.path for c in checks if not c.problem]
             results = [c for c in checks if c.problem]
-            results += run([c.path for c in checks if not c.problem], class_map, tmp, "rasterize")
+            results += run(valid, class_map, tmp, phase="rasterize")
         else:
             # One pass checks and draws; the temporary folder is dropped if any file is bad.
-            results = run(files, class_map, tmp, "rasterize")
-            fail_if_invalid(results)
-        report = RasterizeReport(out=out, class_map=class_map, class_map_source=source)
-        outside = Counter()
-        for result in results:
-            if result.problem:
-                report.skipped.append({"file": str(result.path), "reason": result.problem})
-                continue
-            report.n_images += 1
-            report.shapes.update(result.shapes)
-            report.pixels.update(result.pixels)
-            report.warnings.extend(result.warnings)
-            if result.outside:
-                outside[result.path.stem] = result.outside
-        if outside:
-            report.warnings.append(
-                f"{sum(outside.values())} shape(s) in {len(outside)} file(s) reach outside their "
-                f"image and were clipped to it (as labelme does): "
-                + ", ".join(f"{stem} ({n})" for stem, n in sorted(outside.items())[:5])
-                + (", ..." if len(outside) > 5 else "")
-            )
+            results = run(files, class_map, tmp, phase="rasterize")
+            _refuse_invalid(results, len(files), annotations, skip_invalid)
+        report = _make_report(results, out, class_map, source)
         class_map.save(tmp / CLASSES_FILE)
-        (tmp / REPORT_FILE).write_text(json.dumps(report.to_json(), indent=2) + "\n")
-        publish_output(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_json(tmp / REPORT_FILE, report.to_json())
     return report

@@ -17,7 +17,7 @@ from segtool.core.classes import ClassMap, read_classes_json
 from segtool.core.constants import CLASSES_FILE, SPLIT_FILE
 from segtool.core.dataset import SPLIT_NAMES, find_pairs
 from segtool.core.errors import SegtoolError
-from segtool.core.files import write_json
+from segtool.core.files import check_overwrite, write_json
 from segtool.core.masks import read_mask
 from segtool.core.parallel import default_jobs, imap_jobs
 
@@ -40,7 +40,7 @@ def check_fractions(val: float, test: float) -> None:
 def make_split(stems: list[str], val: float = 0.15, test: float = 0.15, seed: int = 0) -> dict:
     """Assign stems to splits: hash value < test -> test, < test + val -> val, else train."""
     check_fractions(val, test)
-    split: dict = {"seed": seed, "train": [], "val": [], "test": []}
+    split: dict = {"seed": seed, **{name: [] for name in SPLIT_NAMES}}
     for stem in sorted(stems):
         u = _unit(seed, stem)
         split["test" if u < test else "val" if u < test + val else "train"].append(stem)
@@ -78,8 +78,7 @@ def split_dataset(
     """
     check_fractions(val, test)
     path = dataset / SPLIT_FILE
-    if path.exists() and not overwrite:
-        raise SegtoolError(f"{path}: already exists; pass --overwrite to replace it")
+    check_overwrite(path, overwrite)
     pairs, _ = find_pairs(dataset, skip_unpaired=True)
     split = make_split([p.stem for p in pairs], val, test, seed)
     classes_path = dataset / CLASSES_FILE

@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from segtool.core.device import DEVICES
-from segtool.core.errors import SegtoolError
+from segtool.core.errors import SegtoolError, check_choice
 from segtool.split.assign import check_fractions
 from segtool.train.data import NORMALIZATIONS
 from segtool.train.model import DEFAULT_ARCH, DEFAULT_ENCODER, check_names
@@ -64,17 +64,11 @@ class TrainConfig:
         """Raise a clear error for a bad option value."""
         from segtool.train.losses import LOSSES
 
-        if self.loss not in LOSSES:
-            raise SegtoolError(f"--loss {self.loss!r} is not one of {', '.join(LOSSES)}")
+        check_choice("loss", self.loss, LOSSES)
         check_names(self.arch, self.encoder)
-        if self.augment not in PRESETS:
-            raise SegtoolError(f"--augment {self.augment!r} is not one of {', '.join(PRESETS)}")
-        if self.normalize not in NORMALIZATIONS:
-            raise SegtoolError(
-                f"--normalize {self.normalize!r} is not one of {', '.join(NORMALIZATIONS)}"
-            )
-        if self.device not in DEVICES:
-            raise SegtoolError(f"--device {self.device!r} is not one of {', '.join(DEVICES)}")
+        check_choice("augment", self.augment, PRESETS)
+        check_choice("normalize", self.normalize, NORMALIZATIONS)
+        check_choice("device", self.device, DEVICES)
         if self.size is not None and self.crop is not None:
             raise SegtoolError("--size and --crop exclude each other; pass one")
         for name in ("epochs", "batch_size"):

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from segtool.core.classes import ClassMap
 from segtool.core.constants import SPLIT_FILE
 from segtool.core.dataset import Pair, read_split
-from segtool.core.errors import SegtoolError
+from segtool.core.errors import SegtoolError, check_choice
 from segtool.core.images import load_rgb
 from segtool.core.masks import read_mask
 from segtool.core.metrics import MaskValueError, check_values
@@ -41,8 +41,7 @@ def normalize(image: np.ndarray, mode: str) -> torch.Tensor:
     """
     if mode == "imagenet":
         return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
-    if mode != "image":
-        raise SegtoolError(f"--normalize {mode!r} is not one of {', '.join(NORMALIZATIONS)}")
+    check_choice("normalize", mode, NORMALIZATIONS)
     x = image.astype(np.float32) / 255.0
     mean = x.mean(axis=(0, 1), keepdims=True)
     std = x.std(axis=(0, 1), keepdims=True)
@@ -146,7 +145,8 @@ class SegmentationDataset(Dataset):
         pairs: the examples.
         class_map: ids and ignore value; mask values outside it are an error naming the file.
         size: resize every image (bilinear) and mask (nearest) to ``size x size``.
-        crop: train on random ``crop x crop`` patches of the full-resolution images.
+        crop: train on random ``crop x crop`` patches of the full-resolution images (not with
+            `size`; `TrainConfig.check` refuses both).
         fg_crop: fraction of crops centred on a foreground pixel.
         augment: an albumentations transform applied after resizing/cropping.
         normalization: ``imagenet`` or ``image``.
@@ -165,8 +165,6 @@ class SegmentationDataset(Dataset):
         normalization: str = "imagenet",
         seed: int = 0,
     ) -> None:
-        if size is not None and crop is not None:
-            raise SegtoolError("--size and --crop exclude each other; pass one")
         self.pairs = list(pairs)
         self.class_map = class_map
         self.resize = resize(size) if size else None

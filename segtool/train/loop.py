@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -20,12 +19,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from segtool.core.classes import ClassMap, read_classes_json
+from segtool.core.classes import ClassMap, mode_for, read_classes_json
 from segtool.core.constants import CLASSES_FILE, SPLIT_FILE
 from segtool.core.dataset import check_pairs, find_pairs
 from segtool.core.device import amp_dtype_for, pick_device
 from segtool.core.errors import SegtoolError
-from segtool.core.files import write_json
+from segtool.core.files import check_overwrite, remove, write_json
 from segtool.core.metrics import Counts
 from segtool.core.parallel import default_jobs
 from segtool.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -37,7 +36,7 @@ from segtool.train.data import (
     resolve_split,
     worker_init,
 )
-from segtool.train.losses import build_loss, mode_for
+from segtool.train.losses import build_loss
 from segtool.train.model import build_model, save_model
 from segtool.train.runfolder import draw_curves, package_versions, read_metrics, write_metrics
 from segtool.train.steps import NonFiniteLoss, Reporter, scores, train_one_epoch, validate
@@ -116,13 +115,9 @@ def _prepare_run(out: Path, resume: bool, overwrite: bool, dist: Dist) -> None:
         if not last.is_file():
             raise SegtoolError(f"{last}: no checkpoint to resume from; train without --resume")
         return
-    if out.exists():
-        if not overwrite:
-            raise SegtoolError(
-                f"{out}: already exists; pass --resume to continue it or --overwrite to replace it"
-            )
-        if dist.main:
-            shutil.rmtree(out)
+    check_overwrite(out, overwrite, alternative="resume to continue it")
+    if out.exists() and dist.main:
+        remove(out)
     if dist.world > 1:
         torch.distributed.barrier()
 

@@ -14,19 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segtool.core.errors import SegtoolError
-
-BINARY, MULTICLASS = "binary", "multiclass"
-
-
-def mode_for(num_classes: int) -> str:
-    """binary (one sigmoid channel) for K = 2, multiclass (softmax over K channels) above."""
-    return BINARY if num_classes == 2 else MULTICLASS
-
-
-def out_channels(num_classes: int) -> int:
-    """Model output channels for K classes: 1 in binary mode, K otherwise."""
-    return 1 if mode_for(num_classes) == BINARY else num_classes
+from segtool.core.constants import BINARY, MULTICLASS
+from segtool.core.errors import SegtoolError, check_choice
 
 
 class MaskedBCE(nn.Module):
@@ -142,8 +131,7 @@ def build_loss(name: str, mode: str, ignore_index: int, **options: Any) -> nn.Mo
     Raises:
         SegtoolError: unknown name or a mode the loss does not support.
     """
-    if name not in LOSSES:
-        raise SegtoolError(f"--loss {name!r} is not one of {', '.join(LOSSES)}")
+    check_choice("loss", name, LOSSES)
     spec = LOSSES[name]
     if mode not in spec.modes:
         raise SegtoolError(

@@ -5,15 +5,15 @@ from __future__ import annotations
 import contextlib
 import difflib
 import io
-import os
-import shutil
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from segtool.core.classes import mode_for, out_channels
+from segtool.core.constants import BINARY
 from segtool.core.errors import SegtoolError
-from segtool.train.losses import out_channels
+from segtool.core.files import output_folder
 
 #: segtool's default architecture and encoder.
 DEFAULT_ARCH = "unet"
@@ -128,14 +128,8 @@ def load_encoder_weights(model: nn.Module, path: Path) -> None:
 def save_model(model: nn.Module, folder: Path) -> None:
     """Save in segmentation-models-pytorch's own format (config.json + model.safetensors),
     atomically: written beside `folder`, then renamed onto it."""
-    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))  # type: ignore[attr-defined]
-    old = folder.parent / f".{folder.name}.old-{os.getpid()}"
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
+    with output_folder(folder, overwrite=True) as tmp:
+        model.save_pretrained(str(tmp))  # type: ignore[attr-defined]
 
 
 def load_model(folder: Path) -> nn.Module:
@@ -162,6 +156,6 @@ def labels_from_logits(
 ) -> torch.Tensor:
     """Class ids ``(N, H, W)`` from logits: sigmoid > threshold for binary models (one channel),
     argmax over channels otherwise."""
-    if logits.shape[1] == 1 and num_classes == 2:
+    if mode_for(num_classes) == BINARY:
         return (torch.sigmoid(logits[:, 0]) > threshold).long()
     return logits.argmax(dim=1)

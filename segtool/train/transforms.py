@@ -11,7 +11,7 @@ from typing import Any
 
 import cv2
 
-from segtool.core.errors import SegtoolError
+from segtool.core.errors import check_choice
 
 #: (image, mask) -> augmented (image, mask); albumentations' calling convention.
 Transform = Callable[..., dict[str, Any]]
@@ -77,8 +77,7 @@ def build_augmentation(preset: str, ignore_index: int, seed: int | None = None) 
     Raises:
         SegtoolError: unknown preset (the message lists the valid ones).
     """
-    if preset not in PRESETS:
-        raise SegtoolError(f"--augment {preset!r} is not one of {', '.join(PRESETS)}")
+    check_choice("augment", preset, PRESETS)
     builder = PRESETS[preset]
     if builder is None:
         return None
