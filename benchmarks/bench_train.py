@@ -25,9 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from segtool.core.classes import mode_for, read_classes_json
 from segtool.core.dataset import find_pairs
+from segtool.train.build import default_workers
 from segtool.train.config import parse_channels
 from segtool.train.data import SegmentationDataset, pad_collate, to_model_input
-from segtool.train.loop import default_workers, fit
+from segtool.train.loop import fit
 from segtool.train.losses import build_loss
 from segtool.train.steps import Reporter
 from tests.synthetic import make_dataset

@@ -122,7 +122,7 @@ def test_unknown_loss_lists_the_valid_ones():
 
 
 def test_cli_choices_come_from_the_tables():
-    from segtool.core.device import DEVICES
+    from segtool.core.constants import DEVICES
     from segtool.train.data import NORMALIZATIONS
     from segtool.train.transforms import PRESETS
 

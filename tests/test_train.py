@@ -107,7 +107,7 @@ def test_patience_stops_early(easy, tmp_path):
 
 
 def test_nan_loss_stops_with_a_clear_message(easy, tmp_path, monkeypatch):
-    import segtool.train.loop as train_module
+    import segtool.train.build as train_module
 
     real = train_module.build_loss
 

@@ -17,6 +17,8 @@ MAX_CLASSES_16BIT = 65535
 #: Model modes: one sigmoid channel for two classes, softmax over K channels above.
 BINARY = "binary"
 MULTICLASS = "multiclass"
+#: Device names every command accepts (auto: CUDA, then MPS, then the CPU).
+DEVICES = ("auto", "cpu", "cuda", "mps")
 #: Image suffixes segtool pairs with masks (lower case).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 #: Suffix of every label mask.

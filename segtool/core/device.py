@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import torch
 
-from segtool.core.errors import SegtoolError
-
-#: The device names every command accepts.
-DEVICES = ("auto", "cpu", "cuda", "mps")
+from segtool.core.constants import DEVICES
+from segtool.core.errors import SegtoolError, check_choice
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` picks CUDA, then MPS, then CPU; asking for a missing device is an error."""
+    """``auto`` picks CUDA, then MPS, then CPU; asking for a missing device is an error.
+
+    Raises:
+        SegtoolError: an unknown device name, or a device this machine does not have.
+    """
+    check_choice("device", name, DEVICES)
     if name == "auto":
         if torch.cuda.is_available():
             name = "cuda"

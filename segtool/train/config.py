@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
-from segtool.core.device import DEVICES
+from segtool.core.classes import ClassMap
+from segtool.core.constants import DEVICES
 from segtool.core.errors import SegtoolError, check_choice
-from segtool.split.assign import check_fractions
-from segtool.train.data import NORMALIZATIONS
-from segtool.train.model import DEFAULT_ARCH, DEFAULT_ENCODER, check_names
-from segtool.train.transforms import PRESETS
 
+#: segtool's default architecture and encoder.
+DEFAULT_ARCH = "unet"
+DEFAULT_ENCODER = "resnet34"
 #: Options that may differ when a run is resumed; any other change would break the run.
 RESUMABLE = {"epochs", "patience", "workers", "device", "amp"}
 
@@ -61,8 +62,13 @@ class TrainConfig:
         return cls(**{k: v for k, v in options.items() if v is not None})
 
     def check(self) -> None:
-        """Raise a clear error for a bad option value."""
+        """Raise a clear error for a bad option value (this loads torch: the tables live
+        beside the code they choose)."""
+        from segtool.split.assign import check_fractions
+        from segtool.train.data import NORMALIZATIONS
         from segtool.train.losses import LOSSES
+        from segtool.train.model import check_names
+        from segtool.train.transforms import PRESETS
 
         check_choice("loss", self.loss, LOSSES)
         check_names(self.arch, self.encoder)
@@ -92,3 +98,31 @@ def parse_channels(text: str | None) -> tuple[int, ...] | None:
             f"--decoder-channels {text!r}: give positive integers, e.g. 64,32,16,16,16"
         )
     return channels
+
+
+def resume_config(
+    out: Path, given: dict[str, Any], state: dict[str, Any], class_map: ClassMap
+) -> TrainConfig:
+    """The config of a resumed run: the checkpoint's own, with the `RESUMABLE` options the
+    user gave.
+
+    Raises:
+        SegtoolError: another option differs from the run's, or the dataset's classes do.
+    """
+    saved = dict(state["config"])
+    changed = sorted(
+        k for k, v in given.items() if v is not None and k not in RESUMABLE and saved.get(k) != v
+    )
+    if changed:
+        raise SegtoolError(
+            f"--resume continues {out} with its own settings; --{changed[0].replace('_', '-')} "
+            f"differs from the run's ({saved.get(changed[0])!r}); only "
+            f"{', '.join(sorted(RESUMABLE))} may change"
+        )
+    if list(state["class_names"]) != list(class_map.names):
+        raise SegtoolError(
+            f"{out}: the checkpoint was trained on classes {list(state['class_names'])}, but the "
+            f"dataset has {list(class_map.names)}; start a new run (--overwrite or another --out)"
+        )
+    saved.update({k: v for k, v in given.items() if v is not None and k in RESUMABLE})
+    return TrainConfig.from_options(**saved)

@@ -15,9 +15,6 @@ from segtool.core.constants import BINARY
 from segtool.core.errors import SegtoolError
 from segtool.core.files import output_folder
 
-#: segtool's default architecture and encoder.
-DEFAULT_ARCH = "unet"
-DEFAULT_ENCODER = "resnet34"
 #: Every input side must be a multiple of this (five 2x downsamplings).
 STRIDE = 32
 

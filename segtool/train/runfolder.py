@@ -1,4 +1,5 @@
-"""What a run folder records as it goes: config.json, metrics.csv, curves.png."""
+"""The run folder: made ready (new, replaced or resumed), and what it records as training goes:
+metrics.csv and curves.png (config.json and last.pt are written by the loop)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from segtool.core.files import atomic_path
+from segtool.core.errors import SegtoolError
+from segtool.core.files import atomic_path, check_overwrite, remove
 
+#: Where the checkpoint that --resume continues from lives inside a run folder.
+LAST_CHECKPOINT = Path("checkpoints", "last.pt")
 #: The first columns of metrics.csv (per-class Dice columns follow).
 METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "val_iou", "lr", "seconds"]
 
@@ -89,3 +93,20 @@ def draw_curves(path: Path, rows: list[dict[str, Any]]) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+def prepare_run(out: Path, resume: bool, overwrite: bool, main: bool) -> None:
+    """Make the run folder ready: on --resume it must hold a checkpoint; otherwise it must not
+    exist unless `overwrite`, and then the main process removes it.
+
+    Raises:
+        SegtoolError: no checkpoint to resume, or an existing run without `overwrite`.
+    """
+    if resume:
+        last = out / LAST_CHECKPOINT
+        if not last.is_file():
+            raise SegtoolError(f"{last}: no checkpoint to resume from; train without --resume")
+        return
+    check_overwrite(out, overwrite, alternative="resume to continue it")
+    if out.exists() and main:
+        remove(out)

@@ -1,0 +1,243 @@
+"""What one training run computes with, built from its config: the data, the device, the
+model, the loss, the optimiser and its schedule, and the loaders."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from segtool.core.classes import ClassMap, mode_for
+from segtool.core.constants import SPLIT_FILE
+from segtool.core.dataset import Pair, check_pairs, find_pairs, read_split
+from segtool.core.device import amp_dtype_for, pick_device
+from segtool.core.errors import SegtoolError
+from segtool.core.parallel import default_jobs
+from segtool.train.config import TrainConfig, parse_channels
+from segtool.train.data import SegmentationDataset, pad_collate, resolve_split, worker_init
+from segtool.train.distributed import Dist
+from segtool.train.losses import build_loss
+from segtool.train.model import build_model
+from segtool.train.transforms import build_augmentation
+
+
+@dataclass
+class TrainingData:
+    """The checked pairs of a dataset and the split they are trained with."""
+
+    pairs: list[Pair]
+    skipped: list[str]
+    split: dict
+    train: list[Pair]
+    val: list[Pair]
+
+
+@dataclass
+class Run:
+    """Everything the epochs use. `model` is what is saved; `train_model` what is stepped
+    (the same model, wrapped in DistributedDataParallel under torchrun)."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+    workers: int
+    mode: str
+    model: nn.Module
+    train_model: nn.Module
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    train_ds: SegmentationDataset
+    sampler: torch.utils.data.Sampler | None
+    generator: torch.Generator
+    train_loader: DataLoader
+    val_loader: DataLoader
+
+
+def load_data(
+    dataset: Path, run_dir: Path, config: TrainConfig, class_map: ClassMap, resume: bool
+) -> TrainingData:
+    """Pair and check the dataset, and take the split: the run's own on --resume, else
+    `resolve_split`'s.
+
+    Raises:
+        SegtoolError: bad pairs or split, or a batch larger than the training set.
+    """
+    pairs, skipped = find_pairs(dataset, skip_unpaired=config.skip_unpaired)
+    check_pairs(pairs, class_map)
+    if resume:
+        split = read_split(run_dir / SPLIT_FILE, {p.stem for p in pairs})
+    else:
+        split_file = Path(config.split_file) if config.split_file else None
+        split = resolve_split(
+            dataset, pairs, split_file, val=config.val, test=config.test, seed=config.seed
+        )
+    by_stem = {p.stem: p for p in pairs}
+    train, val = [by_stem[s] for s in split["train"]], [by_stem[s] for s in split["val"]]
+    if config.batch_size > len(train):
+        raise SegtoolError(
+            f"--batch-size {config.batch_size} is larger than the {len(train)} training "
+            f"images; use --batch-size {len(train)} or less, or add images"
+        )
+    return TrainingData(pairs, skipped, split, train, val)
+
+
+def default_workers(device: torch.device) -> int:
+    """DataLoader workers: on a GPU up to 4 (cores - 1); on the CPU the model needs every core,
+    so none on small machines (loading runs in the main process) and 2 on large ones."""
+    cores = default_jobs()
+    if device.type == "cpu":
+        return 0 if cores <= 4 else 2
+    return min(4, max(cores - 1, 0))
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int):
+    """LR factor per step: linear warm-up, then cosine decay to 1% of the base rate."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def seed_all(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global random streams."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _loader(
+    dataset: Dataset,
+    config: TrainConfig,
+    run_device: torch.device,
+    workers: int,
+    ignore: int,
+    *,
+    shuffle: bool,
+    generator: torch.Generator | None = None,
+    sampler: torch.utils.data.Sampler | None = None,
+) -> DataLoader:
+    size, batch = len(dataset), config.batch_size
+    return DataLoader(
+        dataset,
+        batch_size=batch,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=partial(pad_collate, ignore_index=ignore),
+        pin_memory=run_device.type == "cuda",
+        drop_last=shuffle and size % batch == 1 and size > batch,  # no batch of one (BatchNorm)
+        worker_init_fn=worker_init if workers else None,
+        generator=generator,
+        persistent_workers=False,
+    )
+
+
+def _datasets(
+    config: TrainConfig, class_map: ClassMap, data: TrainingData, dist: Dist
+) -> tuple[SegmentationDataset, Dataset]:
+    augment = build_augmentation(config.augment, class_map.ignore_index, seed=config.seed)
+    train_ds = SegmentationDataset(
+        data.train,
+        class_map,
+        size=config.size,
+        crop=config.crop,
+        fg_crop=config.fg_crop,
+        augment=augment,
+        normalization=config.normalize,
+        seed=config.seed,
+    )
+    val_ds: Dataset = SegmentationDataset(
+        data.val, class_map, size=config.size, normalization=config.normalize
+    )
+    if dist.world > 1:  # each process validates every world-th image; the counts are summed
+        val_ds = Subset(val_ds, list(range(dist.rank, len(val_ds), dist.world)))
+    return train_ds, val_ds
+
+
+def _model(config: TrainConfig, class_map: ClassMap, device: torch.device) -> nn.Module:
+    model = build_model(
+        config.arch,
+        config.encoder,
+        config.encoder_weights,
+        class_map.num_classes,
+        decoder_channels=parse_channels(config.decoder_channels),
+    )
+    model.to(device)
+    return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
+
+
+def build_run(config: TrainConfig, class_map: ClassMap, data: TrainingData, dist: Dist) -> Run:
+    """Device, model, loss, loaders, AdamW with warm-up and cosine decay, and the AMP scaler,
+    built in a fixed order after seeding, so a resumed run starts from the same state."""
+    device = pick_device(config.device, dist.local_rank)
+    amp_dtype = amp_dtype_for(device, config.amp)
+    workers = config.workers if config.workers is not None else default_workers(device)
+    seed_all(config.seed)
+    mode = mode_for(class_map.num_classes)
+    loss_fn = build_loss(
+        config.loss,
+        mode,
+        class_map.ignore_index,
+        bce_weight=config.bce_weight,
+        dice_weight=config.dice_weight,
+        tversky_alpha=config.tversky_alpha,
+        tversky_beta=config.tversky_beta,
+        focal_gamma=config.focal_gamma,
+    )
+    model = _model(config, class_map, device)
+    train_ds, val_ds = _datasets(config, class_map, data, dist)
+    sampler = None
+    if dist.world > 1:
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(
+            train_ds, dist.world, dist.rank, shuffle=True, seed=config.seed
+        )
+    generator = torch.Generator()
+    ignore = class_map.ignore_index
+    loader = partial(_loader, config=config, run_device=device, workers=workers, ignore=ignore)
+    train_loader = loader(train_ds, shuffle=True, generator=generator, sampler=sampler)
+    val_loader = loader(val_ds, shuffle=False)
+    steps = len(train_loader)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    total = steps * config.epochs
+    warmup = max(1, min(int(config.warmup_epochs * steps), total // 2))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, warmup))
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    train_model: nn.Module = model
+    if dist.world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return Run(
+        device=device,
+        amp_dtype=amp_dtype,
+        channels_last=device.type == "cuda",
+        workers=workers,
+        mode=mode,
+        model=model,
+        train_model=train_model,
+        loss_fn=loss_fn,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        train_ds=train_ds,
+        sampler=sampler,
+        generator=generator,
+        train_loader=train_loader,
+        val_loader=val_loader,
+    )

@@ -1,0 +1,112 @@
+"""The layout keeps its promises: imports flow one way, modules and functions stay small.
+
+docs/architecture.md explains the rule; this test keeps it true. Imports are read from the
+source with `ast` (module-level and function-level alike), so a lazy import counts too.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1] / "segtool"
+#: The pipeline, upstream first: a package may import its own modules and those to its left.
+ORDER = ["core", "sources", "rasterize", "split", "train", "predict", "evaluate", "cli"]
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 80
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in sorted(ROOT.rglob("*.py"))}
+
+
+def _imports(path: Path) -> set[str]:
+    """The segtool modules `path` imports (``from pkg import module`` resolves to the module)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "segtool"}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module.split(".")[0] != "segtool":
+                continue
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                found.add(full if full in MODULES else node.module)
+    return found
+
+
+def _layer(module: str) -> int | None:
+    """The position of a module's package in ORDER; None for the top-level package."""
+    parts = module.split(".")
+    return ORDER.index(parts[1]) if len(parts) > 1 and parts[1] in ORDER else None
+
+
+def test_every_module_belongs_to_a_layer():
+    strays = [m for m in MODULES if _layer(m) is None and m not in ("segtool", "segtool.__main__")]
+    assert strays == [], "put each module in one of the packages " + ", ".join(ORDER)
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_imports_flow_downstream_only(module):
+    own = _layer(module)
+    for target in sorted(_imports(MODULES[module])):
+        theirs = _layer(target)
+        if module == "segtool.__main__" or theirs is None:
+            continue  # the entry point runs the cli; the top-level package holds the version
+        assert own is not None and theirs <= own, (
+            f"{module} imports {target}: {ORDER[own] if own is not None else 'segtool'} may "
+            f"import only {', '.join(ORDER[: (own or 0) + 1])}"
+        )
+
+
+def test_no_import_cycle():
+    graph = {m: sorted(t for t in _imports(p) if t in MODULES) for m, p in MODULES.items()}
+    state: dict[str, str] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = "open"
+        for nxt in graph[node]:
+            if nxt == node or nxt in ("segtool",):
+                continue
+            if state.get(nxt) == "open":
+                cycle = [*path[path.index(nxt) :], nxt]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = "done"
+
+    for module in graph:
+        if module not in state:
+            visit(module, [module])
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_modules_and_functions_stay_small(module):
+    source = MODULES[module].read_text()
+    assert len(source.splitlines()) <= MAX_MODULE_LINES, f"{module}: split it by concept"
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            first = body[0]
+            docstring = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+            if docstring and len(body) > 1:  # the docstring does not count
+                body = body[1:]
+            lines = node.end_lineno - body[0].lineno + 1
+            assert lines <= MAX_FUNCTION_LINES, (
+                f"{module}.{node.name}: body of {lines} lines; split it into named steps"
+            )
+
+
+def test_the_checker_sees_a_wrong_import(tmp_path, monkeypatch):
+    """The rule test must fail for a core module that imports a stage."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    from segtool.train import loop\n")
+    monkeypatch.setitem(MODULES, "segtool.core.bad", bad)
+    with pytest.raises(AssertionError, match="core may import only core"):
+        test_imports_flow_downstream_only("segtool.core.bad")
