@@ -27,6 +27,7 @@ from segtool.core.constants import (
 )
 from segtool.core.errors import SegtoolError
 from segtool.core.files import write_json
+from segtool.core.multilabel import ignore_value
 
 
 def voc_palette(n: int = 256) -> np.ndarray:
@@ -51,6 +52,8 @@ class ClassMap:
     names: tuple[str, ...]
     colors: tuple[tuple[int, int, int], ...] = field(default=())
     ignore_index: int = IGNORE_INDEX
+    #: Masks are bit sets (each pixel may hold several classes); see `segtool.core.multilabel`.
+    multilabel: bool = False
 
     def __post_init__(self) -> None:
         if not self.colors:
@@ -69,8 +72,13 @@ class ClassMap:
 
     @property
     def sixteen_bit(self) -> bool:
-        """True when masks need 16-bit PNGs (more than 255 classes)."""
+        """True when exclusive masks need 16-bit PNGs (more than 255 classes)."""
         return len(self.names) > MAX_CLASSES_8BIT
+
+    @property
+    def num_foreground(self) -> int:
+        """K-1, the classes other than background (the bits of a multi-label mask)."""
+        return len(self.names) - 1
 
     def value_of(self) -> dict[str, int]:
         """Label name -> pixel value, with ``__ignore__`` mapped to the ignore value."""
@@ -89,14 +97,17 @@ class ClassMap:
         return palette[np.clip(labels, 0, 255)]
 
     def to_json(self) -> dict:
-        """The ``classes.json`` document."""
-        return {
+        """The ``classes.json`` document (``"multilabel": true`` only for multi-label maps)."""
+        doc = {
             "classes": [
                 {"id": i, "name": name, "color": list(self.colors[i])}
                 for i, name in enumerate(self.names)
             ],
             "ignore_index": self.ignore_index,
         }
+        if self.multilabel:
+            doc["multilabel"] = True
+        return doc
 
     def save(self, path: Path) -> None:
         """Write ``classes.json`` to ``path`` (atomically)."""
@@ -122,14 +133,27 @@ def _palette(colors: tuple[tuple[int, int, int], ...]) -> tuple[int, ...]:
     return tuple(int(v) for v in pal.reshape(-1))
 
 
-def make_class_map(names: Iterable[str], *, source: str = "class list") -> ClassMap:
+def make_class_map(
+    names: Iterable[str], *, source: str = "class list", multilabel: bool = False
+) -> ClassMap:
     """Build a map from names in id order (background first), picking the mask depth.
 
+    Args:
+        names: class names, background first.
+        source: where the names came from, for error messages.
+        multilabel: a map for bit-set masks; its ignore value is the mask's top bit.
+
     Raises:
-        SegtoolError: duplicate names or more classes than a 16-bit mask holds.
+        SegtoolError: duplicate names or more classes than the masks hold.
     """
     names = tuple(names)
     _check_unique(names, source)
+    if multilabel:
+        try:
+            ignore = ignore_value(len(names) - 1)
+        except SegtoolError as exc:
+            raise SegtoolError(f"{source}: {exc}") from None
+        return ClassMap(names=names, ignore_index=ignore, multilabel=True)
     if len(names) > MAX_CLASSES_16BIT:
         raise SegtoolError(
             f"{source}: {len(names)} classes is more than a 16-bit mask can hold "
@@ -137,6 +161,22 @@ def make_class_map(names: Iterable[str], *, source: str = "class list") -> Class
         )
     ignore = IGNORE_INDEX_16 if len(names) > MAX_CLASSES_8BIT else IGNORE_INDEX
     return ClassMap(names=names, ignore_index=ignore)
+
+
+def as_multilabel(class_map: ClassMap) -> ClassMap:
+    """The same classes and colours as a multi-label map (ignore value: the mask's top bit).
+
+    Raises:
+        SegtoolError: more foreground classes than a multi-label mask holds.
+    """
+    if class_map.multilabel:
+        return class_map
+    return ClassMap(
+        names=class_map.names,
+        colors=class_map.colors,
+        ignore_index=ignore_value(class_map.num_foreground),
+        multilabel=True,
+    )
 
 
 def _check_unique(names: tuple[str, ...], source: str) -> None:
@@ -147,10 +187,10 @@ def _check_unique(names: tuple[str, ...], source: str) -> None:
         seen.add(name)
 
 
-def derive_class_map(labels: Iterable[str]) -> ClassMap:
+def derive_class_map(labels: Iterable[str], *, multilabel: bool = False) -> ClassMap:
     """Background 0, then every label found in the annotations sorted by name."""
     found = sorted(set(labels) - {BACKGROUND_NAME, IGNORE_LABEL})
-    return make_class_map([BACKGROUND_NAME, *found], source="annotations")
+    return make_class_map([BACKGROUND_NAME, *found], source="annotations", multilabel=multilabel)
 
 
 def read_labels_txt(path: Path) -> ClassMap:
@@ -219,15 +259,23 @@ def read_classes_json(path: Path) -> ClassMap:
         )
     names = tuple(by_id[i]["name"] for i in range(len(by_id)))
     _check_unique(names, str(path))
-    default = make_class_map(names, source=str(path))
+    multilabel = doc.get("multilabel", False)
+    if not isinstance(multilabel, bool):
+        raise SegtoolError(f'{path}: "multilabel" {multilabel!r} must be true or false')
+    default = make_class_map(names, source=str(path), multilabel=multilabel)
     ignore = doc.get("ignore_index", default.ignore_index)
+    if multilabel and ignore != default.ignore_index:
+        raise SegtoolError(
+            f"{path}: ignore_index {ignore!r} of a multi-label map must be the mask's top bit, "
+            f"{default.ignore_index}; use {default.ignore_index}"
+        )
     if not isinstance(ignore, int) or isinstance(ignore, bool) or 0 <= ignore < len(names):
         raise SegtoolError(
             f"{path}: ignore_index {ignore!r} must be an integer that is not a class id "
             f"(0..{len(names) - 1}); use {default.ignore_index}"
         )
     limit = MAX_CLASSES_16BIT if default.sixteen_bit else 255
-    if ignore > limit or ignore < 0:
+    if not multilabel and (ignore > limit or ignore < 0):
         raise SegtoolError(f"{path}: ignore_index {ignore} does not fit the mask; use {limit}")
     colors = []
     for i in range(len(names)):
@@ -238,7 +286,7 @@ def read_classes_json(path: Path) -> ClassMap:
                 f"{path}: class {names[i]!r} color {color!r} is not [r, g, b] 0..255"
             )
         colors.append(tuple(color))
-    return ClassMap(names=names, colors=tuple(colors), ignore_index=ignore)
+    return ClassMap(names=names, colors=tuple(colors), ignore_index=ignore, multilabel=multilabel)
 
 
 def read_class_map(path: Path) -> ClassMap:

@@ -10,6 +10,7 @@ from PIL import Image
 from segtool.core.classes import ClassMap
 from segtool.core.errors import SegtoolError
 from segtool.core.files import atomic_path
+from segtool.core.multilabel import MARKER
 
 #: zlib settings for mask PNGs: masks are runs of equal values, so run-length matching
 #: (Z_RLE) at level 1 gives files smaller than PIL's default in a third of the time.
@@ -53,6 +54,12 @@ def read_mask(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             mode = img.mode
+            if img.info.get(MARKER[0].decode()) == MARKER[1].decode():
+                raise SegtoolError(
+                    f"{path}: a multi-label mask (bit set per pixel) where an exclusive label "
+                    f'mask is expected; add "multilabel": true to classes.json, or rasterize '
+                    f"every mask without --multilabel"
+                )
             if mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LA", "PA"):
                 raise SegtoolError(
                     f"{path}: a {mode} colour picture, not a label mask; label PNGs hold one class "

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from segtool.core.multilabel import ignore_value
+
 #: Squared distances below this are recovered exactly from OpenCV's float32 distances;
 #: larger boxes use SciPy's float64 transform.
 _EXACT_LIMIT = 2**22
@@ -123,6 +125,62 @@ def count(
     ref_n = np.bincount(ref, minlength=k)[:k]
     pred_n = np.bincount(pred, minlength=k)[:k]
     return Counts(tp=tp, fp=pred_n - tp, fn=ref_n - tp)
+
+
+def count_multilabel(
+    reference: np.ndarray, prediction: np.ndarray, num_classes: int
+) -> tuple[Counts, int, int]:
+    """TP, FP and FN per class of two multi-label (bit-set) masks, each class its own binary
+    problem, plus the pixels whose whole label set is right.
+
+    Pixels are left out where the reference sets the ignore bit; a prediction pixel with the
+    ignore bit predicts no class (it cannot abstain its way to a better score). Background
+    (index 0 of the counts) is not a class of a multi-label mask: its counts stay 0. 8-bit masks
+    are counted through one joint histogram of (reference, prediction) values; deeper masks
+    class by class.
+
+    Args:
+        reference: bit values (uint8, uint16 or uint64; see `segtool.core.multilabel`).
+        prediction: bit values of the same shape and type.
+        num_classes: K (K-1 class bits).
+
+    Returns:
+        (counts of length K, pixels with exactly the reference's label set, counted pixels).
+    """
+    k = num_classes
+    ignore = ignore_value(k - 1)
+    tp, fp, fn = (np.zeros(k, dtype=np.int64) for _ in range(3))
+    if (
+        reference.dtype == np.uint8
+        and prediction.dtype == np.uint8
+        and reference.size < _EXACT_HIST
+    ):
+        pair = cv2.calcHist([reference, prediction], [0, 1], None, [256, 256], [0, 256, 0, 256])
+        joint = pair.astype(np.int64)
+        values = np.arange(256)
+        joint[values >= ignore] = 0  # reference ignore pixels are not counted
+        predicted = np.where(values >= ignore, 0, values)  # prediction ignore: no class
+        bits = 1 << np.arange(k - 1)
+        ref_has = ((values[:, None] & bits) != 0).astype(np.int64)  # (256, K-1)
+        pred_has = ((predicted[:, None] & bits) != 0).astype(np.int64)
+        both = np.einsum("rc,rp,pc->c", ref_has, joint, pred_has)
+        tp[1:] = both
+        fn[1:] = ref_has.T @ joint.sum(axis=1) - both
+        fp[1:] = pred_has.T @ joint.sum(axis=0) - both
+        exact = int(joint[values[:, None] == predicted[None, :]].sum())
+        return Counts(tp, fp, fn), exact, int(joint.sum())
+    dtype = reference.dtype.type
+    counted = (reference & dtype(ignore)) == 0
+    prediction = np.where((prediction & dtype(ignore)) != 0, dtype(0), prediction)
+    for c in range(1, k):
+        bit = dtype(1 << (c - 1))
+        ref_c = ((reference & bit) != 0) & counted
+        pred_c = ((prediction & bit) != 0) & counted
+        tp[c] = np.count_nonzero(ref_c & pred_c)
+        fn[c] = np.count_nonzero(ref_c) - tp[c]
+        fp[c] = np.count_nonzero(pred_c) - tp[c]
+    exact = int(np.count_nonzero((reference == prediction) & counted))
+    return Counts(tp, fp, fn), exact, int(np.count_nonzero(counted))
 
 
 def confusion_matrix(
@@ -233,4 +291,20 @@ def hd95_per_class(
     out = np.full(len(classes), np.nan)
     for i, c in enumerate(classes):
         out[i] = hd95((reference == c) & valid, (prediction == c) & valid)
+    return out
+
+
+def hd95_multilabel(
+    reference: np.ndarray, prediction: np.ndarray, classes: list[int], num_classes: int
+) -> np.ndarray:
+    """HD95 of each class id in `classes` between two multi-label masks, the reference's ignore
+    pixels removed from both (a prediction's ignore bit predicts no class)."""
+    dtype = reference.dtype.type
+    ignore = dtype(ignore_value(num_classes - 1))
+    counted = (reference & ignore) == 0
+    predicted = counted & ((prediction & ignore) == 0)
+    out = np.full(len(classes), np.nan)
+    for i, c in enumerate(classes):
+        bit = dtype(1 << (c - 1))
+        out[i] = hd95(((reference & bit) != 0) & counted, ((prediction & bit) != 0) & predicted)
     return out
