@@ -42,13 +42,34 @@ def rasterize(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace OUT if it exists.")
     ] = False,
+    multilabel: Annotated[
+        bool,
+        typer.Option(
+            "--multilabel",
+            help="Keep overlapping shapes of different classes: one bit per class in each mask.",
+        ),
+    ] = False,
+    instances: Annotated[
+        bool,
+        typer.Option(
+            "--instances", help="Also write OUT/instances/<stem>.png, one id per object (group_id)."
+        ),
+    ] = False,
+    preview: Annotated[
+        bool,
+        typer.Option("--preview", help="Also write OUT/previews/<stem>.png colour pictures."),
+    ] = False,
 ) -> None:
     """Rasterize labelme polygons into PNG label masks, pixel-identical to labelme2voc.
 
     Writes OUT/images/, OUT/masks/<stem>.png, OUT/classes.json and OUT/rasterize_report.json.
 
+    With --multilabel each mask pixel is a bit set (class id c is bit c-1, the top bit marks
+    ignore), so a shape drawn over another keeps both classes.
+
     Example: [bold]segtool rasterize annotations/ dataset/ --labels labels.txt[/]
     """
+    from rich.markup import escape
     from rich.table import Table
 
     from segtool.rasterize.folder import rasterize_dir
@@ -62,6 +83,9 @@ def rasterize(
             jobs=jobs,
             skip_invalid=skip_invalid,
             overwrite=overwrite,
+            multilabel=multilabel,
+            instances=instances,
+            previews=preview,
             on_progress=on_progress,
         )
     doc = report.to_json()
@@ -75,23 +99,43 @@ def rasterize(
     if len(report.warnings) > 10:
         warn(f"{len(report.warnings) - 10} more warnings in {out_dir}/rasterize_report.json")
 
-    table = Table(title=f"{report.n_images} masks written to {out_dir}")
-    for column in ("id", "class", "shapes", "pixels", "pixel share"):
+    kind = "multi-label masks" if doc.get("multilabel") else "masks"
+    table = Table(title=f"{report.n_images} {kind} written to {out_dir}")
+    columns = [
+        "id",
+        "class",
+        "shapes",
+        *(["objects"] if instances else []),
+        "pixels",
+        "pixel share",
+    ]
+    for column in columns:
         table.add_column(column, justify="left" if column == "class" else "right")
     for name, row in doc["classes"].items():
+        objects = [str(row["objects"])] if instances else []
+        share = f"{row['pixel_share']:.2%}"
         table.add_row(
-            str(row["id"]),
-            name,
-            str(row["shapes"]),
-            str(row["pixels"]),
-            f"{row['pixel_share']:.2%}",
+            str(row["id"]), escape(name), str(row["shapes"]), *objects, str(row["pixels"]), share
         )
     ignore = doc["ignore"]
     if ignore["shapes"]:
+        objects = [""] if instances else []
         table.add_row(
-            str(ignore["value"]), "(ignore)", str(ignore["shapes"]), str(ignore["pixels"]), ""
+            str(ignore["value"]),
+            "(ignore)",
+            str(ignore["shapes"]),
+            *objects,
+            str(ignore["pixels"]),
+            "",
         )
     out.print(table)
+    if doc.get("overlaps"):
+        pairs = Table(title="overlapping pixels per class pair")
+        for column in ("classes", "pixels"):
+            pairs.add_column(column, justify="left" if column == "classes" else "right")
+        for row in doc["overlaps"]:
+            pairs.add_row(escape(" & ".join(row["classes"])), str(row["pixels"]))
+        out.print(pairs)
     if report.skipped:
         out.print(
             f"{len(report.skipped)} invalid file(s) skipped; see {out_dir}/rasterize_report.json"

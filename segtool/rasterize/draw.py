@@ -14,7 +14,8 @@ from collections.abc import Iterable
 import numpy as np
 from PIL import Image, ImageDraw
 
-from segtool.core.constants import LINE_WIDTH, POINT_RADIUS
+from segtool.core.constants import IGNORE_LABEL, LINE_WIDTH, POINT_RADIUS
+from segtool.core.multilabel import ignore_value, value_dtype
 from segtool.sources.labelme import Shape
 
 #: How the original images reach ``dataset/images``.
@@ -95,3 +96,83 @@ def draw_shapes(
         _draw_shape(draw, canvas, shape, value_of[shape.label])
     array = np.asarray(canvas)
     return array.astype(np.uint16) if wide else array
+
+
+def draw_multilabel(
+    shapes: Iterable[Shape], height: int, width: int, class_of: dict[str, int], num_foreground: int
+) -> np.ndarray:
+    """Rasterize shapes into a multi-label mask: each class's plane is the union of its shapes.
+
+    Each class's shapes are drawn with the same primitives as `draw_shapes` onto a canvas of
+    their own, so every plane equals the union of labelme's per-shape masks; ``__ignore__``
+    shapes set the ignore bit.
+
+    Args:
+        shapes: labelme shapes (their order does not matter: nothing is overwritten).
+        height: canvas height in pixels.
+        width: canvas width in pixels.
+        class_of: label -> class id (1..K-1).
+        num_foreground: K-1, which sets the value type (`segtool.core.multilabel`).
+
+    Returns:
+        An ``(height, width)`` array of bit values (uint8, uint16 or uint64).
+
+    Raises:
+        KeyError: a label is missing from `class_of`.
+    """
+    dtype = value_dtype(num_foreground)
+    by_bit: dict[int, list[Shape]] = {}
+    top = ignore_value(num_foreground).bit_length() - 1
+    for shape in shapes:
+        bit = top if shape.label == IGNORE_LABEL else class_of[shape.label] - 1
+        by_bit.setdefault(bit, []).append(shape)
+    values = np.zeros((height, width), dtype=dtype)
+    for bit, group in by_bit.items():
+        # 8-bit masks take the bit itself as ink; deeper ones shift a 0/1 canvas into place.
+        ink = 1 << bit if dtype == np.uint8 else 1
+        canvas = Image.new("L", (width, height), 0)
+        draw = ImageDraw.Draw(canvas)
+        for shape in group:
+            _draw_shape(draw, canvas, shape, ink)
+        plane = np.asarray(canvas)
+        values |= plane if dtype == np.uint8 else plane.astype(dtype) << dtype.type(bit)
+    return values
+
+
+def draw_instances(
+    shapes: Iterable[Shape], height: int, width: int
+) -> tuple[np.ndarray, list[tuple[str, int | None]]]:
+    """Rasterize shapes into an instance mask, as labelme's ``labelme2voc`` SegmentationObject.
+
+    Objects are numbered 1, 2, ... in order of first appearance; shapes with the same label and
+    the same ``group_id`` are one object, a shape without ``group_id`` is an object of its own.
+    Later shapes overwrite earlier ones, and pixels whose last shape is ``__ignore__`` are 0
+    (the ignore shape still takes a number, as in labelme).
+
+    Returns:
+        (uint8 ids, or uint16 when there are more than 255 objects; the (label, group_id) of
+        each object, index i being object i+1).
+
+    Raises:
+        ValueError: more than 65535 objects in one image.
+    """
+    objects: list[tuple[str, int | None]] = []
+    numbers: dict[tuple, int] = {}
+    inks = []
+    for index, shape in enumerate(shapes):
+        # A shape without group_id is its own object (labelme gives it a fresh uuid).
+        key = (shape.label, shape.group_id) if shape.group_id is not None else (shape.label, index)
+        key = (*key, shape.group_id is None)
+        if key not in numbers:
+            objects.append((shape.label, shape.group_id))
+            numbers[key] = len(objects)
+        inks.append((shape, 0 if shape.label == IGNORE_LABEL else numbers[key]))
+    if len(objects) > 65535:
+        raise ValueError(f"{len(objects)} objects do not fit a 16-bit instance mask (65535)")
+    wide = len(objects) > 255
+    canvas = Image.new("I" if wide else "L", (width, height), 0)
+    draw = ImageDraw.Draw(canvas)
+    for shape, ink in inks:
+        _draw_shape(draw, canvas, shape, ink)
+    array = np.asarray(canvas)
+    return (array.astype(np.uint16) if wide else array), objects

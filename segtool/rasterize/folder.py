@@ -17,7 +17,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segtool.core.classes import ClassMap, derive_class_map, read_class_map
+from segtool.core.classes import (
+    ClassMap,
+    as_multilabel,
+    derive_class_map,
+    read_class_map,
+    voc_palette,
+)
 from segtool.core.constants import (
     CLASSES_FILE,
     IGNORE_LABEL,
@@ -30,13 +36,18 @@ from segtool.core.dataset import index_by_stem
 from segtool.core.errors import InvalidInputError, SegtoolError, check_choice
 from segtool.core.files import check_overwrite, output_folder, write_json
 from segtool.core.masks import write_mask
+from segtool.core.multilabel import preview, write_multilabel_mask
 from segtool.core.parallel import ProgressFn, default_jobs, imap_jobs, with_progress
-from segtool.rasterize.draw import draw_shapes
+from segtool.rasterize.draw import draw_instances, draw_multilabel, draw_shapes
+from segtool.rasterize.report import RasterizeReport, make_report
 from segtool.sources.labelme import LabelmeFile, parse_labelme, resolve_image
 from segtool.sources.shapes import AnnotationError, ImageSource
 
 #: How the original images reach ``dataset/images``.
 IMAGE_MODES = ("copy", "link", "none")
+#: Folders of the optional outputs: instance masks and colour previews of multi-label masks.
+INSTANCES_DIR = "instances"
+PREVIEWS_DIR = "previews"
 
 
 def _label_problem(labels: set[str], known: frozenset[str]) -> str | None:
@@ -75,8 +86,16 @@ def rasterize_file(path: Path, class_map: ClassMap) -> np.ndarray:
         ann, source = _load_checked(path, class_map)
     except AnnotationError as exc:
         raise SegtoolError(f"{path}: {exc}") from exc
+    return _draw(ann.shapes, source.height, source.width, class_map)
+
+
+def _draw(shapes, height: int, width: int, class_map: ClassMap) -> np.ndarray:
+    """Class ids (exclusive map) or bit values (multi-label map) of one image."""
+    if class_map.multilabel:
+        ids = {name: i for i, name in enumerate(class_map.names)}
+        return draw_multilabel(shapes, height, width, ids, class_map.num_foreground)
     values = class_map.value_of()
-    return draw_shapes(ann.shapes, source.height, source.width, values, wide=class_map.sixteen_bit)
+    return draw_shapes(shapes, height, width, values, wide=class_map.sixteen_bit)
 
 
 @dataclass
@@ -88,14 +107,21 @@ class FileResult:
     labels: list[str] = field(default_factory=list)
     pixels: dict[int, int] = field(default_factory=dict)
     shapes: Counter = field(default_factory=Counter)
+    objects: Counter = field(default_factory=Counter)
     outside: int = 0
     warnings: list[str] = field(default_factory=list)
 
 
 def process_file(
-    path: Path, class_map: ClassMap | None, out: Path | None, images: str = "copy"
+    path: Path,
+    class_map: ClassMap | None,
+    out: Path | None,
+    images: str = "copy",
+    instances: bool = False,
+    previews: bool = False,
 ) -> FileResult:
-    """Check one annotation file against `class_map` and, given `out`, write its mask and image.
+    """Check one annotation file against `class_map` and, given `out`, write its mask and image
+    (and, when asked, its instance mask and colour preview).
 
     Never raises for a bad file: the problem comes back as ``FileResult.problem``.
     """
@@ -106,20 +132,45 @@ def process_file(
     result = FileResult(path, labels=sorted(ann.labels))
     if out is None or class_map is None:
         return result
-    mask = draw_shapes(
-        ann.shapes, source.height, source.width, class_map.value_of(), wide=class_map.sixteen_bit
-    )
+    if instances:
+        try:
+            ids, objects = draw_instances(ann.shapes, source.height, source.width)
+        except ValueError as exc:
+            return FileResult(path, problem=f"{path}: {exc}; split the image's annotations")
+        _write_instances(out / INSTANCES_DIR / f"{path.stem}{MASK_SUFFIX}", ids)
+        result.objects = Counter(label for label, _ in objects if label != IGNORE_LABEL)
+    mask = _draw(ann.shapes, source.height, source.width, class_map)
     # `out` is a temporary folder renamed into place when complete: no per-file rename needed.
-    write_mask(out / MASKS_DIR / f"{path.stem}{MASK_SUFFIX}", mask, class_map, atomic=False)
+    target = out / MASKS_DIR / f"{path.stem}{MASK_SUFFIX}"
+    if class_map.multilabel:
+        write_multilabel_mask(target, mask, atomic=False)
+        if previews:
+            rgb = preview(mask, class_map.num_foreground, class_map.colors)
+            Image.fromarray(rgb).save(out / PREVIEWS_DIR / f"{path.stem}{MASK_SUFFIX}")
+    else:
+        write_mask(target, mask, class_map, atomic=False)
     if images != "none":
         result.warnings += _place_image(
             source, out / IMAGES_DIR / f"{path.stem}{source.suffix}", images
         )
-    counts = np.bincount(mask.ravel()) if class_map.sixteen_bit else _histogram_u8(mask)
-    result.pixels = {int(v): int(n) for v, n in enumerate(counts) if n}
+    if mask.dtype == np.uint8:
+        counts = enumerate(_histogram_u8(mask))
+    elif mask.dtype == np.uint16:
+        counts = enumerate(np.bincount(mask.ravel()))
+    else:
+        counts = zip(*np.unique(mask, return_counts=True), strict=True)
+    result.pixels = {int(v): int(n) for v, n in counts if n}
     result.shapes = Counter(s.label for s in ann.shapes)
     result.outside = sum(not s.inside(source.width, source.height) for s in ann.shapes)
     return result
+
+
+def _write_instances(path: Path, ids: np.ndarray) -> None:
+    """An instance mask as labelme writes one: 8-bit palette PNG (VOC colours), 16-bit past 255."""
+    image = Image.fromarray(ids)
+    if ids.dtype == np.uint8:
+        image.putpalette(voc_palette(256).reshape(-1).tolist())
+    image.save(path, format="PNG", compress_level=1)
 
 
 def _histogram_u8(mask: np.ndarray) -> list[int]:
@@ -140,45 +191,6 @@ def _place_image(source: ImageSource, target: Path, images: str) -> list[str]:
     else:
         shutil.copyfile(source.file, target)
     return []
-
-
-@dataclass
-class RasterizeReport:
-    """What `rasterize_dir` did: the class map, per-class counts, skipped files, warnings."""
-
-    out: Path
-    class_map: ClassMap
-    class_map_source: str
-    n_images: int = 0
-    shapes: Counter = field(default_factory=Counter)
-    pixels: Counter = field(default_factory=Counter)
-    skipped: list[dict] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict:
-        """The ``rasterize_report.json`` document."""
-        total = sum(self.pixels.values()) or 1
-        names = self.class_map.names
-        return {
-            "n_images": self.n_images,
-            "class_map_source": self.class_map_source,
-            "classes": {
-                name: {
-                    "id": i,
-                    "shapes": int(self.shapes.get(name, 0)),
-                    "pixels": int(self.pixels.get(i, 0)),
-                    "pixel_share": self.pixels.get(i, 0) / total,
-                }
-                for i, name in enumerate(names)
-            },
-            "ignore": {
-                "value": self.class_map.ignore_index,
-                "shapes": int(self.shapes.get(IGNORE_LABEL, 0)),
-                "pixels": int(self.pixels.get(self.class_map.ignore_index, 0)),
-            },
-            "skipped": self.skipped,
-            "warnings": self.warnings,
-        }
 
 
 def find_annotations(root: Path, exclude: Iterable[Path] = ()) -> list[Path]:
@@ -209,9 +221,11 @@ def _run(
     jobs: int,
     phase: str,
     on_progress: ProgressFn | None,
+    **outputs: bool,
 ) -> list[FileResult]:
-    """`process_file` over `paths` in `jobs` processes, reporting progress as `phase`."""
-    work = partial(process_file, class_map=class_map, out=tmp, images=images)
+    """`process_file` over `paths` in `jobs` processes, reporting progress as `phase`;
+    `outputs` are `process_file`'s optional outputs (instances, previews)."""
+    work = partial(process_file, class_map=class_map, out=tmp, images=images, **outputs)
     return list(with_progress(imap_jobs(work, paths, jobs), phase, len(paths), on_progress))
 
 
@@ -230,32 +244,6 @@ def _refuse_invalid(
         raise SegtoolError(f"{annotations}: no valid annotation file left to convert")
 
 
-def _make_report(
-    results: list[FileResult], out: Path, class_map: ClassMap, source: str
-) -> RasterizeReport:
-    """Add up what the workers found: counts per class, skipped files, warnings."""
-    report = RasterizeReport(out=out, class_map=class_map, class_map_source=source)
-    outside = Counter()
-    for result in results:
-        if result.problem:
-            report.skipped.append({"file": str(result.path), "reason": result.problem})
-            continue
-        report.n_images += 1
-        report.shapes.update(result.shapes)
-        report.pixels.update(result.pixels)
-        report.warnings.extend(result.warnings)
-        if result.outside:
-            outside[result.path.stem] = result.outside
-    if outside:
-        report.warnings.append(
-            f"{sum(outside.values())} shape(s) in {len(outside)} file(s) reach outside their "
-            f"image and were clipped to it (as labelme does): "
-            + ", ".join(f"{stem} ({n})" for stem, n in sorted(outside.items())[:5])
-            + (", ..." if len(outside) > 5 else "")
-        )
-    return report
-
-
 def rasterize_dir(
     annotations: Path,
     out: Path,
@@ -265,6 +253,9 @@ def rasterize_dir(
     jobs: int | None = None,
     skip_invalid: bool = False,
     overwrite: bool = False,
+    multilabel: bool = False,
+    instances: bool = False,
+    previews: bool = False,
     on_progress: ProgressFn | None = None,
 ) -> RasterizeReport:
     """Turn a folder of labelme JSON files into a dataset folder (docs/architecture.md).
@@ -282,6 +273,12 @@ def rasterize_dir(
         skip_invalid: convert the valid files and list the others in the report, instead of
             failing.
         overwrite: replace `out` if it exists.
+        multilabel: write multi-label masks (a bit set per pixel, `segtool.core.multilabel`)
+            in which overlapping shapes of different classes are all kept; also implied by a
+            ``classes.json`` with ``"multilabel": true``.
+        instances: also write ``instances/<stem>.png``, one id per object (labelme2voc's
+            SegmentationObject), and count objects per class.
+        previews: also write ``previews/<stem>.png``, colour pictures of multi-label masks.
         on_progress: called as ``(phase, done, total)`` after each file.
 
     Returns:
@@ -293,19 +290,42 @@ def rasterize_dir(
     check_choice("images", images, IMAGE_MODES)
     check_overwrite(out, overwrite)
     class_map = read_class_map(labels) if labels is not None else None
+    if class_map is not None and multilabel:
+        try:
+            class_map = as_multilabel(class_map)
+        except SegtoolError as exc:
+            raise SegtoolError(f"{labels}: {exc}") from None
+    multilabel = multilabel or (class_map is not None and class_map.multilabel)
+    if previews and not multilabel:
+        raise SegtoolError("--preview draws multi-label masks; add --multilabel")
     files = find_annotations(annotations, exclude=[out])
     jobs = jobs or default_jobs()
     source = str(labels) if labels is not None else "derived from the annotations"
-    run = partial(_run, images=images, jobs=jobs, on_progress=on_progress)
+    run = partial(
+        _run,
+        images=images,
+        jobs=jobs,
+        on_progress=on_progress,
+        instances=instances,
+        previews=previews,
+    )
     with output_folder(out, overwrite) as tmp:
         (tmp / MASKS_DIR).mkdir()
-        if images != "none":
-            (tmp / IMAGES_DIR).mkdir()
+        for wanted, folder in ((images != "none", IMAGES_DIR), (instances, INSTANCES_DIR)):
+            if wanted:
+                (tmp / folder).mkdir()
+        if previews:
+            (tmp / PREVIEWS_DIR).mkdir()
         if class_map is None:
             # The ids depend on every label, so all files are read before any is drawn.
             checks = run(files, None, None, phase="check")
             _refuse_invalid(checks, len(files), annotations, skip_invalid)
-            class_map = derive_class_map(label for c in checks for label in c.labels)
+            try:
+                class_map = derive_class_map(
+                    (label for c in checks for label in c.labels), multilabel=multilabel
+                )
+            except SegtoolError as exc:
+                raise SegtoolError(f"{annotations}: {exc}") from None
             valid = [c.path for c in checks if not c.problem]
             results = [c for c in checks if c.problem]
             results += run(valid, class_map, tmp, phase="rasterize")
@@ -313,7 +333,7 @@ def rasterize_dir(
             # One pass checks and draws; the temporary folder is dropped if any file is bad.
             results = run(files, class_map, tmp, phase="rasterize")
             _refuse_invalid(results, len(files), annotations, skip_invalid)
-        report = _make_report(results, out, class_map, source)
+        report = make_report(results, out, class_map, source, instances)
         class_map.save(tmp / CLASSES_FILE)
         write_json(tmp / REPORT_FILE, report.to_json())
     return report

@@ -123,7 +123,12 @@ def _parse_shape(raw: Any, index: int) -> Shape:
             f"fix or delete the shape"
         )
     mask = _decode_mask(raw.get("mask"), where) if shape_type == "mask" else None
-    return Shape(label=label, shape_type=shape_type, points=points, mask=mask)
+    group_id = raw.get("group_id")
+    if group_id is not None and (not isinstance(group_id, int) or isinstance(group_id, bool)):
+        raise AnnotationError(
+            f"{where}: group_id {group_id!r} is not a whole number or null; fix the shape"
+        )
+    return Shape(label=label, shape_type=shape_type, points=points, mask=mask, group_id=group_id)
 
 
 def parse_labelme(path: Path) -> LabelmeFile:

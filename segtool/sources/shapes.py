@@ -16,13 +16,14 @@ class AnnotationError(ValueError):
 @dataclass(frozen=True)
 class Shape:
     """One shape: its label, type (labelme's names: polygon, rectangle, circle, line, linestrip,
-    point, oriented_rectangle, mask), points in pixels as the file wrote them, and for a
-    ``mask`` shape its boolean patch."""
+    point, oriented_rectangle, mask), points in pixels as the file wrote them, for a ``mask``
+    shape its boolean patch, and the ``group_id`` that joins shapes into one object."""
 
     label: str
     shape_type: str
     points: tuple[tuple[float, float], ...]
     mask: np.ndarray | None = None
+    group_id: int | None = None
 
     def inside(self, width: int, height: int) -> bool:
         """True when every point lies on the image (no clipping happens)."""
