@@ -34,6 +34,12 @@ def print_summary(summary: dict, title: str) -> None:
         cells.append(_fmt(mean["hd95"], 2))
     table.add_row("[bold]mean[/]", *(f"[bold]{c}[/]" for c in cells), "", end_section=True)
     out.print(table)
+    if summary.get("multilabel"):
+        out.print(
+            "multi-label: each class scored as its own binary problem; pixel accuracy counts "
+            "pixels whose whole label set is right",
+            highlight=False,
+        )
     out.print(
         f"pixel accuracy {_fmt(summary['pixel_accuracy'])}; per-image mean Dice "
         f"{_fmt(mean['image_mean_dice'])} over {summary['n_images']} images",
@@ -93,6 +99,12 @@ def evaluate(
     tta: Annotated[
         bool, typer.Option("--tta", help="With --model: average flipped predictions.")
     ] = False,
+    regions: Annotated[
+        str | None,
+        typer.Option(
+            help='Score unions of class ids as overlapping regions, e.g. "whole=1,2,3;core=2,3".'
+        ),
+    ] = None,
 ) -> None:
     """Score predicted label masks against references: Dice, IoU, precision, recall, HD95.
 
@@ -106,6 +118,8 @@ def evaluate(
         if model is not None:
             if references is not None:
                 raise typer.BadParameter("with --model, pass only the DATASET folder")
+            if regions is not None:
+                raise typer.BadParameter("with --model, the run's own regions are scored")
             from segtool.evaluate.model import evaluate_model
 
             result = evaluate_model(
@@ -135,6 +149,7 @@ def evaluate(
                 jobs=jobs,
                 allow_missing=allow_missing,
                 gallery=gallery,
+                regions=regions,
                 on_progress=on_progress,
             )
             title = f"{first} vs {references}"

@@ -13,6 +13,8 @@ from segtool.core.classes import ClassMap
 from segtool.core.constants import MASK_SUFFIX
 from segtool.core.images import list_images, load_rgb
 from segtool.core.masks import read_mask
+from segtool.core.multilabel import decode, preview
+from segtool.evaluate.multilabel import BitReader
 
 #: Error-map colours: true positive, false positive, false negative, ignored.
 TP, FP, FN, IGNORED = (40, 180, 60), (220, 40, 40), (40, 90, 230), (90, 90, 90)
@@ -36,6 +38,30 @@ def error_map(reference: np.ndarray, prediction: np.ndarray, ignore_index: int) 
     out[(reference > 0) & (prediction == 0)] = FN
     out[ignored] = IGNORED
     return out
+
+
+def class_error_maps(
+    reference: np.ndarray, prediction: np.ndarray, class_map: ClassMap
+) -> list[tuple[str, np.ndarray]]:
+    """Multi-label masks (bit values): one error map per class present in either mask, each
+    class its own binary problem (green TP, red FP, blue FN, grey where the reference
+    ignores)."""
+    k1 = class_map.num_foreground
+    ref_planes, ignored = decode(reference, k1)
+    pred_planes, pred_ignored = decode(prediction, k1)
+    pred_planes &= ~pred_ignored  # a prediction's ignore bit predicts no class
+    maps = []
+    for c in range(k1):
+        ref_c, pred_c = ref_planes[c] & ~ignored, pred_planes[c] & ~ignored
+        if not (ref_c.any() or pred_c.any()):
+            continue
+        out = np.zeros((*reference.shape, 3), dtype=np.uint8)
+        out[ref_c & pred_c] = TP
+        out[pred_c & ~ref_c] = FP
+        out[ref_c & ~pred_c] = FN
+        out[ignored] = IGNORED
+        maps.append((class_map.names[c + 1], out))
+    return maps
 
 
 def _panel(array: np.ndarray, title: str) -> Image.Image:
@@ -69,9 +95,11 @@ def make_gallery(
     class_map: ClassMap,
     n: int,
     images: Path | None = None,
+    reader: BitReader | None = None,
 ) -> list[Path]:
     """Write PNGs for the `n` images with the lowest Dice (image, reference, prediction,
-    error map) and an ``index.html`` showing them with their scores.
+    error map) and an ``index.html`` showing them with their scores. Multi-label masks, read
+    through `reader`, get blended-colour pictures and one error map per class.
 
     Returns:
         The PNGs written, worst first.
@@ -83,20 +111,33 @@ def make_gallery(
     image_files = _images_by_stem(images)
     for score, row in scored:
         stem = row["image"]
-        reference = read_mask(references / f"{stem}{MASK_SUFFIX}")
-        prediction = read_mask(predictions / f"{stem}{MASK_SUFFIX}")
         panels = []
         image_path = image_files.get(stem)
         if image_path is not None:
             panels.append(_panel(load_rgb(image_path), "image"))
-        panels += [
-            _panel(class_map.colorize(reference), "reference"),
-            _panel(class_map.colorize(prediction), "prediction"),
-            _panel(
-                error_map(reference, prediction, class_map.ignore_index),
-                "TP green / FP red / FN blue",
-            ),
-        ]
+        if reader is not None:
+            reference = reader.read(references / f"{stem}{MASK_SUFFIX}")
+            prediction = reader.read(predictions / f"{stem}{MASK_SUFFIX}")
+            k1, colors = class_map.num_foreground, class_map.colors
+            panels += [
+                _panel(preview(reference, k1, colors), "reference"),
+                _panel(preview(prediction, k1, colors), "prediction"),
+            ]
+            panels += [
+                _panel(errors, f"{name}: TP green / FP red / FN blue")
+                for name, errors in class_error_maps(reference, prediction, class_map)
+            ]
+        else:
+            reference = read_mask(references / f"{stem}{MASK_SUFFIX}")
+            prediction = read_mask(predictions / f"{stem}{MASK_SUFFIX}")
+            panels += [
+                _panel(class_map.colorize(reference), "reference"),
+                _panel(class_map.colorize(prediction), "prediction"),
+                _panel(
+                    error_map(reference, prediction, class_map.ignore_index),
+                    "TP green / FP red / FN blue",
+                ),
+            ]
         sheet = Image.new(
             "RGB",
             (sum(p.width for p in panels) + 4 * len(panels), max(p.height for p in panels)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from segtool.core.constants import IMAGES_DIR, MASKS_DIR
@@ -54,6 +55,8 @@ def evaluate_model(
     if not stems:
         raise SegtoolError(f"{dataset}: the {split} split has no images in this dataset")
     out = out or run / "evaluation" / split
+    # A model trained with --regions learnt unions of the dataset's classes: score those.
+    regions = _run_options(run).get("regions")
     predictions = out / "predictions"
     predict_dir(
         predictor,
@@ -69,7 +72,7 @@ def evaluate_model(
     result = evaluate_dirs(
         predictions,
         dataset / MASKS_DIR,
-        classes=run / "classes.json",
+        classes=dataset / "classes.json" if regions else run / "classes.json",
         out=out,
         with_hd95=with_hd95,
         jobs=jobs,
@@ -77,5 +80,14 @@ def evaluate_model(
         on_progress=on_progress,
         gallery=gallery,
         images=dataset / IMAGES_DIR,
+        regions=regions,
     )
     return result
+
+
+def _run_options(run: Path) -> dict:
+    """The training options recorded in ``RUN/config.json`` (none for a bare model folder)."""
+    try:
+        return json.loads((run / "config.json").read_text()).get("options", {})
+    except (OSError, ValueError, AttributeError):
+        return {}

@@ -33,20 +33,11 @@ from segtool.core.metrics import (
     recall,
 )
 from segtool.core.parallel import ProgressFn, default_jobs, imap_jobs
+from segtool.evaluate.multilabel import bit_reader, label_set_accuracy, score_bit_files
+from segtool.evaluate.score import ImageScore
 
 SUMMARY_FILE = "summary.json"
 PER_IMAGE_FILE = "per_image.csv"
-
-
-@dataclass
-class ImageScore:
-    """Counts and distances of one image (all arrays indexed by class id)."""
-
-    stem: str
-    counts: Counts
-    hd95: np.ndarray | None
-    missing_prediction: bool = False
-    reference_ignored: int = 0
 
 
 def score_pair(
@@ -206,8 +197,11 @@ def _clean(value: float) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
 
-def summarize(scores: list[ImageScore], names: list[str], ignore_index: int) -> dict:
-    """Aggregate per-image scores into the ``summary.json`` document (DESIGN.md layout)."""
+def summarize(
+    scores: list[ImageScore], names: list[str], ignore_index: int, multilabel: bool = False
+) -> dict:
+    """Aggregate per-image scores into the ``summary.json`` document (DESIGN.md layout);
+    `multilabel` scores say so, and their pixel accuracy is `label_set_accuracy`."""
     k = len(names)
     # One (images x K) table per count, so every aggregate below is a column operation.
     table = Counts(
@@ -265,6 +259,7 @@ def summarize(scores: list[ImageScore], names: list[str], ignore_index: int) -> 
         if with_hd95:
             row["hd95"] = {names[c]: _clean(hd[i, c]) for c in range(1, k)}
         per_image.append(row)
+    accuracy = label_set_accuracy(scores) if multilabel else pixel_accuracy(pooled)
     return {
         "n_images": len(scores),
         "ignore_index": ignore_index,
@@ -272,9 +267,10 @@ def summarize(scores: list[ImageScore], names: list[str], ignore_index: int) -> 
         "per_class": per_class,
         "mean": mean,
         "mean_excludes": absent,
-        "pixel_accuracy": _clean(pixel_accuracy(pooled)),
+        "pixel_accuracy": _clean(accuracy),
         "missing_predictions": [s.stem for s in scores if s.missing_prediction],
         "per_image": per_image,
+        **({"multilabel": True} if multilabel else {}),
     }
 
 
@@ -303,9 +299,11 @@ def evaluate_dirs(
     only: set[str] | None = None,
     gallery: int = 0,
     images: Path | None = None,
+    regions: str | None = None,
     on_progress: ProgressFn | None = None,
 ) -> Evaluation:
-    """Score a folder of predicted label PNGs against a folder of reference PNGs.
+    """Score a folder of predicted label PNGs against a folder of reference PNGs (multi-label
+    masks and `regions`: each class its own binary problem, `segtool.evaluate.multilabel`).
 
     Args:
         predictions: folder of predicted masks, named like the references.
@@ -319,12 +317,14 @@ def evaluate_dirs(
         only: score only these stems.
         gallery: also draw the N images with the lowest Dice into ``OUT/gallery/``.
         images: where the gallery finds the images (default: ``images/`` beside `references`).
+        regions: ``"name=id,id;..."``: score unions of the exclusive class ids as overlapping
+            regions (references, and exclusive predictions, are turned into region bits).
         on_progress: called as ``(phase, done, total)`` after each image.
 
     Raises:
         SegtoolError: bad folders, sizes, mask values or classes file.
     """
-    class_map = find_classes(references, classes)
+    class_map, reader = bit_reader(find_classes(references, classes), regions, references)
     warnings = []
     if class_map is None:
         warnings.append(
@@ -342,7 +342,10 @@ def evaluate_dirs(
         warnings.append(f"{len(missing)} reference(s) without a prediction scored as empty")
     ignore = class_map.ignore_index if class_map else IGNORE_INDEX
     k = class_map.num_classes if class_map else None
-    work = partial(_score_files, num_classes=k, ignore_index=ignore, with_hd95=with_hd95)
+    if reader is None:
+        work = partial(_score_files, num_classes=k, ignore_index=ignore, with_hd95=with_hd95)
+    else:
+        work = partial(score_bit_files, reader=reader, with_hd95=with_hd95)
     scores = []
     for done, score in enumerate(imap_jobs(work, pairs, jobs or default_jobs()), 1):
         scores.append(score)
@@ -353,8 +356,9 @@ def evaluate_dirs(
         names = ["background" if c == 0 else str(c) for c in range(max(k, 2))]
     else:
         names = list(class_map.names)
-    summary = summarize(scores, names, ignore)
-    _refuse_binary_255(scores, references, ignore)
+    summary = summarize(scores, names, ignore, multilabel=reader is not None)
+    if reader is None:
+        _refuse_binary_255(scores, references, ignore)
     out = out or predictions
     out.mkdir(parents=True, exist_ok=True)
     summary_path, per_image_path = out / SUMMARY_FILE, out / PER_IMAGE_FILE
@@ -374,6 +378,7 @@ def evaluate_dirs(
             cmap,
             gallery,
             images if images is not None else references.parent / "images",
+            reader,
         )
     return result
 
