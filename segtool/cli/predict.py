@@ -28,8 +28,12 @@ def predict(
     overlap: Annotated[float, typer.Option(help="Tile overlap fraction.")] = 0.25,
     tta: Annotated[bool, typer.Option("--tta", help="Average predictions over flips.")] = False,
     threshold: Annotated[
-        float, typer.Option(help="Binary models: foreground probability cut.")
-    ] = 0.5,
+        float | None,
+        typer.Option(
+            help="Binary and multi-label models: probability cut \\[the run's tuned per-class "
+            "thresholds for multi-label models, else 0.5]."
+        ),
+    ] = None,
     probabilities: Annotated[
         bool, typer.Option("--probabilities", help="Also write OUT/<stem>.npz (float16 per class).")
     ] = False,

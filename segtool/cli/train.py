@@ -159,6 +159,19 @@ def train(
     skip_unpaired: Annotated[
         bool, typer.Option("--skip-unpaired", help="Skip images without masks and vice versa.")
     ] = False,
+    regions: Annotated[
+        str | None,
+        typer.Option(
+            help='Learn unions of class ids as overlapping classes, e.g. "whole=1,2,3;core=2,3".'
+        ),
+    ] = None,
+    tune_thresholds: Annotated[
+        bool,
+        typer.Option(
+            "--tune-thresholds",
+            help="Multi-label: tune each class's probability cut on the validation split.",
+        ),
+    ] = False,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")
     ] = False,
@@ -213,12 +226,15 @@ def train(
         test=test,
         split_file=str(split_file) if split_file else None,
         skip_unpaired=skip_unpaired or None,
+        regions=regions,
+        tune_thresholds=tune_thresholds or None,
     )
     if not result.main_process:
         return  # rank 0 alone reports
     if result.stopped == "interrupted" and result.best_epoch == 0:
         err.print("[yellow]interrupted[/] before the first epoch finished; nothing to resume")
         raise typer.Exit(130)
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(
@@ -231,6 +247,14 @@ def train(
         table.add_row(name, "—" if score != score else f"{score:.4f}")
     table.add_row("[bold]mean[/]", f"[bold]{result.best_dice:.4f}[/]")
     out.print(table)
+    if result.thresholds:
+        cuts = result.thresholds["thresholds"]
+        err.print(
+            "per-class thresholds tuned on the validation split (predict uses them): "
+            + ", ".join(f"{escape(name)} {cut:g}" for name, cut in cuts.items())
+            + f"; saved in {out_dir}/thresholds.json",
+            highlight=False,
+        )
     if result.stopped == "interrupted":
         err.print(
             f"[yellow]interrupted[/]: {out_dir}/checkpoints/last.pt holds epoch "

@@ -24,6 +24,7 @@ from segtool.core.constants import (
     MAX_CLASSES_8BIT,
     MAX_CLASSES_16BIT,
     MULTICLASS,
+    MULTILABEL,
 )
 from segtool.core.errors import SegtoolError
 from segtool.core.files import write_json
@@ -114,14 +115,20 @@ class ClassMap:
         write_json(path, self.to_json())
 
 
-def mode_for(num_classes: int) -> str:
+def mode_for(num_classes: int, multilabel: bool = False) -> str:
     """The one rule for binary models: K = 2 is ``binary`` (one sigmoid channel: foreground
-    probability), more classes are ``multiclass`` (softmax over K channels)."""
+    probability), more classes are ``multiclass`` (softmax over K channels); multi-label maps
+    are ``multilabel`` (one sigmoid channel per foreground class)."""
+    if multilabel:
+        return MULTILABEL
     return BINARY if num_classes == 2 else MULTICLASS
 
 
-def out_channels(num_classes: int) -> int:
-    """Model output channels for K classes: 1 in binary mode, K otherwise."""
+def out_channels(num_classes: int, multilabel: bool = False) -> int:
+    """Model output channels for K classes: 1 in binary mode, K-1 in multi-label mode, K
+    otherwise."""
+    if multilabel:
+        return num_classes - 1
     return 1 if mode_for(num_classes) == BINARY else num_classes
 
 

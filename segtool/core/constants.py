@@ -17,6 +17,8 @@ MAX_CLASSES_16BIT = 65535
 #: Model modes: one sigmoid channel for two classes, softmax over K channels above.
 BINARY = "binary"
 MULTICLASS = "multiclass"
+#: Mode of multi-label models: one sigmoid channel per foreground class, no background channel.
+MULTILABEL = "multilabel"
 #: Device names every command accepts (auto: CUDA, then MPS, then the CPU).
 DEVICES = ("auto", "cpu", "cuda", "mps")
 #: Image suffixes segtool pairs with masks (lower case).

@@ -14,6 +14,7 @@ from segtool.core.files import list_files
 from segtool.core.images import ImageReadError, displayed_size
 from segtool.core.masks import read_mask
 from segtool.core.metrics import MaskValueError, check_values
+from segtool.core.multilabel import read_multilabel_values
 from segtool.core.parallel import default_jobs, imap_jobs
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -143,14 +144,19 @@ def split_stems(split: dict | None, name: str, source: Path) -> set[str]:
     return set(split[name])
 
 
-def _check_pair(pair: Pair, num_classes: int, ignore_index: int) -> str | None:
+def _check_pair(
+    pair: Pair, num_classes: int, ignore_index: int, multilabel: bool = False
+) -> str | None:
     """One line naming the problem with a pair, or None (runs in a worker process)."""
     try:
         width, height, _ = displayed_size(pair.image, verify=False)
     except ImageReadError as exc:
         return f"{pair.image}: {exc}"
     try:
-        mask = read_mask(pair.mask)
+        if multilabel:  # checks the depth and every bit against the map
+            mask = read_multilabel_values(pair.mask, num_classes)
+        else:
+            mask = read_mask(pair.mask)
     except SegtoolError as exc:
         return str(exc)
     if mask.shape != (height, width):
@@ -159,7 +165,8 @@ def _check_pair(pair: Pair, num_classes: int, ignore_index: int) -> str | None:
             f"{mask.shape[1]}x{mask.shape[0]} (width x height); re-rasterize the mask"
         )
     try:
-        check_values(mask, num_classes, ignore_index)
+        if not multilabel:
+            check_values(mask, num_classes, ignore_index)
     except MaskValueError as exc:
         return f"{pair.mask}: {exc}; fix the mask or the class map"
     return None
@@ -172,7 +179,10 @@ def check_pairs(pairs: list[Pair], class_map: ClassMap, jobs: int | None = None)
         InvalidInputError: listing every bad pair.
     """
     work = partial(
-        _check_pair, num_classes=class_map.num_classes, ignore_index=class_map.ignore_index
+        _check_pair,
+        num_classes=class_map.num_classes,
+        ignore_index=class_map.ignore_index,
+        multilabel=class_map.multilabel,
     )
     if jobs is None:  # worker start-up costs more than a few hundred checks
         jobs = default_jobs() if len(pairs) > 256 else 1

@@ -10,6 +10,7 @@ from segtool.core.classes import mode_for
 from segtool.core.constants import BINARY
 from segtool.core.device import amp_dtype_for, autocast
 from segtool.core.errors import SegtoolError
+from segtool.core.multilabel import value_dtype
 from segtool.predict.predictor import Predictor
 from segtool.predict.tiles import predict_tiled
 from segtool.train.data import to_model_input
@@ -41,10 +42,14 @@ class Engine:
         self.tta = tta
         self.batch_size = batch_size
         self.k = predictor.class_map.num_classes
-        self.binary = mode_for(self.k) == BINARY
+        self.multilabel = predictor.class_map.multilabel
+        self.binary = mode_for(self.k) == BINARY and not self.multilabel
+        #: Probability channels: K, or K-1 (one per class) for multi-label models.
+        self.channels = self.k - 1 if self.multilabel else self.k
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Probabilities ``(N, K, H, W)`` (binary models give [1 - p, p]), TTA averaged."""
+        """Probabilities ``(N, K, H, W)`` (binary models give [1 - p, p]; multi-label models
+        ``(N, K-1, H, W)``, one sigmoid per class), TTA averaged."""
         views = [(lambda t: t, lambda t: t)]
         if self.tta:
             views += [
@@ -55,7 +60,9 @@ class Engine:
         for forward, back in views:
             with autocast(self.device, self.amp_dtype):
                 logits = self.model(forward(x)).float()
-            if self.binary:
+            if self.multilabel:
+                probs = torch.sigmoid(logits)
+            elif self.binary:
                 p = torch.sigmoid(logits)
                 probs = torch.cat([1 - p, p], dim=1)
             else:
@@ -74,7 +81,7 @@ class Engine:
                 predict_tiled(
                     img,
                     self._forward,
-                    self.k,
+                    self.channels,
                     self.tile,
                     self.overlap,
                     self.batch_size,
@@ -106,8 +113,15 @@ class Engine:
         probs = self._forward(x)
         return F.interpolate(probs, size=img.shape[1:], mode="bilinear", align_corners=False)[0]
 
-    def labels(self, probs: torch.Tensor, threshold: float = 0.5) -> np.ndarray:
-        """Class ids from probabilities: binary models threshold the foreground probability."""
+    def labels(self, probs: torch.Tensor, threshold: float | list[float] = 0.5) -> np.ndarray:
+        """Class ids from probabilities: binary models threshold the foreground probability;
+        multi-label models give bit values, each class cut at its own threshold."""
+        if self.multilabel:
+            cut = torch.as_tensor(threshold, dtype=probs.dtype, device=probs.device)
+            on = probs > cut.reshape(-1, 1, 1)
+            bits = torch.arange(self.channels, device=probs.device)
+            values = (on.long() << bits[:, None, None]).sum(dim=0)
+            return values.cpu().numpy().astype(value_dtype(self.channels))
         if self.binary:
             return (probs[1] > threshold).to(torch.uint8).cpu().numpy()
         return probs.argmax(dim=0).cpu().numpy().astype(np.uint16 if self.k > 255 else np.uint8)

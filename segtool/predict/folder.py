@@ -25,6 +25,7 @@ from segtool.core.errors import SegtoolError
 from segtool.core.files import output_folder
 from segtool.core.images import list_images, load_rgb
 from segtool.core.masks import write_mask
+from segtool.core.multilabel import preview, write_multilabel_mask
 from segtool.core.parallel import ProgressFn, default_jobs
 from segtool.predict.engine import Engine
 from segtool.predict.predictor import Predictor, load_predictor
@@ -58,9 +59,14 @@ def _keep_items(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def overlay(
     image: np.ndarray, labels: np.ndarray, class_map: ClassMap, alpha: float = 0.5
 ) -> Image.Image:
-    """The image with each foreground class painted in its colour."""
-    colours = class_map.colorize(labels)
-    fg = (labels > 0) & (labels != class_map.ignore_index)
+    """The image with each foreground class painted in its colour (multi-label masks: the
+    colours of the classes present, blended)."""
+    if class_map.multilabel:
+        colours = preview(labels, class_map.num_foreground, class_map.colors)
+        fg = labels != 0
+    else:
+        colours = class_map.colorize(labels)
+        fg = (labels > 0) & (labels != class_map.ignore_index)
     out = image.astype(np.float32)
     out[fg] = (1 - alpha) * out[fg] + alpha * colours[fg]
     return Image.fromarray(out.astype(np.uint8))
@@ -93,7 +99,11 @@ class _Writer:
     def _save(
         self, stem: str, labels: np.ndarray, probs: np.ndarray | None, image: np.ndarray
     ) -> None:
-        write_mask(self.folder / f"{stem}{MASK_SUFFIX}", labels, self.class_map, atomic=False)
+        target = self.folder / f"{stem}{MASK_SUFFIX}"
+        if self.class_map.multilabel:
+            write_multilabel_mask(target, labels, atomic=False)
+        else:
+            write_mask(target, labels, self.class_map, atomic=False)
         if probs is not None:
             np.savez_compressed(self.folder / f"{stem}.npz", probs=probs.astype(np.float16))
         if self.overlays:
@@ -150,6 +160,19 @@ def _notes(engine: Engine, tile: int | None) -> list[str]:
     return notes
 
 
+def _thresholds(
+    predictor: Predictor, threshold: float | None, notes: list[str]
+) -> float | list[float]:
+    """The probability cut: `threshold` if given; for a multi-label model without one, the
+    run's tuned per-class thresholds (announced in `notes`), else 0.5."""
+    if threshold is not None or not predictor.class_map.multilabel or not predictor.thresholds:
+        return 0.5 if threshold is None else threshold
+    names = predictor.class_map.names[1:]
+    shown = ", ".join(f"{name} {predictor.thresholds[name]:g}" for name in names)
+    notes.append(f"per-class thresholds tuned on the validation split of the run: {shown}")
+    return [predictor.thresholds[name] for name in names]
+
+
 def _image_loader(
     paths: list[Path], engine: Engine, batch_size: int, workers: int | None
 ) -> DataLoader:
@@ -172,7 +195,7 @@ def _predict_all(
     writer: _Writer,
     report: PredictReport,
     *,
-    threshold: float,
+    threshold: float | list[float],
     probabilities: bool,
     on_progress: ProgressFn | None,
 ) -> None:
@@ -205,7 +228,7 @@ def predict_dir(
     tile: int | None = None,
     overlap: float = 0.25,
     tta: bool = False,
-    threshold: float = 0.5,
+    threshold: float | None = None,
     probabilities: bool = False,
     overlay_images: bool = False,
     device: str = "auto",
@@ -221,7 +244,9 @@ def predict_dir(
     Writes ``OUT/<stem>.png`` (palette label masks at each image's size as displayed, as
     rasterize writes them), with `probabilities` also ``OUT/<stem>.npz`` (float16 ``probs``,
     K x H x W), with `overlay_images` ``OUT/overlays/<stem>.jpg``. OUT appears complete or not
-    at all.
+    at all. Multi-label models write multi-label masks (`segtool.core.multilabel`), each class
+    cut at `threshold`, else at the run's thresholds tuned on the validation split (a note
+    says so), else at 0.5; their probabilities are K-1 x H x W.
 
     Raises:
         SegtoolError: bad model/classes/options, no images, an existing OUT without
@@ -234,6 +259,7 @@ def predict_dir(
         predictor, torch_device, tile=tile, overlap=overlap, tta=tta, batch_size=batch_size, amp=amp
     )
     report = PredictReport(out, notes=_notes(engine, tile))
+    cut = _thresholds(predictor, threshold, report.notes)
     loader = _image_loader(paths, engine, batch_size, workers)
     with output_folder(out, overwrite) as tmp:
         start = time.perf_counter()
@@ -245,7 +271,7 @@ def predict_dir(
                 engine,
                 writer,
                 report,
-                threshold=threshold,
+                threshold=cut,
                 probabilities=probabilities,
                 on_progress=on_progress,
             )

@@ -14,6 +14,7 @@ from segtool.core.constants import CLASSES_FILE, SPLIT_FILE
 from segtool.core.dataset import read_split
 from segtool.core.errors import SegtoolError
 from segtool.train.model import load_model
+from segtool.train.thresholds import THRESHOLDS_FILE, read_thresholds
 
 
 @dataclass
@@ -26,6 +27,9 @@ class Predictor:
     size: int | None = None
     source: Path = Path()
     split: dict | None = None
+    #: Multi-label models: per-class thresholds tuned on the validation split, if the run has
+    #: them (``thresholds.json``), by class name.
+    thresholds: dict[str, float] | None = None
 
 
 def _model_classes(folder: Path) -> int | None:
@@ -57,10 +61,11 @@ def load_predictor(path: Path, classes: Path | None = None) -> Predictor:
         raise SegtoolError(f"{path}: a bare model needs --classes classes.json to name its classes")
     class_map = read_classes_json(classes)
     channels = _model_classes(folder)
-    if channels is not None and channels != out_channels(class_map.num_classes):
+    wanted = out_channels(class_map.num_classes, class_map.multilabel)
+    if channels is not None and channels != wanted:
         raise SegtoolError(
             f"{classes}: {class_map.num_classes} classes need a model with "
-            f"{out_channels(class_map.num_classes)} output channel(s), but {folder} has {channels}; "
+            f"{wanted} output channel(s), but {folder} has {channels}; "
             f"pass the classes.json the model was trained with"
         )
     options: dict[str, Any] = {}
@@ -69,8 +74,17 @@ def load_predictor(path: Path, classes: Path | None = None) -> Predictor:
         options = json.loads((run / "config.json").read_text()).get("options", {})
         if (run / SPLIT_FILE).is_file():
             split = read_split(run / SPLIT_FILE)
+    thresholds = None
+    if run is not None and (run / THRESHOLDS_FILE).is_file():
+        thresholds = read_thresholds(run / THRESHOLDS_FILE, class_map)
     model = load_model(folder)
     model.eval()
     return Predictor(
-        model, class_map, options.get("normalize", "imagenet"), options.get("size"), path, split
+        model,
+        class_map,
+        options.get("normalize", "imagenet"),
+        options.get("size"),
+        path,
+        split,
+        thresholds,
     )

@@ -20,6 +20,7 @@ from segtool.core.dataset import Pair, check_pairs, find_pairs, read_split
 from segtool.core.device import amp_dtype_for, pick_device
 from segtool.core.errors import SegtoolError
 from segtool.core.parallel import default_jobs
+from segtool.core.regions import Regions
 from segtool.train.config import TrainConfig, parse_channels
 from segtool.train.data import SegmentationDataset, pad_collate, resolve_split, worker_init
 from segtool.train.distributed import Dist
@@ -37,6 +38,7 @@ class TrainingData:
     split: dict
     train: list[Pair]
     val: list[Pair]
+    regions: Regions | None = None  # --regions: the dataset's class ids -> region bits
 
 
 @dataclass
@@ -63,16 +65,21 @@ class Run:
 
 
 def load_data(
-    dataset: Path, run_dir: Path, config: TrainConfig, class_map: ClassMap, resume: bool
+    dataset: Path,
+    run_dir: Path,
+    config: TrainConfig,
+    class_map: ClassMap,
+    resume: bool,
+    regions: Regions | None = None,
 ) -> TrainingData:
-    """Pair and check the dataset, and take the split: the run's own on --resume, else
-    `resolve_split`'s.
+    """Pair and check the dataset (against the map its masks use: `regions`' source map with
+    `regions`), and take the split: the run's own on --resume, else `resolve_split`'s.
 
     Raises:
         SegtoolError: bad pairs or split, or a batch larger than the training set.
     """
     pairs, skipped = find_pairs(dataset, skip_unpaired=config.skip_unpaired)
-    check_pairs(pairs, class_map)
+    check_pairs(pairs, regions.source if regions is not None else class_map)
     if resume:
         split = read_split(run_dir / SPLIT_FILE, {p.stem for p in pairs})
     else:
@@ -87,7 +94,7 @@ def load_data(
             f"--batch-size {config.batch_size} is larger than the {len(train)} training "
             f"images; use --batch-size {len(train)} or less, or add images"
         )
-    return TrainingData(pairs, skipped, split, train, val)
+    return TrainingData(pairs, skipped, split, train, val, regions)
 
 
 def default_workers(device: torch.device) -> int:
@@ -158,9 +165,10 @@ def _datasets(
         augment=augment,
         normalization=config.normalize,
         seed=config.seed,
+        regions=data.regions,
     )
     val_ds: Dataset = SegmentationDataset(
-        data.val, class_map, size=config.size, normalization=config.normalize
+        data.val, class_map, size=config.size, normalization=config.normalize, regions=data.regions
     )
     if dist.world > 1:  # each process validates every world-th image; the counts are summed
         val_ds = Subset(val_ds, list(range(dist.rank, len(val_ds), dist.world)))
@@ -173,10 +181,21 @@ def _model(config: TrainConfig, class_map: ClassMap, device: torch.device) -> nn
         config.encoder,
         config.encoder_weights,
         class_map.num_classes,
+        class_map.multilabel,
         decoder_channels=parse_channels(config.decoder_channels),
     )
     model.to(device)
     return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
+
+
+def validation_loader(
+    config: TrainConfig, class_map: ClassMap, data: TrainingData, run: Run
+) -> DataLoader:
+    """Every validation image in this process (not split across torchrun's processes)."""
+    dataset = SegmentationDataset(
+        data.val, class_map, size=config.size, normalization=config.normalize, regions=data.regions
+    )
+    return _loader(dataset, config, run.device, run.workers, class_map.ignore_index, shuffle=False)
 
 
 def build_run(config: TrainConfig, class_map: ClassMap, data: TrainingData, dist: Dist) -> Run:
@@ -186,7 +205,7 @@ def build_run(config: TrainConfig, class_map: ClassMap, data: TrainingData, dist
     amp_dtype = amp_dtype_for(device, config.amp)
     workers = config.workers if config.workers is not None else default_workers(device)
     seed_all(config.seed)
-    mode = mode_for(class_map.num_classes)
+    mode = mode_for(class_map.num_classes, class_map.multilabel)
     loss_fn = build_loss(
         config.loss,
         mode,

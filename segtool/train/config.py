@@ -14,7 +14,7 @@ from segtool.core.errors import SegtoolError, check_choice
 DEFAULT_ARCH = "unet"
 DEFAULT_ENCODER = "resnet34"
 #: Options that may differ when a run is resumed; any other change would break the run.
-RESUMABLE = {"epochs", "patience", "workers", "device", "amp"}
+RESUMABLE = {"epochs", "patience", "workers", "device", "amp", "tune_thresholds"}
 
 
 @dataclass
@@ -51,6 +51,8 @@ class TrainConfig:
     test: float = 0.15
     split_file: str | None = None
     skip_unpaired: bool = False
+    regions: str | None = None
+    tune_thresholds: bool = False
 
     @classmethod
     def from_options(cls, **options: Any) -> TrainConfig:

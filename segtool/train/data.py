@@ -22,6 +22,8 @@ from segtool.core.errors import SegtoolError, check_choice
 from segtool.core.images import load_rgb
 from segtool.core.masks import read_mask
 from segtool.core.metrics import MaskValueError, check_values
+from segtool.core.multilabel import read_multilabel_values
+from segtool.core.regions import Regions
 from segtool.split.assign import make_split
 from segtool.train.model import STRIDE
 from segtool.train.transforms import Transform, resize
@@ -150,6 +152,8 @@ class SegmentationDataset(Dataset):
         fg_crop: fraction of crops centred on a foreground pixel.
         augment: an albumentations transform applied after resizing/cropping.
         normalization: ``imagenet`` or ``image``.
+        regions: for ``--regions``: the dataset's class ids -> region bits (`class_map` is then
+            the regions' multi-label map).
         seed: seeds crop sampling and augmentation (reseed per epoch/worker with `reseed`).
     """
 
@@ -164,6 +168,7 @@ class SegmentationDataset(Dataset):
         augment: Transform | None = None,
         normalization: str = "imagenet",
         seed: int = 0,
+        regions: Regions | None = None,
     ) -> None:
         self.pairs = list(pairs)
         self.class_map = class_map
@@ -172,6 +177,7 @@ class SegmentationDataset(Dataset):
         self.fg_crop = fg_crop
         self.augment = augment
         self.normalization = normalization
+        self.regions = regions
         self.reseed(seed)
 
     def reseed(self, seed: int) -> None:
@@ -187,17 +193,26 @@ class SegmentationDataset(Dataset):
         """The image (uint8 RGB, as displayed) and mask of one pair, checked, untransformed."""
         pair = self.pairs[index]
         image = load_rgb(pair.image)
-        mask = read_mask(pair.mask)
+        mask = self._read_target(pair.mask)
         if mask.shape != image.shape[:2]:
             raise SegtoolError(
                 f"{pair.image} is {image.shape[1]}x{image.shape[0]} but its mask {pair.mask} is "
                 f"{mask.shape[1]}x{mask.shape[0]}; re-rasterize the mask"
             )
-        try:
-            check_values(mask, self.class_map.num_classes, self.class_map.ignore_index)
-        except MaskValueError as exc:
-            raise SegtoolError(f"{pair.mask}: {exc}") from exc
         return image, mask
+
+    def _read_target(self, path: Path) -> np.ndarray:
+        """Class ids, or bit values for a multi-label map (read as such, or made from class ids
+        by `regions`), checked against the class map."""
+        if self.class_map.multilabel and self.regions is None:
+            return read_multilabel_values(path, self.class_map.num_classes)
+        source = self.regions.source if self.regions is not None else self.class_map
+        mask = read_mask(path)
+        try:
+            check_values(mask, source.num_classes, source.ignore_index)
+        except MaskValueError as exc:
+            raise SegtoolError(f"{path}: {exc}") from exc
+        return mask if self.regions is None else self.regions.apply(mask)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image, mask = self.load(index)

@@ -18,12 +18,14 @@ from segtool.core.classes import ClassMap, read_classes_json
 from segtool.core.constants import CLASSES_FILE, SPLIT_FILE
 from segtool.core.errors import SegtoolError
 from segtool.core.files import write_json
-from segtool.train.build import Run, TrainingData, build_run, load_data
+from segtool.core.multilabel import mask_bits
+from segtool.core.regions import Regions, parse_regions
+from segtool.train.build import Run, TrainingData, build_run, load_data, validation_loader
 from segtool.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from segtool.train.config import TrainConfig, resume_config
 from segtool.train.data import fingerprint
 from segtool.train.distributed import Dist, barrier, start, stop, sum_validation
-from segtool.train.model import save_model
+from segtool.train.model import load_model, save_model
 from segtool.train.runfolder import (
     LAST_CHECKPOINT,
     draw_curves,
@@ -33,6 +35,7 @@ from segtool.train.runfolder import (
     write_metrics,
 )
 from segtool.train.steps import NonFiniteLoss, Reporter, scores, train_one_epoch, validate
+from segtool.train.thresholds import THRESHOLDS_FILE, tune_thresholds
 
 
 @dataclass
@@ -46,6 +49,7 @@ class FitResult:
     epochs_done: int
     stopped: str  # "finished", "early stop", "interrupted"
     main_process: bool = True  # False on the other ranks of a torchrun job
+    thresholds: dict | None = None  # multi-label runs with tune_thresholds: thresholds.json
 
 
 @dataclass
@@ -241,6 +245,33 @@ def _saved_epoch(out: Path, fallback: int) -> int:
     return int(load_checkpoint(last)["epoch"]) if last.is_file() else fallback
 
 
+def _training_classes(
+    class_map: ClassMap, options: dict[str, Any], state: dict[str, Any] | None
+) -> tuple[ClassMap, Regions | None]:
+    """The classes the model learns: the dataset's, or with ``regions`` (given, or the resumed
+    run's) the regions' multi-label map.
+
+    Raises:
+        SegtoolError: bad regions, --tune-thresholds on exclusive classes, or more overlapping
+            classes than training takes.
+    """
+    text = options.get("regions") or (state["config"].get("regions") if state else None)
+    regions = parse_regions(text, class_map) if text else None
+    if regions is not None:
+        class_map = regions.class_map
+    if options.get("tune_thresholds") and not class_map.multilabel:
+        raise SegtoolError(
+            "--tune-thresholds tunes one cut per class of a multi-label model; this dataset's "
+            "masks are exclusive (add --regions, or drop --tune-thresholds)"
+        )
+    if class_map.multilabel and mask_bits(class_map.num_foreground) > 16:
+        raise SegtoolError(
+            f"{class_map.num_foreground} overlapping classes: training takes multi-label masks "
+            f"of up to 15 classes (16-bit); merge classes"
+        )
+    return class_map, regions
+
+
 def fit(
     dataset: Path,
     out: Path,
@@ -274,13 +305,14 @@ def fit(
     if not resume:
         barrier(dist)  # the other processes wait until rank 0 has cleared `out`
     state = load_checkpoint(out / LAST_CHECKPOINT) if resume else None
+    class_map, regions = _training_classes(class_map, options, state)
     config = (
         resume_config(out, options, state, class_map)
         if state
         else TrainConfig.from_options(**options)
     )
     config.check()
-    data = load_data(dataset, out, config, class_map, resume)
+    data = load_data(dataset, out, config, class_map, resume, regions)
     run = build_run(config, class_map, data, dist)
     progress = restore(run, state, out)
     if dist.main:
@@ -313,5 +345,16 @@ def fit(
         stopped, epoch = "interrupted", _saved_epoch(out, epoch - 1)
     finally:
         stop(dist)
+    thresholds = None
+    if dist.main and class_map.multilabel:
+        # Thresholds belong to the best model: tuned again, or dropped when it may have changed.
+        (out / THRESHOLDS_FILE).unlink(missing_ok=True)
+        if config.tune_thresholds and progress.best_epoch and stopped != "interrupted":
+            best_model = load_model(out / "model").to(run.device)
+            loader = validation_loader(config, class_map, data, run)
+            thresholds = tune_thresholds(
+                best_model, loader, class_map, run.device, amp_dtype=run.amp_dtype
+            )
+            write_json(out / THRESHOLDS_FILE, thresholds)
     best = (progress.best_epoch, progress.best_dice, progress.best_per_class)
-    return FitResult(out, *best, epoch, stopped, dist.main)
+    return FitResult(out, *best, epoch, stopped, dist.main, thresholds)

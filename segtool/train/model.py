@@ -54,9 +54,15 @@ def check_names(arch: str, encoder: str) -> None:
 
 
 def build_model(
-    arch: str, encoder: str, weights: str | None, num_classes: int, **kwargs: object
+    arch: str,
+    encoder: str,
+    weights: str | None,
+    num_classes: int,
+    multilabel: bool = False,
+    **kwargs: object,
 ) -> nn.Module:
-    """A segmentation model for K classes (one output channel when K = 2).
+    """A segmentation model for K classes (one output channel when K = 2, K-1 sigmoid channels
+    for a multi-label map).
 
     Args:
         arch: architecture name (``unet``, ``fpn``, ``deeplabv3plus``, ...).
@@ -65,6 +71,7 @@ def build_model(
             internet), or a path to a local state dict (``.pt``/``.pth``/``.safetensors``) for
             the encoder.
         num_classes: K, background included.
+        multilabel: one output channel per foreground class (no background channel).
         **kwargs: passed to ``segmentation_models_pytorch.create_model`` when not None.
 
     Raises:
@@ -81,7 +88,7 @@ def build_model(
             encoder_name=encoder,
             encoder_weights=None if local or weights == "none" else weights,
             in_channels=3,
-            classes=out_channels(num_classes),
+            classes=out_channels(num_classes, multilabel),
             **extra,
         )
     except (ValueError, KeyError, TypeError) as exc:
@@ -156,3 +163,12 @@ def labels_from_logits(
     if mode_for(num_classes) == BINARY:
         return (torch.sigmoid(logits[:, 0]) > threshold).long()
     return logits.argmax(dim=1)
+
+
+def bits_from_logits(logits: torch.Tensor, thresholds: torch.Tensor | float = 0.5) -> torch.Tensor:
+    """Multi-label bit values ``(N, H, W)`` from ``(N, C, H, W)`` logits: bit c is set where the
+    sigmoid of channel c exceeds its threshold (one per channel, or one for all)."""
+    thresholds = torch.as_tensor(thresholds, dtype=logits.dtype, device=logits.device)
+    on = torch.sigmoid(logits) > thresholds.reshape(-1, 1, 1)
+    bits = torch.arange(logits.shape[1], device=logits.device)
+    return (on.long() << bits[:, None, None]).sum(dim=1)

@@ -14,9 +14,10 @@ from torch.utils.data import DataLoader
 from segtool.core.classes import ClassMap
 from segtool.core.device import autocast
 from segtool.core.errors import SegtoolError
-from segtool.core.metrics import Counts, count, dice, iou, nanmean
+from segtool.core.metrics import Counts, count, count_multilabel, dice, iou, nanmean
+from segtool.core.multilabel import value_dtype
 from segtool.train.data import to_model_input
-from segtool.train.model import labels_from_logits
+from segtool.train.model import bits_from_logits, labels_from_logits
 
 #: Training steps between reads of the loss (each read waits for the device).
 SYNC_EVERY = 10
@@ -111,6 +112,7 @@ def validate(
     """
     model.eval()
     k, ignore = class_map.num_classes, class_map.ignore_index
+    bit_type = value_dtype(k - 1) if class_map.multilabel else None
     pooled = Counts(*(np.zeros(k, dtype=np.int64) for _ in range(3)))
     loss_sum, n = 0.0, 0
     for batch in loader:
@@ -121,6 +123,11 @@ def validate(
             loss = loss_fn(logits, masks)
         loss_sum += float(loss) * len(images)
         n += len(images)
+        if bit_type is not None:  # multi-label: each class its own binary problem
+            predicted = bits_from_logits(logits.float()).cpu().numpy().astype(bit_type)
+            for pred, ref in zip(predicted, masks.cpu().numpy().astype(bit_type), strict=True):
+                pooled = pooled + count_multilabel(ref, pred, k)[0]
+            continue
         predicted = labels_from_logits(logits.float(), k).cpu().numpy()
         for pred, ref in zip(predicted, masks.cpu().numpy(), strict=True):
             pooled = pooled + count(ref, pred, k, ignore)

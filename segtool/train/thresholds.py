@@ -1,0 +1,111 @@
+"""Per-class probability thresholds of a multi-label model, tuned on the validation split.
+
+Each class is its own binary problem, so each gets the cut (from a fixed grid) that maximises
+its validation Dice, computed from TP/FP/FN counts by the metrics module. The run keeps them
+in ``thresholds.json``; ``segtool predict`` uses them and says so.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from segtool.core.classes import ClassMap
+from segtool.core.device import autocast
+from segtool.core.errors import SegtoolError
+from segtool.core.metrics import Counts, dice
+from segtool.train.data import to_model_input
+
+THRESHOLDS_FILE = "thresholds.json"
+#: The cuts tried: 0.05, 0.10, ..., 0.95.
+GRID = np.round(np.arange(1, 20) * 0.05, 2)
+
+
+@torch.no_grad()
+def tune_thresholds(
+    model: nn.Module,
+    loader: DataLoader,
+    class_map: ClassMap,
+    device: torch.device,
+    *,
+    amp_dtype: torch.dtype | None = None,
+) -> dict:
+    """The cut in `GRID` with the highest validation Dice for each class.
+
+    Ties go to the cut closest to 0.5; a class absent from every reference and prediction
+    (Dice NaN at every cut) keeps 0.5.
+
+    Returns:
+        The ``thresholds.json`` document: ``thresholds``, ``val_dice`` (at each class's cut)
+        and ``val_dice_at_0.5``, by class name, and ``tuned_on``.
+    """
+    model.eval()
+    channels = class_map.num_foreground
+    grid = torch.as_tensor(GRID, dtype=torch.float32, device=device)
+    tp, fp, fn = (torch.zeros(channels, len(GRID), dtype=torch.int64, device=device) for _ in "abc")
+    bits = torch.arange(channels, device=device)
+    for batch in loader:
+        images = to_model_input(batch["image"], device)
+        masks = batch["mask"].to(device)
+        with autocast(device, amp_dtype):
+            probs = torch.sigmoid(model(images).float())
+        valid = (masks & class_map.ignore_index) == 0  # (N, H, W)
+        truth = ((masks[:, None] >> bits[None, :, None, None]) & 1).bool()
+        p = probs.permute(1, 0, 2, 3)[:, valid]  # (C, P)
+        g = truth.permute(1, 0, 2, 3)[:, valid]
+        above = p[:, None, :] > grid[None, :, None]  # (C, T, P)
+        hit = (above & g[:, None, :]).sum(dim=2)
+        tp += hit
+        fp += above.sum(dim=2) - hit
+        fn += g.sum(dim=1, keepdim=True) - hit
+    scores = np.stack(
+        [
+            dice(Counts(*(np.concatenate([[0], t[:, j].cpu().numpy()]) for t in (tp, fp, fn))))[1:]
+            for j in range(len(GRID))
+        ],
+        axis=1,
+    )  # (C, T)
+    half = int(np.argmin(np.abs(GRID - 0.5)))
+    order = np.argsort(np.abs(GRID - 0.5), kind="stable")  # 0.5 first, then outwards
+    names = class_map.names[1:]
+    chosen = {}
+    for c, name in enumerate(names):
+        row = scores[c]
+        if np.all(np.isnan(row)):
+            chosen[name] = half
+            continue
+        best = np.nanmax(row)
+        chosen[name] = next(int(j) for j in order if row[j] == best)
+    return {
+        "tuned_on": "val",
+        "thresholds": {name: float(GRID[j]) for name, j in chosen.items()},
+        "val_dice": {name: _clean(scores[c, chosen[name]]) for c, name in enumerate(names)},
+        "val_dice_at_0.5": {name: _clean(scores[c, half]) for c, name in enumerate(names)},
+    }
+
+
+def _clean(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)
+
+
+def read_thresholds(path: Path, class_map: ClassMap) -> dict[str, float]:
+    """Read a run's ``thresholds.json``: class name -> cut, one for every foreground class.
+
+    Raises:
+        SegtoolError: unreadable file, or classes or values that do not fit the class map.
+    """
+    try:
+        cuts = json.loads(path.read_text(encoding="utf-8"))["thresholds"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SegtoolError(f"{path}: not a readable thresholds file ({exc}); delete it") from exc
+    names = list(class_map.names[1:])
+    if not isinstance(cuts, dict) or sorted(cuts) != sorted(names):
+        raise SegtoolError(f"{path}: thresholds for {cuts!r:.80} do not match classes {names}")
+    if not all(isinstance(v, (int, float)) and 0 < v < 1 for v in cuts.values()):
+        raise SegtoolError(f"{path}: thresholds must lie between 0 and 1; delete the file")
+    return {name: float(cuts[name]) for name in names}
