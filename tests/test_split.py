@@ -90,3 +90,31 @@ def test_cli_prints_counts_and_class_share(tmp_path):
         app, ["split", str(tmp_path), "--val", "0.9", "--test", "0.2", "--overwrite"]
     )
     assert bad.exit_code == 1 and "sum to less than 1" in bad.stderr
+
+
+def test_volume_folder_splits_cases_and_counts_voxels(tmp_path):
+    from tests.volumes import SHAPE, make_msd
+
+    root = make_msd(tmp_path / "mri", n=8, test=0)
+    result = split_dataset(root, val=0.25, test=0.25, seed=2, jobs=1)
+    cases = [f"BRATS_{i:03d}" for i in range(8)]
+    assert result.split == make_split(cases, 0.25, 0.25, seed=2)
+    assert sorted(result.split["train"] + result.split["val"] + result.split["test"]) == cases
+    assert result.class_map.names == ("background", "edema", "core")
+    total = sum(v.sum() for v in result.pixels.values())
+    assert total == 8 * SHAPE[0] * SHAPE[1] * SHAPE[2]
+    out = CliRunner().invoke(app, ["split", str(root), "--overwrite", "-j", "1"])
+    assert out.exit_code == 0, out.output
+    assert "cases" in out.output and "edema" in out.output
+
+
+def test_volume_folder_split_checks_cases_first(tmp_path):
+    from tests.volumes import make_case, make_msd, save
+
+    root = make_msd(tmp_path / "mri", n=3, test=0)
+    image, _ = make_case(0)
+    save(root / "imagesTr" / "BRATS_001.nii.gz", image[..., :1])
+    out = CliRunner().invoke(app, ["split", str(root), "-j", "1"])
+    assert out.exit_code == 1
+    assert "BRATS_001.nii.gz: 1 channels" in out.output
+    assert not (root / "split.json").exists()

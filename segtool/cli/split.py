@@ -13,7 +13,11 @@ from segtool.cli.common import JobsOption, handle_errors, out
 @handle_errors
 def split(
     dataset: Annotated[
-        Path, typer.Argument(help="Dataset folder (images/, masks/, classes.json).")
+        Path,
+        typer.Argument(
+            help="Dataset folder (images/, masks/, classes.json), or a volume folder "
+            "(dataset.json, imagesTr/, labelsTr/)."
+        ),
     ],
     val: Annotated[float, typer.Option(help="Fraction of images for validation.")] = 0.15,
     test: Annotated[float, typer.Option(help="Fraction of images held out for testing.")] = 0.15,
@@ -26,20 +30,22 @@ def split(
     """Split a dataset into train, val and test; writes DATASET/split.json.
 
     Each image is placed by a hash of (seed, name): the same seed gives the same split, and
-    adding images later never moves an existing one. Prints the pixel share of each class per
+    adding images later never moves an existing one. On a volume folder the cases (patients) are
+    split, never their slices. Prints the pixel share of each class per
     split, so a rare class missing from val or test shows.
 
     Example: [bold]segtool split dataset/ --val 0.15 --test 0.15 --seed 0[/]
     """
     from rich.table import Table
 
+    from segtool.sources.volume_folder import is_volume_folder
     from segtool.split.assign import split_dataset
 
     result = split_dataset(dataset, val=val, test=test, seed=seed, overwrite=overwrite, jobs=jobs)
     names = result.class_map.names if result.class_map else None
     table = Table(title=f"{result.path} (seed {seed})")
     table.add_column("split")
-    table.add_column("images", justify="right")
+    table.add_column("cases" if is_volume_folder(dataset) else "images", justify="right")
     k = (
         len(names)
         if names

@@ -20,6 +20,8 @@ from segtool.core.errors import SegtoolError
 from segtool.core.files import check_overwrite, write_json
 from segtool.core.masks import read_mask
 from segtool.core.parallel import default_jobs, imap_jobs
+from segtool.sources.nifti import check_cases, read_label
+from segtool.sources.volume_folder import VolumeDataset, is_volume_folder, read_volume_dataset
 
 
 def _unit(seed: int, stem: str) -> float:
@@ -73,12 +75,18 @@ def split_dataset(
 ) -> SplitResult:
     """Write ``DATASET/split.json`` and count each class's pixels per split.
 
+    On a volume folder (``dataset.json``: Decathlon or nnU-Net v2 layout) the names split are
+    cases (patients), so the slices of one case are never in two splits, and the counts are
+    voxels; every case is checked first.
+
     Raises:
         SegtoolError: bad fractions, no pairs, or an existing split without `overwrite`.
     """
     check_fractions(val, test)
     path = dataset / SPLIT_FILE
     check_overwrite(path, overwrite)
+    if is_volume_folder(dataset):
+        return _split_volumes(read_volume_dataset(dataset), path, val, test, seed, jobs)
     pairs, _ = find_pairs(dataset, skip_unpaired=True)
     split = make_split([p.stem for p in pairs], val, test, seed)
     classes_path = dataset / CLASSES_FILE
@@ -95,3 +103,27 @@ def split_dataset(
         pixels[where[pair.stem]] += hist
     write_json(path, split)
     return SplitResult(path, split, pixels, class_map)
+
+
+def _voxels(case, volumes: VolumeDataset) -> np.ndarray:
+    label = read_label(case.label, volumes.class_map, volumes.label_ignore)
+    k = volumes.class_map.num_classes
+    return np.bincount(label.ravel(), minlength=k)[:k]
+
+
+def _split_volumes(
+    volumes: VolumeDataset, path: Path, val: float, test: float, seed: int, jobs: int | None
+) -> SplitResult:
+    """Split the cases of a volume folder with `make_split`; count voxels per class."""
+    jobs = jobs or default_jobs()
+    check_cases(volumes, jobs=jobs)
+    cases = list(volumes.cases)
+    split = make_split([c.case for c in cases], val, test, seed)
+    where = {case: name for name in SPLIT_NAMES for case in split[name]}
+    k = volumes.class_map.num_classes
+    voxels = {name: np.zeros(k, dtype=np.int64) for name in SPLIT_NAMES}
+    counts = imap_jobs(partial(_voxels, volumes=volumes), cases, jobs)
+    for case, hist in zip(cases, counts, strict=True):
+        voxels[where[case.case]] += hist
+    write_json(path, split)
+    return SplitResult(path, split, voxels, volumes.class_map)
