@@ -92,3 +92,44 @@ def test_python_dash_m(tmp_path):
         [sys.executable, "-m", "segtool", "--version"], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == f"segtool {__version__}"
+
+
+def test_train_options_cover_the_config_and_show_its_defaults():
+    from dataclasses import fields
+    from typing import get_type_hints
+
+    from segtool.cli import train as train_cli
+    from segtool.train.config import TrainConfig
+
+    hints = get_type_hints(train_cli.train.__wrapped__, include_extras=True)
+    defaults = TrainConfig()
+    for field in fields(TrainConfig):
+        assert field.name in hints, f"TrainConfig.{field.name} has no segtool train option"
+        option = hints[field.name].__metadata__[0]
+        assert option.rich_help_panel in train_cli.PANELS, f"--{field.name} needs a help panel"
+        value = getattr(defaults, field.name)
+        if value is not None and not isinstance(value, bool):
+            assert f"[default: {value}]" in option.help, field.name
+    shown = runner.invoke(app, ["train", "--help"], terminal_width=200).stdout
+    assert all(panel in shown for panel in train_cli.PANELS) and "--focal-gamma" in shown
+
+
+def test_train_hands_each_option_to_fit_and_leaves_unset_ones_to_the_config(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import segtool.train.loop as loop
+
+    seen = {}
+
+    def fake_fit(dataset, out, **options):
+        seen.update(options)
+        return SimpleNamespace(main_process=False)
+
+    monkeypatch.setattr(loop, "fit", fake_fit)
+    args = ["train", str(tmp_path), "--out", str(tmp_path / "run"), "--loss", "focal"]
+    args += ["--focal-gamma", "3", "--clip-grad", "0", "--warmup-epochs", "2"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert seen["loss"] == "focal" and seen["focal_gamma"] == 3.0
+    assert seen["clip_grad"] == 0.0 and seen["warmup_epochs"] == 2.0
+    assert seen["epochs"] is None and seen["lr"] is None  # unset: TrainConfig decides

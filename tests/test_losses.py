@@ -1,4 +1,4 @@
-"""Losses: hand tables against DESIGN.md's formulas, ignore pixels, empty and perfect batches."""
+"""Losses: hand tables against the README's formulas, ignore pixels, empty and perfect batches."""
 
 from __future__ import annotations
 
@@ -130,3 +130,13 @@ def test_cli_choices_come_from_the_tables():
     assert [m.value for m in train_cli.Augment] == list(PRESETS)
     assert [m.value for m in train_cli.Normalize] == list(NORMALIZATIONS)
     assert [m.value for m in train_cli.Device] == list(DEVICES)
+
+
+def test_focal_gamma_reaches_the_loss_and_defaults_to_the_config():
+    from segtool.train.config import TrainConfig
+
+    assert build_loss("focal", MULTICLASS, IGN, focal_gamma=3.0).focal_loss_fn.keywords[
+        "gamma"
+    ] == pytest.approx(3.0)
+    default = build_loss("focal", BINARY, IGN).focal_loss_fn.keywords["gamma"]
+    assert default == TrainConfig().focal_gamma

@@ -9,6 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from segtool.cli.common import err, handle_errors, out
+from segtool.core.constants import DEVICES
+from segtool.train.config import TrainConfig
 
 # Choices come from the same tables the library uses (a test keeps them in sync); they are
 # spelled out here so that `segtool --help` need not import torch.
@@ -19,7 +21,7 @@ Loss = Enum(
 )
 Augment = Enum("Augment", {n: n for n in ("none", "light", "strong")}, type=str)
 Normalize = Enum("Normalize", {n: n for n in ("imagenet", "image")}, type=str)
-Device = Enum("Device", {n: n for n in ("auto", "cpu", "cuda", "mps")}, type=str)
+Device = Enum("Device", {n: n for n in DEVICES}, type=str)
 
 
 class RichReporter:
@@ -78,159 +80,30 @@ class RichReporter:
         )
 
 
-@handle_errors
-def train(
-    dataset: Annotated[
-        Path, typer.Argument(help="Dataset folder (images/, masks/, classes.json).")
-    ],
-    out_dir: Annotated[Path, typer.Option("--out", help="Run folder to write.")],
-    epochs: Annotated[int | None, typer.Option(help="Epochs \\[default: 30].", min=1)] = None,
-    batch_size: Annotated[
-        int | None, typer.Option(help="Images per step \\[default: 8].", min=1)
-    ] = None,
-    lr: Annotated[
-        float | None, typer.Option(help="Peak learning rate of AdamW \\[default: 1e-3].")
-    ] = None,
-    weight_decay: Annotated[
-        float | None, typer.Option(help="AdamW weight decay \\[default: 1e-4].")
-    ] = None,
-    loss: Annotated[
-        Loss | None, typer.Option(help="Loss \\[default: bce-dice]; see the README's table.")
-    ] = None,
-    bce_weight: Annotated[
-        float | None, typer.Option(help="bce-dice: weight of the BCE/CE term \\[1].")
-    ] = None,
-    dice_weight: Annotated[
-        float | None, typer.Option(help="bce-dice: weight of the Dice term \\[1].")
-    ] = None,
-    tversky_alpha: Annotated[
-        float | None, typer.Option(help="tversky: weight of false positives \\[0.3].")
-    ] = None,
-    tversky_beta: Annotated[
-        float | None, typer.Option(help="tversky: weight of false negatives \\[0.7].")
-    ] = None,
-    arch: Annotated[str | None, typer.Option(help="Architecture \\[default: unet].")] = None,
-    encoder: Annotated[str | None, typer.Option(help="Encoder \\[default: resnet34].")] = None,
-    encoder_weights: Annotated[
-        str | None,
-        typer.Option(help="none, imagenet (downloads) or a local weights file \\[none]."),
-    ] = None,
-    decoder_channels: Annotated[
-        str | None,
-        typer.Option(
-            help="Decoder widths, e.g. 64,32,16,16,16 (smaller is faster) \\[arch default]."
-        ),
-    ] = None,
-    size: Annotated[
-        int | None, typer.Option(help="Resize images (masks nearest) to SIZE x SIZE.", min=8)
-    ] = None,
-    crop: Annotated[
-        int | None, typer.Option(help="Train on random CROP x CROP patches.", min=8)
-    ] = None,
-    fg_crop: Annotated[
-        float | None, typer.Option(help="Share of crops centred on foreground \\[0.33].")
-    ] = None,
-    augment: Annotated[
-        Augment | None, typer.Option(help="Augmentation preset \\[default: light].")
-    ] = None,
-    normalize: Annotated[
-        Normalize | None, typer.Option(help="imagenet statistics or per image \\[imagenet].")
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed \\[0].")] = None,
-    device: Annotated[Device | None, typer.Option(help="Device \\[default: auto].")] = None,
-    amp: Annotated[
-        bool | None, typer.Option("--amp/--no-amp", help="Mixed precision \\[default: on CUDA].")
-    ] = None,
-    workers: Annotated[
-        int | None, typer.Option(help="DataLoader workers \\[default: cores - 1, max 4].", min=0)
-    ] = None,
-    patience: Annotated[
-        int | None, typer.Option(help="Stop after N epochs without a better val Dice.", min=1)
-    ] = None,
-    val: Annotated[
-        float | None, typer.Option(help="Validation share when no split.json exists \\[0.15].")
-    ] = None,
-    test: Annotated[
-        float | None, typer.Option(help="Test share when no split.json exists \\[0.15].")
-    ] = None,
-    split_file: Annotated[
-        Path | None, typer.Option(help="A split.json \\[default: DATASET/split.json].")
-    ] = None,
-    skip_unpaired: Annotated[
-        bool, typer.Option("--skip-unpaired", help="Skip images without masks and vice versa.")
-    ] = False,
-    regions: Annotated[
-        str | None,
-        typer.Option(
-            help='Learn unions of class ids as overlapping classes, e.g. "whole=1,2,3;core=2,3".'
-        ),
-    ] = None,
-    tune_thresholds: Annotated[
-        bool,
-        typer.Option(
-            "--tune-thresholds",
-            help="Multi-label: tune each class's probability cut on the validation split.",
-        ),
-    ] = False,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")
-    ] = False,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace --out if it exists.")
-    ] = False,
-) -> None:
-    """Train a segmentation model and write the run folder.
+#: Every option shows the default of the config dataclass itself: no default is typed twice.
+DEFAULTS = TrainConfig()
+#: The help panels of segtool train --help, in the order they are shown.
+PANELS = RUN, DATA, MODEL, LOSS, OPTIM, HARDWARE = (
+    "Run",
+    "Data",
+    "Model",
+    "Loss",
+    "Optimisation",
+    "Hardware",
+)
 
-    The run folder gets model/ (the best model by validation Dice), checkpoints/last.pt,
-    metrics.csv, curves.png, config.json, classes.json and split.json. Validation Dice is
-    computed every epoch by the same code as segtool evaluate. Ctrl-C stops cleanly;
-    --resume continues.
 
-    Example: [bold]segtool train dataset/ --out run/ --encoder resnet18 --size 256 --epochs 40[/]
-    """
-    from segtool.train.loop import fit
+def _option(name: str, help: str, panel: str, *decls: str, **kwargs: Any) -> Any:
+    """A typer option for the `TrainConfig` field `name`, in help panel `panel`, its help
+    ending in the dataclass's default (options left unset stay None: the config decides)."""
+    default = getattr(DEFAULTS, name)
+    if default is not None and not isinstance(default, bool):
+        help = f"{help} \\[default: {default}]"
+    return typer.Option(*decls, help=help, rich_help_panel=panel, show_default=False, **kwargs)
 
-    def value(option: Enum | None) -> str | None:
-        return option.value if option is not None else None
 
-    result = fit(
-        dataset,
-        out_dir,
-        resume=resume,
-        overwrite=overwrite,
-        reporter=RichReporter(),
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        loss=value(loss),
-        bce_weight=bce_weight,
-        dice_weight=dice_weight,
-        tversky_alpha=tversky_alpha,
-        tversky_beta=tversky_beta,
-        arch=arch,
-        encoder=encoder,
-        encoder_weights=encoder_weights,
-        decoder_channels=decoder_channels,
-        size=size,
-        crop=crop,
-        fg_crop=fg_crop,
-        augment=value(augment),
-        normalize=value(normalize),
-        seed=seed,
-        device=value(device),
-        amp=amp,
-        workers=workers,
-        patience=patience,
-        val=val,
-        test=test,
-        split_file=str(split_file) if split_file else None,
-        skip_unpaired=skip_unpaired or None,
-        regions=regions,
-        tune_thresholds=tune_thresholds or None,
-    )
-    if not result.main_process:
-        return  # rank 0 alone reports
+def _print_result(result: Any, dataset: Path, out_dir: Path) -> None:
+    """The best epoch's validation Dice per class; after Ctrl-C, how to resume."""
     if result.stopped == "interrupted" and result.best_epoch == 0:
         err.print("[yellow]interrupted[/] before the first epoch finished; nothing to resume")
         raise typer.Exit(130)
@@ -263,3 +136,203 @@ def train(
             highlight=False,
         )
         raise typer.Exit(130)
+
+
+@handle_errors
+def train(
+    dataset: Annotated[
+        Path, typer.Argument(help="Dataset folder (images/, masks/, classes.json).")
+    ],
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Run folder to write.", rich_help_panel=RUN)
+    ],
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the run in --out from its last checkpoint.",
+            rich_help_panel=RUN,
+        ),
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace --out if it exists.", rich_help_panel=RUN)
+    ] = False,
+    val: Annotated[
+        float | None, _option("val", "Validation share when no split.json exists.", DATA)
+    ] = None,
+    test: Annotated[
+        float | None, _option("test", "Test share when no split.json exists.", DATA)
+    ] = None,
+    split_file: Annotated[
+        Path | None,
+        _option(
+            "split_file", "A split.json. \\[default: DATASET/split.json, else a new one]", DATA
+        ),
+    ] = None,
+    skip_unpaired: Annotated[
+        bool,
+        _option(
+            "skip_unpaired", "Skip images without masks and vice versa.", DATA, "--skip-unpaired"
+        ),
+    ] = False,
+    size: Annotated[
+        int | None,
+        _option(
+            "size", "Resize images (masks nearest) to SIZE x SIZE. \\[default: no]", DATA, min=8
+        ),
+    ] = None,
+    crop: Annotated[
+        int | None,
+        _option("crop", "Train on random CROP x CROP patches. \\[default: no]", DATA, min=8),
+    ] = None,
+    regions: Annotated[
+        str | None,
+        _option(
+            "regions",
+            'Learn unions of class ids as overlapping classes, e.g. "whole=1,2,3;core=2,3".',
+            DATA,
+        ),
+    ] = None,
+    fg_crop: Annotated[
+        float | None, _option("fg_crop", "Share of crops centred on foreground.", DATA)
+    ] = None,
+    augment: Annotated[Augment | None, _option("augment", "Augmentation preset.", DATA)] = None,
+    normalize: Annotated[
+        Normalize | None, _option("normalize", "imagenet statistics or per image.", DATA)
+    ] = None,
+    arch: Annotated[str | None, _option("arch", "Architecture.", MODEL)] = None,
+    encoder: Annotated[
+        str | None, _option("encoder", "Encoder (tu-NAME: any timm).", MODEL)
+    ] = None,
+    encoder_weights: Annotated[
+        str | None,
+        _option("encoder_weights", "none, imagenet (downloads) or a local weights file.", MODEL),
+    ] = None,
+    decoder_channels: Annotated[
+        str | None,
+        _option(
+            "decoder_channels",
+            "Decoder widths, e.g. 64,32,16,16,16 (smaller is faster). \\[default: the arch's]",
+            MODEL,
+        ),
+    ] = None,
+    loss: Annotated[Loss | None, _option("loss", "Loss; see the README's table.", LOSS)] = None,
+    bce_weight: Annotated[
+        float | None, _option("bce_weight", "bce-dice: weight of the BCE/CE term.", LOSS)
+    ] = None,
+    dice_weight: Annotated[
+        float | None, _option("dice_weight", "bce-dice: weight of the Dice term.", LOSS)
+    ] = None,
+    tversky_alpha: Annotated[
+        float | None, _option("tversky_alpha", "tversky: weight of false positives.", LOSS)
+    ] = None,
+    tversky_beta: Annotated[
+        float | None, _option("tversky_beta", "tversky: weight of false negatives.", LOSS)
+    ] = None,
+    focal_gamma: Annotated[
+        float | None, _option("focal_gamma", "focal: how much easy pixels are down-weighted.", LOSS)
+    ] = None,
+    epochs: Annotated[int | None, _option("epochs", "Epochs.", OPTIM, min=1)] = None,
+    batch_size: Annotated[
+        int | None, _option("batch_size", "Images per step.", OPTIM, min=1)
+    ] = None,
+    lr: Annotated[float | None, _option("lr", "Peak learning rate of AdamW.", OPTIM)] = None,
+    weight_decay: Annotated[
+        float | None, _option("weight_decay", "AdamW weight decay.", OPTIM)
+    ] = None,
+    warmup_epochs: Annotated[
+        float | None, _option("warmup_epochs", "Epochs of linear LR warm-up.", OPTIM, min=0)
+    ] = None,
+    clip_grad: Annotated[
+        float | None,
+        _option("clip_grad", "Clip the gradient norm to this (0: off).", OPTIM, min=0),
+    ] = None,
+    patience: Annotated[
+        int | None,
+        _option(
+            "patience",
+            "Stop after N epochs without a better val Dice. \\[default: never]",
+            OPTIM,
+            min=1,
+        ),
+    ] = None,
+    seed: Annotated[int | None, _option("seed", "Random seed.", OPTIM)] = None,
+    tune_thresholds: Annotated[
+        bool,
+        _option(
+            "tune_thresholds",
+            "Multi-label: tune each class's probability cut on the validation split.",
+            OPTIM,
+            "--tune-thresholds",
+        ),
+    ] = False,
+    device: Annotated[Device | None, _option("device", "Device.", HARDWARE)] = None,
+    amp: Annotated[
+        bool | None,
+        _option("amp", "Mixed precision. \\[default: on CUDA]", HARDWARE, "--amp/--no-amp"),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        _option(
+            "workers",
+            "DataLoader workers. \\[default: picked for the device and its cores]",
+            HARDWARE,
+            min=0,
+        ),
+    ] = None,
+) -> None:
+    """Train a segmentation model and write the run folder.
+
+    The run folder gets model/ (the best model by validation Dice), checkpoints/last.pt,
+    metrics.csv, curves.png, config.json, classes.json and split.json. Validation Dice is
+    computed every epoch by the same code as segtool evaluate. Ctrl-C stops cleanly;
+    --resume continues.
+
+    Example: [bold]segtool train dataset/ --out run/ --encoder resnet18 --size 256 --epochs 40[/]
+    """
+    from segtool.train.loop import fit
+
+    def value(option: Enum | None) -> str | None:
+        return option.value if option is not None else None
+
+    result = fit(
+        dataset,
+        out_dir,
+        resume=resume,
+        overwrite=overwrite,
+        reporter=RichReporter(),
+        val=val,
+        test=test,
+        split_file=str(split_file) if split_file else None,
+        skip_unpaired=skip_unpaired or None,
+        regions=regions,
+        size=size,
+        crop=crop,
+        fg_crop=fg_crop,
+        augment=value(augment),
+        normalize=value(normalize),
+        arch=arch,
+        encoder=encoder,
+        encoder_weights=encoder_weights,
+        decoder_channels=decoder_channels,
+        loss=value(loss),
+        bce_weight=bce_weight,
+        dice_weight=dice_weight,
+        tversky_alpha=tversky_alpha,
+        tversky_beta=tversky_beta,
+        focal_gamma=focal_gamma,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup_epochs=warmup_epochs,
+        clip_grad=clip_grad,
+        patience=patience,
+        seed=seed,
+        tune_thresholds=tune_thresholds or None,
+        device=value(device),
+        amp=amp,
+        workers=workers,
+    )
+    if result.main_process:  # rank 0 alone reports
+        _print_result(result, dataset, out_dir)

@@ -40,32 +40,6 @@ SUMMARY_FILE = "summary.json"
 PER_IMAGE_FILE = "per_image.csv"
 
 
-def score_pair(
-    stem: str,
-    reference: np.ndarray,
-    prediction: np.ndarray,
-    num_classes: int | None,
-    ignore_index: int,
-    with_hd95: bool = True,
-) -> ImageScore:
-    """Score one prediction against its reference.
-
-    Args:
-        stem: the image's name, for the report.
-        reference: integer label array.
-        prediction: integer label array of the same shape.
-        num_classes: K, or None to take every value other than `ignore_index` as a class id.
-        ignore_index: pixels with this value in either mask are not counted.
-        with_hd95: also compute HD95 for each foreground class present in either mask.
-
-    Raises:
-        MaskValueError: a value that is neither a class id nor the ignore value.
-    """
-    check_values(reference, num_classes, ignore_index)
-    check_values(prediction, num_classes, ignore_index)
-    return _score(stem, reference, prediction, num_classes, ignore_index, with_hd95)
-
-
 def _score(
     stem: str,
     reference: np.ndarray,
@@ -200,7 +174,7 @@ def _clean(value: float) -> float | None:
 def summarize(
     scores: list[ImageScore], names: list[str], ignore_index: int, multilabel: bool = False
 ) -> dict:
-    """Aggregate per-image scores into the ``summary.json`` document (DESIGN.md layout);
+    """Aggregate per-image scores into the ``summary.json`` document (docs/architecture.md);
     `multilabel` scores say so, and their pixel accuracy is `label_set_accuracy`."""
     k = len(names)
     # One (images x K) table per count, so every aggregate below is a column operation.

@@ -18,15 +18,21 @@ from segtool.core.classes import ClassMap, mode_for
 from segtool.core.constants import SPLIT_FILE
 from segtool.core.dataset import Pair, check_pairs, find_pairs, read_split
 from segtool.core.device import amp_dtype_for, pick_device
-from segtool.core.errors import SegtoolError
+from segtool.core.errors import SegtoolError, check_choice
 from segtool.core.parallel import default_jobs
 from segtool.core.regions import Regions
 from segtool.train.config import TrainConfig, parse_channels
-from segtool.train.data import SegmentationDataset, pad_collate, resolve_split, worker_init
+from segtool.train.data import (
+    NORMALIZATIONS,
+    SegmentationDataset,
+    pad_collate,
+    resolve_split,
+    worker_init,
+)
 from segtool.train.distributed import Dist
-from segtool.train.losses import build_loss
-from segtool.train.model import build_model
-from segtool.train.transforms import build_augmentation
+from segtool.train.losses import LOSSES, build_loss
+from segtool.train.model import build_model, check_names
+from segtool.train.transforms import PRESETS, build_augmentation
 
 
 @dataclass
@@ -95,6 +101,20 @@ def load_data(
             f"images; use --batch-size {len(train)} or less, or add images"
         )
     return TrainingData(pairs, skipped, split, train, val, regions)
+
+
+def check_config(config: TrainConfig) -> None:
+    """Check every option before the slow start-up: numbers, fractions and the device
+    (`TrainConfig.check`), then each name against the table that builds it.
+
+    Raises:
+        SegtoolError: the first bad option, with the valid choices.
+    """
+    check_choice("loss", config.loss, LOSSES)
+    check_names(config.arch, config.encoder)
+    check_choice("augment", config.augment, PRESETS)
+    check_choice("normalize", config.normalize, NORMALIZATIONS)
+    config.check()
 
 
 def default_workers(device: torch.device) -> int:

@@ -28,11 +28,11 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     clip_grad: float = 1.0
     loss: str = "bce-dice"
-    bce_weight: float | None = None
-    dice_weight: float | None = None
-    tversky_alpha: float | None = None
-    tversky_beta: float | None = None
-    focal_gamma: float | None = None
+    bce_weight: float = 1.0
+    dice_weight: float = 1.0
+    tversky_alpha: float = 0.3
+    tversky_beta: float = 0.7
+    focal_gamma: float = 2.0
     arch: str = DEFAULT_ARCH
     encoder: str = DEFAULT_ENCODER
     encoder_weights: str = "none"
@@ -64,18 +64,11 @@ class TrainConfig:
         return cls(**{k: v for k, v in options.items() if v is not None})
 
     def check(self) -> None:
-        """Raise a clear error for a bad option value (this loads torch: the tables live
-        beside the code they choose)."""
+        """Raise a clear error for a bad number, fraction or device (names that choose a loss,
+        model, augmentation or normalisation are checked against their tables by
+        `segtool.train.build.check_config`)."""
         from segtool.split.assign import check_fractions
-        from segtool.train.data import NORMALIZATIONS
-        from segtool.train.losses import LOSSES
-        from segtool.train.model import check_names
-        from segtool.train.transforms import PRESETS
 
-        check_choice("loss", self.loss, LOSSES)
-        check_names(self.arch, self.encoder)
-        check_choice("augment", self.augment, PRESETS)
-        check_choice("normalize", self.normalize, NORMALIZATIONS)
         check_choice("device", self.device, DEVICES)
         if self.size is not None and self.crop is not None:
             raise SegtoolError("--size and --crop exclude each other; pass one")

@@ -20,7 +20,14 @@ from segtool.core.errors import SegtoolError
 from segtool.core.files import write_json
 from segtool.core.multilabel import mask_bits
 from segtool.core.regions import Regions, parse_regions
-from segtool.train.build import Run, TrainingData, build_run, load_data, validation_loader
+from segtool.train.build import (
+    Run,
+    TrainingData,
+    build_run,
+    check_config,
+    load_data,
+    validation_loader,
+)
 from segtool.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from segtool.train.config import TrainConfig, resume_config
 from segtool.train.data import fingerprint
@@ -311,7 +318,7 @@ def fit(
         if state
         else TrainConfig.from_options(**options)
     )
-    config.check()
+    check_config(config)
     data = load_data(dataset, out, config, class_map, resume, regions)
     run = build_run(config, class_map, data, dist)
     progress = restore(run, state, out)

@@ -20,6 +20,10 @@ from torch import nn
 
 from segtool.core.constants import BINARY, MULTICLASS, MULTILABEL
 from segtool.core.errors import SegtoolError, check_choice
+from segtool.train.config import TrainConfig
+
+#: The loss options' defaults are TrainConfig's (one place for the library and the CLI).
+_DEFAULT = TrainConfig()
 
 
 class MaskedBCE(nn.Module):
@@ -94,19 +98,29 @@ def _ce(mode: str, ignore: int, **_: Any) -> nn.Module:
 
 
 def _bce_dice(
-    mode: str, ignore: int, bce_weight: float = 1.0, dice_weight: float = 1.0, **_: Any
+    mode: str,
+    ignore: int,
+    bce_weight: float = _DEFAULT.bce_weight,
+    dice_weight: float = _DEFAULT.dice_weight,
+    **_: Any,
 ) -> nn.Module:
     return Weighted([(bce_weight, _ce(mode, ignore)), (dice_weight, _dice(mode, ignore))])
 
 
-def _focal(mode: str, ignore: int, focal_gamma: float = 2.0, **_: Any) -> nn.Module:
+def _focal(
+    mode: str, ignore: int, focal_gamma: float = _DEFAULT.focal_gamma, **_: Any
+) -> nn.Module:
     from segmentation_models_pytorch.losses import FocalLoss
 
     return FocalLoss(mode, gamma=focal_gamma, ignore_index=ignore)
 
 
 def _tversky(
-    mode: str, ignore: int, tversky_alpha: float = 0.3, tversky_beta: float = 0.7, **_: Any
+    mode: str,
+    ignore: int,
+    tversky_alpha: float = _DEFAULT.tversky_alpha,
+    tversky_beta: float = _DEFAULT.tversky_beta,
+    **_: Any,
 ) -> nn.Module:
     from segmentation_models_pytorch.losses import TverskyLoss
 
