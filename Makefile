@@ -42,6 +42,7 @@ test: lint
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/bench_whole.py
 	$(BIN)/python benchmarks/bench_rasterize.py
 	$(BIN)/python benchmarks/bench_evaluate.py
 	$(BIN)/python benchmarks/bench_train.py

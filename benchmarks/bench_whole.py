@@ -11,10 +11,13 @@ Three comparisons on synthetic folders, each timed as separate processes launche
    ``MeanIoU`` loop against ``segtool evaluate --no-hd95``; per-class Dice and IoU compared.
 
 Each comparison also measures the machine's limit for the job: the start-up of a bare
-interpreter that imports what the work needs (json and PIL; PIL and numpy), plus the time
-one core takes to just decode every JSON and encode every mask with segtool's PNG settings
-(rasterize), or to just decode every PNG of the pairs (evaluate), divided by the cores used.
-segtool's time is printed as a multiple of that limit.
+interpreter that imports what the work needs (json, PIL and zlib-ng; numpy, PIL and zlib-ng),
+plus the CPU time one core takes to just decode every JSON and encode every mask with
+segtool's PNG settings (rasterize), or to just decode every PNG of the pairs (evaluate),
+divided by the cores used; encoding and decoding by the faster of PIL and segtool's own codec
+(the limit with PIL's codec is printed too). segtool's time is printed as a multiple of that
+limit, in wall time and in CPU time (the limit's CPU time is the start-up's plus the work's on
+one core: no process can do less).
 
 The machine is shared, so the sides run interleaved, several rounds, and the best time and the
 range are printed.
@@ -226,32 +229,67 @@ def startup_seconds(imports: str) -> tuple[float, float]:
     return run_process([sys.executable, "-c", f"import {imports}"])[:2]
 
 
-def rasterize_work_seconds(folder: Path, masks: Path) -> float:
-    """One core's time to just decode every JSON and encode every mask (segtool's settings)."""
+def _codec():
+    """segtool's own label PNG codec (`segtool.core.png`), when the checkout has one."""
+    sys.path.insert(0, SEGTOOL_PATH[0])
+    try:
+        from segtool.core import png
+    except ImportError:
+        return None
+    finally:
+        sys.path.pop(0)
+    return png
+
+
+def rasterize_work_seconds(folder: Path, masks: Path) -> tuple[float, float]:
+    """One core's time to just decode every JSON and encode every mask with segtool's PNG
+    settings: (with PIL's encoder, with segtool's own; inf without one). Both write the same
+    pixels at the same compression settings."""
     jsons = sorted(folder.glob("*.json"))
-    images = []
+    palette = bytes(_palette())
+    images, rows = [], []
     for path in jsons:
         with Image.open(masks / f"{path.stem}.png") as mask:
             mask.load()
             images.append(mask)
-    total = 0.0
+            pixels = np.asarray(mask)
+            padded = np.zeros((pixels.shape[0], pixels.shape[1] + 1), dtype=np.uint8)
+            padded[:, 1:] = pixels
+            rows.append(padded)
     sink = _NullWriter()
-    for path, mask in zip(jsons, images, strict=True):
-        start = time.perf_counter()
+    codec = _codec()
+    pil = own = 0.0
+    for path, mask, row in zip(jsons, images, rows, strict=True):
+        start = time.process_time()
         json.loads(path.read_bytes())
+        decoded = time.process_time()
         mask.save(sink, format="PNG", **PNG_OPTIONS)
-        total += time.perf_counter() - start
-    return total
+        saved = time.process_time()
+        if codec is not None:
+            codec.encode_u8(row.tobytes(), row.shape[1] - 1, row.shape[0], palette, 1)
+        encoded = time.process_time()
+        pil += saved - start
+        own += (decoded - start) + (encoded - saved) if codec is not None else math.inf
+    return pil, own
 
 
-def evaluate_work_seconds(root: Path) -> float:
-    """One core's time to just decode every PNG of the pairs into arrays."""
-    start = time.perf_counter()
-    for path in sorted((root / "gt").glob("*.png")):
-        for file in (path, root / "pred" / path.name):
-            with Image.open(file) as image:
-                np.asarray(image)
-    return time.perf_counter() - start
+def evaluate_work_seconds(root: Path) -> tuple[float, float]:
+    """One core's time to just decode every PNG of the pairs into arrays: (with PIL, with
+    segtool's own decoder; inf without one)."""
+    files = [f for p in sorted((root / "gt").glob("*.png")) for f in (p, root / "pred" / p.name)]
+    start = time.process_time()
+    for file in files:
+        with Image.open(file) as image:
+            np.asarray(image)
+    pil = time.process_time() - start
+    codec = _codec()
+    if codec is None:
+        return pil, math.inf
+    start = time.process_time()
+    for file in files:
+        width, height, rows = codec.decode_u8(file.read_bytes())
+        np.frombuffer(rows, dtype=np.uint8).reshape(height, width + 1)[:, 1:]
+    return pil, time.process_time() - start
 
 
 class _NullWriter:
@@ -277,6 +315,7 @@ def _summary(name: str, wall: dict[str, list[float]], cpu: dict[str, list[float]
         "limit_multiple_best": min(wall["segtool"]) / min(wall["limit"]),
         "limit_multiple_range": [min(multiple), max(multiple)],
         "cpu_limit_multiple_best": min(cpu["segtool"]) / min(cpu["limit"]),
+        "pil_limit_multiple_best": min(wall["segtool"]) / min(wall["limit_pil"]),
     }
     print(
         f"{name}\n"
@@ -287,7 +326,8 @@ def _summary(name: str, wall: dict[str, list[float]], cpu: dict[str, list[float]
         f"  ratio {row['ratio_best']:.1f}x best-of (rounds {min(ratio):.1f}-{max(ratio):.1f}x); "
         f"segtool {row['limit_multiple_best']:.2f}x the limit best-of (rounds "
         f"{min(multiple):.2f}-{max(multiple):.2f}x; in CPU time "
-        f"{row['cpu_limit_multiple_best']:.2f}x)",
+        f"{row['cpu_limit_multiple_best']:.2f}x); against the limit with PIL's codec "
+        f"({_span(wall['limit_pil'])}) {row['pil_limit_multiple_best']:.2f}x",
         flush=True,
     )
     return row
@@ -311,17 +351,18 @@ def bench_rasterize(tmp: Path, n_images: int, n_shapes: int, rounds: int, jobs: 
         "rasterize", str(folder), str(seg), "--labels", str(folder / "labels.txt")
     )
     seg_args += ["--jobs", str(jobs)]
-    wall: dict[str, list[float]] = {"baseline": [], "segtool": [], "limit": []}
-    cpu: dict[str, list[float]] = {"baseline": [], "segtool": [], "limit": []}
+    wall: dict[str, list[float]] = {"baseline": [], "segtool": [], "limit": [], "limit_pil": []}
+    cpu: dict[str, list[float]] = {"baseline": [], "segtool": [], "limit": [], "limit_pil": []}
     for i in range(rounds):
         baseline = [sys.executable, "-c", LABELME_SCRIPT, str(folder), str(ref)]
         _record(wall, cpu, "baseline", run_process(baseline, fresh=ref))
         _record(wall, cpu, "segtool", run_process(seg_args, fresh=seg))
         if i == 0:
             _compare_masks(ref, seg / "masks")
-        start_wall, start_cpu = startup_seconds("json, PIL.Image, PIL.PngImagePlugin")
-        work = rasterize_work_seconds(folder, seg / "masks")
-        _record(wall, cpu, "limit", (start_wall + work / jobs, start_cpu + work))
+        start_wall, start_cpu = startup_seconds("json, PIL.Image, PIL.PngImagePlugin, zlib_ng")
+        pil, own = rasterize_work_seconds(folder, seg / "masks")
+        _record(wall, cpu, "limit", (start_wall + min(pil, own) / jobs, start_cpu + min(pil, own)))
+        _record(wall, cpu, "limit_pil", (start_wall + pil / jobs, start_cpu + pil))
     return _summary(
         f"rasterize, {n_images} images {WIDTH}x{HEIGHT}, {n_shapes} polygons each, {jobs} "
         f"cores (masks pixel-identical)",
@@ -347,8 +388,8 @@ def bench_evaluate(tmp: Path, n_pairs: int, size: int, rounds: int, jobs: int) -
     gt, pred, report = str(root / "gt"), str(root / "pred"), root / "report"
     seg_args = segtool_cmd("evaluate", pred, gt, "--no-hd95", "--out", str(report))
     seg_args += ["--jobs", str(jobs)]
-    wall: dict[str, list[float]] = {"baseline": [], "segtool": [], "limit": []}
-    cpu: dict[str, list[float]] = {"baseline": [], "segtool": [], "limit": []}
+    wall: dict[str, list[float]] = {"baseline": [], "segtool": [], "limit": [], "limit_pil": []}
+    cpu: dict[str, list[float]] = {"baseline": [], "segtool": [], "limit": [], "limit_pil": []}
     for i in range(rounds):
         measured = run_process([sys.executable, "-c", TORCHMETRICS_SCRIPT, pred, gt, str(K)])
         _record(wall, cpu, "baseline", measured)
@@ -356,9 +397,10 @@ def bench_evaluate(tmp: Path, n_pairs: int, size: int, rounds: int, jobs: int) -
         if i == 0:
             theirs = json.loads(measured[2].strip().splitlines()[-1])
             _compare_scores(theirs, report / "summary.json")
-        start_wall, start_cpu = startup_seconds("numpy, PIL.Image, PIL.PngImagePlugin")
-        work = evaluate_work_seconds(root)
-        _record(wall, cpu, "limit", (start_wall + work / jobs, start_cpu + work))
+        start_wall, start_cpu = startup_seconds("numpy, PIL.Image, PIL.PngImagePlugin, zlib_ng")
+        pil, own = evaluate_work_seconds(root)
+        _record(wall, cpu, "limit", (start_wall + min(pil, own) / jobs, start_cpu + min(pil, own)))
+        _record(wall, cpu, "limit_pil", (start_wall + pil / jobs, start_cpu + pil))
     return _summary(
         f"evaluate --no-hd95, {n_pairs} pairs {size}x{size}, {K} classes, {jobs} cores "
         f"(scores equal)",

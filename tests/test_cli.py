@@ -32,6 +32,59 @@ def test_help_and_version_do_not_import_torch():
     assert result.stdout.strip() == "[]"
 
 
+def test_rasterize_loads_only_what_it_needs(tmp_path, labels_txt):
+    # A user runs the command in a fresh interpreter: start-up is part of its time, so the
+    # polygon path must not load numpy, OpenCV or torch (the 8-bit masks are PIL's alone).
+    write_labelme(tmp_path / "ann", "x", [shape("dog", [[0, 0], [3, 3]], "rectangle")])
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from segtool.cli.app import app\n"
+        "args = ['rasterize', sys.argv[1], sys.argv[2], '--labels', sys.argv[3], '--jobs', '1']\n"
+        "result = CliRunner().invoke(app, args)\n"
+        "assert result.exit_code == 0, result.output\n"
+        "print([m for m in ('numpy', 'cv2', 'torch', 'rich.progress') if m in sys.modules])\n"
+    )
+    args = [str(tmp_path / "ann"), str(tmp_path / "ds"), str(labels_txt)]
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
+    assert read_png(tmp_path / "ds/masks/x.png")[0, 0] == 2
+
+
+def test_evaluate_of_a_small_folder_loads_only_what_it_needs(tmp_path):
+    # Plain 8-bit masks decode without PIL, a few classes count without OpenCV, and a small
+    # folder is scored without worker processes.
+    import numpy as np
+
+    from segtool.core.classes import make_class_map
+    from segtool.core.masks import write_mask
+
+    cmap = make_class_map(["_background_", "a", "b"])
+    for folder, shift in (("gt", 0), ("pred", 1)):
+        (tmp_path / folder).mkdir()
+        mask = np.roll(np.arange(48, dtype=np.uint8).reshape(6, 8) % 3, shift)
+        write_mask(tmp_path / folder / "m.png", mask, cmap)
+    cmap.save(tmp_path / "classes.json")
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from segtool.cli.app import app\n"
+        "args = ['evaluate', sys.argv[1], sys.argv[2], '--no-hd95', '--out', sys.argv[3]]\n"
+        "result = CliRunner().invoke(app, args)\n"
+        "assert result.exit_code == 0, result.output\n"
+        "heavy = ('cv2', 'torch', 'PIL', 'multiprocessing', 'scipy', 'rich.progress')\n"
+        "print([m for m in heavy if m in sys.modules])\n"
+    )
+    args = [str(tmp_path / "pred"), str(tmp_path / "gt"), str(tmp_path / "report")]
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
+    assert (tmp_path / "report" / "summary.json").is_file()
+
+
 def test_version():
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.stdout.strip() == f"segtool {__version__}"

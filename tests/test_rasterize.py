@@ -249,6 +249,21 @@ def test_rasterize_dir_writes_the_dataset(tmp_path, labels_txt):
     assert not list(tmp_path.glob(".ds*"))  # no temporary folder left behind
 
 
+def test_png_level_changes_the_file_not_the_pixels(tmp_path, labels_txt):
+    ann = tmp_path / "ann"
+    write_labelme(ann, "x", [shape("cat", [[1, 1], [14, 2], [8, 10]])], size=(64, 48))
+    sizes = {}
+    for level in (0, 1, 9):
+        rasterize_dir(ann, tmp_path / f"l{level}", labels=labels_txt, png_level=level)
+        sizes[level] = (tmp_path / f"l{level}/masks/x.png").stat().st_size
+        np.testing.assert_array_equal(
+            read_png(tmp_path / f"l{level}/masks/x.png"), read_png(tmp_path / "l0/masks/x.png")
+        )
+    assert sizes[0] > 64 * 48 > sizes[1] and sizes[9] <= sizes[1]
+    with pytest.raises(SegtoolError, match="--png-level 10 is not one of 0..9"):
+        rasterize_dir(ann, tmp_path / "bad", labels=labels_txt, png_level=10)
+
+
 def test_parallel_and_serial_runs_agree(tmp_path, labels_txt):
     ann = tmp_path / "ann"
     for i in range(6):

@@ -9,17 +9,6 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
 
 from segtool.core.errors import InvalidInputError, SegtoolError
 
@@ -81,16 +70,37 @@ def warn(message: str) -> None:
     err.print(f"[yellow]warning:[/] {_escape(message)}", highlight=False)
 
 
-class RateColumn(ProgressColumn):
-    """Files (or images) per second."""
-
-    def render(self, task: Task) -> Text:
-        return Text(f"{task.speed:.1f}/s" if task.speed else "", style="progress.data.speed")
+def _no_progress(phase: str, done: int, total: int) -> None:
+    """The progress callback when no bar is shown."""
 
 
 @contextmanager
 def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
-    """A rich progress bar on stderr; yields an ``on_progress(phase, done, total)`` callback."""
+    """A rich progress bar on stderr; yields an ``on_progress(phase, done, total)`` callback.
+
+    Without a terminal there is nothing to show, and no bar is built (nor rich's progress
+    module imported)."""
+    if not err.is_terminal:
+        yield _no_progress
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        Task,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        """Files (or images) per second."""
+
+        def render(self, task: Task) -> Text:
+            return Text(f"{task.speed:.1f}/s" if task.speed else "", style="progress.data.speed")
+
     progress = Progress(
         TextColumn("{task.description:<10}"),
         BarColumn(),
@@ -100,7 +110,6 @@ def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
         TimeRemainingColumn(),
         console=err,
         transient=False,
-        disable=not err.is_terminal,
     )
     tasks: dict[str, Any] = {}
 

@@ -59,6 +59,16 @@ def rasterize(
         bool,
         typer.Option("--preview", help="Also write OUT/previews/<stem>.png colour pictures."),
     ] = False,
+    png_level: Annotated[
+        int,
+        typer.Option(
+            "--png-level",
+            min=0,
+            max=9,
+            help="Mask compression: 0 none, 1 run-length (fast, small on masks), 2-9 deflate "
+            "(smaller, slower).",
+        ),
+    ] = 1,
 ) -> None:
     """Rasterize labelme polygons into PNG label masks, pixel-identical to labelme2voc.
 
@@ -86,6 +96,7 @@ def rasterize(
             multilabel=multilabel,
             instances=instances,
             previews=preview,
+            png_level=png_level,
             on_progress=on_progress,
         )
     doc = report.to_json()

@@ -12,8 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from segtool.core.constants import (
     BACKGROUND_NAME,
@@ -28,22 +27,39 @@ from segtool.core.constants import (
 )
 from segtool.core.errors import SegtoolError
 from segtool.core.files import write_json
-from segtool.core.multilabel import ignore_value
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def voc_palette(n: int = 256) -> np.ndarray:
     """The PASCAL VOC colour map (the one labelme uses), as an ``(n, 3)`` uint8 array."""
-    return _voc_palette(n).copy()
+    import numpy as np
+
+    return np.array(_voc_colors(n), dtype=np.uint8).reshape(n, 3)
 
 
 @lru_cache(maxsize=8)
-def _voc_palette(n: int) -> np.ndarray:
-    ids = np.arange(n, dtype=np.int64)
-    cmap = np.zeros((n, 3), dtype=np.int64)
-    for bit in range(8):
-        for channel in range(3):
-            cmap[:, channel] |= ((ids >> (3 * bit + channel)) & 1) << (7 - bit)
-    return cmap.astype(np.uint8) if n <= 256 else (cmap % 256).astype(np.uint8)
+def _voc_colors(n: int) -> tuple[tuple[int, int, int], ...]:
+    """The first `n` VOC colours: in plain Python for an 8-bit map (reading a class map needs
+    no numpy), vectorized past 256 classes."""
+    if n > 256:
+        import numpy as np
+
+        ids = np.arange(n, dtype=np.int64)
+        cmap = np.zeros((n, 3), dtype=np.int64)
+        for bit in range(8):
+            for channel in range(3):
+                cmap[:, channel] |= ((ids >> (3 * bit + channel)) & 1) << (7 - bit)
+        return tuple(map(tuple, cmap.tolist()))
+    colors = []
+    for i in range(n):
+        rgb = [0, 0, 0]
+        for bit in range(8):
+            for channel in range(3):
+                rgb[channel] |= ((i >> (3 * bit + channel)) & 1) << (7 - bit)
+        colors.append((rgb[0], rgb[1], rgb[2]))
+    return tuple(colors)
 
 
 @dataclass(frozen=True)
@@ -58,10 +74,7 @@ class ClassMap:
 
     def __post_init__(self) -> None:
         if not self.colors:
-            palette = voc_palette(max(len(self.names), 1))
-            object.__setattr__(
-                self, "colors", tuple(tuple(int(v) for v in palette[i]) for i in range(len(self)))
-            )
+            object.__setattr__(self, "colors", _voc_colors(len(self.names)))
 
     def __len__(self) -> int:
         return len(self.names)
@@ -94,6 +107,8 @@ class ClassMap:
     def colorize(self, labels: np.ndarray) -> np.ndarray:
         """An ``(H, W, 3)`` uint8 picture of a label array in the palette's colours (values past
         255 take the colour of 255)."""
+        import numpy as np
+
         palette = np.array(_palette(self.colors), dtype=np.uint8).reshape(-1, 3)
         return palette[np.clip(labels, 0, 255)]
 
@@ -134,10 +149,9 @@ def out_channels(num_classes: int, multilabel: bool = False) -> int:
 
 @lru_cache(maxsize=8)
 def _palette(colors: tuple[tuple[int, int, int], ...]) -> tuple[int, ...]:
-    pal = voc_palette(256)
-    for i, color in enumerate(colors[:256]):
-        pal[i] = color
-    return tuple(int(v) for v in pal.reshape(-1))
+    pal = list(_voc_colors(256))
+    pal[: len(colors[:256])] = colors[:256]
+    return tuple(v for color in pal for v in color)
 
 
 def make_class_map(
@@ -157,6 +171,8 @@ def make_class_map(
     _check_unique(names, source)
     if multilabel:
         try:
+            from segtool.core.multilabel import ignore_value  # numpy: multi-label maps only
+
             ignore = ignore_value(len(names) - 1)
         except SegtoolError as exc:
             raise SegtoolError(f"{source}: {exc}") from None
@@ -178,6 +194,8 @@ def as_multilabel(class_map: ClassMap) -> ClassMap:
     """
     if class_map.multilabel:
         return class_map
+    from segtool.core.multilabel import ignore_value
+
     return ClassMap(
         names=class_map.names,
         colors=class_map.colors,

@@ -11,10 +11,6 @@ from segtool.core.classes import ClassMap
 from segtool.core.constants import IMAGE_SUFFIXES, IMAGES_DIR, MASK_SUFFIX, MASKS_DIR
 from segtool.core.errors import InvalidInputError, SegtoolError, check_choice
 from segtool.core.files import list_files
-from segtool.core.images import ImageReadError, displayed_size
-from segtool.core.masks import read_mask
-from segtool.core.metrics import MaskValueError, check_values
-from segtool.core.multilabel import read_multilabel_values
 from segtool.core.parallel import default_jobs, imap_jobs
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -148,6 +144,13 @@ def _check_pair(
     pair: Pair, num_classes: int, ignore_index: int, multilabel: bool = False
 ) -> str | None:
     """One line naming the problem with a pair, or None (runs in a worker process)."""
+    # Imported here: rasterize pairs files by stem through this module and needs neither
+    # numpy nor OpenCV.
+    from segtool.core.images import ImageReadError, displayed_size
+    from segtool.core.masks import read_mask
+    from segtool.core.metrics import MaskValueError, check_values
+    from segtool.core.multilabel import read_multilabel_values
+
     try:
         width, height, _ = displayed_size(pair.image, verify=False)
     except ImageReadError as exc:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from segtool.core.constants import IMAGE_SUFFIXES
 from segtool.core.errors import SegtoolError
 from segtool.core.files import list_files
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: EXIF orientations that turn the picture by 90 degrees (width and height swap).
 _TRANSPOSED = {5, 6, 7, 8}
@@ -97,6 +100,9 @@ def load_rgb(path: Path) -> np.ndarray:
     Raises:
         SegtoolError: the image cannot be read.
     """
+    import numpy as np
+    from PIL import ImageOps
+
     try:
         with Image.open(path) as img:
             img = ImageOps.exif_transpose(img)

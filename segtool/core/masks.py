@@ -2,47 +2,116 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-from PIL import Image
-
+from segtool.core import png
 from segtool.core.classes import ClassMap
 from segtool.core.errors import SegtoolError
 from segtool.core.files import atomic_path
-from segtool.core.multilabel import MARKER
 
-#: zlib settings for mask PNGs: masks are runs of equal values, so run-length matching
-#: (Z_RLE) at level 1 gives files smaller than PIL's default in a third of the time.
-PNG_COMPRESS_LEVEL = 1
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
+
+#: PIL's zlib settings for 16-bit masks: masks are runs of equal values, so run-length
+#: matching (Z_RLE) gives files smaller than PIL's default in a third of the time.
 PNG_COMPRESS_TYPE = 3  # zlib.Z_RLE
 
 
 def mask_image(mask: np.ndarray, class_map: ClassMap) -> Image.Image:
     """A PIL image of a label array: palette ``P`` for 8-bit maps, ``I;16`` past 255 classes."""
+    import numpy as np
+    from PIL import Image
+
     if class_map.sixteen_bit:
         return Image.fromarray(mask.astype(np.uint16))
+    image = Image.fromarray(_as_u8(mask))
+    image.putpalette(class_map.palette())  # turns the image into mode "P", keeping the ids
+    return image
+
+
+def _as_u8(mask: np.ndarray) -> np.ndarray:
+    import numpy as np
+
     if mask.ndim != 2:
         raise ValueError(f"a label mask must be 2-D, got shape {mask.shape}")
     if mask.dtype != np.uint8:
         if mask.size and int(mask.max()) > 255:
             raise ValueError(f"label value {int(mask.max())} does not fit an 8-bit mask")
         mask = mask.astype(np.uint8)
-    image = Image.fromarray(mask)
-    image.putpalette(class_map.palette())  # turns the image into mode "P", keeping the ids
-    return image
+    return mask
 
 
-def write_mask(path: Path, mask: np.ndarray, class_map: ClassMap, *, atomic: bool = True) -> None:
-    """Write a label array as a PNG; atomically (temp file + rename) unless the caller's whole
-    output folder is itself renamed into place at the end."""
-    image = mask_image(mask, class_map)
-    options = {"compress_level": PNG_COMPRESS_LEVEL, "compress_type": PNG_COMPRESS_TYPE}
+def _is_pil_image(obj: object) -> bool:
+    """True for a PIL image (if PIL is not loaded, `obj` cannot be one: no import needed)."""
+    module = sys.modules.get("PIL.Image")
+    return module is not None and isinstance(obj, module.Image)
+
+
+def encode_mask(
+    mask: np.ndarray | Image.Image, class_map: ClassMap, *, level: int = png.DEFAULT_LEVEL
+) -> bytes:
+    """The PNG file of a label mask: 8-bit palette (zlib-ng, see `segtool.core.png`), or 16-bit
+    grayscale past 255 classes (PIL).
+
+    Args:
+        mask: a 2-D array of ids, or an 8-bit PIL image of one (mode ``L``, as rasterize
+            draws it: encoded without a copy into an array).
+        class_map: gives the palette and the depth.
+        level: PNG compression level, 0..9 (`segtool.core.png.LEVELS`).
+
+    Raises:
+        ValueError: a mask that is not 2-D, holds values too large for 8 bits, or a bad level.
+    """
+    if class_map.sixteen_bit:
+        import io
+
+        import numpy as np
+
+        if level not in png.LEVELS:
+            raise ValueError(f"PNG compression level {level} is not one of 0..9")
+        buffer = io.BytesIO()
+        options = {"compress_level": level, "compress_type": PNG_COMPRESS_TYPE if level == 1 else 0}
+        mask_image(np.asarray(mask), class_map).save(buffer, format="PNG", **options)
+        return buffer.getvalue()
+    if _is_pil_image(mask):
+        from PIL import Image
+
+        if mask.mode != "L":
+            raise ValueError(f"a label image must be 8-bit (mode L), got mode {mask.mode}")
+        width, height = mask.size
+        padded = Image.new("L", (width + 1, height), 0)  # column 0: each row's filter byte
+        padded.paste(mask, (1, 0))
+        rows = padded.tobytes()
+    else:
+        import numpy as np
+
+        pixels = _as_u8(mask)
+        height, width = pixels.shape
+        padded = np.zeros((height, width + 1), dtype=np.uint8)
+        padded[:, 1:] = pixels
+        rows = padded.tobytes()
+    return png.encode_u8(rows, width, height, bytes(class_map.palette()), level)
+
+
+def write_mask(
+    path: Path,
+    mask: np.ndarray | Image.Image,
+    class_map: ClassMap,
+    *,
+    atomic: bool = True,
+    level: int = png.DEFAULT_LEVEL,
+) -> None:
+    """Write a label mask as a PNG (see `encode_mask`); atomically (temp file + rename) unless
+    the caller's whole output folder is itself renamed into place at the end."""
+    data = encode_mask(mask, class_map, level=level)
     if not atomic:
-        image.save(path, format="PNG", **options)
+        path.write_bytes(data)
         return
     with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG", **options)
+        tmp.write_bytes(data)
 
 
 def read_mask(path: Path) -> np.ndarray:
@@ -51,8 +120,27 @@ def read_mask(path: Path) -> np.ndarray:
     Raises:
         SegtoolError: unreadable file, or an RGB(A) colour picture instead of a label mask.
     """
+    import io
+
+    import numpy as np
+
     try:
-        with Image.open(path) as img:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SegtoolError(f"{path}: not a readable PNG mask ({exc}); re-export it") from exc
+    from segtool.core.multilabel import MARKER, is_multilabel_png
+
+    # A multi-label mask (marked by a text chunk) is refused below, through PIL.
+    plain = None if is_multilabel_png(data) else png.decode_u8(data)
+    if plain is not None:
+        width, height, rows = plain
+        table = np.frombuffer(rows, dtype=np.uint8).reshape(height, width + 1)
+        if not table[:, 0].any():  # no row filters: the pixels are the rows themselves
+            return np.ascontiguousarray(table[:, 1:])
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
             mode = img.mode
             if img.info.get(MARKER[0].decode()) == MARKER[1].decode():
                 raise SegtoolError(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from segtool.core.multilabel import ignore_value
@@ -24,8 +23,11 @@ from segtool.core.multilabel import ignore_value
 #: Squared distances below this are recovered exactly from OpenCV's float32 distances;
 #: larger boxes use SciPy's float64 transform.
 _EXACT_LIMIT = 2**22
-#: 4-connected structuring element: SciPy's default for binary erosion in 2-D.
-_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+#: 4-connected structuring element: SciPy's default for binary erosion in 2-D (OpenCV's
+#: MORPH_CROSS 3 x 3).
+_CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=np.uint8)
+#: Up to this many classes, 3K comparisons count 8-bit masks faster than a histogram.
+_COMPARE_MAX_K = 8
 
 
 class MaskValueError(ValueError):
@@ -106,11 +108,21 @@ def count(
     if (
         reference.dtype == np.uint8
         and prediction.dtype == np.uint8
+        and k <= _COMPARE_MAX_K
+        and reference.size
+        and max(int(reference.max()), int(prediction.max())) < k  # no ignore pixel at all
+    ):
+        return _count_by_comparison(reference, prediction, k)
+    if (
+        reference.dtype == np.uint8
+        and prediction.dtype == np.uint8
         and k * k < 255
         and reference.size < _EXACT_HIST
     ):
         code = reference * np.uint8(k) + prediction  # wraps for ignore pixels, reset below
         code[(reference == ignore_index) | (prediction == ignore_index)] = 255
+        import cv2
+
         hist = cv2.calcHist([code.reshape(-1, 1)], [0], None, [256], [0, 256]).ravel()
         matrix = hist[: k * k].astype(np.int64).reshape(k, k)
         tp = np.diag(matrix).copy()
@@ -155,6 +167,8 @@ def count_multilabel(
         and prediction.dtype == np.uint8
         and reference.size < _EXACT_HIST
     ):
+        import cv2
+
         pair = cv2.calcHist([reference, prediction], [0, 1], None, [256, 256], [0, 256, 0, 256])
         joint = pair.astype(np.int64)
         values = np.arange(256)
@@ -181,6 +195,23 @@ def count_multilabel(
         fp[c] = np.count_nonzero(pred_c) - tp[c]
     exact = int(np.count_nonzero((reference == prediction) & counted))
     return Counts(tp, fp, fn), exact, int(np.count_nonzero(counted))
+
+
+def _count_by_comparison(reference: np.ndarray, prediction: np.ndarray, k: int) -> Counts:
+    """`count` for masks that hold class ids only: per class a comparison and a popcount of
+    each mask and of their agreement (vectorized byte compares beat a 256-bin histogram's
+    serial increments for a handful of classes); background's counts follow from the totals."""
+    agree = reference == prediction
+    tp, ref_n, pred_n = (np.zeros(k, dtype=np.int64) for _ in range(3))
+    for c in range(1, k):
+        is_c = reference == c
+        ref_n[c] = np.count_nonzero(is_c)
+        tp[c] = np.count_nonzero(is_c & agree)
+        pred_n[c] = np.count_nonzero(prediction == c)
+    ref_n[0] = reference.size - ref_n[1:].sum()
+    pred_n[0] = reference.size - pred_n[1:].sum()
+    tp[0] = np.count_nonzero(agree) - tp[1:].sum()
+    return Counts(tp=tp, fp=pred_n - tp, fn=ref_n - tp)
 
 
 def confusion_matrix(
@@ -240,6 +271,8 @@ def nanmean(values: np.ndarray) -> float:
 
 def _boundary(mask: np.ndarray) -> np.ndarray:
     """Mask minus its erosion by the 4-connected cross (the caller pads with background)."""
+    import cv2
+
     return mask & ~cv2.erode(mask.view(np.uint8), _CROSS).view(bool)
 
 
@@ -252,6 +285,8 @@ def _directed_distances(from_edges: np.ndarray, to_edges: np.ndarray) -> np.ndar
     # OpenCV's exact transform (Felzenszwalb's algorithm, DIST_MASK_PRECISE) returns float32
     # square roots of whole numbers; squaring and rounding recovers those whole numbers exactly
     # below _EXACT_LIMIT, and the float64 root then matches SciPy's (and MONAI's) distances.
+    import cv2
+
     field = cv2.distanceTransform((~to_edges).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     return np.sqrt(np.rint(field[from_edges].astype(np.float64) ** 2))
 

@@ -13,7 +13,6 @@ import struct
 import zlib
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from segtool.core.errors import SegtoolError
@@ -27,7 +26,6 @@ MARKER = (b"segtool", b"multilabel")
 IGNORE_COLOR = (224, 224, 192)
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
 
 
 class MultilabelValueError(ValueError):
@@ -116,7 +114,15 @@ def png_bytes(values: np.ndarray) -> bytes:
         image = values
     else:
         raise ValueError(f"multi-label values must be uint8, uint16 or uint64, not {values.dtype}")
-    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(image), _PARAMS)
+    import cv2  # loaded here: exclusive masks (rasterize, evaluate) never need it
+
+    params = [
+        cv2.IMWRITE_PNG_COMPRESSION,
+        1,
+        cv2.IMWRITE_PNG_STRATEGY,
+        cv2.IMWRITE_PNG_STRATEGY_RLE,
+    ]
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(image), params)
     if not ok:
         raise ValueError("OpenCV could not encode the mask")
     data = encoded.tobytes()
@@ -182,6 +188,8 @@ def read_multilabel_values(path: Path, num_classes: int) -> np.ndarray:
             f"{path}: a {found} PNG, but multi-label masks with {num_foreground} foreground "
             f"class(es) are {kind[bits]}; re-rasterize with the dataset's classes.json"
         )
+    import cv2
+
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise SegtoolError(f"{path}: not a readable PNG mask; re-export it")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 #: ``on_progress(phase, done, total)``: how long-running functions report their progress.
 ProgressFn = Callable[[str, int, int], None]
@@ -27,9 +28,77 @@ def default_jobs() -> int:
 
 def _one_thread_per_worker() -> None:
     """Each worker process is one core's worth of work: OpenCV's own thread pool would only
-    oversubscribe the machine."""
+    oversubscribe the machine (whether OpenCV is loaded already or later, in the worker)."""
+    os.environ["OPENCV_FOR_THREADS_NUM"] = "1"
     if "cv2" in sys.modules:
         sys.modules["cv2"].setNumThreads(1)
+
+
+def _ready() -> None:
+    """A first task that makes the pool start its processes now."""
+
+
+class Workers:
+    """Worker processes for per-file work, started once there is enough work to pay for them,
+    and early: `found` can be called while the caller is still finding its files, so the
+    processes start (fork, initialise) while it finishes.
+
+    Args:
+        jobs: worker processes; None means every core, but none at all (the work runs in this
+            process) for fewer than `min_items` items, where starting processes costs more
+            than it saves. An explicit count is always honoured.
+        min_items: see `jobs`.
+    """
+
+    def __init__(self, jobs: int | None, *, min_items: int = 0) -> None:
+        self.jobs = jobs or default_jobs()
+        self.min_items = 0 if jobs else min_items
+        self._pool: ProcessPoolExecutor | None = None
+
+    def found(self, n: int) -> None:
+        """`n` items are known so far: start the workers if that is enough to pay for them."""
+        if self._pool is None and self.jobs > 1 and n >= self.min_items:
+            # Forking a process that has started torch's thread pools can deadlock the
+            # children, so once torch is loaded the workers start fresh ("spawn"); before
+            # that, fork is fast.
+            # multiprocessing is loaded here: a command that needs no workers skips it.
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            method = "spawn" if "torch" in sys.modules else "fork"
+            context = multiprocessing.get_context(method)
+            self._pool = ProcessPoolExecutor(self.jobs, context, initializer=_one_thread_per_worker)
+            for _ in range(self.jobs):  # one each: "spawn" pools start processes as needed
+                self._pool.submit(_ready)
+
+    def imap(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
+        """`map(fn, items)` over the workers (in this process if none were worth starting), in
+        order, with at most a few items per worker in flight, so memory does not grow with the
+        input."""
+        self.found(len(items))
+        if self._pool is None:
+            yield from map(fn, items)
+            return
+        window = self.jobs * 4
+        pending: deque = deque()
+        for item in items:
+            pending.append(self._pool.submit(fn, item))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        for future in pending:
+            yield future.result()
+
+    def close(self) -> None:
+        """Stop the workers (waiting for them), if any were started."""
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def imap_jobs(fn: Callable[[T], R], items: Iterable[T], jobs: int) -> Iterator[R]:
@@ -37,22 +106,8 @@ def imap_jobs(fn: Callable[[T], R], items: Iterable[T], jobs: int) -> Iterator[R
 
     At most a few items per worker are in flight, so memory does not grow with the input.
     """
-    if jobs <= 1:
-        yield from map(fn, items)
-        return
-    window = jobs * 4
-    # Forking a process that has started torch's thread pools can deadlock the children, so
-    # once torch is loaded the workers start fresh ("spawn"); before that, fork is fast.
-    method = "spawn" if "torch" in sys.modules else "fork"
-    context = multiprocessing.get_context(method)
-    with ProcessPoolExecutor(jobs, context, initializer=_one_thread_per_worker) as pool:
-        pending: deque = deque()
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= window:
-                yield pending.popleft().result()
-        for future in pending:
-            yield future.result()
+    with Workers(jobs) as workers:
+        yield from workers.imap(fn, list(items))
 
 
 def with_progress(

@@ -32,11 +32,13 @@ from segtool.core.metrics import (
     precision,
     recall,
 )
-from segtool.core.parallel import ProgressFn, default_jobs, imap_jobs
+from segtool.core.parallel import ProgressFn, Workers
 from segtool.evaluate.multilabel import bit_reader, label_set_accuracy, score_bit_files
 from segtool.evaluate.score import ImageScore
 
 SUMMARY_FILE = "summary.json"
+#: Fewer pairs (without HD95 or --jobs) are scored in this process: workers would not pay.
+MIN_PAIRS_FOR_WORKERS = 64
 PER_IMAGE_FILE = "per_image.csv"
 
 
@@ -286,7 +288,8 @@ def evaluate_dirs(
             ids found in the masks are used as names (ignore value 255).
         out: where ``summary.json`` and ``per_image.csv`` go; default: `predictions`.
         with_hd95: compute HD95 (the slowest metric).
-        jobs: worker processes; None uses every core.
+        jobs: worker processes; None uses every core (none for fewer than
+            `MIN_PAIRS_FOR_WORKERS` pairs without HD95, where they cost more than they save).
         allow_missing: score references without a prediction as empty predictions.
         only: score only these stems.
         gallery: also draw the N images with the lowest Dice into ``OUT/gallery/``.
@@ -321,10 +324,12 @@ def evaluate_dirs(
     else:
         work = partial(score_bit_files, reader=reader, with_hd95=with_hd95)
     scores = []
-    for done, score in enumerate(imap_jobs(work, pairs, jobs or default_jobs()), 1):
-        scores.append(score)
-        if on_progress:
-            on_progress("evaluate", done, len(pairs))
+    # Without HD95 a pair takes about a millisecond: workers pay only for larger folders.
+    with Workers(jobs, min_items=2 if with_hd95 else MIN_PAIRS_FOR_WORKERS) as workers:
+        for done, score in enumerate(workers.imap(work, pairs), 1):
+            scores.append(score)
+            if on_progress:
+                on_progress("evaluate", done, len(pairs))
     if class_map is None:
         k = max(s.counts.num_classes for s in scores)
         names = ["background" if c == 0 else str(c) for c in range(max(k, 2))]

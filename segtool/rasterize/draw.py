@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-import numpy as np
 from PIL import Image, ImageDraw
 
 from segtool.core.constants import IGNORE_LABEL, LINE_WIDTH, POINT_RADIUS
-from segtool.core.multilabel import ignore_value, value_dtype
 from segtool.sources.labelme import Shape
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: How the original images reach ``dataset/images``.
 IMAGE_MODES = ("copy", "link", "none")
@@ -50,6 +52,8 @@ def _draw_shape(draw: ImageDraw.ImageDraw, canvas: Image.Image, shape: Shape, va
 
 def _paste_patch(canvas: Image.Image, shape: Shape, value: int) -> None:
     """Paint a mask shape: patch top-left at the first point (rounded half-to-even), clipped."""
+    import numpy as np
+
     patch = shape.mask
     assert patch is not None  # parse_labelme guarantees it for mask shapes
     (x1, y1), (x2, y2) = shape.points
@@ -90,12 +94,31 @@ def draw_shapes(
     Raises:
         KeyError: a label is missing from `value_of`.
     """
+    import numpy as np
+
+    array = np.asarray(draw_canvas(shapes, height, width, value_of, wide=wide))
+    return array.astype(np.uint16) if wide else array
+
+
+def draw_canvas(
+    shapes: Iterable[Shape],
+    height: int,
+    width: int,
+    value_of: dict[str, int],
+    *,
+    wide: bool = False,
+) -> Image.Image:
+    """`draw_shapes` as the PIL canvas itself (mode ``L``; ``I`` when `wide`), which is saved
+    and counted without copying it into an array.
+
+    Raises:
+        KeyError: a label is missing from `value_of`.
+    """
     canvas = Image.new("I" if wide else "L", (width, height), 0)
     draw = ImageDraw.Draw(canvas)
     for shape in shapes:
         _draw_shape(draw, canvas, shape, value_of[shape.label])
-    array = np.asarray(canvas)
-    return array.astype(np.uint16) if wide else array
+    return canvas
 
 
 def draw_multilabel(
@@ -120,6 +143,10 @@ def draw_multilabel(
     Raises:
         KeyError: a label is missing from `class_of`.
     """
+    import numpy as np
+
+    from segtool.core.multilabel import ignore_value, value_dtype
+
     dtype = value_dtype(num_foreground)
     by_bit: dict[int, list[Shape]] = {}
     top = ignore_value(num_foreground).bit_length() - 1
@@ -156,6 +183,8 @@ def draw_instances(
     Raises:
         ValueError: more than 65535 objects in one image.
     """
+    import numpy as np
+
     objects: list[tuple[str, int | None]] = []
     numbers: dict[tuple, int] = {}
     inks = []

@@ -9,14 +9,13 @@ from __future__ import annotations
 import os
 import shutil
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-from PIL import Image
-
+from segtool.core import png
 from segtool.core.classes import (
     ClassMap,
     as_multilabel,
@@ -36,13 +35,17 @@ from segtool.core.dataset import index_by_stem
 from segtool.core.errors import InvalidInputError, SegtoolError, check_choice
 from segtool.core.files import check_overwrite, output_folder, write_json
 from segtool.core.masks import write_mask
-from segtool.core.multilabel import preview, write_multilabel_mask
-from segtool.core.parallel import ProgressFn, default_jobs, imap_jobs, with_progress
-from segtool.rasterize.draw import draw_instances, draw_multilabel, draw_shapes
+from segtool.core.parallel import ProgressFn, Workers, with_progress
+from segtool.rasterize.draw import draw_canvas, draw_instances, draw_multilabel, draw_shapes
 from segtool.rasterize.report import RasterizeReport, make_report
 from segtool.sources.labelme import LabelmeFile, parse_labelme, resolve_image
-from segtool.sources.shapes import AnnotationError, ImageSource
+from segtool.sources.shapes import AnnotationError, ImageSource, Shape
 
+if TYPE_CHECKING:
+    import numpy as np
+
+#: Fewer files (without --jobs) are drawn in this process: workers would cost more than they save.
+MIN_FILES_FOR_WORKERS = 16
 #: How the original images reach ``dataset/images``.
 IMAGE_MODES = ("copy", "link", "none")
 #: Folders of the optional outputs: instance masks and colour previews of multi-label masks.
@@ -119,6 +122,7 @@ def process_file(
     images: str = "copy",
     instances: bool = False,
     previews: bool = False,
+    level: int = png.DEFAULT_LEVEL,
 ) -> FileResult:
     """Check one annotation file against `class_map` and, given `out`, write its mask and image
     (and, when asked, its instance mask and colour preview).
@@ -139,34 +143,66 @@ def process_file(
             return FileResult(path, problem=f"{path}: {exc}; split the image's annotations")
         _write_instances(out / INSTANCES_DIR / f"{path.stem}{MASK_SUFFIX}", ids)
         result.objects = Counter(label for label, _ in objects if label != IGNORE_LABEL)
-    mask = _draw(ann.shapes, source.height, source.width, class_map)
     # `out` is a temporary folder renamed into place when complete: no per-file rename needed.
     target = out / MASKS_DIR / f"{path.stem}{MASK_SUFFIX}"
     if class_map.multilabel:
+        from PIL import Image
+
+        from segtool.core.multilabel import preview, write_multilabel_mask
+
+        mask = _draw(ann.shapes, source.height, source.width, class_map)
         write_multilabel_mask(target, mask, atomic=False)
         if previews:
             rgb = preview(mask, class_map.num_foreground, class_map.colors)
             Image.fromarray(rgb).save(out / PREVIEWS_DIR / f"{path.stem}{MASK_SUFFIX}")
+        result.pixels = _pixels(mask)
     else:
-        write_mask(target, mask, class_map, atomic=False)
+        result.pixels = _write_exclusive(ann.shapes, source, class_map, target, level)
     if images != "none":
         result.warnings += _place_image(
             source, out / IMAGES_DIR / f"{path.stem}{source.suffix}", images
         )
+    result.shapes = Counter(s.label for s in ann.shapes)
+    result.outside = sum(not s.inside(source.width, source.height) for s in ann.shapes)
+    return result
+
+
+def _write_exclusive(
+    shapes: tuple[Shape, ...], source: ImageSource, class_map: ClassMap, target: Path, level: int
+) -> dict[int, int]:
+    """Draw and write an exclusive label mask; its pixels per value, counted in the same pass."""
+    canvas = draw_canvas(
+        shapes, source.height, source.width, class_map.value_of(), wide=class_map.sixteen_bit
+    )
+    if class_map.sixteen_bit:
+        import numpy as np
+
+        mask = np.asarray(canvas).astype(np.uint16)
+        write_mask(target, mask, class_map, atomic=False, level=level)
+        return _pixels(mask)
+    # The 8-bit canvas is encoded and counted as it is, never copied into an array.
+    write_mask(target, canvas, class_map, atomic=False, level=level)
+    return {v: n for v, n in enumerate(canvas.histogram()) if n}
+
+
+def _pixels(mask: np.ndarray) -> dict[int, int]:
+    """Pixels per value of a label or bit-value array."""
+    import numpy as np
+
     if mask.dtype == np.uint8:
         counts = enumerate(_histogram_u8(mask))
     elif mask.dtype == np.uint16:
         counts = enumerate(np.bincount(mask.ravel()))
     else:
         counts = zip(*np.unique(mask, return_counts=True), strict=True)
-    result.pixels = {int(v): int(n) for v, n in counts if n}
-    result.shapes = Counter(s.label for s in ann.shapes)
-    result.outside = sum(not s.inside(source.width, source.height) for s in ann.shapes)
-    return result
+    return {int(v): int(n) for v, n in counts if n}
 
 
 def _write_instances(path: Path, ids: np.ndarray) -> None:
     """An instance mask as labelme writes one: 8-bit palette PNG (VOC colours), 16-bit past 255."""
+    import numpy as np
+    from PIL import Image
+
     image = Image.fromarray(ids)
     if ids.dtype == np.uint8:
         image.putpalette(voc_palette(256).reshape(-1).tolist())
@@ -175,6 +211,8 @@ def _write_instances(path: Path, ids: np.ndarray) -> None:
 
 def _histogram_u8(mask: np.ndarray) -> list[int]:
     # PIL's C histogram is several times faster than np.bincount on a full image.
+    from PIL import Image
+
     return Image.fromarray(mask).histogram()
 
 
@@ -193,8 +231,15 @@ def _place_image(source: ImageSource, target: Path, images: str) -> list[str]:
     return []
 
 
-def find_annotations(root: Path, exclude: Iterable[Path] = ()) -> list[Path]:
+def find_annotations(
+    root: Path, exclude: Iterable[Path] = (), on_found: Callable[[int], None] | None = None
+) -> list[Path]:
     """Every ``*.json`` under `root` (recursively, sorted), leaving out the folders `exclude`.
+
+    Args:
+        root: the folder to search.
+        exclude: folders whose files are left out (the output, when it lies inside `root`).
+        on_found: called with the number of files found so far, as they are found.
 
     Raises:
         SegtoolError: `root` is missing, holds no JSON, or two files share a stem.
@@ -202,11 +247,13 @@ def find_annotations(root: Path, exclude: Iterable[Path] = ()) -> list[Path]:
     if not root.is_dir():
         raise SegtoolError(f"{root}: not a folder; pass the folder of labelme JSON files")
     skip = [p.resolve() for p in exclude]
-    files = sorted(
-        p
-        for p in root.rglob("*.json")
-        if p.is_file() and not any(p.resolve().is_relative_to(s) for s in skip)
-    )
+    files = []
+    for p in root.rglob("*.json"):
+        if p.is_file() and not any(p.resolve().is_relative_to(s) for s in skip):
+            files.append(p)
+            if on_found:
+                on_found(len(files))
+    files.sort()
     if not files:
         raise SegtoolError(f"{root}: no *.json annotation files found; point at labelme's folder")
     index_by_stem(files, "masks are named by file stem")
@@ -218,15 +265,15 @@ def _run(
     class_map: ClassMap | None,
     tmp: Path | None,
     images: str,
-    jobs: int,
+    workers: Workers,
     phase: str,
     on_progress: ProgressFn | None,
-    **outputs: bool,
+    **outputs: bool | int,
 ) -> list[FileResult]:
-    """`process_file` over `paths` in `jobs` processes, reporting progress as `phase`;
-    `outputs` are `process_file`'s optional outputs (instances, previews)."""
+    """`process_file` over `paths` on `workers`, reporting progress as `phase`; `outputs` are
+    `process_file`'s optional outputs (instances, previews) and the PNG level."""
     work = partial(process_file, class_map=class_map, out=tmp, images=images, **outputs)
-    return list(with_progress(imap_jobs(work, paths, jobs), phase, len(paths), on_progress))
+    return list(with_progress(workers.imap(work, paths), phase, len(paths), on_progress))
 
 
 def _refuse_invalid(
@@ -256,6 +303,7 @@ def rasterize_dir(
     multilabel: bool = False,
     instances: bool = False,
     previews: bool = False,
+    png_level: int = png.DEFAULT_LEVEL,
     on_progress: ProgressFn | None = None,
 ) -> RasterizeReport:
     """Turn a folder of labelme JSON files into a dataset folder (docs/architecture.md).
@@ -269,7 +317,8 @@ def rasterize_dir(
         labels: a labelme ``labels.txt`` or a ``classes.json``; None derives the map from the
             annotations (background 0, then labels sorted by name).
         images: ``copy``, ``link`` (hard link) or ``none``.
-        jobs: worker processes; None uses every core.
+        jobs: worker processes; None uses every core (none for fewer than
+            `MIN_FILES_FOR_WORKERS` files, where starting them costs more than it saves).
         skip_invalid: convert the valid files and list the others in the report, instead of
             failing.
         overwrite: replace `out` if it exists.
@@ -279,6 +328,8 @@ def rasterize_dir(
         instances: also write ``instances/<stem>.png``, one id per object (labelme2voc's
             SegmentationObject), and count objects per class.
         previews: also write ``previews/<stem>.png``, colour pictures of multi-label masks.
+        png_level: mask PNG compression, 0..9: 0 none, 1 run-length matching (the default:
+            fast, and small on masks), 2-9 full deflate (smaller files, slower).
         on_progress: called as ``(phase, done, total)`` after each file.
 
     Returns:
@@ -288,6 +339,8 @@ def rasterize_dir(
         SegtoolError: bad options, an existing `out`, or (without `skip_invalid`) any invalid file.
     """
     check_choice("images", images, IMAGE_MODES)
+    if png_level not in png.LEVELS:
+        raise SegtoolError(f"--png-level {png_level} is not one of 0..9")
     check_overwrite(out, overwrite)
     class_map = read_class_map(labels) if labels is not None else None
     if class_map is not None and multilabel:
@@ -298,42 +351,44 @@ def rasterize_dir(
     multilabel = multilabel or (class_map is not None and class_map.multilabel)
     if previews and not multilabel:
         raise SegtoolError("--preview draws multi-label masks; add --multilabel")
-    files = find_annotations(annotations, exclude=[out])
-    jobs = jobs or default_jobs()
     source = str(labels) if labels is not None else "derived from the annotations"
-    run = partial(
-        _run,
-        images=images,
-        jobs=jobs,
-        on_progress=on_progress,
-        instances=instances,
-        previews=previews,
-    )
-    with output_folder(out, overwrite) as tmp:
-        (tmp / MASKS_DIR).mkdir()
-        for wanted, folder in ((images != "none", IMAGES_DIR), (instances, INSTANCES_DIR)):
-            if wanted:
-                (tmp / folder).mkdir()
-        if previews:
-            (tmp / PREVIEWS_DIR).mkdir()
-        if class_map is None:
-            # The ids depend on every label, so all files are read before any is drawn.
-            checks = run(files, None, None, phase="check")
-            _refuse_invalid(checks, len(files), annotations, skip_invalid)
-            try:
-                class_map = derive_class_map(
-                    (label for c in checks for label in c.labels), multilabel=multilabel
-                )
-            except SegtoolError as exc:
-                raise SegtoolError(f"{annotations}: {exc}") from None
-            valid = [c.path for c in checks if not c.problem]
-            results = [c for c in checks if c.problem]
-            results += run(valid, class_map, tmp, phase="rasterize")
-        else:
-            # One pass checks and draws; the temporary folder is dropped if any file is bad.
-            results = run(files, class_map, tmp, phase="rasterize")
-            _refuse_invalid(results, len(files), annotations, skip_invalid)
-        report = make_report(results, out, class_map, source, instances)
-        class_map.save(tmp / CLASSES_FILE)
-        write_json(tmp / REPORT_FILE, report.to_json())
+    with Workers(jobs, min_items=MIN_FILES_FOR_WORKERS) as workers:
+        # The workers start (if the folder is large enough) while the search goes on.
+        files = find_annotations(annotations, exclude=[out], on_found=workers.found)
+        run = partial(
+            _run,
+            images=images,
+            workers=workers,
+            on_progress=on_progress,
+            instances=instances,
+            previews=previews,
+            level=png_level,
+        )
+        with output_folder(out, overwrite) as tmp:
+            (tmp / MASKS_DIR).mkdir()
+            for wanted, folder in ((images != "none", IMAGES_DIR), (instances, INSTANCES_DIR)):
+                if wanted:
+                    (tmp / folder).mkdir()
+            if previews:
+                (tmp / PREVIEWS_DIR).mkdir()
+            if class_map is None:
+                # The ids depend on every label, so all files are read before any is drawn.
+                checks = run(files, None, None, phase="check")
+                _refuse_invalid(checks, len(files), annotations, skip_invalid)
+                try:
+                    class_map = derive_class_map(
+                        (label for c in checks for label in c.labels), multilabel=multilabel
+                    )
+                except SegtoolError as exc:
+                    raise SegtoolError(f"{annotations}: {exc}") from None
+                valid = [c.path for c in checks if not c.problem]
+                results = [c for c in checks if c.problem]
+                results += run(valid, class_map, tmp, phase="rasterize")
+            else:
+                # One pass checks and draws; the temporary folder is dropped if any file is bad.
+                results = run(files, class_map, tmp, phase="rasterize")
+                _refuse_invalid(results, len(files), annotations, skip_invalid)
+            report = make_report(results, out, class_map, source, instances)
+            class_map.save(tmp / CLASSES_FILE)
+            write_json(tmp / REPORT_FILE, report.to_json())
     return report

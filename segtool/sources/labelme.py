@@ -9,13 +9,13 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
-from typing import Any
-
-import numpy as np
-from PIL import Image
+from typing import TYPE_CHECKING, Any
 
 from segtool.core.images import FORMAT_SUFFIX, ImageReadError, displayed_size
 from segtool.sources.shapes import AnnotationError, ImageSource, Shape
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: Shape types labelme writes, with the number of points each needs (min, max; None = any).
 SHAPE_POINTS: dict[str, tuple[int, int | None]] = {
@@ -87,6 +87,9 @@ def _parse_points(raw: Any, where: str) -> tuple[tuple[float, float], ...]:
 def _decode_mask(raw: Any, where: str) -> np.ndarray:
     if not isinstance(raw, str):
         raise AnnotationError(f"{where}: a mask shape needs a base64 PNG in its 'mask' field")
+    import numpy as np
+    from PIL import Image
+
     try:
         with Image.open(io.BytesIO(base64.b64decode(raw, validate=False))) as patch:
             array = np.asarray(patch)

@@ -1,0 +1,53 @@
+"""Worker processes: started only when the work pays for them, early, and results in order."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+from segtool.core import parallel
+from segtool.core.parallel import Workers, imap_jobs
+
+
+def _pid_and_square(x: int) -> tuple[int, int]:
+    return os.getpid(), x * x
+
+
+def test_default_jobs_run_a_small_folder_in_this_process(monkeypatch):
+    monkeypatch.setattr(parallel, "default_jobs", lambda: 2)
+    with Workers(None, min_items=5) as workers:
+        out = list(workers.imap(_pid_and_square, [1, 2, 3, 4]))
+    assert out == [(os.getpid(), x * x) for x in (1, 2, 3, 4)]
+
+
+def test_default_jobs_use_workers_for_a_large_folder(monkeypatch):
+    monkeypatch.setattr(parallel, "default_jobs", lambda: 2)
+    items = list(range(12))
+    with Workers(None, min_items=5) as workers:
+        out = list(workers.imap(_pid_and_square, items))
+    assert [square for _, square in out] == [x * x for x in items]  # in order
+    assert os.getpid() not in {pid for pid, _ in out}
+
+
+def test_an_explicit_job_count_is_honoured_even_for_one_item():
+    with Workers(2, min_items=100) as workers:
+        ((pid, square),) = workers.imap(_pid_and_square, [3])
+    assert pid != os.getpid() and square == 9
+
+
+def test_workers_start_as_soon_as_enough_items_are_found(monkeypatch):
+    monkeypatch.setattr(parallel, "default_jobs", lambda: 2)
+    workers = Workers(None, min_items=3)
+    try:
+        workers.found(2)
+        assert not multiprocessing.active_children()
+        workers.found(3)  # still discovering: the processes start now
+        assert multiprocessing.active_children()
+    finally:
+        workers.close()
+    assert not multiprocessing.active_children()
+
+
+def test_imap_jobs_keeps_its_contract():
+    assert [s for _, s in imap_jobs(_pid_and_square, range(5), 1)] == [0, 1, 4, 9, 16]
+    assert [s for _, s in imap_jobs(_pid_and_square, range(5), 2)] == [0, 1, 4, 9, 16]
