@@ -130,6 +130,9 @@ def test_cli_choices_come_from_the_tables():
     assert [m.value for m in train_cli.Augment] == list(PRESETS)
     assert [m.value for m in train_cli.Normalize] == list(NORMALIZATIONS)
     assert [m.value for m in train_cli.Device] == list(DEVICES)
+    from segtool.train.volumes import AXES
+
+    assert [m.value for m in train_cli.Axis] == list(AXES)
 
 
 def test_focal_gamma_reaches_the_loss_and_defaults_to_the_config():

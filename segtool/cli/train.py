@@ -22,6 +22,7 @@ Loss = Enum(
 Augment = Enum("Augment", {n: n for n in ("none", "light", "strong")}, type=str)
 Normalize = Enum("Normalize", {n: n for n in ("imagenet", "image")}, type=str)
 Device = Enum("Device", {n: n for n in DEVICES}, type=str)
+Axis = Enum("Axis", {n: n for n in ("axial", "coronal", "sagittal")}, type=str)
 
 
 class RichReporter:
@@ -141,7 +142,11 @@ def _print_result(result: Any, dataset: Path, out_dir: Path) -> None:
 @handle_errors
 def train(
     dataset: Annotated[
-        Path, typer.Argument(help="Dataset folder (images/, masks/, classes.json).")
+        Path,
+        typer.Argument(
+            help="Dataset folder (images/, masks/, classes.json), or a volume folder "
+            "(dataset.json, imagesTr/, labelsTr/: trained on 2-D slices)."
+        ),
     ],
     out_dir: Annotated[
         Path, typer.Option("--out", help="Run folder to write.", rich_help_panel=RUN)
@@ -197,6 +202,15 @@ def train(
         float | None, _option("fg_crop", "Share of crops centred on foreground.", DATA)
     ] = None,
     augment: Annotated[Augment | None, _option("augment", "Augmentation preset.", DATA)] = None,
+    axis: Annotated[
+        Axis | None, _option("axis", "Volumes: slice along this anatomical axis.", DATA)
+    ] = None,
+    cache: Annotated[
+        Path | None,
+        _option(
+            "cache", "Volumes: slice cache folder, shared by runs. \\[default: RUN/cache]", DATA
+        ),
+    ] = None,
     normalize: Annotated[
         Normalize | None, _option("normalize", "imagenet statistics or per image.", DATA)
     ] = None,
@@ -310,6 +324,8 @@ def train(
         crop=crop,
         fg_crop=fg_crop,
         augment=value(augment),
+        axis=value(axis),
+        cache=str(cache) if cache else None,
         normalize=value(normalize),
         arch=arch,
         encoder=encoder,

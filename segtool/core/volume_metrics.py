@@ -8,9 +8,11 @@ with the same boundary, percentile and empty-case policy as the 2-D `hd95` there
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
+
+from segtool.core.metrics import Counts, dice, nanmean
 
 
 def boundary(mask: np.ndarray) -> np.ndarray:
@@ -115,3 +117,17 @@ def hd95_per_class_mm(
     for i, c in enumerate(classes):
         out[i] = hd95_mm((reference == c) & valid, (prediction == c) & valid, spacing)
     return out
+
+
+def case_mean(
+    per_case: Sequence[Counts], score: Callable[[Counts], np.ndarray] = dice
+) -> np.ndarray:
+    """Per class, the mean over cases of each case's own score (Dice by default) from its
+    3-D counts; a case where the score is NaN (class absent from both) is left out, and a
+    class NaN in every case stays NaN. This is how volumes are scored: every voxel of a
+    case counts once, and each case weighs the same however large its tumour."""
+    if not per_case:
+        return np.zeros(0)
+    k = max(c.num_classes for c in per_case)
+    table = np.stack([score(c.padded(k)) for c in per_case])
+    return np.array([nanmean(table[:, j]) for j in range(k)])

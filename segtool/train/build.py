@@ -33,6 +33,8 @@ from segtool.train.distributed import Dist
 from segtool.train.losses import LOSSES, build_loss
 from segtool.train.model import build_model, check_names
 from segtool.train.transforms import PRESETS, build_augmentation
+from segtool.train.volume_data import VolumeData, volume_datasets
+from segtool.train.volumes import AXES
 
 
 @dataclass
@@ -63,11 +65,12 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
-    train_ds: SegmentationDataset
+    train_ds: Dataset  # SegmentationDataset, or VolumeSliceDataset for a volume folder
     sampler: torch.utils.data.Sampler | None
     generator: torch.Generator
     train_loader: DataLoader
     val_loader: DataLoader
+    val_cases: list[str] | None = None  # volume folders: validation is scored per case
 
 
 def load_data(
@@ -111,6 +114,7 @@ def check_config(config: TrainConfig) -> None:
         SegtoolError: the first bad option, with the valid choices.
     """
     check_choice("loss", config.loss, LOSSES)
+    check_choice("axis", config.axis, AXES)
     check_names(config.arch, config.encoder)
     check_choice("augment", config.augment, PRESETS)
     check_choice("normalize", config.normalize, NORMALIZATIONS)
@@ -173,8 +177,13 @@ def _loader(
 
 
 def _datasets(
-    config: TrainConfig, class_map: ClassMap, data: TrainingData, dist: Dist
-) -> tuple[SegmentationDataset, Dataset]:
+    config: TrainConfig, class_map: ClassMap, data: TrainingData | VolumeData, dist: Dist
+) -> tuple[Dataset, Dataset]:
+    if isinstance(data, VolumeData):
+        train_ds, val_ds = volume_datasets(config, class_map, data)
+        if dist.world > 1:  # each process validates every world-th slice; counts are summed
+            val_ds = Subset(val_ds, list(range(dist.rank, len(val_ds), dist.world)))
+        return train_ds, val_ds
     augment = build_augmentation(config.augment, class_map.ignore_index, seed=config.seed)
     train_ds = SegmentationDataset(
         data.train,
@@ -195,13 +204,16 @@ def _datasets(
     return train_ds, val_ds
 
 
-def _model(config: TrainConfig, class_map: ClassMap, device: torch.device) -> nn.Module:
+def _model(
+    config: TrainConfig, class_map: ClassMap, device: torch.device, in_channels: int = 3
+) -> nn.Module:
     model = build_model(
         config.arch,
         config.encoder,
         config.encoder_weights,
         class_map.num_classes,
         class_map.multilabel,
+        in_channels,
         decoder_channels=parse_channels(config.decoder_channels),
     )
     model.to(device)
@@ -212,13 +224,23 @@ def validation_loader(
     config: TrainConfig, class_map: ClassMap, data: TrainingData, run: Run
 ) -> DataLoader:
     """Every validation image in this process (not split across torchrun's processes)."""
-    dataset = SegmentationDataset(
-        data.val, class_map, size=config.size, normalization=config.normalize, regions=data.regions
+    dataset: Dataset = (
+        volume_datasets(config, class_map, data)[1]
+        if isinstance(data, VolumeData)
+        else SegmentationDataset(
+            data.val,
+            class_map,
+            size=config.size,
+            normalization=config.normalize,
+            regions=data.regions,
+        )
     )
     return _loader(dataset, config, run.device, run.workers, class_map.ignore_index, shuffle=False)
 
 
-def build_run(config: TrainConfig, class_map: ClassMap, data: TrainingData, dist: Dist) -> Run:
+def build_run(
+    config: TrainConfig, class_map: ClassMap, data: TrainingData | VolumeData, dist: Dist
+) -> Run:
     """Device, model, loss, loaders, AdamW with warm-up and cosine decay, and the AMP scaler,
     built in a fixed order after seeding, so a resumed run starts from the same state."""
     device = pick_device(config.device, dist.local_rank)
@@ -236,7 +258,8 @@ def build_run(config: TrainConfig, class_map: ClassMap, data: TrainingData, dist
         tversky_beta=config.tversky_beta,
         focal_gamma=config.focal_gamma,
     )
-    model = _model(config, class_map, device)
+    volumes = isinstance(data, VolumeData)
+    model = _model(config, class_map, device, data.in_channels if volumes else 3)
     train_ds, val_ds = _datasets(config, class_map, data, dist)
     sampler = None
     if dist.world > 1:
@@ -279,4 +302,5 @@ def build_run(config: TrainConfig, class_map: ClassMap, data: TrainingData, dist
         generator=generator,
         train_loader=train_loader,
         val_loader=val_loader,
+        val_cases=[v.case for v in data.val] if volumes else None,
     )

@@ -43,6 +43,8 @@ class TrainConfig:
     augment: str = "light"
     normalize: str = "imagenet"
     seed: int = 0
+    axis: str = "axial"
+    cache: str | None = None
     device: str = "auto"
     amp: bool | None = None
     workers: int | None = None

@@ -64,7 +64,7 @@ def to_model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 def resolve_split(
     dataset: Path,
-    pairs: list[Pair],
+    pairs: list[Pair] | list[str],
     split_file: Path | None = None,
     *,
     val: float = 0.15,
@@ -72,13 +72,14 @@ def resolve_split(
     seed: int = 0,
 ) -> dict:
     """The split to train with: `split_file`, else ``DATASET/split.json``, else a new one made
-    by the function `segtool split` uses (the caller saves it into the run).
+    by the function `segtool split` uses (the caller saves it into the run). `pairs` may be
+    names instead (the cases of a volume folder).
 
     Raises:
         SegtoolError: the split names images that are not in the dataset, or leaves no
             training or validation images.
     """
-    stems = {p.stem for p in pairs}
+    stems = {p if isinstance(p, str) else p.stem for p in pairs}
     path = split_file or dataset / SPLIT_FILE
     if split_file is not None and not split_file.is_file():
         raise SegtoolError(f"--split-file {split_file}: no such file; run segtool split first")
@@ -241,7 +242,8 @@ def pad_collate(
     height = max(item["mask"].shape[0] for item in batch)
     width = max(item["mask"].shape[1] for item in batch)
     height, width = -(-height // multiple) * multiple, -(-width // multiple) * multiple
-    images = torch.zeros((len(batch), 3, height, width), dtype=batch[0]["image"].dtype)
+    channels = batch[0]["image"].shape[0]  # 3 for photos, one per sequence for volumes
+    images = torch.zeros((len(batch), channels, height, width), dtype=batch[0]["image"].dtype)
     masks = torch.full((len(batch), height, width), ignore_index, dtype=torch.int64)
     for i, item in enumerate(batch):
         h, w = item["mask"].shape
@@ -256,7 +258,7 @@ def worker_init(worker_id: int) -> None:
     seed = (
         torch.initial_seed() % 2**32
     )  # differs per worker and per epoch, fixed by the loader seed
-    if info is not None and isinstance(info.dataset, SegmentationDataset):
+    if info is not None and hasattr(info.dataset, "reseed"):  # photos' or volumes' dataset
         info.dataset.reseed(seed)
     np.random.seed(seed)
     import random

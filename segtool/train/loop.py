@@ -20,6 +20,7 @@ from segtool.core.errors import SegtoolError
 from segtool.core.files import write_json
 from segtool.core.multilabel import mask_bits
 from segtool.core.regions import Regions, parse_regions
+from segtool.sources.volume_folder import is_volume_folder, read_volume_dataset
 from segtool.train.build import (
     Run,
     TrainingData,
@@ -43,6 +44,8 @@ from segtool.train.runfolder import (
 )
 from segtool.train.steps import NonFiniteLoss, Reporter, scores, train_one_epoch, validate
 from segtool.train.thresholds import THRESHOLDS_FILE, tune_thresholds
+from segtool.train.volume_data import VolumeData, load_volume_data, sum_cases, volume_scores
+from segtool.train.volumes import case_fingerprint
 
 
 @dataclass
@@ -83,6 +86,8 @@ class Progress:
 
 
 def _dataset_classes(dataset: Path) -> ClassMap:
+    if is_volume_folder(dataset):  # the labels of its dataset.json
+        return read_volume_dataset(dataset).class_map
     path = dataset / CLASSES_FILE
     if not path.is_file():
         raise SegtoolError(f"{path}: no class map; rasterize with segtool or add a classes.json")
@@ -116,22 +121,29 @@ def _write_records(
     dataset: Path,
     config: TrainConfig,
     class_map: ClassMap,
-    data: TrainingData,
+    data: TrainingData | VolumeData,
     run: Run,
     world: int,
 ) -> None:
-    """classes.json, split.json and config.json: what the run was trained on, and how."""
+    """classes.json, split.json and config.json: what the run was trained on, and how (for a
+    volume folder also its channels, slice axis and standardisation, which predict reads)."""
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     class_map.save(out / CLASSES_FILE)
     write_json(out / SPLIT_FILE, data.split)
     amp = str(run.amp_dtype).removeprefix("torch.") if run.amp_dtype else None
     images = {"train": len(data.train), "val": len(data.val), "test": len(data.split["test"])}
+    volumes = isinstance(data, VolumeData)
     write_json(
         out / "config.json",
         {
             "options": asdict(config),
             "dataset": str(dataset.resolve()),
-            "dataset_fingerprint": fingerprint(data.pairs),
+            "dataset_fingerprint": (
+                "-".join(case_fingerprint(c, config.axis) for c in data.volumes.cases)[:64]
+                if volumes
+                else fingerprint(data.pairs)
+            ),
+            **({"volumes": data.record(config)} if volumes else {}),
             "classes": list(class_map.names),
             "ignore_index": class_map.ignore_index,
             "mode": run.mode,
@@ -196,11 +208,22 @@ def run_epoch(
     reporter.epoch_start(epoch, config.epochs, len(run.train_loader))
     lr = run.optimizer.param_groups[0]["lr"]
     train_loss = _train(run, config, epoch, out, reporter)
+    per_case: dict | None = {} if run.val_cases is not None else None
     loss_sum, counts, n = validate(
-        run.model, run.val_loader, run.loss_fn, class_map, run.device, amp_dtype=run.amp_dtype
+        run.model,
+        run.val_loader,
+        run.loss_fn,
+        class_map,
+        run.device,
+        amp_dtype=run.amp_dtype,
+        per_case=per_case,
     )
     counts, loss_sum, n = sum_validation(counts, loss_sum, n, run.device, dist)
-    val = scores(counts, class_map)
+    if per_case is None:
+        val = scores(counts, class_map)
+    else:  # volumes: each case scored in 3-D, then the mean over cases
+        k = class_map.num_classes
+        val = volume_scores(sum_cases(per_case, run.val_cases, k, run.device, dist), class_map)
     row = {
         "epoch": epoch,
         "train_loss": train_loss,
@@ -319,7 +342,11 @@ def fit(
         else TrainConfig.from_options(**options)
     )
     check_config(config)
-    data = load_data(dataset, out, config, class_map, resume, regions)
+    data = (
+        load_volume_data(dataset, out, config, resume, dist, regions)
+        if is_volume_folder(dataset)
+        else load_data(dataset, out, config, class_map, resume, regions)
+    )
     run = build_run(config, class_map, data, dist)
     progress = restore(run, state, out)
     if dist.main:

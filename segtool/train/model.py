@@ -59,6 +59,7 @@ def build_model(
     weights: str | None,
     num_classes: int,
     multilabel: bool = False,
+    in_channels: int = 3,
     **kwargs: object,
 ) -> nn.Module:
     """A segmentation model for K classes (one output channel when K = 2, K-1 sigmoid channels
@@ -72,6 +73,7 @@ def build_model(
             the encoder.
         num_classes: K, background included.
         multilabel: one output channel per foreground class (no background channel).
+        in_channels: input channels: 3 for photos, one per MRI sequence for volumes.
         **kwargs: passed to ``segmentation_models_pytorch.create_model`` when not None.
 
     Raises:
@@ -87,7 +89,7 @@ def build_model(
             arch,
             encoder_name=encoder,
             encoder_weights=None if local or weights == "none" else weights,
-            in_channels=3,
+            in_channels=in_channels,
             classes=out_channels(num_classes, multilabel),
             **extra,
         )

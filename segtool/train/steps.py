@@ -104,8 +104,12 @@ def validate(
     device: torch.device,
     *,
     amp_dtype: torch.dtype | None = None,
+    per_case: dict[str, Counts] | None = None,
 ) -> tuple[float, Counts, int]:
     """Loss and pooled TP/FP/FN counts over `loader` (the metrics module's own `count`).
+
+    With `per_case` (volumes: an item's ``stem`` is its case), each item's counts are also
+    added to ``per_case[stem]``, so a case is scored in 3-D from all of its slices.
 
     Returns:
         (summed loss over images, pooled counts, number of images).
@@ -125,12 +129,18 @@ def validate(
         n += len(images)
         if bit_type is not None:  # multi-label: each class its own binary problem
             predicted = bits_from_logits(logits.float()).cpu().numpy().astype(bit_type)
-            for pred, ref in zip(predicted, masks.cpu().numpy().astype(bit_type), strict=True):
-                pooled = pooled + count_multilabel(ref, pred, k)[0]
-            continue
-        predicted = labels_from_logits(logits.float(), k).cpu().numpy()
-        for pred, ref in zip(predicted, masks.cpu().numpy(), strict=True):
-            pooled = pooled + count(ref, pred, k, ignore)
+            refs = masks.cpu().numpy().astype(bit_type)
+            item_counts = [
+                count_multilabel(r, p, k)[0] for p, r in zip(predicted, refs, strict=True)
+            ]
+        else:
+            predicted = labels_from_logits(logits.float(), k).cpu().numpy()
+            refs = masks.cpu().numpy()
+            item_counts = [count(r, p, k, ignore) for p, r in zip(predicted, refs, strict=True)]
+        for stem, counts in zip(batch["stem"], item_counts, strict=True):
+            pooled = pooled + counts
+            if per_case is not None:
+                per_case[stem] = per_case[stem] + counts if stem in per_case else counts
     return loss_sum, pooled, n
 
 

@@ -71,8 +71,13 @@ PRESETS: dict[str, Callable[[int], list] | None] = {
 }
 
 
-def build_augmentation(preset: str, ignore_index: int, seed: int | None = None) -> Transform | None:
+def build_augmentation(
+    preset: str, ignore_index: int, seed: int | None = None, *, geometric_only: bool = False
+) -> Transform | None:
     """The augmentation for a preset name, or None for ``none``.
+
+    `geometric_only` keeps the transforms that move pixels (flips, affine, elastic) and drops
+    the colour ones, for standardised MRI slices with any number of channels.
 
     Raises:
         SegtoolError: unknown preset (the message lists the valid ones).
@@ -83,7 +88,10 @@ def build_augmentation(preset: str, ignore_index: int, seed: int | None = None) 
         return None
     import albumentations as A
 
-    return A.Compose(builder(ignore_index), seed=seed)
+    transforms = builder(ignore_index)
+    if geometric_only:
+        transforms = [t for t in transforms if isinstance(t, A.DualTransform)]
+    return A.Compose(transforms, seed=seed)
 
 
 def resize(size: int) -> Transform:

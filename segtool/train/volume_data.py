@@ -1,0 +1,158 @@
+"""Training on a volume folder: its split of cases, the slice cache, the slice datasets, and
+validation scores computed per case in 3-D.
+
+`fit` takes the same steps for volumes as for photos; this module supplies what differs.
+The cases are checked, decoded once into the cache (rank 0 alone writes it under torchrun)
+and served as 2-D slices. Validation adds every slice's counts into its case's, so a case's
+Dice is its 3-D Dice, and the epoch's score is the mean over cases (as evaluate reports it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from segtool.core.classes import ClassMap
+from segtool.core.constants import SPLIT_FILE
+from segtool.core.dataset import read_split
+from segtool.core.errors import SegtoolError
+from segtool.core.metrics import Counts, dice, iou, nanmean
+from segtool.core.regions import Regions
+from segtool.core.volume_metrics import case_mean
+from segtool.sources.nifti import check_cases
+from segtool.sources.volume_folder import VolumeDataset, read_volume_dataset
+from segtool.train.config import TrainConfig
+from segtool.train.data import resolve_split
+from segtool.train.distributed import Dist, barrier
+from segtool.train.slices import VolumeSliceDataset
+from segtool.train.transforms import build_augmentation
+from segtool.train.volumes import STANDARDIZATION, CachedVolume, build_cache
+
+#: The cache folder inside a run, unless --cache names another.
+CACHE_DIR = "cache"
+
+
+@dataclass
+class VolumeData:
+    """The checked, cached cases of a volume folder and the split they are trained with."""
+
+    volumes: VolumeDataset
+    split: dict
+    train: list[CachedVolume]
+    val: list[CachedVolume]
+    regions: Regions | None = None
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def in_channels(self) -> int:
+        """One model input channel per MRI sequence."""
+        return len(self.volumes.channels)
+
+    def record(self, config: TrainConfig) -> dict[str, Any]:
+        """What config.json keeps so predict reads new volumes the way training did."""
+        return {
+            "layout": self.volumes.layout,
+            "channels": list(self.volumes.channels),
+            "axis": config.axis,
+            "standardization": STANDARDIZATION,
+            "label_ignore": self.volumes.label_ignore,
+            "statistics": {v.case: v.meta["statistics"] for v in self.train + self.val},
+        }
+
+
+def load_volume_data(
+    dataset: Path,
+    run_dir: Path,
+    config: TrainConfig,
+    resume: bool,
+    dist: Dist,
+    regions: Regions | None = None,
+    on_progress=None,
+) -> VolumeData:
+    """Read the volume folder, take the split of cases (the run's own on --resume), check the
+    training and validation cases, and cache them (``RUN/cache`` or ``--cache``).
+
+    Raises:
+        SegtoolError: bad cases or split, or a batch larger than the training slices.
+    """
+    volumes = read_volume_dataset(dataset)
+    names = sorted(c.case for c in volumes.cases)
+    if resume:
+        split = read_split(run_dir / SPLIT_FILE, set(names))
+    else:
+        split_file = Path(config.split_file) if config.split_file else None
+        split = resolve_split(
+            dataset, names, split_file, val=config.val, test=config.test, seed=config.seed
+        )
+    by_case = volumes.by_case
+    train_cases = [by_case[c] for c in split["train"]]
+    val_cases = [by_case[c] for c in split["val"]]
+    cache = Path(config.cache) if config.cache else run_dir / CACHE_DIR
+    if dist.main:
+        check_cases(volumes, train_cases + val_cases)
+        build_cache(volumes, train_cases + val_cases, cache, config.axis, on_progress)
+    barrier(dist)  # the other processes open what rank 0 wrote
+    cached = build_cache(volumes, train_cases + val_cases, cache, config.axis)
+    train, val = cached[: len(train_cases)], cached[len(train_cases) :]
+    slices = sum(len(v.label) for v in train)
+    if config.batch_size > slices:
+        raise SegtoolError(
+            f"--batch-size {config.batch_size} is larger than the {slices} training slices; "
+            f"use --batch-size {slices} or less"
+        )
+    return VolumeData(volumes, split, train, val, regions)
+
+
+def volume_datasets(
+    config: TrainConfig, class_map: ClassMap, data: VolumeData
+) -> tuple[VolumeSliceDataset, VolumeSliceDataset]:
+    """Training slices (crops, foreground oversampling, geometric augmentation) and
+    validation slices (whole, in case order)."""
+    augment = build_augmentation(
+        config.augment, class_map.ignore_index, seed=config.seed, geometric_only=True
+    )
+    train = VolumeSliceDataset(
+        data.train,
+        class_map,
+        crop=config.crop,
+        fg_crop=config.fg_crop,
+        augment=augment,
+        seed=config.seed,
+        regions=data.regions,
+    )
+    val = VolumeSliceDataset(data.val, class_map, regions=data.regions)
+    return train, val
+
+
+def sum_cases(
+    per_case: dict[str, Counts], cases: list[str], k: int, device: torch.device, dist: Dist
+) -> list[Counts]:
+    """Each validation case's counts in `cases` order, summed over processes (under torchrun
+    a case's slices are spread over them)."""
+    zero = np.zeros(k, dtype=np.int64)
+    rows = [per_case.get(c, Counts(zero, zero, zero)).padded(k) for c in cases]
+    if dist.world == 1:
+        return rows
+    packed = torch.tensor(
+        np.array([np.concatenate(r.astuple()) for r in rows]), dtype=torch.float64
+    )
+    if torch.distributed.get_backend() == "nccl":
+        packed = packed.to(device)
+    torch.distributed.all_reduce(packed)
+    table = packed.cpu().numpy().astype(np.int64)
+    return [Counts(r[:k], r[k : 2 * k], r[2 * k :]) for r in table]
+
+
+def volume_scores(per_case: list[Counts], class_map: ClassMap) -> dict[str, Any]:
+    """Mean over cases of each case's 3-D Dice/IoU, per foreground class and their mean."""
+    d, j = case_mean(per_case, dice), case_mean(per_case, iou)
+    return {
+        "dice": nanmean(d[1:]),
+        "iou": nanmean(j[1:]),
+        "per_class": {name: float(d[c]) for c, name in enumerate(class_map.names) if c},
+        "per_class_iou": {name: float(j[c]) for c, name in enumerate(class_map.names) if c},
+    }
