@@ -170,6 +170,7 @@ def test_binary_0_255_masks_are_refused(tmp_path):
             tmp_path / folder / "x.png"
         )
     _fails(tmp_path / "pred", tmp_path / "gt", "look like 0/255 binary masks")
+    _fails(tmp_path / "pred", tmp_path / "gt", "segtool import-masks IMAGES")
 
 
 def test_cli(dataset):

@@ -12,6 +12,7 @@ import typer
 
 from segtool import __version__
 from segtool.cli import evaluate as evaluate_cmd
+from segtool.cli import import_masks as import_masks_cmd
 from segtool.cli import predict as predict_cmd
 from segtool.cli import rasterize as rasterize_cmd
 from segtool.cli import split as split_cmd
@@ -51,6 +52,7 @@ def root(
 
 
 app.command("rasterize")(rasterize_cmd.rasterize)
+app.command("import-masks")(import_masks_cmd.import_masks)
 app.command("split")(split_cmd.split)
 app.command("train")(train_cmd.train)
 app.command("predict")(predict_cmd.predict)

@@ -1,4 +1,5 @@
-"""``segtool rasterize``: labelme JSON annotations -> a dataset of PNG label masks."""
+"""``segtool rasterize``: labelme, COCO, CVAT, VIA or Label Studio annotations -> a dataset of
+PNG label masks."""
 
 from __future__ import annotations
 
@@ -9,6 +10,26 @@ from typing import Annotated
 import typer
 
 from segtool.cli.common import JobsOption, err, handle_errors, out, progress_bar, warn
+
+
+class Format(str, Enum):
+    """Annotation formats (``auto`` detects from the content); kept in sync with
+    ``segtool.sources.detect.FORMATS`` by a test."""
+
+    auto = "auto"
+    labelme = "labelme"
+    coco = "coco"
+    cvat = "cvat"
+    via = "via"
+    labelstudio = "labelstudio"
+
+
+class Crowd(str, Enum):
+    """How COCO ``iscrowd: 1`` regions are painted."""
+
+    ignore = "ignore"
+    # as their category
+    class_ = "class"
 
 
 class ImageMode(str, Enum):
@@ -22,7 +43,12 @@ class ImageMode(str, Enum):
 @handle_errors
 def rasterize(
     annotations: Annotated[
-        Path, typer.Argument(help="Folder of labelme JSON files (searched recursively).")
+        Path,
+        typer.Argument(
+            metavar="SOURCE",
+            help="A labelme folder (searched recursively), an export file (COCO, CVAT XML, VIA, "
+            "Label Studio), or a folder holding one.",
+        ),
     ],
     out_dir: Annotated[Path, typer.Argument(metavar="OUT", help="Dataset folder to write.")],
     labels: Annotated[
@@ -69,15 +95,36 @@ def rasterize(
             "(smaller, slower).",
         ),
     ] = 1,
+    format: Annotated[
+        Format, typer.Option("--format", help="Annotation format; auto detects it.")
+    ] = Format.auto,
+    image_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--image-dir", help="Where an export's image paths start; default: beside the file."
+        ),
+    ] = None,
+    via_attribute: Annotated[
+        str | None,
+        typer.Option(
+            "--via-attribute", help="VIA region attribute holding the class; default: the only one."
+        ),
+    ] = None,
+    crowd: Annotated[
+        Crowd,
+        typer.Option(help="COCO iscrowd regions: the ignore value, or their category's class."),
+    ] = Crowd.ignore,
 ) -> None:
-    """Rasterize labelme polygons into PNG label masks, pixel-identical to labelme2voc.
+    """Rasterize annotations into PNG label masks: labelme pixel-identical to labelme2voc,
+    COCO pixel-identical to pycocotools.
 
     Writes OUT/images/, OUT/masks/<stem>.png, OUT/classes.json and OUT/rasterize_report.json.
 
     With --multilabel each mask pixel is a bit set (class id c is bit c-1, the top bit marks
     ignore), so a shape drawn over another keeps both classes.
 
-    Example: [bold]segtool rasterize annotations/ dataset/ --labels labels.txt[/]
+    Examples: [bold]segtool rasterize annotations/ dataset/ --labels labels.txt[/]
+    [bold]segtool rasterize instances_train.json dataset/ --image-dir train2017/[/]
     """
     from rich.markup import escape
     from rich.table import Table
@@ -98,6 +145,10 @@ def rasterize(
             previews=preview,
             png_level=png_level,
             on_progress=on_progress,
+            format=format.value,
+            image_dir=image_dir,
+            via_attribute=via_attribute,
+            crowd=crowd.value,
         )
     doc = report.to_json()
     if labels is None:

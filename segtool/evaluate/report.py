@@ -370,5 +370,5 @@ def _refuse_binary_255(scores: list[ImageScore], references: Path, ignore: int) 
         raise SegtoolError(
             f"{references}: no reference pixel is foreground; they are 0 or 255, and 255 is the "
             f"ignore value: these look like 0/255 binary masks; segtool masks hold class ids, so "
-            f"save the foreground as 1 (e.g. mask // 255)"
+            f"turn them into a dataset first: segtool import-masks IMAGES {references} OUT"
         )

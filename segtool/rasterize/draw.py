@@ -44,6 +44,9 @@ def _draw_shape(draw: ImageDraw.ImageDraw, canvas: Image.Image, shape: Shape, va
     elif kind == "point":
         (cx, cy), r = xy[0], POINT_RADIUS
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=value, outline=value)
+    elif kind == "ellipse":  # CVAT, VIA and Label Studio ellipses: the bounding box's corners
+        (x1, y1), (x2, y2) = xy
+        draw.ellipse([x1, y1, x2, y2], fill=value, outline=value)
     elif kind == "mask":
         _paste_patch(canvas, shape, value)
     else:  # polygon, oriented_rectangle
@@ -116,9 +119,33 @@ def draw_canvas(
     """
     canvas = Image.new("I" if wide else "L", (width, height), 0)
     draw = ImageDraw.Draw(canvas)
+    columns = None  # the canvas transposed, while COCO shapes are painted
     for shape in shapes:
-        _draw_shape(draw, canvas, shape, value_of[shape.label])
-    return canvas
+        value = value_of[shape.label]
+        if shape.shape_type == "coco":
+            # COCO masks are pycocotools' runs down the columns: painted as slices of the
+            # transposed canvas. The canvas moves between PIL and numpy only where kinds
+            # alternate (a COCO file has one kind).
+            import numpy as np
+
+            from segtool.sources.coco import paint_coco
+
+            if columns is None:
+                columns = np.asarray(canvas).T.copy()  # C order: columns are contiguous
+            paint_coco(columns, shape, value)
+            continue
+        if columns is not None:
+            canvas, columns = _from_columns(columns), None
+            draw = ImageDraw.Draw(canvas)
+        _draw_shape(draw, canvas, shape, value)
+    return canvas if columns is None else _from_columns(columns)
+
+
+def _from_columns(columns: np.ndarray) -> Image.Image:
+    """The PIL canvas of a transposed label array."""
+    import numpy as np
+
+    return Image.fromarray(np.ascontiguousarray(columns.T))
 
 
 def draw_multilabel(

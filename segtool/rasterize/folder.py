@@ -6,11 +6,8 @@ and swapped in when complete.
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,7 +34,10 @@ from segtool.core.files import check_overwrite, output_folder, write_json
 from segtool.core.masks import write_mask
 from segtool.core.parallel import ProgressFn, Workers, with_progress
 from segtool.rasterize.draw import draw_canvas, draw_instances, draw_multilabel, draw_shapes
+from segtool.rasterize.exports import process_record, read_export
 from segtool.rasterize.report import RasterizeReport, make_report
+from segtool.rasterize.result import FileResult, label_problem, pixel_counts, place_image
+from segtool.sources.detect import FORMATS, detect
 from segtool.sources.labelme import LabelmeFile, parse_labelme, resolve_image
 from segtool.sources.shapes import AnnotationError, ImageSource, Shape
 
@@ -53,17 +53,6 @@ INSTANCES_DIR = "instances"
 PREVIEWS_DIR = "previews"
 
 
-def _label_problem(labels: set[str], known: frozenset[str]) -> str | None:
-    missing = sorted(labels - known - {IGNORE_LABEL})
-    if not missing:
-        return None
-    others = f" (nor {', '.join(map(repr, missing[1:]))})" if len(missing) > 1 else ""
-    return (
-        f"label {missing[0]!r} is not in the class map{others}; add it to the labels file "
-        f"or fix the shape's label"
-    )
-
-
 def _load_checked(path: Path, class_map: ClassMap | None) -> tuple[LabelmeFile, ImageSource]:
     """Parse a labelme file, find its image, and check its labels against `class_map`.
 
@@ -73,7 +62,7 @@ def _load_checked(path: Path, class_map: ClassMap | None) -> tuple[LabelmeFile, 
     ann = parse_labelme(path)
     source = resolve_image(ann)
     if class_map is not None:
-        problem = _label_problem(ann.labels, frozenset(class_map.names))
+        problem = label_problem(ann.labels, frozenset(class_map.names))
         if problem:
             raise AnnotationError(problem)
     return ann, source
@@ -99,20 +88,6 @@ def _draw(shapes, height: int, width: int, class_map: ClassMap) -> np.ndarray:
         return draw_multilabel(shapes, height, width, ids, class_map.num_foreground)
     values = class_map.value_of()
     return draw_shapes(shapes, height, width, values, wide=class_map.sixteen_bit)
-
-
-@dataclass
-class FileResult:
-    """What one worker learned about (and did with) one annotation file."""
-
-    path: Path
-    problem: str | None = None
-    labels: list[str] = field(default_factory=list)
-    pixels: dict[int, int] = field(default_factory=dict)
-    shapes: Counter = field(default_factory=Counter)
-    objects: Counter = field(default_factory=Counter)
-    outside: int = 0
-    warnings: list[str] = field(default_factory=list)
 
 
 def process_file(
@@ -155,11 +130,11 @@ def process_file(
         if previews:
             rgb = preview(mask, class_map.num_foreground, class_map.colors)
             Image.fromarray(rgb).save(out / PREVIEWS_DIR / f"{path.stem}{MASK_SUFFIX}")
-        result.pixels = _pixels(mask)
+        result.pixels = pixel_counts(mask)
     else:
         result.pixels = _write_exclusive(ann.shapes, source, class_map, target, level)
     if images != "none":
-        result.warnings += _place_image(
+        result.warnings += place_image(
             source, out / IMAGES_DIR / f"{path.stem}{source.suffix}", images
         )
     result.shapes = Counter(s.label for s in ann.shapes)
@@ -179,23 +154,10 @@ def _write_exclusive(
 
         mask = np.asarray(canvas).astype(np.uint16)
         write_mask(target, mask, class_map, atomic=False, level=level)
-        return _pixels(mask)
+        return pixel_counts(mask)
     # The 8-bit canvas is encoded and counted as it is, never copied into an array.
     write_mask(target, canvas, class_map, atomic=False, level=level)
     return {v: n for v, n in enumerate(canvas.histogram()) if n}
-
-
-def _pixels(mask: np.ndarray) -> dict[int, int]:
-    """Pixels per value of a label or bit-value array."""
-    import numpy as np
-
-    if mask.dtype == np.uint8:
-        counts = enumerate(_histogram_u8(mask))
-    elif mask.dtype == np.uint16:
-        counts = enumerate(np.bincount(mask.ravel()))
-    else:
-        counts = zip(*np.unique(mask, return_counts=True), strict=True)
-    return {int(v): int(n) for v, n in counts if n}
 
 
 def _write_instances(path: Path, ids: np.ndarray) -> None:
@@ -207,28 +169,6 @@ def _write_instances(path: Path, ids: np.ndarray) -> None:
     if ids.dtype == np.uint8:
         image.putpalette(voc_palette(256).reshape(-1).tolist())
     image.save(path, format="PNG", compress_level=1)
-
-
-def _histogram_u8(mask: np.ndarray) -> list[int]:
-    # PIL's C histogram is several times faster than np.bincount on a full image.
-    from PIL import Image
-
-    return Image.fromarray(mask).histogram()
-
-
-def _place_image(source: ImageSource, target: Path, images: str) -> list[str]:
-    """Copy or hard-link the original image bytes (or write the embedded ones) to `target`."""
-    if source.file is None:
-        target.write_bytes(source.data or b"")
-    elif images == "link":
-        try:
-            os.link(source.file, target)
-        except OSError:
-            shutil.copyfile(source.file, target)
-            return [f"{source.file}: cannot hard-link (another file system?); copied instead"]
-    else:
-        shutil.copyfile(source.file, target)
-    return []
 
 
 def find_annotations(
@@ -261,7 +201,7 @@ def find_annotations(
 
 
 def _run(
-    paths: list[Path],
+    paths: list,
     class_map: ClassMap | None,
     tmp: Path | None,
     images: str,
@@ -270,25 +210,52 @@ def _run(
     on_progress: ProgressFn | None,
     **outputs: bool | int,
 ) -> list[FileResult]:
-    """`process_file` over `paths` on `workers`, reporting progress as `phase`; `outputs` are
-    `process_file`'s optional outputs (instances, previews) and the PNG level."""
-    work = partial(process_file, class_map=class_map, out=tmp, images=images, **outputs)
+    """`process_file` (for an export's image records, `process_record`) over `paths` on
+    `workers`, reporting progress as `phase`; `outputs` are `process_file`'s optional outputs
+    (instances, previews) and the PNG level."""
+    process = process_file if not paths or isinstance(paths[0], Path) else process_record
+    work = partial(process, class_map=class_map, out=tmp, images=images, **outputs)
     return list(with_progress(workers.imap(work, paths), phase, len(paths), on_progress))
 
 
 def _refuse_invalid(
-    results: list[FileResult], total: int, annotations: Path, skip_invalid: bool
+    results: list[FileResult],
+    total: int,
+    annotations: Path,
+    skip_invalid: bool,
+    what: str = "annotation files",
 ) -> None:
     """Raise when a file is invalid (unless `skip_invalid`) or when no valid file is left."""
     bad = [r.problem for r in results if r.problem]
     if bad and not skip_invalid:
         raise InvalidInputError(
-            f"{len(bad)} of {total} annotation files are invalid, nothing was written "
+            f"{len(bad)} of {total} {what} are invalid, nothing was written "
             f"(fix them or pass --skip-invalid)",
             bad,
         )
     if len(bad) == len(results):
         raise SegtoolError(f"{annotations}: no valid annotation file left to convert")
+
+
+def _sources(
+    annotations: Path,
+    out: Path,
+    format: str,
+    image_dir: Path | None,
+    via_attribute: str | None,
+    crowd: str,
+    workers: Workers,
+) -> list:
+    """The labelme files, or the export's image records, that `rasterize_dir` converts."""
+    check_choice("format", format, ("auto", *FORMATS))
+    if format == "auto":
+        format, annotations = detect(annotations)
+    if format == "labelme":
+        return find_annotations(annotations, exclude=[out], on_found=workers.found)
+    records = read_export(format, annotations, image_dir, via_attribute=via_attribute, crowd=crowd)
+    if not records:
+        raise SegtoolError(f"{annotations}: the {format} file lists no images")
+    return records
 
 
 def rasterize_dir(
@@ -305,14 +272,21 @@ def rasterize_dir(
     previews: bool = False,
     png_level: int = png.DEFAULT_LEVEL,
     on_progress: ProgressFn | None = None,
+    format: str = "auto",
+    image_dir: Path | None = None,
+    via_attribute: str | None = None,
+    crowd: str = "ignore",
 ) -> RasterizeReport:
-    """Turn a folder of labelme JSON files into a dataset folder (docs/architecture.md).
+    """Turn annotations (a labelme folder or an export file) into a dataset folder
+    (docs/architecture.md).
 
-    Every file is checked before anything is written; the dataset is built in a temporary
-    folder beside `out` and renamed into place only when complete.
+    Every image is checked before anything is written; the dataset is built in a temporary
+    folder beside `out` and renamed into place only when complete. Masks are named by image
+    file stem and written only inside `out`, whatever paths the annotations hold.
 
     Args:
-        annotations: folder searched recursively for ``*.json``.
+        annotations: a labelme folder (searched recursively for ``*.json``), a COCO, CVAT,
+            VIA or Label Studio export file, or a folder holding one such file.
         out: the dataset folder to write.
         labels: a labelme ``labels.txt`` or a ``classes.json``; None derives the map from the
             annotations (background 0, then labels sorted by name).
@@ -331,6 +305,11 @@ def rasterize_dir(
         png_level: mask PNG compression, 0..9: 0 none, 1 run-length matching (the default:
             fast, and small on masks), 2-9 full deflate (smaller files, slower).
         on_progress: called as ``(phase, done, total)`` after each file.
+        format: ``auto`` (detected from the content) or one of `FORMATS`.
+        image_dir: where an export's image paths start; default: the export file's folder
+            (CVAT: its ``images/`` folder when there is one).
+        via_attribute: the VIA region attribute holding the class.
+        crowd: COCO ``iscrowd`` regions: ``ignore`` (the ignore value) or ``class``.
 
     Returns:
         The report, also written as ``rasterize_report.json``.
@@ -354,7 +333,18 @@ def rasterize_dir(
     source = str(labels) if labels is not None else "derived from the annotations"
     with Workers(jobs, min_items=MIN_FILES_FOR_WORKERS) as workers:
         # The workers start (if the folder is large enough) while the search goes on.
-        files = find_annotations(annotations, exclude=[out], on_found=workers.found)
+        files = _sources(annotations, out, format, image_dir, via_attribute, crowd, workers)
+        what = "annotation files" if isinstance(files[0], Path) else "images of the export"
+        if not isinstance(files[0], Path):
+            if multilabel or instances:
+                raise SegtoolError(
+                    "--multilabel and --instances read labelme folders; export files are "
+                    "drawn as exclusive class masks"
+                )
+            if class_map is None:
+                # An export's labels are known once it is read: one pass checks and draws.
+                found = (label for r in files if not r.problem for label in r.labels)
+                class_map = derive_class_map(found)
         run = partial(
             _run,
             images=images,
@@ -374,20 +364,20 @@ def rasterize_dir(
             if class_map is None:
                 # The ids depend on every label, so all files are read before any is drawn.
                 checks = run(files, None, None, phase="check")
-                _refuse_invalid(checks, len(files), annotations, skip_invalid)
+                _refuse_invalid(checks, len(files), annotations, skip_invalid, what)
                 try:
                     class_map = derive_class_map(
                         (label for c in checks for label in c.labels), multilabel=multilabel
                     )
                 except SegtoolError as exc:
                     raise SegtoolError(f"{annotations}: {exc}") from None
-                valid = [c.path for c in checks if not c.problem]
+                valid = [f for f, c in zip(files, checks, strict=True) if not c.problem]
                 results = [c for c in checks if c.problem]
                 results += run(valid, class_map, tmp, phase="rasterize")
             else:
                 # One pass checks and draws; the temporary folder is dropped if any file is bad.
                 results = run(files, class_map, tmp, phase="rasterize")
-                _refuse_invalid(results, len(files), annotations, skip_invalid)
+                _refuse_invalid(results, len(files), annotations, skip_invalid, what)
             report = make_report(results, out, class_map, source, instances)
             class_map.save(tmp / CLASSES_FILE)
             write_json(tmp / REPORT_FILE, report.to_json())

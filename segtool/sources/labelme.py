@@ -12,6 +12,7 @@ from pathlib import Path, PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
 from segtool.core.images import FORMAT_SUFFIX, ImageReadError, displayed_size
+from segtool.sources.detect import describe_json, sniff_json
 from segtool.sources.shapes import AnnotationError, ImageSource, Shape
 
 if TYPE_CHECKING:
@@ -149,8 +150,15 @@ def parse_labelme(path: Path) -> LabelmeFile:
             f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); fix the file"
         ) from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("shapes"), list):
+        found = sniff_json(doc)
+        if found is not None:
+            raise AnnotationError(
+                f'not a labelme file (no "shapes" list) but a {found} export; convert it on its '
+                f"own: segtool rasterize {path} OUT --format {found}"
+            )
         raise AnnotationError(
-            'not a labelme file (no "shapes" list); pass a folder of labelme JSON annotations'
+            f'not a labelme file (no "shapes" list): {describe_json(doc)}; pass a folder of '
+            f"labelme JSON files, or one COCO, CVAT, VIA or Label Studio export file"
         )
     shapes = tuple(_parse_shape(raw, i) for i, raw in enumerate(doc["shapes"]))
     image_data = None

@@ -1,0 +1,142 @@
+"""Export files (COCO, CVAT, VIA, Label Studio) -> records checked and drawn like labelme files.
+
+The readers turn a whole export into per-image records in this process; each record then goes
+through the same worker step as a labelme file: find the image, check its size and labels,
+draw its shapes with the one drawing path, write the mask and the image.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from segtool.core import png
+from segtool.core.classes import ClassMap
+from segtool.core.constants import IMAGES_DIR, MASK_SUFFIX, MASKS_DIR
+from segtool.core.errors import SegtoolError
+from segtool.core.images import FORMAT_SUFFIX, ImageReadError, displayed_size
+from segtool.core.masks import write_mask
+from segtool.rasterize.draw import draw_shapes
+from segtool.rasterize.result import FileResult, label_problem, pixel_counts, place_image
+from segtool.sources.records import ImageRecord
+from segtool.sources.shapes import ImageSource
+
+
+def read_export(
+    fmt: str,
+    path: Path,
+    image_dir: Path | None,
+    *,
+    via_attribute: str | None = None,
+    crowd: str = "ignore",
+) -> list[ImageRecord]:
+    """Every image record of one export file.
+
+    Raises:
+        SegtoolError: the file cannot be read as `fmt`, or two images share a mask name.
+    """
+    if not path.is_file():
+        raise SegtoolError(f"{path}: a {fmt} export is one file; pass the file, not a folder")
+    if image_dir is not None and not image_dir.is_dir():
+        raise SegtoolError(f"{image_dir}: --image-dir is not a folder")
+    # Each reader is loaded only when its format is asked for.
+    if fmt == "via":
+        from segtool.sources.via import read_via
+
+        records = read_via(path, image_dir, attribute=via_attribute)
+    elif fmt == "coco":
+        from segtool.sources.coco import read_coco
+
+        records = read_coco(path, image_dir, crowd=crowd)
+    elif fmt == "cvat":
+        from segtool.sources.cvat import read_cvat
+
+        records = read_cvat(path, image_dir)
+    else:
+        from segtool.sources.labelstudio import read_labelstudio
+
+        records = read_labelstudio(path, image_dir)
+    seen: dict[str, str] = {}
+    for record in records:
+        if record.image is None and record.data is None:
+            continue  # a record that only carries a problem
+        if record.stem in seen:
+            raise SegtoolError(
+                f"{path}: images {seen[record.stem]!r} and {record.name!r} would both write "
+                f"masks/{record.stem}{MASK_SUFFIX}; masks are named by file stem, so rename one"
+            )
+        seen[record.stem] = record.name
+    return records
+
+
+def resolve_record_image(record: ImageRecord) -> ImageSource:
+    """The record's image (embedded data first, as labelme does), checked against its size.
+
+    Raises:
+        ValueError: no image, an unreadable one, or a size that disagrees with the export.
+    """
+    try:
+        if record.data is not None:
+            width, height, fmt = displayed_size(record.data)
+            source = ImageSource(width, height, None, record.data, FORMAT_SUFFIX.get(fmt, ".img"))
+        elif record.image is None or not record.image.is_file():
+            folder = record.image.parent if record.image is not None else "the image folder"
+            raise ValueError(
+                f"image {record.name!r} not found in {folder}; pass --image-dir with the "
+                f"folder that holds the images"
+            )
+        else:
+            width, height, _ = displayed_size(record.image)
+            source = ImageSource(width, height, record.image, None, record.image.suffix)
+    except ImageReadError as exc:
+        raise ValueError(f"image {record.name!r}: {exc}; re-export the image") from exc
+    recorded = (record.width, record.height)
+    if record.width is not None and recorded != (source.width, source.height):
+        raise ValueError(
+            f"image {record.name!r} is {source.width} x {source.height} (width x height, EXIF "
+            f"orientation applied) but the export says {record.width} x {record.height}; "
+            f"re-export or use the image the annotations were made on"
+        )
+    return source
+
+
+def process_record(
+    record: ImageRecord,
+    class_map: ClassMap | None,
+    out: Path | None,
+    images: str,
+    level: int = png.DEFAULT_LEVEL,
+    **_: bool,
+) -> FileResult:
+    """Check one record against `class_map` and, given `out`, write its mask (PNG `level`) and
+    image. The labelme-only outputs (instances, previews) are refused before this is called.
+
+    Never raises for a bad record: the problem comes back as ``FileResult.problem``.
+    """
+    key = Path(record.name)
+    if record.problem:
+        return FileResult(key, problem=f"{record.export}: {record.problem}")
+    try:
+        source = resolve_record_image(record)
+    except ValueError as exc:
+        return FileResult(key, problem=f"{record.export}: {exc}")
+    if class_map is not None:
+        problem = label_problem(record.labels, frozenset(class_map.names))
+        if problem:
+            return FileResult(key, problem=f"{record.export}: image {record.name!r}: {problem}")
+    result = FileResult(key, labels=sorted(record.labels))
+    if out is None or class_map is None:
+        return result
+    mask = draw_shapes(
+        record.shapes, source.height, source.width, class_map.value_of(), wide=class_map.sixteen_bit
+    )
+    target = out / MASKS_DIR / f"{record.stem}{MASK_SUFFIX}"
+    write_mask(target, mask, class_map, atomic=False, level=level)
+    if images != "none":
+        result.warnings += place_image(
+            source, out / IMAGES_DIR / f"{record.stem}{source.suffix}", images
+        )
+    result.pixels = pixel_counts(mask)
+    result.shapes = Counter(s.label for s in record.shapes)
+    result.outside = sum(not s.inside(source.width, source.height) for s in record.shapes)
+    return result

@@ -1,0 +1,367 @@
+"""Image + mask folders made elsewhere -> a segtool dataset (same layout, report and safety).
+
+Every mask is read and checked first (size against its image as displayed, every value
+against the table); only then is anything written, into a folder renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from segtool.core.classes import ClassMap, make_class_map, read_class_map
+from segtool.core.constants import (
+    BACKGROUND_NAME,
+    CLASSES_FILE,
+    IGNORE_LABEL,
+    IMAGES_DIR,
+    MASK_SUFFIX,
+    MASKS_DIR,
+    REPORT_FILE,
+    SPLIT_FILE,
+)
+from segtool.core.errors import InvalidInputError, SegtoolError, check_choice
+from segtool.core.files import check_overwrite, output_folder, write_json
+from segtool.core.images import ImageReadError, displayed_size
+from segtool.core.masks import write_mask
+from segtool.core.parallel import ProgressFn, default_jobs, imap_jobs, with_progress
+from segtool.rasterize.result import place_image
+from segtool.sources.maskfolders import (
+    FOREGROUND_NAME,
+    VOC_CLASSES,
+    MaskLayout,
+    MaskPair,
+    describe,
+    find_layout,
+    map_values,
+    parse_values,
+    read_colors,
+    read_values,
+    value_counts,
+)
+from segtool.sources.shapes import ImageSource
+
+#: What happens to a mask value the table does not name.
+UNKNOWN_MODES = ("error", "ignore")
+#: How original images reach ``dataset/images``.
+IMAGE_MODES = ("copy", "link", "none")
+
+
+@dataclass
+class MaskScan:
+    """What the checking pass learned about one pair."""
+
+    pair: MaskPair
+    problem: str | None = None
+    rgb: bool = False
+    counts: dict[int, int] = field(default_factory=dict)
+
+
+def _scan(pair: MaskPair) -> MaskScan:
+    try:
+        width, height, _ = displayed_size(pair.image)
+    except ImageReadError as exc:
+        return MaskScan(pair, problem=f"{pair.image}: {exc}")
+    try:
+        values, rgb = read_values(pair.mask)
+    except SegtoolError as exc:
+        return MaskScan(pair, problem=str(exc))
+    if values.shape != (height, width):
+        return MaskScan(
+            pair,
+            problem=f"{pair.mask}: {values.shape[1]} x {values.shape[0]} (width x height) but its "
+            f"image {pair.image} is {width} x {height} as displayed; re-export the mask",
+        )
+    return MaskScan(pair, rgb=rgb, counts=value_counts(values))
+
+
+def _binary_table(scans: list[MaskScan]) -> dict[int, str]:
+    """The table for binary masks: 0 background, 255 (or 1) the foreground."""
+    found = set().union(*(s.counts for s in scans)) if scans else set()
+    for high in (255, 1):
+        if found <= {0, high}:
+            return {0: BACKGROUND_NAME, high: FOREGROUND_NAME}
+    shown = ", ".join(str(v) for v in sorted(found)[:12])
+    raise SegtoolError(
+        f"the masks hold values {shown}{', ...' if len(found) > 12 else ''}, not just 0/255 "
+        f"or 0/1; name each value: --values '0=_background_,1=road,2=car' (palette PNGs: "
+        f"their palette indices), or pass --colors for colour masks"
+    )
+
+
+def _class_map(
+    table: dict[int, str], labels: Path | None, by_color: dict[tuple[int, int, int], str]
+) -> ClassMap:
+    names = [n for n in table.values() if n != IGNORE_LABEL]
+    if labels is not None:
+        cmap = read_class_map(labels)
+        missing = sorted(set(names) - set(cmap.names))
+        if missing:
+            raise SegtoolError(
+                f"{labels}: class {missing[0]!r} of the value table is not in the class map; "
+                f"add it or fix the table"
+            )
+        return cmap
+    ordered = list(by_color.values()) or [table[v] for v in sorted(table)]
+    ordered = [n for n in dict.fromkeys(ordered) if n not in (IGNORE_LABEL, BACKGROUND_NAME)]
+    cmap = make_class_map([BACKGROUND_NAME, *ordered], source="value table")
+    if not by_color or cmap.sixteen_bit:
+        return cmap
+    # Colour masks keep their colours: the dataset's masks look like the originals.
+    color_of = {name: color for color, name in reversed(list(by_color.items()))}
+    colors = tuple(color_of.get(n, cmap.colors[i]) for i, n in enumerate(cmap.names))
+    return ClassMap(cmap.names, colors, cmap.ignore_index)
+
+
+def _unmapped(scan: MaskScan, table: dict[int, str]) -> str | None:
+    missing = {v: n for v, n in scan.counts.items() if v not in table}
+    if not missing:
+        return None
+    items = sorted(missing.items(), key=lambda item: -item[1])
+    what = "colour" if scan.rgb else "value"
+    first = f"{what} {describe(items[0][0], scan.rgb)} ({items[0][1]} px)"
+    others = ", ".join(f"{describe(v, scan.rgb)} ({n} px)" for v, n in items[1:4])
+    more = f", and {others}" + (", ..." if len(items) > 4 else "") if others else ""
+    fix = "--colors" if scan.rgb else "--values"
+    return (
+        f"{scan.pair.mask}: {first} is not in the table{more}; add it to {fix} or pass "
+        f"--unknown ignore to make it the ignore value"
+    )
+
+
+def _convert(
+    pair: MaskPair,
+    ids: dict[int, int],
+    fill: int | None,
+    class_map: ClassMap,
+    out: Path,
+    images: str,
+) -> dict[int, int]:
+    values, _ = read_values(pair.mask)
+    mask = map_values(values, ids, fill)
+    write_mask(out / MASKS_DIR / f"{pair.stem}{MASK_SUFFIX}", mask, class_map, atomic=False)
+    if images != "none":
+        image = ImageSource(0, 0, pair.image, None, pair.image.suffix)
+        place_image(image, out / IMAGES_DIR / f"{pair.stem}{pair.image.suffix}", images)
+    return value_counts(mask)
+
+
+@dataclass
+class ImportReport:
+    """What `import_masks` did: the class map, the values found, skipped files, the split."""
+
+    out: Path
+    class_map: ClassMap
+    layout: str
+    table: dict[int, str]
+    rgb: bool
+    n_images: int = 0
+    values: Counter = field(default_factory=Counter)
+    pixels: Counter = field(default_factory=Counter)
+    skipped: list[dict] = field(default_factory=list)
+    split: dict | None = None
+
+    def to_json(self) -> dict:
+        """The report document (``rasterize_report.json`` in the dataset)."""
+        total = sum(self.pixels.values()) or 1
+        return {
+            "n_images": self.n_images,
+            "layout": self.layout,
+            "class_map_source": "value table",
+            "classes": {
+                name: {
+                    "id": i,
+                    "pixels": int(self.pixels.get(i, 0)),
+                    "pixel_share": self.pixels.get(i, 0) / total,
+                }
+                for i, name in enumerate(self.class_map.names)
+            },
+            "ignore": {
+                "value": self.class_map.ignore_index,
+                "pixels": int(self.pixels.get(self.class_map.ignore_index, 0)),
+            },
+            "values": {
+                describe(v, self.rgb): {"pixels": int(n), "class": self.table.get(v)}
+                for v, n in sorted(self.values.items())
+            },
+            "skipped": self.skipped,
+            "split": None
+            if self.split is None
+            else {k: len(self.split[k]) for k in ("train", "val", "test")},
+        }
+
+
+def _check_options(
+    images: Path,
+    masks: Path | None,
+    out: Path,
+    values: str | None,
+    colors: Path | None,
+    unknown: str,
+    image_mode: str,
+    overwrite: bool,
+) -> None:
+    """Refuse bad options before anything is read."""
+    check_choice("unknown", unknown, UNKNOWN_MODES)
+    check_choice("images", image_mode, IMAGE_MODES)
+    if values is not None and colors is not None:
+        raise SegtoolError(
+            "pass --values (grey or palette masks) or --colors (RGB masks), not both"
+        )
+    check_overwrite(out, overwrite)
+    for source in (images, masks):
+        if source is None:
+            continue
+        target, given = out.resolve(), source.resolve()
+        if target.is_relative_to(given) or given.is_relative_to(target):
+            raise SegtoolError(
+                f"{out}: is, holds or lies inside the input {source}; write the dataset elsewhere"
+            )
+
+
+def _choose_table(
+    values: str | None, packed: dict[int, str], layout: MaskLayout, good: list[MaskScan]
+) -> dict[int, str]:
+    """Mask value -> class name: the colour table, --values, VOC's table, or binary."""
+    if packed:
+        return packed
+    if values is not None:
+        table = parse_values(values)
+        if len(table) == 1 and 0 not in table:
+            table[0] = BACKGROUND_NAME  # "255=membrane" names a binary mask's foreground
+        return table
+    if layout.voc:
+        return dict(enumerate(VOC_CLASSES)) | {255: IGNORE_LABEL}
+    return _binary_table(good)
+
+
+def _problem(scan: MaskScan, packed: dict[int, str], table: dict, unknown: str) -> str | None:
+    """What is wrong with one scanned pair, if anything."""
+    if scan.problem:
+        return scan.problem
+    if scan.rgb and not packed:
+        return f"{scan.pair.mask}: a colour mask; pass a colour table with --colors"
+    if packed and not scan.rgb:
+        return (
+            f"{scan.pair.mask}: a grey or palette mask, but --colors is for RGB masks; use --values"
+        )
+    return _unmapped(scan, table) if unknown == "error" else None
+
+
+def _kept_split(layout: MaskLayout, kept: set[str]) -> dict | None:
+    """The layout's official split, less the pairs that were skipped."""
+    split = layout.split()
+    if split is None:
+        return None
+    return {k: [s for s in v if s in kept] if isinstance(v, list) else v for k, v in split.items()}
+
+
+def _write(
+    pairs: list[MaskPair],
+    report: ImportReport,
+    fill: int | None,
+    image_mode: str,
+    jobs: int,
+    overwrite: bool,
+    on_progress: ProgressFn | None,
+) -> None:
+    """Convert every pair into a dataset folder built beside `report.out`, then swap it in."""
+    class_map = report.class_map
+    value_of = class_map.value_of()
+    ids = {v: value_of[name] for v, name in report.table.items()}
+    with output_folder(report.out, overwrite) as tmp:
+        (tmp / MASKS_DIR).mkdir()
+        if image_mode != "none":
+            (tmp / IMAGES_DIR).mkdir()
+        work = partial(
+            _convert, ids=ids, fill=fill, class_map=class_map, out=tmp, images=image_mode
+        )
+        for counts in with_progress(
+            imap_jobs(work, pairs, jobs), "import", len(pairs), on_progress
+        ):
+            report.n_images += 1
+            report.pixels.update(counts)
+        class_map.save(tmp / CLASSES_FILE)
+        write_json(tmp / REPORT_FILE, report.to_json())
+        if report.split is not None:
+            write_json(tmp / SPLIT_FILE, report.split)
+
+
+def import_masks(
+    images: Path,
+    masks: Path | None,
+    out: Path,
+    *,
+    values: str | None = None,
+    colors: Path | None = None,
+    labels: Path | None = None,
+    unknown: str = "error",
+    image_mode: str = "copy",
+    jobs: int | None = None,
+    skip_invalid: bool = False,
+    overwrite: bool = False,
+    on_progress: ProgressFn | None = None,
+) -> ImportReport:
+    """Turn an image folder and a mask folder (or a VOC / split-folder tree) into a dataset.
+
+    Args:
+        images: the image folder, or the root of a recognised tree when `masks` is None.
+        masks: the mask folder (paired with `images` by file stem).
+        out: the dataset folder to write.
+        values: ``"0=_background_,255=membrane"``: grey values (palette indices) -> class
+            names; ``__ignore__`` names the ignore value. Default: 0/255 or 0/1 binary masks
+            (background / ``foreground``), VOC's table in the VOC layout.
+        colors: a colour table for RGB masks (``classes.json`` with colours, or ``R G B name``
+            lines).
+        labels: a class map fixing the ids; default: background 0, then the table's classes
+            in value order (colour tables: in file order).
+        unknown: ``error`` (default) or ``ignore`` for values the table does not name.
+        image_mode: ``copy``, ``link`` or ``none``.
+        jobs: worker processes; None uses every core.
+        skip_invalid: convert the valid pairs and list the others in the report.
+        overwrite: replace `out` if it exists.
+        on_progress: called as ``(phase, done, total)`` after each file.
+
+    Returns:
+        The report, also written as ``rasterize_report.json``.
+
+    Raises:
+        SegtoolError: bad options, an existing `out`, or (without `skip_invalid`) any bad pair.
+    """
+    _check_options(images, masks, out, values, colors, unknown, image_mode, overwrite)
+    layout = find_layout(images, masks)
+    if not layout.pairs:
+        raise SegtoolError(
+            f"{images}: no image/mask pairs; images and masks are paired by file stem"
+        )
+    by_color, _ = read_colors(colors) if colors is not None else ({}, [])
+    packed = {(r << 16) | (g << 8) | b: name for (r, g, b), name in by_color.items()}
+    jobs = jobs or default_jobs()
+    scans = list(
+        with_progress(imap_jobs(_scan, layout.pairs, jobs), "check", len(layout.pairs), on_progress)
+    )
+    good = [s for s in scans if not s.problem and s.rgb == bool(packed)]
+    table = _choose_table(values, packed, layout, good)
+    problems = layout.unpaired + [_problem(s, packed, table, unknown) for s in scans]
+    problems = [p for p in problems if p]
+    if unknown == "error":
+        good = [s for s in good if not _unmapped(s, table)]
+    if problems and not skip_invalid:
+        raise InvalidInputError(
+            f"{len(problems)} problem(s) in {len(layout.pairs)} image/mask pairs, nothing was "
+            f"written (fix them or pass --skip-invalid)",
+            problems,
+        )
+    if not good:
+        raise SegtoolError(f"{images}: no valid image/mask pair left to import")
+    class_map = _class_map(table, labels, by_color)
+    report = ImportReport(out, class_map, layout.kind, table, bool(packed))
+    report.skipped = [{"file": p.split(":", 1)[0], "reason": p} for p in problems]
+    for scan in good:
+        report.values.update(scan.counts)
+    report.split = _kept_split(layout, {s.pair.stem for s in good})
+    fill = class_map.ignore_index if unknown == "ignore" else None
+    _write([s.pair for s in good], report, fill, image_mode, jobs, overwrite, on_progress)
+    return report

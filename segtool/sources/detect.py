@@ -1,0 +1,97 @@
+"""Which annotation format a path holds, decided from the content, not the file name."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from segtool.core.errors import SegtoolError
+
+#: Every format ``segtool rasterize --format`` accepts (``auto`` detects).
+FORMATS = ("labelme", "coco", "cvat", "via", "labelstudio")
+#: A folder with more JSON/XML files than this at its top is taken for a labelme folder.
+_MAX_SNIFFED = 3
+#: How much of an XML file is read to recognise it.
+_XML_SNIFF_BYTES = 4096
+
+
+def sniff_json(doc: Any) -> str | None:
+    """The format of a parsed JSON document, or None."""
+    if isinstance(doc, dict):
+        if isinstance(doc.get("shapes"), list):
+            return "labelme"
+        if isinstance(doc.get("images"), list) and isinstance(doc.get("annotations"), list):
+            return "coco"
+        from segtool.sources.via import via_entries  # readers load only when needed
+
+        return "via" if via_entries(doc) is not None else None
+    from segtool.sources.labelstudio import is_labelstudio
+
+    return "labelstudio" if is_labelstudio(doc) else None
+
+
+def describe_json(doc: Any) -> str:
+    """A few words on what a JSON document looks like, for an error message."""
+    if isinstance(doc, dict):
+        keys = ", ".join(map(repr, list(doc)[:6])) or "no keys"
+        return f"a JSON object with keys {keys}"
+    if isinstance(doc, list):
+        return f"a JSON list of {len(doc)} item(s)"
+    return f"a JSON {type(doc).__name__}"
+
+
+def sniff_file(path: Path) -> tuple[str | None, str]:
+    """(format or None, what the file looks like) for one file."""
+    if path.suffix.lower() == ".xml":
+        head = path.read_bytes()[:_XML_SNIFF_BYTES].decode("utf-8", "replace")
+        if "<annotations" in head:
+            return "cvat", "a CVAT XML file"
+        return None, "an XML file without CVAT's <annotations> root"
+    try:
+        doc = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None, "neither JSON nor XML"
+    return sniff_json(doc), describe_json(doc)
+
+
+def detect(source: Path) -> tuple[str, Path]:
+    """The format of `source` and the path its reader takes.
+
+    A labelme folder stays a folder; a folder holding exactly one COCO, CVAT, VIA or Label
+    Studio file gives that file.
+
+    Raises:
+        SegtoolError: nothing recognisable, saying what was found and which formats exist.
+    """
+    formats = ", ".join(FORMATS)
+    if source.is_file():
+        found, looks = sniff_file(source)
+        if found == "labelme":
+            raise SegtoolError(
+                f"{source}: a single labelme file; pass the folder that holds the labelme files"
+            )
+        if found is None:
+            raise SegtoolError(
+                f"{source}: {looks}, which is none of the formats segtool reads ({formats}); "
+                f"pass --format if you know which it is"
+            )
+        return found, source
+    if not source.is_dir():
+        raise SegtoolError(f"{source}: no such file or folder")
+    # A labelme folder holds many JSON files, an export folder one file beside its images:
+    # only a folder with at most a few candidates is read to tell them apart.
+    candidates = [
+        p for p in sorted(source.iterdir()) if p.is_file() and p.suffix.lower() in (".json", ".xml")
+    ]
+    exports = []
+    for path in candidates if len(candidates) <= _MAX_SNIFFED else ():
+        found, _ = sniff_file(path)
+        if found not in (None, "labelme"):
+            exports.append((found, path))
+    if len(exports) == 1:
+        return exports[0]
+    if len(exports) > 1:
+        names = ", ".join(f"{p.name} ({f})" for f, p in exports)
+        raise SegtoolError(f"{source}: several export files ({names}); pass one of them")
+    return "labelme", source

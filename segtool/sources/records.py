@@ -1,0 +1,114 @@
+"""What every export reader hands to the drawing step: one record per image.
+
+A record names the image (as the export wrote it and where segtool found it), the size the
+export recorded, and its shapes in drawing order. Problems with one image's annotations are
+kept on the record (``problem``) so that every problem of a file can be listed together and
+``--skip-invalid`` can skip just that image.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from segtool.core.constants import BACKGROUND_NAME
+from segtool.sources.shapes import Shape
+
+#: Names a source may give the background; both become class 0 (labelme's ``_background_``).
+BACKGROUND_ALIASES = frozenset({BACKGROUND_NAME, "background"})
+
+
+@dataclass(frozen=True)
+class RleShape(Shape):
+    """A COCO segmentation (polygons or RLE), drawn through pycocotools as ``annToMask`` does."""
+
+    segmentation: Any = None
+
+    def inside(self, width: int, height: int) -> bool:
+        """True unless a polygon vertex lies off the image (RLE masks always fit it)."""
+        if not isinstance(self.segmentation, list):
+            return True
+        for poly in self.segmentation:
+            xs, ys = poly[0::2], poly[1::2]
+            if min(xs) < 0 or min(ys) < 0 or max(xs) > width - 1 or max(ys) > height - 1:
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image of an export file and its shapes, in the order they are drawn.
+
+    ``image`` is the image file inside the image folder (None when the export names none that
+    can be used: see ``problem``); ``data`` holds an image embedded in the export (VIA 1.x).
+    """
+
+    export: Path
+    name: str
+    image: Path | None
+    width: int | None
+    height: int | None
+    shapes: tuple[Shape, ...] = ()
+    data: bytes | None = None
+    problem: str | None = None
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def labels(self) -> set[str]:
+        """Every label the image's shapes use."""
+        return {shape.label for shape in self.shapes}
+
+    @property
+    def stem(self) -> str:
+        """The mask's name: the image file's stem."""
+        return PurePosixPath(self.name.replace("\\", "/")).stem
+
+
+def canonical_label(name: str) -> str:
+    """A class name as segtool keys it: any background alias becomes ``_background_``."""
+    return BACKGROUND_NAME if name.strip().lower() in BACKGROUND_ALIASES else name
+
+
+class PathEscapeError(ValueError):
+    """An image path in an export points outside the image folder."""
+
+
+def image_in_folder(folder: Path, name: str) -> Path:
+    """The file an export's relative image path names inside `folder`.
+
+    Backslashes count as separators (Windows exports). An absolute path, a drive letter or
+    ``..`` steps that leave `folder` are refused, so no path in a file reaches elsewhere.
+
+    Raises:
+        PathEscapeError: the path leaves `folder`.
+    """
+    text = name.replace("\\", "/")
+    if text.startswith("/") or re.match(r"^[A-Za-z]:", text):
+        raise PathEscapeError(f"image path {name!r} is absolute")
+    normal = posixpath.normpath(text)
+    if normal == ".." or normal.startswith("../") or normal in ("", "."):
+        raise PathEscapeError(f"image path {name!r} leaves the image folder")
+    return folder / normal
+
+
+def basename_of(reference: str) -> str:
+    """The file name at the end of a path or URL (``/data/upload/3/a.jpg`` -> ``a.jpg``)."""
+    text = reference.replace("\\", "/")
+    if "://" in text or text.startswith("/data/"):
+        text = unquote(urlparse(text).path)
+    if "?d=" in reference:  # Label Studio's local-files URLs carry the path in the query
+        text = unquote(reference.split("?d=", 1)[1]).replace("\\", "/")
+    return text.rstrip("/").rsplit("/", 1)[-1]
+
+
+def finite_number(value: Any) -> bool:
+    """True for an int or float that is neither bool, NaN nor infinite."""
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and value - value == 0  # false for NaN and infinity
+    )

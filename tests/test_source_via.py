@@ -1,0 +1,193 @@
+"""VIA 1.x and 2.x JSON: regions drawn as the slow reference draws them; bad files refused."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from segtool.core.errors import SegtoolError
+from segtool.rasterize.draw import draw_shapes
+from segtool.sources.via import read_via
+from tests.source_reference import composite
+
+VALUES = {"_background_": 0, "balloon": 1, "string": 2}
+
+
+def write(tmp: Path, doc) -> Path:
+    path = tmp / "via_region_data.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def via_doc(regions: list[dict], *, style: str, filename: str = "a.jpg", **entry) -> dict:
+    """One image entry in VIA 1.x style (regions keyed "0", "1"...) or 2.x (a list), or a
+    2.x saved project."""
+    body = {"filename": filename, "size": 1234, "file_attributes": {}, **entry}
+    if style == "1":
+        body |= {
+            "fileref": "",
+            "base64_img_data": entry.get("base64_img_data", ""),
+            "regions": {str(i): r for i, r in enumerate(regions)},
+        }
+    else:
+        body["regions"] = regions
+    doc = {f"{filename}1234": body}
+    if style == "2-project":
+        return {
+            "_via_settings": {},
+            "_via_img_metadata": doc,
+            "_via_attributes": {"region": {"class": {"type": "text"}}, "file": {}},
+        }
+    return doc
+
+
+def reference(doc: dict, h: int, w: int) -> np.ndarray:
+    """Walk the JSON directly and draw region by region."""
+    meta = doc.get("_via_img_metadata", doc)
+    (entry,) = meta.values()
+    regions = entry["regions"]
+    if isinstance(regions, dict):
+        regions = [regions[k] for k in sorted(regions, key=int)]
+    spec = []
+    for r in regions:
+        a, value = r["shape_attributes"], VALUES[r["region_attributes"]["class"]]
+        if a["name"] in ("polygon", "polyline"):
+            pts = list(zip(a["all_points_x"], a["all_points_y"], strict=True))
+            spec.append(("polygon" if a["name"] == "polygon" else "polyline", pts, value))
+        elif a["name"] == "rect":
+            spec.append(
+                (
+                    "box",
+                    (a["x"], a["y"], a["x"] + a["width"], a["y"] + a["height"], 0, (0, 0)),
+                    value,
+                )
+            )
+        elif a["name"] == "circle":
+            spec.append(("circle", (a["cx"], a["cy"], a["r"]), value))
+        elif a["name"] == "ellipse":
+            spec.append(("ellipse", (a["cx"], a["cy"], a["rx"], a["ry"]), value))
+        elif a["name"] == "point":
+            spec.append(("point", (a["cx"], a["cy"]), value))
+    return composite(spec, h, w)
+
+
+num = st.integers(-3, 30)
+
+
+@st.composite
+def region(draw_):
+    name = draw_(st.sampled_from(["polygon", "polyline", "rect", "circle", "ellipse", "point"]))
+    if name in ("polygon", "polyline"):
+        n = draw_(st.integers(3 if name == "polygon" else 2, 6))
+        attrs = {
+            "all_points_x": [draw_(num) for _ in range(n)],
+            "all_points_y": [draw_(num) for _ in range(n)],
+        }
+    elif name == "rect":
+        attrs = {
+            "x": draw_(num),
+            "y": draw_(num),
+            "width": draw_(st.integers(0, 9)),
+            "height": draw_(st.integers(0, 9)),
+        }
+    elif name == "circle":
+        attrs = {"cx": draw_(num), "cy": draw_(num), "r": draw_(st.integers(0, 8))}
+    elif name == "ellipse":
+        attrs = {
+            "cx": draw_(num),
+            "cy": draw_(num),
+            "rx": draw_(st.integers(0, 8)),
+            "ry": draw_(st.integers(0, 8)),
+        }
+    else:
+        attrs = {"cx": draw_(num), "cy": draw_(num)}
+    return {
+        "shape_attributes": {"name": name, **attrs},
+        "region_attributes": {"class": draw_(st.sampled_from(["balloon", "string"]))},
+    }
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(regions=st.lists(region(), max_size=6), style=st.sampled_from(["1", "2", "2-project"]))
+def test_regions_match_the_reference(tmp_path, regions, style):
+    doc = via_doc(regions, style=style)
+    (record,) = read_via(write(tmp_path, doc))
+    assert record.problem is None
+    np.testing.assert_array_equal(
+        draw_shapes(record.shapes, 24, 26, VALUES), reference(doc, 24, 26)
+    )
+
+
+def test_via1_regions_in_key_order_and_embedded_image(tmp_path):
+    buf = io.BytesIO()
+    Image.new("RGB", (5, 4)).save(buf, format="PNG")
+    data = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    square = {"name": "rect", "x": 0, "y": 0, "width": 3, "height": 3}
+    doc = {
+        "a.png9": {
+            "filename": "a.png",
+            "size": 9,
+            "fileref": "",
+            "base64_img_data": data,
+            "file_attributes": {},
+            "regions": {
+                "10": {"shape_attributes": square, "region_attributes": {"class": "string"}},
+                "2": {"shape_attributes": square, "region_attributes": {"class": "balloon"}},
+            },
+        }
+    }
+    (record,) = read_via(write(tmp_path, doc))
+    assert [s.label for s in record.shapes] == ["balloon", "string"]  # "2" before "10"
+    assert record.data == buf.getvalue()
+
+
+def test_checkbox_attribute_and_chosen_attribute(tmp_path):
+    region_ = {
+        "shape_attributes": {"name": "point", "cx": 1, "cy": 1},
+        "region_attributes": {"kind": {"balloon": True, "string": False}, "note": "x"},
+    }
+    path = write(tmp_path, via_doc([region_], style="2"))
+    (record,) = read_via(path, attribute="kind")
+    assert record.shapes[0].label == "balloon"
+    with pytest.raises(
+        SegtoolError, match=r"several region attributes .*'kind', 'note'.*--via-attribute"
+    ):
+        read_via(path)
+    with pytest.raises(SegtoolError, match="no region attribute 'nope'"):
+        read_via(path, attribute="nope")
+
+
+def test_region_without_shape_attributes_is_named(tmp_path):
+    regions = [{"region_attributes": {"class": "balloon"}}]
+    (record,) = read_via(write(tmp_path, via_doc(regions, style="1")))
+    assert record.problem == "image 'a.jpg', region 0: it has no shape_attributes; redraw it in VIA"
+
+
+def test_region_without_class_is_named(tmp_path):
+    regions = [
+        {
+            "shape_attributes": {"name": "point", "cx": 1, "cy": 1},
+            "region_attributes": {"class": ""},
+        },
+        {
+            "shape_attributes": {"name": "point", "cx": 1, "cy": 1},
+            "region_attributes": {"class": "balloon"},
+        },
+    ]
+    (record,) = read_via(write(tmp_path, via_doc(regions, style="2")))
+    assert "region 0: it has no class" in record.problem
+
+
+def test_not_via(tmp_path):
+    with pytest.raises(SegtoolError, match="not a VIA 1.x/2.x file"):
+        read_via(write(tmp_path, {"project": {}, "file": {}}))
