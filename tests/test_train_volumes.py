@@ -118,3 +118,109 @@ def test_bad_axis(mri, tmp_path):
         SegtoolError, match="--axis 'upward' is not one of axial, coronal, sagittal"
     ):
         fit(mri, tmp_path / "run", axis="upward", **FAST)
+
+
+# --- predict and evaluate with the trained run ------------------------------------------------
+
+
+def test_predict_writes_volumes_on_the_input_grid(trained, mri, tmp_path):
+    import nibabel as nib
+    from typer.testing import CliRunner
+
+    from segtool.cli.app import app
+
+    run, _ = trained
+    out = tmp_path / "pred"
+    result = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            str(run),
+            str(mri / "imagesTs"),
+            str(out),
+            "--probabilities",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    source = nib.load(str(mri / "imagesTs" / "BRATS_500.nii.gz"))
+    written = nib.load(str(out / "BRATS_500.nii.gz"))
+    assert written.shape == source.shape[:3]
+    np.testing.assert_array_equal(written.affine, source.affine)
+    np.testing.assert_allclose(written.header.get_zooms(), source.header.get_zooms()[:3])
+    labels = np.asanyarray(written.dataobj)
+    assert labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1, 2}
+    probs = nib.load(str(out / "BRATS_500_probabilities.nii.gz")).get_fdata()
+    assert probs.shape == (*source.shape[:3], 3)
+    np.testing.assert_allclose(probs.sum(axis=-1), 1.0, atol=1e-4)
+    np.testing.assert_array_equal(probs.argmax(axis=-1), labels)
+
+
+def test_evaluate_volume_folders_against_a_numpy_oracle(mri, tmp_path):
+    import nibabel as nib
+
+    from segtool.evaluate.volumes import evaluate_volume_dirs
+
+    pred_dir = tmp_path / "pred"
+    pred_dir.mkdir()
+    expected = {}
+    for i in range(3):
+        case = f"BRATS_{i:03d}"
+        img = nib.load(str(mri / "labelsTr" / f"{case}.nii.gz"))
+        ref = np.asanyarray(img.dataobj)
+        pred = ref.copy()
+        if i == 1:
+            pred[pred == 2] = 1  # the core predicted as edema
+        if i == 2:
+            pred = np.roll(pred, 2, axis=0)  # shifted by 2 voxels of 0.9 mm
+        nib.save(nib.Nifti1Image(pred, img.affine, img.header), str(pred_dir / f"{case}.nii.gz"))
+        expected[case] = [
+            2 * ((ref == c) & (pred == c)).sum() / ((ref == c).sum() + (pred == c).sum())
+            for c in (1, 2)
+        ]
+    result = evaluate_volume_dirs(
+        pred_dir, mri / "labelsTr", out=tmp_path / "report", jobs=1, only=set(expected)
+    )
+    summary = result.summary
+    assert summary["n_images"] == 3 and summary["hd95_unit"] == "mm"
+    for row in summary["per_image"]:
+        assert [row["dice"]["edema"], row["dice"]["core"]] == pytest.approx(expected[row["image"]])
+    mean_core = np.mean([expected[c][1] for c in expected])
+    assert summary["per_class"]["core"]["image_mean_dice"] == pytest.approx(mean_core)
+    hd = {row["image"]: row["hd95"]["edema"] for row in summary["per_image"]}
+    assert hd["BRATS_000"] == 0.0
+    assert hd["BRATS_002"] == pytest.approx(1.8)  # 2 voxels x 0.9 mm
+    assert (tmp_path / "report" / "per_case.csv").is_file()
+
+
+def test_evaluate_refuses_a_prediction_on_another_grid(mri, tmp_path):
+    import nibabel as nib
+    from typer.testing import CliRunner
+
+    from segtool.cli.app import app
+
+    pred_dir = tmp_path / "pred"
+    pred_dir.mkdir()
+    img = nib.load(str(mri / "labelsTr" / "BRATS_000.nii.gz"))
+    moved = img.affine.copy()
+    moved[0, 3] += 5
+    nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), moved), str(pred_dir / "BRATS_000.nii.gz"))
+    result = CliRunner().invoke(
+        app, ["evaluate", str(pred_dir), str(mri / "labelsTr"), "--allow-missing", "-j", "1"]
+    )
+    assert result.exit_code == 1
+    assert "BRATS_000.nii.gz: not on its reference's grid" in result.output
+
+
+def test_evaluate_model_on_the_test_cases(trained, mri):
+    from segtool.evaluate.model import evaluate_model
+
+    run, _ = trained
+    result = evaluate_model(run, mri, split="test", device="cpu", jobs=1)
+    test_cases = json.loads((run / "split.json").read_text())["test"]
+    assert [row["image"] for row in result.summary["per_image"]] == sorted(test_cases)
+    assert result.summary["volumes"] is True
+    assert sorted(p.name for p in (run / "evaluation" / "test" / "predictions").iterdir()) == [
+        f"{c}.nii.gz" for c in sorted(test_cases)
+    ]

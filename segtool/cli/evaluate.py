@@ -20,8 +20,12 @@ def print_summary(summary: dict, title: str) -> None:
 
     with_hd95 = "hd95" in summary["mean"]
     table = Table(title=title)
-    columns = ["class", "Dice", "IoU", "precision", "recall"] + (["HD95 px"] if with_hd95 else [])
-    for column in [*columns, "images with ref."]:
+    unit = summary.get("hd95_unit", "px")
+    columns = ["class", "Dice", "IoU", "precision", "recall"] + (
+        [f"HD95 {unit}"] if with_hd95 else []
+    )
+    items = "cases" if summary.get("volumes") else "images"
+    for column in [*columns, f"{items} with ref."]:
         table.add_column(column, justify="left" if column == "class" else "right")
     for name, row in summary["per_class"].items():
         cells = [_fmt(row[m]) for m in ("dice", "iou", "precision", "recall")]
@@ -41,8 +45,8 @@ def print_summary(summary: dict, title: str) -> None:
             highlight=False,
         )
     out.print(
-        f"pixel accuracy {_fmt(summary['pixel_accuracy'])}; per-image mean Dice "
-        f"{_fmt(mean['image_mean_dice'])} over {summary['n_images']} images",
+        f"pixel accuracy {_fmt(summary['pixel_accuracy'])}; per-{items[:-1]} mean Dice "
+        f"{_fmt(mean['image_mean_dice'])} over {summary['n_images']} {items}",
         highlight=False,
     )
     if summary["mean_excludes"]:
@@ -139,19 +143,36 @@ def evaluate(
             if references is None:
                 raise typer.BadParameter("pass PRED and GT folders, or --model RUN DATASET")
             from segtool.evaluate.report import evaluate_dirs
+            from segtool.evaluate.volumes import evaluate_volume_dirs, holds_volumes
 
-            result = evaluate_dirs(
-                first,
-                references,
-                classes=classes,
-                out=out_dir,
-                with_hd95=hd95,
-                jobs=jobs,
-                allow_missing=allow_missing,
-                gallery=gallery,
-                regions=regions,
-                on_progress=on_progress,
-            )
+            if holds_volumes(references):
+                if regions is not None or gallery:
+                    raise typer.BadParameter(
+                        "--regions and --gallery take image masks, not volumes"
+                    )
+                result = evaluate_volume_dirs(
+                    first,
+                    references,
+                    classes=classes,
+                    out=out_dir,
+                    with_hd95=hd95,
+                    jobs=jobs,
+                    allow_missing=allow_missing,
+                    on_progress=on_progress,
+                )
+            else:
+                result = evaluate_dirs(
+                    first,
+                    references,
+                    classes=classes,
+                    out=out_dir,
+                    with_hd95=hd95,
+                    jobs=jobs,
+                    allow_missing=allow_missing,
+                    gallery=gallery,
+                    regions=regions,
+                    on_progress=on_progress,
+                )
             title = f"{first} vs {references}"
     for message in result.warnings:
         warn(message)

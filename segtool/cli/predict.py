@@ -13,7 +13,13 @@ from segtool.cli.common import err, handle_errors, out, progress_bar, warn
 @handle_errors
 def predict(
     model: Annotated[Path, typer.Argument(help="Run folder (or a save_pretrained model folder).")],
-    images: Annotated[Path, typer.Argument(help="Folder of images.")],
+    images: Annotated[
+        Path,
+        typer.Argument(
+            help="Folder of images; for a run trained on volumes, a folder of .nii.gz volumes "
+            "or a volume folder (its imagesTs/, or --split cases)."
+        ),
+    ],
     out_dir: Annotated[Path, typer.Argument(metavar="OUT", help="Folder to write masks into.")],
     classes: Annotated[
         Path | None,
@@ -59,9 +65,25 @@ def predict(
     from segtool.core.dataset import split_stems
     from segtool.predict.folder import predict_dir
     from segtool.predict.predictor import load_predictor
+    from segtool.predict.volumes import volume_settings
 
     predictor = load_predictor(model, classes)
     stems = split_stems(predictor.split, split, predictor.source) if split else None
+    if volume_settings(predictor.source) is not None:
+        _predict_volumes(
+            predictor,
+            images,
+            out_dir,
+            stems,
+            tta,
+            threshold,
+            probabilities,
+            device,
+            batch_size,
+            amp,
+            overwrite,
+        )
+        return
     with progress_bar() as on_progress:
         report = predict_dir(
             predictor,
@@ -92,3 +114,42 @@ def predict(
     )
     if overlay:
         err.print(f"overlays: {out_dir / 'overlays'}", highlight=False)
+
+
+def _predict_volumes(
+    predictor,
+    volumes,
+    out_dir,
+    cases,
+    tta,
+    threshold,
+    probabilities,
+    device,
+    batch_size,
+    amp,
+    overwrite,
+) -> None:
+    """A run trained on volumes: NIfTI label volumes on the input's grid."""
+    from segtool.predict.volumes import predict_volumes
+
+    with progress_bar() as on_progress:
+        report = predict_volumes(
+            predictor,
+            volumes,
+            out_dir,
+            names=cases,
+            tta=tta,
+            threshold=threshold,
+            probabilities=probabilities,
+            device=device,
+            batch_size=batch_size,
+            amp=amp,
+            overwrite=overwrite,
+            on_progress=on_progress,
+        )
+    for note in report.notes:
+        warn(note)
+    out.print(
+        f"{report.n_images} label volumes written to {out_dir} in {report.seconds:.1f}s",
+        highlight=False,
+    )

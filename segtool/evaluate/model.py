@@ -12,6 +12,7 @@ from segtool.core.parallel import ProgressFn
 from segtool.evaluate.report import Evaluation, evaluate_dirs
 from segtool.predict.folder import predict_dir
 from segtool.predict.predictor import load_predictor
+from segtool.predict.volumes import volume_settings
 
 #: What --split accepts with --model: a split of the run's split.json, or every image the
 #: model was not trained on.
@@ -42,6 +43,23 @@ def evaluate_model(
         SegtoolError: unknown split, a split that is empty, or bad run/dataset folders.
     """
     check_choice("split", split, SPLITS)
+    if volume_settings(run) is not None:  # a run trained on a volume folder
+        from segtool.evaluate.volumes import evaluate_volume_model
+
+        result = evaluate_volume_model(
+            run,
+            dataset,
+            split=split,
+            out=out,
+            with_hd95=with_hd95,
+            device=device,
+            tta=tta,
+            jobs=jobs,
+            on_progress=on_progress,
+        )
+        if gallery:
+            result.warnings.append("--gallery draws images; it is not drawn for volumes yet")
+        return result
     predictor = load_predictor(run)
     pairs, _ = find_pairs(dataset, skip_unpaired=True)
     stems = (

@@ -1,0 +1,237 @@
+"""Scoring predicted NIfTI label volumes against reference volumes, case by case in 3-D.
+
+Each case is scored from all of its voxels at once (`segtool.core.metrics.count` on the whole
+volume), HD95 in millimetres from the reference's voxel spacing
+(`segtool.core.volume_metrics.hd95_per_class_mm`). The aggregate is the same ``summary.json``
+as for images (`segtool.evaluate.report.summarize`), a case taking an image's place: pooled
+Dice/IoU/precision/recall over every voxel of every case, and ``image_mean_dice`` the mean
+over cases of each case's 3-D Dice; ``hd95_unit`` says ``mm``.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from segtool.core.classes import ClassMap, read_classes_json
+from segtool.core.errors import SegtoolError
+from segtool.core.files import write_json
+from segtool.core.metrics import count
+from segtool.core.parallel import ProgressFn, Workers
+from segtool.core.volume_metrics import hd95_per_class_mm
+from segtool.evaluate.report import (
+    SUMMARY_FILE,
+    Evaluation,
+    _write_per_image_csv,
+    summarize,
+)
+from segtool.evaluate.score import ImageScore
+from segtool.sources.nifti import read_geometry, read_label
+from segtool.sources.volume_folder import (
+    case_name,
+    is_nifti,
+    is_volume_folder,
+    read_volume_dataset,
+)
+
+#: Per-case scores, one row a case.
+PER_CASE_FILE = "per_case.csv"
+#: Predictions of probabilities that predict writes beside the labels (not scored).
+_PROBABILITIES = "_probabilities"
+
+
+def holds_volumes(folder: Path) -> bool:
+    """Whether `folder` holds NIfTI files (and so is scored as volumes)."""
+    return folder.is_dir() and any(is_nifti(p) for p in folder.iterdir())
+
+
+def volume_classes(references: Path, explicit: Path | None) -> tuple[ClassMap, int | None]:
+    """The class map (and nnU-Net's ignore label value): `explicit`, else the ``dataset.json``
+    of the volume folder that holds `references` (its ``labelsTr/``).
+
+    Raises:
+        SegtoolError: neither is there.
+    """
+    if explicit is not None:
+        if not explicit.is_file():
+            raise SegtoolError(f"{explicit}: no such classes file; pass a classes.json")
+        return read_classes_json(explicit), None
+    if is_volume_folder(references.parent):
+        dataset = read_volume_dataset(references.parent)
+        return dataset.class_map, dataset.label_ignore
+    raise SegtoolError(
+        f"{references}: no dataset.json beside it to name the labels; pass --classes "
+        f"classes.json (e.g. the run's)"
+    )
+
+
+def _by_case(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise SegtoolError(f"{folder}: no such folder of .nii.gz volumes")
+    return {
+        case_name(p): p
+        for p in sorted(folder.iterdir())
+        if is_nifti(p) and not case_name(p).endswith(_PROBABILITIES)
+    }
+
+
+def score_case(
+    item: tuple[str, Path | None, Path],
+    class_map: ClassMap,
+    label_ignore: int | None,
+    with_hd95: bool,
+) -> ImageScore:
+    """Read one prediction/reference pair of volumes and score it in 3-D (runs in a worker).
+
+    Raises:
+        SegtoolError: a prediction on another grid (shape or affine) than its reference, or
+            values outside the class map.
+    """
+    case, pred_path, ref_path = item
+    reference = read_label(ref_path, class_map, label_ignore)
+    shape, spacing, affine = read_geometry(ref_path)
+    if pred_path is None:
+        prediction = np.zeros_like(reference)
+    else:
+        pred_shape, _, pred_affine = read_geometry(pred_path)
+        if pred_shape != shape or not np.allclose(pred_affine, affine, rtol=0, atol=1e-4):
+            raise SegtoolError(
+                f"{pred_path}: not on its reference's grid ({ref_path}: shape {shape}); predict "
+                f"with segtool predict, which keeps the input's shape and affine"
+            )
+        prediction = read_label(pred_path, class_map)
+    k, ignore = class_map.num_classes, class_map.ignore_index
+    counts = count(reference, prediction, k, ignore)
+    distances = None
+    if with_hd95:
+        present = [c for c in range(1, k) if counts.tp[c] + counts.fp[c] + counts.fn[c] > 0]
+        distances = np.full(k, np.nan)
+        if present:
+            distances[present] = hd95_per_class_mm(reference, prediction, present, ignore, spacing)
+    score = ImageScore(case, counts, distances, missing_prediction=pred_path is None)
+    score.reference_ignored = int(np.count_nonzero(reference == ignore))
+    return score
+
+
+def evaluate_volume_dirs(
+    predictions: Path,
+    references: Path,
+    *,
+    classes: Path | None = None,
+    out: Path | None = None,
+    with_hd95: bool = True,
+    jobs: int | None = None,
+    allow_missing: bool = False,
+    only: set[str] | None = None,
+    on_progress: ProgressFn | None = None,
+) -> Evaluation:
+    """Score a folder of predicted label volumes against reference volumes, per case in 3-D.
+
+    Args:
+        predictions: ``<case>.nii.gz`` label volumes (as segtool predict writes them).
+        references: reference label volumes (e.g. a volume folder's ``labelsTr/``).
+        classes: a ``classes.json``; default: the volume folder's ``dataset.json``.
+        out: where ``summary.json`` and ``per_case.csv`` go; default: `predictions`.
+        with_hd95: compute HD95 in mm.
+        jobs: worker processes (default: every core).
+        allow_missing: score references without a prediction as empty predictions.
+        only: score only these cases.
+        on_progress: called as ``(phase, done, total)`` after each case.
+
+    Raises:
+        SegtoolError: bad folders, grids or label values, missing predictions.
+    """
+    class_map, label_ignore = volume_classes(references, classes)
+    refs, preds = _by_case(references), _by_case(predictions)
+    if only is not None:
+        refs = {c: p for c, p in refs.items() if c in only}
+    if not refs:
+        raise SegtoolError(f"{references}: no reference .nii.gz volumes to score")
+    missing = sorted(refs.keys() - preds.keys())
+    if missing and not allow_missing:
+        raise SegtoolError(
+            f"{len(missing)} case(s) without a prediction in {predictions}, e.g. {missing[0]}; "
+            f"predict them or pass --allow-missing to score them as empty"
+        )
+    items = [(c, preds.get(c), refs[c]) for c in sorted(refs)]
+    work = partial(score_case, class_map=class_map, label_ignore=label_ignore, with_hd95=with_hd95)
+    scores = []
+    with Workers(jobs, min_items=2) as workers:
+        for done, score in enumerate(workers.imap(work, items), 1):
+            scores.append(score)
+            if on_progress:
+                on_progress("evaluate", done, len(items))
+    summary = summarize(scores, list(class_map.names), class_map.ignore_index)
+    summary.update(volumes=True, hd95_unit="mm")
+    warnings = [f"{len(missing)} case(s) without a prediction scored as empty"] if missing else []
+    out = out or predictions
+    out.mkdir(parents=True, exist_ok=True)
+    summary_path, per_case_path = out / SUMMARY_FILE, out / PER_CASE_FILE
+    write_json(summary_path, summary)
+    _write_per_image_csv(per_case_path, summary)
+    return Evaluation(summary, summary_path, per_case_path, warnings)
+
+
+def evaluate_volume_model(
+    run: Path,
+    dataset: Path,
+    *,
+    split: str = "test",
+    out: Path | None = None,
+    with_hd95: bool = True,
+    device: str = "auto",
+    batch_size: int = 8,
+    tta: bool = False,
+    jobs: int | None = None,
+    on_progress: ProgressFn | None = None,
+) -> Evaluation:
+    """Predict one split of the volume folder `dataset` with the run's model, then score it per
+    case in 3-D. Predictions go to ``OUT/predictions/`` (default OUT: ``RUN/evaluation/<split>``);
+    ``all`` is every case the model was not trained on.
+
+    Raises:
+        SegtoolError: a run trained with --regions, an empty split, bad folders.
+    """
+    from segtool.core.dataset import split_stems
+    from segtool.predict.predictor import load_predictor
+    from segtool.predict.volumes import predict_volumes
+
+    predictor = load_predictor(run)
+    options = json.loads((run / "config.json").read_text()).get("options", {})
+    if options.get("regions"):
+        raise SegtoolError(
+            f"{run}: trained with --regions; scoring region models on volumes is not supported "
+            f"yet: predict, then score the labels with segtool evaluate PRED GT"
+        )
+    cases = set(read_volume_dataset(dataset).by_case)
+    if split == "all":
+        names = cases - set(predictor.split["train"] if predictor.split else [])
+    else:
+        names = split_stems(predictor.split, split, predictor.source) & cases
+    if not names:
+        raise SegtoolError(f"{dataset}: the {split} split has no cases in this volume folder")
+    out = out or run / "evaluation" / split
+    predictions = out / "predictions"
+    predict_volumes(
+        predictor,
+        dataset,
+        predictions,
+        names=names,
+        tta=tta,
+        device=device,
+        batch_size=batch_size,
+        overwrite=True,
+        on_progress=on_progress,
+    )
+    return evaluate_volume_dirs(
+        predictions,
+        dataset / "labelsTr",
+        out=out,
+        with_hd95=with_hd95,
+        jobs=jobs,
+        only=names,
+        on_progress=on_progress,
+    )

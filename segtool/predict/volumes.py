@@ -1,0 +1,159 @@
+"""A run trained on a volume folder + NIfTI volumes -> NIfTI label volumes.
+
+Each volume is read, standardised with the rule the run was trained with (its own non-zero
+voxels, per channel), cut into slices along the run's axis, predicted slice by slice (the same
+`Engine` as photos: padding, TTA, AMP) and stacked back. ``OUT/<case>.nii.gz`` has the input's
+shape, affine and header (data type set to integers, no intensity scaling), so it overlays on
+the image in ITK-SNAP or 3D Slicer.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from segtool.core.device import pick_device
+from segtool.core.errors import SegtoolError
+from segtool.core.files import output_folder
+from segtool.core.parallel import ProgressFn
+from segtool.predict.engine import Engine
+from segtool.predict.folder import PredictReport, _thresholds
+from segtool.predict.predictor import Predictor, load_predictor
+from segtool.sources.nifti import Volume, load_case
+from segtool.sources.volume_folder import (
+    VolumeCase,
+    image_cases,
+    is_volume_folder,
+    read_volume_dataset,
+)
+from segtool.train.volumes import slice_axis, standardize, to_slices
+
+
+def volume_settings(run: Path) -> dict | None:
+    """What a run trained on volumes recorded (channels, axis, standardisation), or None for a
+    run trained on photos."""
+    path = run / "config.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text()).get("volumes")
+
+
+def find_cases(volumes: Path, settings: dict, names: set[str] | None = None) -> list[VolumeCase]:
+    """The cases to predict: a volume folder's ``imagesTs`` (or, given `names`, those labelled
+    cases), or every case of a plain folder of ``.nii.gz`` files (either layout).
+
+    Raises:
+        SegtoolError: channels that differ from the run's, or no cases.
+    """
+    channels = tuple(settings["channels"])
+    if not is_volume_folder(volumes):
+        return image_cases(volumes, len(channels))
+    dataset = read_volume_dataset(volumes)
+    if dataset.channels != channels:
+        raise SegtoolError(
+            f"{volumes}: channels {list(dataset.channels)}, but the run was trained on "
+            f"{list(channels)}; predict volumes with the run's sequences"
+        )
+    if names is not None:
+        cases = [VolumeCase(c.case, c.images) for c in dataset.cases if c.case in names]
+    else:
+        cases = list(dataset.test_cases)
+    if not cases:
+        raise SegtoolError(
+            f"{volumes}: no cases to predict (no imagesTs/); pass --split test for the run's "
+            f"held-out cases"
+        )
+    return cases
+
+
+def predict_volume(
+    engine: Engine,
+    volume: Volume,
+    axis: str,
+    threshold: float | list[float] = 0.5,
+    probabilities: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Labels ``(X, Y, Z)`` (and, with `probabilities`, ``(X, Y, Z, K)`` float32) for one
+    volume, predicted slice by slice along `axis`."""
+    image, _ = standardize(volume.image)
+    index = slice_axis(volume.affine, axis)
+    slices = to_slices(image, index)
+    labels, probs = [], []
+    for start in range(0, len(slices), engine.batch_size):
+        batch = [
+            torch.from_numpy(np.ascontiguousarray(s))
+            for s in slices[start : start + engine.batch_size]
+        ]
+        for p in engine.probabilities(batch):
+            labels.append(engine.labels(p, threshold))
+            if probabilities:
+                probs.append(p.float().cpu().numpy())
+    label_volume = np.moveaxis(np.stack(labels), 0, index)
+    prob_volume = None
+    if probabilities:
+        prob_volume = np.moveaxis(np.moveaxis(np.stack(probs), 1, -1), 0, index)
+    return label_volume, prob_volume
+
+
+def save_like(path: Path, data: np.ndarray, volume: Volume) -> None:
+    """Write `data` as NIfTI with `volume`'s affine and header (its data type, no scaling)."""
+    import nibabel as nib
+
+    header = volume.header.copy()
+    header.set_data_dtype(data.dtype)
+    header.set_slope_inter(None, None)
+    nib.save(nib.Nifti1Image(data, volume.affine, header), str(path))
+
+
+def predict_volumes(
+    model: Path | Predictor,
+    volumes: Path,
+    out: Path,
+    *,
+    names: set[str] | None = None,
+    tta: bool = False,
+    threshold: float | None = None,
+    probabilities: bool = False,
+    device: str = "auto",
+    batch_size: int = 8,
+    amp: bool | None = None,
+    overwrite: bool = False,
+    on_progress: ProgressFn | None = None,
+) -> PredictReport:
+    """Predict ``OUT/<case>.nii.gz`` for every case (see `find_cases`); with `probabilities`
+    also ``OUT/<case>_probabilities.nii.gz`` (float32, X x Y x Z x K). OUT appears complete
+    or not at all.
+
+    Raises:
+        SegtoolError: a run not trained on volumes, bad or missing cases, an existing OUT
+            without `overwrite`.
+    """
+    predictor = model if isinstance(model, Predictor) else load_predictor(model)
+    settings = volume_settings(predictor.source)
+    if settings is None:
+        raise SegtoolError(
+            f"{predictor.source}: this run was trained on images, not volumes; predict images "
+            f"with it, or train on the volume folder"
+        )
+    cases = find_cases(volumes, settings, names)
+    engine = Engine(predictor, pick_device(device), tta=tta, batch_size=batch_size, amp=amp)
+    report = PredictReport(out)
+    cut = _thresholds(predictor, threshold, report.notes)
+    channels = len(settings["channels"])
+    with output_folder(out, overwrite) as tmp:
+        start = time.perf_counter()
+        for i, case in enumerate(cases, 1):
+            volume = load_case(case, channels)
+            labels, probs = predict_volume(engine, volume, settings["axis"], cut, probabilities)
+            save_like(tmp / f"{case.case}.nii.gz", labels, volume)
+            if probs is not None:
+                save_like(tmp / f"{case.case}_probabilities.nii.gz", probs, volume)
+            report.n_images += 1
+            if on_progress:
+                on_progress("predict", i, len(cases))
+        report.seconds = time.perf_counter() - start
+    return report
