@@ -176,7 +176,8 @@ def evaluate(
             title = f"{first} vs {references}"
     for message in result.warnings:
         warn(message)
-    print_summary(result.summary, f"{result.summary['n_images']} images: {title}")
+    items = "cases" if result.summary.get("volumes") else "images"
+    print_summary(result.summary, f"{result.summary['n_images']} {items}: {title}")
     err.print(f"wrote {result.summary_path} and {result.per_image_path}", highlight=False)
     if result.gallery:
         err.print(
