@@ -228,7 +228,10 @@ def test_hd95_matches_monai(data, h, w, density, grow):
         a = ndimage.binary_dilation(a, iterations=grow)
     if not a.any() or not b.any():
         return
-    np.testing.assert_allclose(hd95(a, b), _monai_hd95(a, b), rtol=1e-6, atol=1e-6)
+    # MONAI returns float32 and takes its percentile with torch.quantile in float32: a draw of
+    # 38 x 47 masks (seed 6955, density 0.5, grow 1) differs by 4e-6 relative from the float64
+    # value, which segtool and a k-d tree both give.
+    np.testing.assert_allclose(hd95(a, b), _monai_hd95(a, b), rtol=1e-5, atol=1e-6)
 
 
 def test_scipy_and_opencv_distance_paths_agree(monkeypatch):
