@@ -116,11 +116,15 @@ def png_bytes(values: np.ndarray) -> bytes:
         raise ValueError(f"multi-label values must be uint8, uint16 or uint64, not {values.dtype}")
     import cv2  # loaded here: exclusive masks (rasterize, evaluate) never need it
 
+    # zlib level 1 with run-length matching and no row filter: masks are runs of equal values,
+    # and trying PNG's filters on every row would cost more than it saves.
     params = [
         cv2.IMWRITE_PNG_COMPRESSION,
         1,
         cv2.IMWRITE_PNG_STRATEGY,
         cv2.IMWRITE_PNG_STRATEGY_RLE,
+        cv2.IMWRITE_PNG_FILTER,
+        cv2.IMWRITE_PNG_FILTER_NONE,
     ]
     ok, encoded = cv2.imencode(".png", np.ascontiguousarray(image), params)
     if not ok:

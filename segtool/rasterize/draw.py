@@ -183,14 +183,21 @@ def draw_multilabel(
     values = np.zeros((height, width), dtype=dtype)
     for bit, group in by_bit.items():
         # 8-bit masks take the bit itself as ink; deeper ones shift a 0/1 canvas into place.
-        ink = 1 << bit if dtype == np.uint8 else 1
-        canvas = Image.new("L", (width, height), 0)
-        draw = ImageDraw.Draw(canvas)
-        for shape in group:
-            _draw_shape(draw, canvas, shape, ink)
-        plane = np.asarray(canvas)
-        values |= plane if dtype == np.uint8 else plane.astype(dtype) << dtype.type(bit)
+        if dtype == np.uint8:
+            values |= np.asarray(_canvas(group, height, width, 1 << bit))
+        else:
+            plane = np.asarray(_canvas(group, height, width, 1))
+            values |= plane.astype(dtype) << dtype.type(bit)
     return values
+
+
+def _canvas(shapes: list[Shape], height: int, width: int, ink: int) -> Image.Image:
+    """An 8-bit canvas with `shapes` drawn in `ink`."""
+    canvas = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(canvas)
+    for shape in shapes:
+        _draw_shape(draw, canvas, shape, ink)
+    return canvas
 
 
 def draw_instances(
