@@ -10,7 +10,7 @@
 Runs alternate (exclusive, multi-label, exclusive, ...) so that load from other processes hits
 both alike; each ratio is printed as the range over the repeats and the ratio of the bests.
 
-    python benchmarks/bench_multilabel.py [--images 40] [--shapes 30 150] [--pairs 100]
+    python benchmarks/bench_multilabel.py [--images 40] [--shapes 30 150] [--pairs 100] [--jobs 1]
 """
 
 from __future__ import annotations
@@ -55,7 +55,9 @@ def describe(name: str, a: list[float], b: list[float]) -> str:
     )
 
 
-def bench_rasterize(tmp: Path, images: int, shapes: list[int], repeats: int) -> None:
+def bench_rasterize(
+    tmp: Path, images: int, shapes: list[int], repeats: int, jobs: int | None
+) -> None:
     labels = tmp / "labels.txt"
     labels.write_text("\n".join(["__ignore__", *LABELS]) + "\n")
     for n_shapes in shapes:
@@ -64,9 +66,9 @@ def bench_rasterize(tmp: Path, images: int, shapes: list[int], repeats: int) -> 
         ex, ml = tmp / f"ex_{n_shapes}", tmp / f"ml_{n_shapes}"
         a, b = alternate(
             repeats,
-            lambda f=folder, o=ex: rasterize_dir(f, o, labels=labels, overwrite=True),
+            lambda f=folder, o=ex: rasterize_dir(f, o, labels=labels, overwrite=True, jobs=jobs),
             lambda f=folder, o=ml: rasterize_dir(
-                f, o, labels=labels, overwrite=True, multilabel=True
+                f, o, labels=labels, overwrite=True, multilabel=True, jobs=jobs
             ),
         )
         # Every exclusive pixel's class is among the multi-label pixel's classes.
@@ -76,7 +78,8 @@ def bench_rasterize(tmp: Path, images: int, shapes: list[int], repeats: int) -> 
             fg = ids > 0
             if not np.all((bits[fg] >> (ids[fg] - 1)) & 1):
                 raise SystemExit(f"MISMATCH in {mask.name}")
-        print(describe(f"rasterize, {images} images, {n_shapes} polygons each", a, b))
+        where = f", --jobs {jobs}" if jobs else ""
+        print(describe(f"rasterize, {images} images, {n_shapes} polygons each{where}", a, b))
 
 
 def make_pairs(root: Path, n: int, size: int, seed: int = 0) -> None:
@@ -143,9 +146,10 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=100)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=None, help="rasterize workers [all cores]")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        bench_rasterize(Path(tmp), args.images, args.shapes, args.repeats)
+        bench_rasterize(Path(tmp), args.images, args.shapes, args.repeats, args.jobs)
         bench_evaluate(Path(tmp), args.pairs, args.size, args.repeats)
 
 

@@ -147,9 +147,9 @@ def count_multilabel(
 
     Pixels are left out where the reference sets the ignore bit; a prediction pixel with the
     ignore bit predicts no class (it cannot abstain its way to a better score). Background
-    (index 0 of the counts) is not a class of a multi-label mask: its counts stay 0. 8-bit masks
-    are counted through one joint histogram of (reference, prediction) values; deeper masks
-    class by class.
+    (index 0 of the counts) is not a class of a multi-label mask: its counts stay 0. Per class,
+    one bit test of each mask and popcounts of them and of their agreement (as `count` does for
+    a handful of exclusive classes); the ignore masks are built only when a mask has the bit.
 
     Args:
         reference: bit values (uint8, uint16 or uint64; see `segtool.core.multilabel`).
@@ -159,41 +159,28 @@ def count_multilabel(
     Returns:
         (counts of length K, pixels with exactly the reference's label set, counted pixels).
     """
-    k = num_classes
-    ignore = ignore_value(k - 1)
-    tp, fp, fn = (np.zeros(k, dtype=np.int64) for _ in range(3))
-    if (
-        reference.dtype == np.uint8
-        and prediction.dtype == np.uint8
-        and reference.size < _EXACT_HIST
-    ):
-        import cv2
-
-        pair = cv2.calcHist([reference, prediction], [0, 1], None, [256, 256], [0, 256, 0, 256])
-        joint = pair.astype(np.int64)
-        values = np.arange(256)
-        joint[values >= ignore] = 0  # reference ignore pixels are not counted
-        predicted = np.where(values >= ignore, 0, values)  # prediction ignore: no class
-        bits = 1 << np.arange(k - 1)
-        ref_has = ((values[:, None] & bits) != 0).astype(np.int64)  # (256, K-1)
-        pred_has = ((predicted[:, None] & bits) != 0).astype(np.int64)
-        both = np.einsum("rc,rp,pc->c", ref_has, joint, pred_has)
-        tp[1:] = both
-        fn[1:] = ref_has.T @ joint.sum(axis=1) - both
-        fp[1:] = pred_has.T @ joint.sum(axis=0) - both
-        exact = int(joint[values[:, None] == predicted[None, :]].sum())
-        return Counts(tp, fp, fn), exact, int(joint.sum())
     dtype = reference.dtype.type
-    counted = (reference & dtype(ignore)) == 0
-    prediction = np.where((prediction & dtype(ignore)) != 0, dtype(0), prediction)
-    for c in range(1, k):
+    ignore = dtype(ignore_value(num_classes - 1))
+    tp, fp, fn = (np.zeros(num_classes, dtype=np.int64) for _ in range(3))
+    used = np.bitwise_or.reduce(reference, axis=None) | np.bitwise_or.reduce(prediction, axis=None)
+    counted = None
+    if reference.size and used & ignore:
+        counted = (reference & ignore) == 0
+        prediction = np.where((prediction & ignore) != 0, dtype(0), prediction)
+    for c in range(1, num_classes):
         bit = dtype(1 << (c - 1))
-        ref_c = ((reference & bit) != 0) & counted
-        pred_c = ((prediction & bit) != 0) & counted
+        ref_c = (reference & bit) != 0
+        pred_c = (prediction & bit) != 0
+        if counted is not None:
+            ref_c &= counted
+            pred_c &= counted
         tp[c] = np.count_nonzero(ref_c & pred_c)
         fn[c] = np.count_nonzero(ref_c) - tp[c]
         fp[c] = np.count_nonzero(pred_c) - tp[c]
-    exact = int(np.count_nonzero((reference == prediction) & counted))
+    right = reference == prediction
+    if counted is None:
+        return Counts(tp, fp, fn), int(np.count_nonzero(right)), int(reference.size)
+    exact = int(np.count_nonzero(right & counted))
     return Counts(tp, fp, fn), exact, int(np.count_nonzero(counted))
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from segtool.core import png
 from segtool.core.errors import SegtoolError
 from segtool.core.files import atomic_path
 
@@ -106,11 +107,16 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 
 def png_bytes(values: np.ndarray) -> bytes:
     """The PNG file of a bit-value array (uint8, uint16 or uint64), marked as multi-label."""
+    if values.dtype == np.uint8:  # the common case: through the label PNG codec (zlib-ng)
+        height, width = values.shape
+        rows = np.zeros((height, width + 1), dtype=np.uint8)  # column 0: each row's filter byte
+        rows[:, 1:] = values
+        return _marked(png.encode_u8(rows.tobytes(), width, height, None))
     if values.dtype == np.uint64:
         # One 64-bit value as four 16-bit channels; OpenCV stores channels in BGRA order.
         rgba = values[..., None] >> np.array([0, 16, 32, 48], dtype=np.uint64)
         image = (rgba & np.uint64(0xFFFF)).astype(np.uint16)[..., [2, 1, 0, 3]]
-    elif values.dtype in (np.uint8, np.uint16):
+    elif values.dtype == np.uint16:
         image = values
     else:
         raise ValueError(f"multi-label values must be uint8, uint16 or uint64, not {values.dtype}")
@@ -129,7 +135,11 @@ def png_bytes(values: np.ndarray) -> bytes:
     ok, encoded = cv2.imencode(".png", np.ascontiguousarray(image), params)
     if not ok:
         raise ValueError("OpenCV could not encode the mask")
-    data = encoded.tobytes()
+    return _marked(encoded.tobytes())
+
+
+def _marked(data: bytes) -> bytes:
+    """PNG bytes with the multi-label marker chunk right after the header."""
     end_of_header = len(_PNG_SIGNATURE) + 25  # the IHDR chunk is always first and 25 bytes
     return data[:end_of_header] + _chunk(b"tEXt", b"\0".join(MARKER)) + data[end_of_header:]
 
@@ -192,9 +202,7 @@ def read_multilabel_values(path: Path, num_classes: int) -> np.ndarray:
             f"{path}: a {found} PNG, but multi-label masks with {num_foreground} foreground "
             f"class(es) are {kind[bits]}; re-rasterize with the dataset's classes.json"
         )
-    import cv2
-
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    image = _decode(data)
     if image is None:
         raise SegtoolError(f"{path}: not a readable PNG mask; re-export it")
     if bits == 64:
@@ -206,6 +214,19 @@ def read_multilabel_values(path: Path, num_classes: int) -> np.ndarray:
     except MultilabelValueError as exc:
         raise SegtoolError(f"{path}: {exc}; fix the mask or the class map") from exc
     return image
+
+
+def _decode(data: bytes) -> np.ndarray | None:
+    """The pixels of a PNG: plain 8-bit files through the label PNG codec, others OpenCV."""
+    plain = png.decode_u8(data)
+    if plain is not None:
+        width, height, rows = plain
+        table = np.frombuffer(rows, dtype=np.uint8).reshape(height, width + 1)
+        if not table[:, 0].any():  # no row filters: the pixels are the rows themselves
+            return np.ascontiguousarray(table[:, 1:])
+    import cv2  # loaded here: exclusive masks (rasterize, evaluate) never need it
+
+    return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
 
 
 def read_multilabel_mask(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
