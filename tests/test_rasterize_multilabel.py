@@ -282,3 +282,40 @@ def test_cli_prints_overlaps_and_objects(tmp_path):
     assert "overlapping pixels per class pair" in result.output
     assert "a & b" in result.output and "objects" in result.output
     assert (tmp_path / "ds" / "instances" / "img.png").is_file()
+
+
+def test_coco_export_multilabel_planes_match_pycocotools(tmp_path):
+    from pycocotools.coco import COCO
+
+    from tests.test_rasterize_exports import coco_doc, coco_tree
+
+    doc = coco_doc()
+    path = coco_tree(tmp_path, doc)
+    report = rasterize_dir(
+        path, tmp_path / "ds", image_dir=tmp_path / "pics", multilabel=True, previews=True, jobs=1
+    )
+    assert report.class_map.names == ("_background_", "car", "road")
+    coco = COCO()
+    coco.dataset = doc
+    coco.createIndex()
+    bit_of = {2: 0, 1: 1}  # category id -> bit (car is class 1, road class 2)
+    both = 0
+    for img in doc["images"]:
+        planes = np.zeros((2, img["height"], img["width"]), dtype=bool)
+        ignore = np.zeros((img["height"], img["width"]), dtype=bool)
+        for ann in coco.imgToAnns[img["id"]]:
+            inside = coco.annToMask(ann) > 0
+            if ann.get("iscrowd"):
+                ignore |= inside
+            else:
+                planes[bit_of[ann["category_id"]]] |= inside
+        stem = img["file_name"].split("/")[-1].rsplit(".", 1)[0]
+        got_planes, got_ignore = read_multilabel_mask(tmp_path / "ds" / "masks" / f"{stem}.png", 3)
+        np.testing.assert_array_equal(got_planes, planes)
+        np.testing.assert_array_equal(got_ignore, ignore)
+        assert (tmp_path / "ds" / "previews" / f"{stem}.png").is_file()
+        both += int((planes[0] & planes[1]).sum())
+    assert both > 0
+    assert report.to_json()["overlaps"] == [{"classes": ["car", "road"], "pixels": both}]
+    with pytest.raises(SegtoolError, match="--instances reads labelme folders"):
+        rasterize_dir(path, tmp_path / "d2", image_dir=tmp_path / "pics", instances=True)

@@ -192,12 +192,8 @@ def draw_multilabel(
 
 
 def _canvas(shapes: list[Shape], height: int, width: int, ink: int) -> Image.Image:
-    """An 8-bit canvas with `shapes` drawn in `ink`."""
-    canvas = Image.new("L", (width, height), 0)
-    draw = ImageDraw.Draw(canvas)
-    for shape in shapes:
-        _draw_shape(draw, canvas, shape, ink)
-    return canvas
+    """An 8-bit canvas with `shapes` drawn in `ink`, by `draw_canvas` (every source's kinds)."""
+    return draw_canvas(shapes, height, width, {shape.label: ink for shape in shapes})
 
 
 def draw_instances(

@@ -17,7 +17,13 @@ from segtool.core.errors import SegtoolError
 from segtool.core.images import FORMAT_SUFFIX, ImageReadError, displayed_size
 from segtool.core.masks import write_mask
 from segtool.rasterize.draw import draw_shapes
-from segtool.rasterize.result import FileResult, label_problem, pixel_counts, place_image
+from segtool.rasterize.result import (
+    FileResult,
+    label_problem,
+    pixel_counts,
+    place_image,
+    write_multilabel,
+)
 from segtool.sources.records import ImageRecord
 from segtool.sources.shapes import ImageSource
 
@@ -106,10 +112,12 @@ def process_record(
     out: Path | None,
     images: str,
     level: int = png.DEFAULT_LEVEL,
+    previews: bool = False,
     **_: bool,
 ) -> FileResult:
-    """Check one record against `class_map` and, given `out`, write its mask (PNG `level`) and
-    image. The labelme-only outputs (instances, previews) are refused before this is called.
+    """Check one record against `class_map` and, given `out`, write its mask (PNG `level`;
+    a multi-label mask, and with `previews` its picture, for a multi-label map) and image.
+    Instance masks (labelme only) are refused before this is called.
 
     Never raises for a bad record: the problem comes back as ``FileResult.problem``.
     """
@@ -127,16 +135,25 @@ def process_record(
     result = FileResult(key, labels=sorted(record.labels))
     if out is None or class_map is None:
         return result
-    mask = draw_shapes(
-        record.shapes, source.height, source.width, class_map.value_of(), wide=class_map.sixteen_bit
-    )
-    target = out / MASKS_DIR / f"{record.stem}{MASK_SUFFIX}"
-    write_mask(target, mask, class_map, atomic=False, level=level)
+    if class_map.multilabel:
+        result.pixels = write_multilabel(
+            record.shapes, source, class_map, out, record.stem, previews
+        )
+    else:
+        mask = draw_shapes(
+            record.shapes,
+            source.height,
+            source.width,
+            class_map.value_of(),
+            wide=class_map.sixteen_bit,
+        )
+        target = out / MASKS_DIR / f"{record.stem}{MASK_SUFFIX}"
+        write_mask(target, mask, class_map, atomic=False, level=level)
+        result.pixels = pixel_counts(mask)
     if images != "none":
         result.warnings += place_image(
             source, out / IMAGES_DIR / f"{record.stem}{source.suffix}", images
         )
-    result.pixels = pixel_counts(mask)
     result.shapes = Counter(s.label for s in record.shapes)
     result.outside = sum(not s.inside(source.width, source.height) for s in record.shapes)
     return result

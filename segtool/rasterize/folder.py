@@ -36,7 +36,14 @@ from segtool.core.parallel import ProgressFn, Workers, with_progress
 from segtool.rasterize.draw import draw_canvas, draw_instances, draw_multilabel, draw_shapes
 from segtool.rasterize.exports import process_record, read_export
 from segtool.rasterize.report import RasterizeReport, make_report
-from segtool.rasterize.result import FileResult, label_problem, pixel_counts, place_image
+from segtool.rasterize.result import (
+    PREVIEWS_DIR,
+    FileResult,
+    label_problem,
+    pixel_counts,
+    place_image,
+    write_multilabel,
+)
 from segtool.sources.detect import FORMATS, detect
 from segtool.sources.labelme import LabelmeFile, parse_labelme, resolve_image
 from segtool.sources.shapes import AnnotationError, ImageSource, Shape
@@ -48,9 +55,8 @@ if TYPE_CHECKING:
 MIN_FILES_FOR_WORKERS = 16
 #: How the original images reach ``dataset/images``.
 IMAGE_MODES = ("copy", "link", "none")
-#: Folders of the optional outputs: instance masks and colour previews of multi-label masks.
+#: Folder of the optional instance masks (``--instances``).
 INSTANCES_DIR = "instances"
-PREVIEWS_DIR = "previews"
 
 
 def _load_checked(path: Path, class_map: ClassMap | None) -> tuple[LabelmeFile, ImageSource]:
@@ -121,16 +127,7 @@ def process_file(
     # `out` is a temporary folder renamed into place when complete: no per-file rename needed.
     target = out / MASKS_DIR / f"{path.stem}{MASK_SUFFIX}"
     if class_map.multilabel:
-        from PIL import Image
-
-        from segtool.core.multilabel import preview, write_multilabel_mask
-
-        mask = _draw(ann.shapes, source.height, source.width, class_map)
-        write_multilabel_mask(target, mask, atomic=False)
-        if previews:
-            rgb = preview(mask, class_map.num_foreground, class_map.colors)
-            Image.fromarray(rgb).save(out / PREVIEWS_DIR / f"{path.stem}{MASK_SUFFIX}")
-        result.pixels = pixel_counts(mask)
+        result.pixels = write_multilabel(ann.shapes, source, class_map, out, path.stem, previews)
     else:
         result.pixels = _write_exclusive(ann.shapes, source, class_map, target, level)
     if images != "none":
@@ -336,15 +333,15 @@ def rasterize_dir(
         files = _sources(annotations, out, format, image_dir, via_attribute, crowd, workers)
         what = "annotation files" if isinstance(files[0], Path) else "images of the export"
         if not isinstance(files[0], Path):
-            if multilabel or instances:
+            if instances:
                 raise SegtoolError(
-                    "--multilabel and --instances read labelme folders; export files are "
-                    "drawn as exclusive class masks"
+                    "--instances reads labelme folders (objects joined by group_id); drop it "
+                    "for export files"
                 )
             if class_map is None:
                 # An export's labels are known once it is read: one pass checks and draws.
                 found = (label for r in files if not r.problem for label in r.labels)
-                class_map = derive_class_map(found)
+                class_map = derive_class_map(found, multilabel=multilabel)
         run = partial(
             _run,
             images=images,

@@ -9,11 +9,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from segtool.core.constants import IGNORE_LABEL
-from segtool.sources.shapes import ImageSource
+from segtool.core.classes import ClassMap
+from segtool.core.constants import IGNORE_LABEL, MASK_SUFFIX, MASKS_DIR
+from segtool.sources.shapes import ImageSource, Shape
 
 if TYPE_CHECKING:
     import numpy as np
+
+#: Folder of the colour previews of multi-label masks (``--preview``).
+PREVIEWS_DIR = "previews"
 
 
 def label_problem(labels: set[str], known: frozenset[str]) -> str | None:
@@ -55,6 +59,30 @@ def pixel_counts(mask: np.ndarray) -> dict[int, int]:
     else:
         counts = zip(*np.unique(mask, return_counts=True), strict=True)
     return {int(v): int(n) for v, n in counts if n}
+
+
+def write_multilabel(
+    shapes: tuple[Shape, ...],
+    source: ImageSource,
+    class_map: ClassMap,
+    out: Path,
+    stem: str,
+    previews: bool = False,
+) -> dict[int, int]:
+    """Draw and write one image's multi-label mask into the dataset folder `out` (and, with
+    `previews`, its colour preview); its pixels per bit value."""
+    from PIL import Image
+
+    from segtool.core.multilabel import preview, write_multilabel_mask
+    from segtool.rasterize.draw import draw_multilabel
+
+    ids = {name: i for i, name in enumerate(class_map.names)}
+    mask = draw_multilabel(shapes, source.height, source.width, ids, class_map.num_foreground)
+    write_multilabel_mask(out / MASKS_DIR / f"{stem}{MASK_SUFFIX}", mask, atomic=False)
+    if previews:
+        rgb = preview(mask, class_map.num_foreground, class_map.colors)
+        Image.fromarray(rgb).save(out / PREVIEWS_DIR / f"{stem}{MASK_SUFFIX}")
+    return pixel_counts(mask)
 
 
 def place_image(source: ImageSource, target: Path, images: str) -> list[str]:
