@@ -103,6 +103,32 @@ def test_modules_and_functions_stay_small(module):
             )
 
 
+#: Calls that delete files or folders: only the one output mechanism may make them.
+DELETERS = {"rmtree", "unlink", "rmdir", "removedirs"}
+
+
+def _deletions(path: Path) -> list[int]:
+    """Lines of `path` that delete a file or folder (shutil.rmtree, os.remove, Path.unlink...)."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            name, owner = node.func.attr, node.func.value
+            is_os_remove = name == "remove" and isinstance(owner, ast.Name) and owner.id == "os"
+            if name in DELETERS or is_os_remove:
+                lines.append(node.lineno)
+    return lines
+
+
+def test_only_the_output_mechanism_deletes():
+    found = {
+        module: lines
+        for module, path in MODULES.items()
+        if module != "segtool.core.files" and (lines := _deletions(path))
+    }
+    assert found == {}, "delete through segtool.core.files (remove, output_folder): " + str(found)
+    assert _deletions(MODULES["segtool.core.files"]), "the checker must see files.py's deletions"
+
+
 def test_the_checker_sees_a_wrong_import(tmp_path, monkeypatch):
     """The rule test must fail for a core module that imports a stage."""
     bad = tmp_path / "bad.py"

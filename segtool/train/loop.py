@@ -27,13 +27,12 @@ from segtool.train.build import (
     build_run,
     check_config,
     load_data,
-    validation_loader,
 )
 from segtool.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from segtool.train.config import TrainConfig, resume_config
 from segtool.train.data import fingerprint
 from segtool.train.distributed import Dist, barrier, start, stop, sum_validation
-from segtool.train.model import load_model, save_model
+from segtool.train.model import save_model
 from segtool.train.runfolder import (
     LAST_CHECKPOINT,
     draw_curves,
@@ -43,7 +42,7 @@ from segtool.train.runfolder import (
     write_metrics,
 )
 from segtool.train.steps import NonFiniteLoss, Reporter, scores, train_one_epoch, validate
-from segtool.train.thresholds import THRESHOLDS_FILE, tune_thresholds
+from segtool.train.thresholds import tune_best_model
 from segtool.train.volume_data import VolumeData, load_volume_data, sum_cases, volume_scores
 from segtool.train.volumes import case_fingerprint
 
@@ -381,14 +380,7 @@ def fit(
         stop(dist)
     thresholds = None
     if dist.main and class_map.multilabel:
-        # Thresholds belong to the best model: tuned again, or dropped when it may have changed.
-        (out / THRESHOLDS_FILE).unlink(missing_ok=True)
-        if config.tune_thresholds and progress.best_epoch and stopped != "interrupted":
-            best_model = load_model(out / "model").to(run.device)
-            loader = validation_loader(config, class_map, data, run)
-            thresholds = tune_thresholds(
-                best_model, loader, class_map, run.device, amp_dtype=run.amp_dtype
-            )
-            write_json(out / THRESHOLDS_FILE, thresholds)
+        finished = progress.best_epoch > 0 and stopped != "interrupted"
+        thresholds = tune_best_model(out, config, class_map, data, run, finished)
     best = (progress.best_epoch, progress.best_dice, progress.best_per_class)
     return FitResult(out, *best, epoch, stopped, dist.main, thresholds)

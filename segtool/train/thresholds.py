@@ -18,8 +18,12 @@ from torch.utils.data import DataLoader
 from segtool.core.classes import ClassMap
 from segtool.core.device import autocast
 from segtool.core.errors import SegtoolError
+from segtool.core.files import remove, write_json
 from segtool.core.metrics import Counts, dice
+from segtool.train.build import Run, TrainingData, validation_loader
+from segtool.train.config import TrainConfig
 from segtool.train.data import to_model_input
+from segtool.train.model import load_model
 
 THRESHOLDS_FILE = "thresholds.json"
 #: The cuts tried: 0.05, 0.10, ..., 0.95.
@@ -109,3 +113,24 @@ def read_thresholds(path: Path, class_map: ClassMap) -> dict[str, float]:
     if not all(isinstance(v, (int, float)) and 0 < v < 1 for v in cuts.values()):
         raise SegtoolError(f"{path}: thresholds must lie between 0 and 1; delete the file")
     return {name: float(cuts[name]) for name in names}
+
+
+def tune_best_model(
+    out: Path,
+    config: TrainConfig,
+    class_map: ClassMap,
+    data: TrainingData,
+    run: Run,
+    finished: bool,
+) -> dict | None:
+    """A multi-label run's per-class thresholds.json, which belongs to the best model: tuned
+    again on the validation split (with --tune-thresholds, when the run finished), or dropped
+    because the best model may have changed."""
+    remove(out / THRESHOLDS_FILE)
+    if not (config.tune_thresholds and finished):
+        return None
+    best_model = load_model(out / "model").to(run.device)
+    loader = validation_loader(config, class_map, data, run)
+    thresholds = tune_thresholds(best_model, loader, class_map, run.device, amp_dtype=run.amp_dtype)
+    write_json(out / THRESHOLDS_FILE, thresholds)
+    return thresholds
