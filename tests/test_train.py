@@ -256,8 +256,7 @@ def test_two_process_ddp_on_cpu(easy, tmp_path):
         "torch.distributed.run",
         "--nproc-per-node",
         "2",
-        "--master-port",
-        "29533",
+        "--standalone",  # a free port: other test runs on this machine may be training too
         "-m",
         "segtool",
         "train",
