@@ -47,6 +47,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_evaluate.py
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_predict.py
+	$(BIN)/python benchmarks/bench_multilabel.py
 	$(BIN)/python benchmarks/bench_hd95_3d.py
 	$(BIN)/python benchmarks/bench_volume_loader.py
 

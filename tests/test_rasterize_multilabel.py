@@ -319,3 +319,18 @@ def test_coco_export_multilabel_planes_match_pycocotools(tmp_path):
     assert report.to_json()["overlaps"] == [{"classes": ["car", "road"], "pixels": both}]
     with pytest.raises(SegtoolError, match="--instances reads labelme folders"):
         rasterize_dir(path, tmp_path / "d2", image_dir=tmp_path / "pics", instances=True)
+
+
+def test_split_counts_the_pixels_of_each_overlapping_class(tmp_path):
+    from segtool.split.assign import split_dataset
+    from tests.synthetic import make_multilabel_dataset
+
+    dataset = make_multilabel_dataset(tmp_path / "ds", n=6)
+    (dataset / "split.json").unlink()
+    result = split_dataset(dataset, val=0.3, test=0.3, jobs=1)
+    totals = sum(result.pixels.values())
+    planes = np.zeros(3, dtype=np.int64)
+    for mask in sorted((dataset / "masks").glob("*.png")):
+        bits, _ = read_multilabel_mask(mask, 3)
+        planes += [int((~bits.any(axis=0)).sum()), int(bits[0].sum()), int(bits[1].sum())]
+    assert totals.tolist() == planes.tolist()

@@ -124,7 +124,7 @@ def make_gallery(
                 _panel(preview(prediction, k1, colors), "prediction"),
             ]
             panels += [
-                _panel(errors, f"{name}: TP green / FP red / FN blue")
+                _panel(errors, f"{name}: errors")
                 for name, errors in class_error_maps(reference, prediction, class_map)
             ]
         else:

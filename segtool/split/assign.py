@@ -19,6 +19,7 @@ from segtool.core.dataset import SPLIT_NAMES, find_pairs
 from segtool.core.errors import SegtoolError
 from segtool.core.files import check_overwrite, write_json
 from segtool.core.masks import read_mask
+from segtool.core.multilabel import read_multilabel_values
 from segtool.core.parallel import default_jobs, imap_jobs
 from segtool.sources.nifti import check_cases, read_label
 from segtool.sources.volume_folder import VolumeDataset, is_volume_folder, read_volume_dataset
@@ -59,9 +60,17 @@ class SplitResult:
     class_map: ClassMap | None
 
 
-def _histogram(path: Path, num_classes: int) -> np.ndarray:
-    mask = read_mask(path)
-    return np.bincount(mask.ravel(), minlength=num_classes)[:num_classes]
+def _histogram(path: Path, num_classes: int, multilabel: bool = False) -> np.ndarray:
+    """Pixels per class id of one mask; of a multi-label mask, the pixels holding each class
+    (id 0: holding none), so overlapping pixels count for each of their classes."""
+    if not multilabel:
+        mask = read_mask(path)
+        return np.bincount(mask.ravel(), minlength=num_classes)[:num_classes]
+    values = read_multilabel_values(path, num_classes)
+    kind = values.dtype.type
+    counts = [np.count_nonzero(values & kind(1 << bit)) for bit in range(num_classes - 1)]
+    none = np.count_nonzero((values & kind((1 << (num_classes - 1)) - 1)) == 0)
+    return np.array([none, *counts], dtype=np.int64)
 
 
 def split_dataset(
@@ -97,7 +106,11 @@ def split_dataset(
     masks = [p.mask for p in pairs]
     for pair, hist in zip(
         pairs,
-        imap_jobs(partial(_histogram, num_classes=k), masks, jobs or default_jobs()),
+        imap_jobs(
+            partial(_histogram, num_classes=k, multilabel=bool(class_map and class_map.multilabel)),
+            masks,
+            jobs or default_jobs(),
+        ),
         strict=True,
     ):
         pixels[where[pair.stem]] += hist
