@@ -16,7 +16,7 @@ from segtool.cli.app import app
 from segtool.core.classes import make_class_map
 from segtool.core.errors import SegtoolError
 from segtool.core.images import load_rgb
-from segtool.core.masks import read_mask
+from segtool.core.masks import read_mask, write_mask
 from segtool.evaluate.model import evaluate_model
 from segtool.predict.engine import Engine
 from segtool.predict.folder import predict_dir
@@ -215,3 +215,52 @@ def test_python_api_is_lazy():
         "assert callable(fit) and callable(predict_dir)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _other(tmp_path, name="other", n=5):
+    """A separate test folder: same stems as the training data, different pictures."""
+    other = make_dataset(tmp_path / name, n=n, size=64, seed=7)
+    (other / "split.json").unlink()
+    return other
+
+
+def test_separate_test_set_is_scored_whole(run, tmp_path):
+    _, run_dir = run
+    other = _other(tmp_path)
+    result = CliRunner().invoke(
+        app, ["evaluate", "--model", str(run_dir), str(other), "--device", "cpu", "-j", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((run_dir / "evaluation" / "other" / "summary.json").read_text())
+    assert summary["n_images"] == 5
+
+
+def test_separate_test_set_holding_a_training_image_is_refused(run, tmp_path):
+    dataset, run_dir = run
+    other = _other(tmp_path)
+    stem = json.loads((run_dir / "split.json").read_text())["train"][3]
+    (other / "images" / "renamed.png").write_bytes(
+        (dataset / "images" / f"{stem}.png").read_bytes()
+    )
+    (other / "masks" / "renamed.png").write_bytes((dataset / "masks" / f"{stem}.png").read_bytes())
+    with pytest.raises(SegtoolError, match=r"1 of its 6 images are training images .*renamed.png"):
+        evaluate_model(run_dir, other, out=tmp_path / "ev", device="cpu", jobs=1)
+    assert not (tmp_path / "ev").exists()
+
+
+def test_separate_test_set_with_its_own_class_order(run, tmp_path):
+    _, run_dir = run
+    other = _other(tmp_path)
+    plain = evaluate_model(run_dir, other, out=tmp_path / "a", device="cpu", jobs=1)
+    swapped = _other(tmp_path, "swapped")
+    for path in (swapped / "masks").iterdir():
+        mask = read_mask(path)
+        write_mask(
+            path,
+            np.choose(mask, [0, 2, 1]).astype(np.uint8),
+            make_class_map(["_background_", "disc", "square"]),
+        )
+    make_class_map(["_background_", "disc", "square"]).save(swapped / "classes.json")
+    result = evaluate_model(run_dir, swapped, out=tmp_path / "b", device="cpu", jobs=1)
+    assert result.summary["per_class"] == plain.summary["per_class"]
+    assert (tmp_path / "b" / "references").is_dir()

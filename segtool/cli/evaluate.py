@@ -76,8 +76,12 @@ def evaluate(
         ),
     ] = None,
     split: Annotated[
-        str, typer.Option(help="With --model: test, val, all (not train) or train (by name).")
-    ] = "test",
+        str | None,
+        typer.Option(
+            help="With --model on the run's own dataset: test (default), val, all (not train) "
+            "or train (by name). Another folder is a separate test set, scored whole."
+        ),
+    ] = None,
     classes: Annotated[
         Path | None,
         typer.Option(help="classes.json \\[default: the one beside or in GT]."),
@@ -114,7 +118,9 @@ def evaluate(
 
     Two forms: [bold]segtool evaluate PRED GT[/] scores two folders of masks;
     [bold]segtool evaluate --model RUN DATASET --split test[/] predicts the run's held-out
-    split of the dataset first. Writes summary.json and per_image.csv, prints a table.
+    split of the dataset first; [bold]segtool evaluate --model RUN OTHER[/] scores all of a
+    separate test folder (refused if it holds training images). Writes summary.json and
+    per_image.csv, prints a table.
 
     Example: [bold]segtool evaluate --model run/ dataset/ --gallery 8[/]
     """
@@ -138,7 +144,12 @@ def evaluate(
                 jobs=jobs,
                 on_progress=on_progress,
             )
-            title = f"{model} on the {split} split of {first}"
+            from segtool.evaluate.separate import trained_on
+
+            source = trained_on(model)
+            separate = split is None and (source is None or source.resolve() != first.resolve())
+            scope = "the separate test set" if separate else f"the {split or 'test'} split of"
+            title = f"{model} on {scope} {first}"
         else:
             if references is None:
                 raise typer.BadParameter("pass PRED and GT folders, or --model RUN DATASET")
