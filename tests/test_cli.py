@@ -152,7 +152,7 @@ def test_train_options_cover_the_config_and_show_its_defaults():
     from typing import get_type_hints
 
     from segtool.cli import train as train_cli
-    from segtool.train.config import TrainConfig
+    from segtool.train.config import PLANNED, TrainConfig
 
     hints = get_type_hints(train_cli.train.__wrapped__, include_extras=True)
     defaults = TrainConfig()
@@ -161,7 +161,9 @@ def test_train_options_cover_the_config_and_show_its_defaults():
         option = hints[field.name].__metadata__[0]
         assert option.rich_help_panel in train_cli.PANELS, f"--{field.name} needs a help panel"
         value = getattr(defaults, field.name)
-        if value is not None and not isinstance(value, bool):
+        if field.name in PLANNED:  # the plan chooses it when it is not given
+            assert "[default: planned]" in option.help, field.name
+        elif value is not None and not isinstance(value, bool):
             assert f"[default: {value}]" in option.help, field.name
     shown = runner.invoke(app, ["train", "--help"], terminal_width=200).stdout
     assert all(panel in shown for panel in train_cli.PANELS) and "--focal-gamma" in shown
@@ -185,4 +187,4 @@ def test_train_hands_each_option_to_fit_and_leaves_unset_ones_to_the_config(tmp_
     assert result.exit_code == 0, result.output
     assert seen["loss"] == "focal" and seen["focal_gamma"] == 3.0
     assert seen["clip_grad"] == 0.0 and seen["warmup_epochs"] == 2.0
-    assert seen["epochs"] is None and seen["lr"] is None  # unset: TrainConfig decides
+    assert seen["epochs"] is None and seen["lr"] is None  # unset: the plan decides

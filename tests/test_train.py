@@ -285,14 +285,14 @@ def test_two_process_ddp_on_cpu(easy, tmp_path):
 
 
 def test_cli_ctrl_c_says_how_to_resume(easy, tmp_path, monkeypatch):
-    import segtool.cli.train as train_cli
+    import segtool.cli.train_progress as train_progress
 
-    class Interrupting(train_cli.RichReporter):
+    class Interrupting(train_progress.RichReporter):
         def epoch_end(self, row):
             super().epoch_end(row)
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_cli, "RichReporter", Interrupting)
+    monkeypatch.setattr(train_progress, "RichReporter", Interrupting)
     result = train_cli_run(easy, tmp_path / "run", epochs=3)
     assert result.exit_code == 130
     assert "last.pt holds epoch 1; continue with: segtool train" in result.stderr

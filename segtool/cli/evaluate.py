@@ -16,22 +16,24 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 
 def print_summary(summary: dict, title: str) -> None:
     """The results table: one row per foreground class and a mean row."""
+    from rich.markup import escape
     from rich.table import Table
 
     with_hd95 = "hd95" in summary["mean"]
     table = Table(title=title)
     unit = summary.get("hd95_unit", "px")
-    columns = ["class", "Dice", "IoU", "precision", "recall"] + (
-        [f"HD95 {unit}"] if with_hd95 else []
-    )
     items = "cases" if summary.get("volumes") else "images"
-    for column in [*columns, f"{items} with ref."]:
-        table.add_column(column, justify="left" if column == "class" else "right")
+    # At 80 columns with many classes: numbers never wrap, names fold (never "…": two classes
+    # must not look alike).
+    table.add_column("class", overflow="fold", min_width=12)
+    columns = ["Dice", "IoU", "prec.", "recall"] + ([f"HD95 {unit}"] if with_hd95 else [])
+    for column in [*columns, items]:
+        table.add_column(column, justify="right", no_wrap=True)
     for name, row in summary["per_class"].items():
         cells = [_fmt(row[m]) for m in ("dice", "iou", "precision", "recall")]
         if with_hd95:
             cells.append(_fmt(row["hd95"], 2))
-        table.add_row(name, *cells, str(row["images_with_reference"]))
+        table.add_row(escape(name), *cells, str(row["images_with_reference"]))
     mean = summary["mean"]
     cells = [_fmt(mean[m]) for m in ("dice", "iou", "precision", "recall")]
     if with_hd95:

@@ -171,8 +171,11 @@ def rasterize(
         "pixels",
         "pixel share",
     ]
-    for column in columns:
-        table.add_column(column, justify="left" if column == "class" else "right")
+    for column in columns:  # names fold rather than end in "…" (at 80 columns)
+        if column == "class":
+            table.add_column(column, overflow="fold", min_width=12)
+        else:
+            table.add_column(column, justify="right", no_wrap=True)
     for name, row in doc["classes"].items():
         objects = [str(row["objects"])] if instances else []
         share = f"{row['pixel_share']:.2%}"

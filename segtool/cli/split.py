@@ -36,6 +36,7 @@ def split(
 
     Example: [bold]segtool split dataset/ --val 0.15 --test 0.15 --seed 0[/]
     """
+    from rich.markup import escape
     from rich.table import Table
 
     from segtool.sources.volume_folder import is_volume_folder
@@ -43,19 +44,30 @@ def split(
 
     result = split_dataset(dataset, val=val, test=test, seed=seed, overwrite=overwrite, jobs=jobs)
     names = result.class_map.names if result.class_map else None
-    table = Table(title=f"{result.path} (seed {seed})")
-    table.add_column("split")
-    table.add_column("cases" if is_volume_folder(dataset) else "images", justify="right")
     k = (
         len(names)
         if names
         else int(max(p.nonzero()[0].max(initial=0) for p in result.pixels.values())) + 1
     )
     labels = names or [str(i) for i in range(k)]
-    for label in labels:
-        table.add_column(label, justify="right")
-    for name, pixels in result.pixels.items():
-        counted = pixels[: len(labels)]
-        total = counted.sum() or 1
-        table.add_row(name, str(len(result.split[name])), *(f"{n / total:.2%}" for n in counted))
+    unit = "cases" if is_volume_folder(dataset) else "images"
+    shares = {
+        name: pixels[: len(labels)] / (pixels[: len(labels)].sum() or 1)
+        for name, pixels in result.pixels.items()
+    }
+    table = Table(title=f"{result.path} (seed {seed})")
+    if len(labels) <= 6:  # a column per class
+        table.add_column("split")
+        table.add_column(unit, justify="right")
+        for label in labels:
+            table.add_column(escape(label), justify="right")
+        for name, share in shares.items():
+            table.add_row(name, str(len(result.split[name])), *(f"{v:.2%}" for v in share))
+    else:  # many classes: a row per class, so the table stays readable at 80 columns
+        table.add_column("pixel share", overflow="fold", min_width=12)
+        for name in shares:
+            table.add_column(name, justify="right", no_wrap=True)
+        table.add_row(f"[bold]{unit}[/]", *(str(len(result.split[n])) for n in shares))
+        for c, label in enumerate(labels):
+            table.add_row(escape(label), *(f"{share[c]:.2%}" for share in shares.values()))
     out.print(table)

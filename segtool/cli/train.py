@@ -10,7 +10,7 @@ import typer
 
 from segtool.cli.common import err, handle_errors, out
 from segtool.core.constants import DEVICES
-from segtool.train.config import TrainConfig
+from segtool.train.config import PLANNED, TrainConfig, parse_duration
 
 # Choices come from the same tables the library uses (a test keeps them in sync); they are
 # spelled out here so that `segtool --help` need not import torch.
@@ -23,62 +23,7 @@ Augment = Enum("Augment", {n: n for n in ("none", "light", "strong")}, type=str)
 Normalize = Enum("Normalize", {n: n for n in ("imagenet", "image")}, type=str)
 Device = Enum("Device", {n: n for n in DEVICES}, type=str)
 Axis = Enum("Axis", {n: n for n in ("axial", "coronal", "sagittal")}, type=str)
-
-
-class RichReporter:
-    """Draws `fit`'s progress: a bar per epoch, a line per epoch."""
-
-    def __init__(self) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        self.progress = Progress(
-            TextColumn("epoch {task.fields[epoch]}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}  {task.fields[speed]:.1f} img/s"),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
-            disable=not err.is_terminal,
-        )
-        self.task: Any = None
-
-    def start(self, info: dict[str, Any]) -> None:
-        amp = f", AMP {str(info['amp']).removeprefix('torch.')}" if info["amp"] else ""
-        resumed = f", resuming at epoch {info['start_epoch']}" if info["start_epoch"] > 1 else ""
-        err.print(
-            f"training on {info['device']}{amp}: {info['train']} train / {info['val']} val images, "
-            f"{info['mode']} mode, {info['workers']} loader workers{resumed}",
-            highlight=False,
-        )
-
-    def epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
-        self.progress.start()
-        self.task = self.progress.add_task(
-            "", total=batches, epoch=f"{epoch}/{epochs}", loss=0.0, speed=0.0
-        )
-
-    def batch(self, done: int, loss: float, images_per_second: float) -> None:
-        self.progress.update(self.task, completed=done, loss=loss, speed=images_per_second)
-
-    def epoch_end(self, row: dict[str, Any]) -> None:
-        self.progress.remove_task(self.task)
-        self.progress.stop()
-        per_class = "  ".join(
-            f"{k.removeprefix('dice_')} {v:.3f}" for k, v in row.items() if k.startswith("dice_")
-        )
-        err.print(
-            f"epoch {row['epoch']:>3}  train loss {row['train_loss']:.4f}  "
-            f"val loss {row['val_loss']:.4f}  val Dice {row['val_dice']:.4f}  "
-            f"IoU {row['val_iou']:.4f}  ({per_class})  {row['seconds']:.1f}s",
-            highlight=False,
-        )
+Resize = Enum("Resize", {n: n for n in ("stretch", "keep")}, type=str)
 
 
 #: Every option shows the default of the config dataclass itself: no default is typed twice.
@@ -96,9 +41,12 @@ PANELS = RUN, DATA, MODEL, LOSS, OPTIM, HARDWARE = (
 
 def _option(name: str, help: str, panel: str, *decls: str, **kwargs: Any) -> Any:
     """A typer option for the `TrainConfig` field `name`, in help panel `panel`, its help
-    ending in the dataclass's default (options left unset stay None: the config decides)."""
+    ending in its default: planned (`plan.PLANNED`), else the dataclass's (options left unset
+    stay None: the plan or the config decides)."""
     default = getattr(DEFAULTS, name)
-    if default is not None and not isinstance(default, bool):
+    if name in PLANNED:
+        help = f"{help} \\[default: planned]"
+    elif default is not None and not isinstance(default, bool):
         help = f"{help} \\[default: {default}]"
     return typer.Option(*decls, help=help, rich_help_panel=panel, show_default=False, **kwargs)
 
@@ -162,6 +110,30 @@ def train(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace --out if it exists.", rich_help_panel=RUN)
     ] = False,
+    time_budget: Annotated[
+        str | None,
+        typer.Option(
+            help="Finish the whole run within this time, e.g. 100s, 10m or 2h: the plan "
+            "times real steps and sets the epochs (and, where it must, a smaller input).",
+            rich_help_panel=RUN,
+            show_default=False,
+        ),
+    ] = None,
+    plan_only: Annotated[
+        bool,
+        typer.Option(
+            "--plan-only", help="Print the plan and stop (nothing is written).", rich_help_panel=RUN
+        ),
+    ] = False,
+    warm_restart: Annotated[
+        bool,
+        typer.Option(
+            "--warm-restart",
+            help="With --resume: warm the learning rate up to its peak again instead of "
+            "continuing it smoothly.",
+            rich_help_panel=RUN,
+        ),
+    ] = False,
     val: Annotated[
         float | None, _option("val", "Validation share when no split.json exists.", DATA)
     ] = None,
@@ -181,14 +153,16 @@ def train(
         ),
     ] = False,
     size: Annotated[
-        int | None,
-        _option(
-            "size", "Resize images (masks nearest) to SIZE x SIZE. \\[default: no]", DATA, min=8
-        ),
+        str | None,
+        _option("size", "Resize images (masks nearest) into S x S or H,W.", DATA),
+    ] = None,
+    resize: Annotated[
+        Resize | None,
+        _option("resize", "stretch to --size, or keep the aspect and pad (ignored).", DATA),
     ] = None,
     crop: Annotated[
         int | None,
-        _option("crop", "Train on random CROP x CROP patches. \\[default: no]", DATA, min=8),
+        _option("crop", "Train on random CROP x CROP patches.", DATA, min=8),
     ] = None,
     regions: Annotated[
         str | None,
@@ -302,25 +276,31 @@ def train(
     computed every epoch by the same code as segtool evaluate. Ctrl-C stops cleanly;
     --resume continues.
 
-    Example: [bold]segtool train dataset/ --out run/ --encoder resnet18 --size 256 --epochs 40[/]
+    With no options, segtool plans the run from the dataset and the machine (input size,
+    encoder, batch size, augmentation, epochs) and prints the plan: each choice and why.
+    Any option you give wins over the plan.
+
+    Example: [bold]segtool train dataset/ --out run/ --time-budget 10m[/]
     """
+    import time
+
+    clock = time.monotonic()
+    from segtool.cli.train_progress import RichReporter, plan_table
     from segtool.train.loop import fit
 
     def value(option: Enum | None) -> str | None:
         return option.value if option is not None else None
 
-    result = fit(
-        dataset,
-        out_dir,
-        resume=resume,
-        overwrite=overwrite,
-        reporter=RichReporter(),
+    budget = parse_duration(time_budget) if time_budget else None
+    options = dict(
+        time_budget=budget,
         val=val,
         test=test,
         split_file=str(split_file) if split_file else None,
         skip_unpaired=skip_unpaired or None,
         regions=regions,
         size=size,
+        resize=value(resize),
         crop=crop,
         fg_crop=fg_crop,
         augment=value(augment),
@@ -349,6 +329,22 @@ def train(
         device=value(device),
         amp=amp,
         workers=workers,
+    )
+    if plan_only:
+        from segtool.train.planning import plan_run
+
+        out.print(plan_table(plan_run(dataset, clock=clock, **options).plan.to_json()))
+        return
+    reporter = RichReporter(err, budget)
+    result = fit(
+        dataset,
+        out_dir,
+        resume=resume,
+        overwrite=overwrite,
+        warm_restart=warm_restart,
+        reporter=reporter,
+        clock=clock,
+        **options,
     )
     if result.main_process:  # rank 0 alone reports
         _print_result(result, dataset, out_dir)

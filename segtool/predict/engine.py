@@ -14,6 +14,7 @@ from segtool.core.multilabel import value_dtype
 from segtool.predict.predictor import Predictor
 from segtool.predict.tiles import predict_tiled
 from segtool.train.data import to_model_input
+from segtool.train.geometry import scaled_shape
 from segtool.train.model import STRIDE
 
 
@@ -107,10 +108,17 @@ class Engine:
         return [probs[i, :, : img.shape[1], : img.shape[2]] for i, img in enumerate(images)]
 
     def _resized(self, img: torch.Tensor) -> torch.Tensor:
-        size = self.p.size
-        x = to_model_input(img[None], self.device)
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-        probs = self._forward(x)
+        """Resize into the training box as training did (stretched, or aspect kept), pad to the
+        stride before normalising (as training's collate pads), predict, then undo it: crop
+        the padding and resize back to the image's own size."""
+        height, width = scaled_shape(img.shape[1], img.shape[2], self.p.size, self.p.resize)
+        x = img[None].to(self.device).float()
+        x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
+        if img.dtype == torch.uint8:  # training resizes the 8-bit image itself
+            x = x.round().clamp(0, 255).to(torch.uint8)
+        ph, pw = -(-height // STRIDE) * STRIDE, -(-width // STRIDE) * STRIDE
+        x = to_model_input(F.pad(x, (0, pw - width, 0, ph - height)), self.device)
+        probs = self._forward(x)[:, :, :height, :width]
         return F.interpolate(probs, size=img.shape[1:], mode="bilinear", align_corners=False)[0]
 
     def labels(self, probs: torch.Tensor, threshold: float | list[float] = 0.5) -> np.ndarray:

@@ -13,6 +13,7 @@ from segtool.core.classes import ClassMap, out_channels, read_classes_json
 from segtool.core.constants import CLASSES_FILE, SPLIT_FILE
 from segtool.core.dataset import read_split
 from segtool.core.errors import SegtoolError
+from segtool.train.geometry import parse_size
 from segtool.train.model import load_model
 from segtool.train.thresholds import THRESHOLDS_FILE, read_thresholds
 
@@ -24,7 +25,8 @@ class Predictor:
     model: nn.Module
     class_map: ClassMap
     normalization: str = "imagenet"
-    size: int | None = None
+    size: tuple[int, int] | None = None  #: the (H, W) box images are resized into
+    resize: str = "stretch"  #: how: stretched to the box, or aspect kept and padded
     source: Path = Path()
     split: dict | None = None
     #: Multi-label models: per-class thresholds tuned on the validation split, if the run has
@@ -83,7 +85,8 @@ def load_predictor(path: Path, classes: Path | None = None) -> Predictor:
         model,
         class_map,
         options.get("normalize", "imagenet"),
-        options.get("size"),
+        parse_size(options.get("size")),
+        options.get("resize", "stretch"),
         path,
         split,
         thresholds,

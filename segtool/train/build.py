@@ -3,7 +3,6 @@ model, the loss, the optimiser and its schedule, and the loaders."""
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass
 from functools import partial
@@ -32,6 +31,7 @@ from segtool.train.data import (
 from segtool.train.distributed import Dist
 from segtool.train.losses import LOSSES, build_loss
 from segtool.train.model import build_model, check_names
+from segtool.train.schedule import WarmupCosine
 from segtool.train.transforms import PRESETS, build_augmentation
 from segtool.train.volume_data import VolumeData, volume_datasets
 from segtool.train.volumes import AXES
@@ -130,18 +130,6 @@ def default_workers(device: torch.device) -> int:
     return min(4, max(cores - 1, 0))
 
 
-def warmup_cosine(total_steps: int, warmup_steps: int):
-    """LR factor per step: linear warm-up, then cosine decay to 1% of the base rate."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
-        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
 def seed_all(seed: int) -> None:
     """Seed Python's, numpy's and torch's global random streams."""
     random.seed(seed)
@@ -189,6 +177,7 @@ def _datasets(
         data.train,
         class_map,
         size=config.size,
+        resize=config.resize,
         crop=config.crop,
         fg_crop=config.fg_crop,
         augment=augment,
@@ -197,7 +186,12 @@ def _datasets(
         regions=data.regions,
     )
     val_ds: Dataset = SegmentationDataset(
-        data.val, class_map, size=config.size, normalization=config.normalize, regions=data.regions
+        data.val,
+        class_map,
+        size=config.size,
+        resize=config.resize,
+        normalization=config.normalize,
+        regions=data.regions,
     )
     if dist.world > 1:  # each process validates every world-th image; the counts are summed
         val_ds = Subset(val_ds, list(range(dist.rank, len(val_ds), dist.world)))
@@ -279,7 +273,7 @@ def build_run(
     )
     total = steps * config.epochs
     warmup = max(1, min(int(config.warmup_epochs * steps), total // 2))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, warmup))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(total, warmup))
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     train_model: nn.Module = model
     if dist.world > 1:

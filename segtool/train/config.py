@@ -14,7 +14,13 @@ from segtool.core.errors import SegtoolError, check_choice
 DEFAULT_ARCH = "unet"
 DEFAULT_ENCODER = "resnet34"
 #: Options that may differ when a run is resumed; any other change would break the run.
-RESUMABLE = {"epochs", "patience", "workers", "device", "amp", "tune_thresholds"}
+RESUMABLE = {"epochs", "patience", "workers", "device", "amp", "tune_thresholds", "time_budget"}
+
+#: The options the plan chooses when they are not given.
+PLANNED = frozenset(
+    ("size", "resize", "crop", "fg_crop", "encoder", "decoder_channels", "batch_size",
+     "augment", "lr", "epochs", "loss")
+)  # fmt: skip
 
 
 @dataclass
@@ -37,7 +43,8 @@ class TrainConfig:
     encoder: str = DEFAULT_ENCODER
     encoder_weights: str = "none"
     decoder_channels: str | None = None
-    size: int | None = None
+    size: str | None = None
+    resize: str = "stretch"
     crop: int | None = None
     fg_crop: float = 0.33
     augment: str = "light"
@@ -55,6 +62,7 @@ class TrainConfig:
     skip_unpaired: bool = False
     regions: str | None = None
     tune_thresholds: bool = False
+    time_budget: float | None = None
 
     @classmethod
     def from_options(cls, **options: Any) -> TrainConfig:
@@ -70,16 +78,41 @@ class TrainConfig:
         model, augmentation or normalisation are checked against their tables by
         `segtool.train.build.check_config`)."""
         from segtool.split.assign import check_fractions
+        from segtool.train.geometry import RESIZE_MODES, parse_size
 
         check_choice("device", self.device, DEVICES)
+        check_choice("resize", self.resize, RESIZE_MODES)
         if self.size is not None and self.crop is not None:
             raise SegtoolError("--size and --crop exclude each other; pass one")
+        if parse_size(self.size) is None and self.resize != "stretch":
+            raise SegtoolError(f"--resize {self.resize} needs --size S or --size H,W")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise SegtoolError(f"--time-budget {self.time_budget}: give a positive time")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise SegtoolError(f"--{name.replace('_', '-')} must be at least 1")
         if not 0 <= self.fg_crop <= 1:
             raise SegtoolError(f"--fg-crop {self.fg_crop} must be between 0 and 1")
         check_fractions(self.val, self.test)
+
+
+def parse_duration(text: str) -> float:
+    """``--time-budget``: ``100s``, ``10m``, ``2h``, ``1h30m`` or plain seconds -> seconds.
+
+    Raises:
+        SegtoolError: not a positive duration.
+    """
+    import re
+
+    units = {"h": 3600, "m": 60, "s": 1, "": 1}
+    parts = re.fullmatch(r"\s*((?:\d+(?:\.\d+)?[hms]\s*)+|\d+(?:\.\d+)?)\s*", text)
+    seconds = 0.0
+    if parts:
+        for number, unit in re.findall(r"(\d+(?:\.\d+)?)([hms]?)", text):
+            seconds += float(number) * units[unit]
+    if seconds <= 0:
+        raise SegtoolError(f"--time-budget {text!r}: give a duration such as 100s, 10m or 2h")
+    return seconds
 
 
 def parse_channels(text: str | None) -> tuple[int, ...] | None:
@@ -121,5 +154,7 @@ def resume_config(
             f"{out}: the checkpoint was trained on classes {list(state['class_names'])}, but the "
             f"dataset has {list(class_map.names)}; start a new run (--overwrite or another --out)"
         )
+    # A time budget is for one invocation: a resumed run gets the one given now, if any.
+    saved["time_budget"] = None
     saved.update({k: v for k, v in given.items() if v is not None and k in RESUMABLE})
     return TrainConfig.from_options(**saved)

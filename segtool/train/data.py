@@ -25,8 +25,8 @@ from segtool.core.metrics import MaskValueError, check_values
 from segtool.core.multilabel import read_multilabel_values
 from segtool.core.regions import Regions
 from segtool.split.assign import make_split
-from segtool.train.model import STRIDE
-from segtool.train.transforms import Transform, resize
+from segtool.train.geometry import STRIDE, parse_size, resize_pair
+from segtool.train.transforms import Transform
 
 #: ImageNet channel statistics (RGB, on 0..1 values), what pretrained encoders expect.
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -147,7 +147,10 @@ class SegmentationDataset(Dataset):
     Args:
         pairs: the examples.
         class_map: ids and ignore value; mask values outside it are an error naming the file.
-        size: resize every image (bilinear) and mask (nearest) to ``size x size``.
+        size: resize every image (bilinear) and mask (nearest) into this box: ``S``,
+            ``H,W`` or (H, W) (see `geometry.parse_size`).
+        resize: ``stretch`` to the box, or ``keep`` the aspect ratio and pad with the ignore
+            value.
         crop: train on random ``crop x crop`` patches of the full-resolution images (not with
             `size`; `TrainConfig.check` refuses both).
         fg_crop: fraction of crops centred on a foreground pixel.
@@ -163,7 +166,8 @@ class SegmentationDataset(Dataset):
         pairs: list[Pair],
         class_map: ClassMap,
         *,
-        size: int | None = None,
+        size: Any = None,
+        resize: str = "stretch",
         crop: int | None = None,
         fg_crop: float = 0.33,
         augment: Transform | None = None,
@@ -173,7 +177,8 @@ class SegmentationDataset(Dataset):
     ) -> None:
         self.pairs = list(pairs)
         self.class_map = class_map
-        self.resize = resize(size) if size else None
+        self.box = parse_size(size)
+        self.resize = resize
         self.crop = crop
         self.fg_crop = fg_crop
         self.augment = augment
@@ -217,9 +222,8 @@ class SegmentationDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image, mask = self.load(index)
-        if self.resize is not None:
-            out = self.resize(image=image, mask=mask)
-            image, mask = out["image"], out["mask"]
+        if self.box is not None:
+            image, mask = resize_pair(image, mask, self.box, self.resize)
         elif self.crop:
             image, mask = random_crop(
                 image, mask, self.crop, self.rng, self.fg_crop, self.class_map.ignore_index

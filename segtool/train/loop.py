@@ -11,16 +11,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from segtool.core.classes import ClassMap, read_classes_json
+from segtool.core.classes import ClassMap
 from segtool.core.constants import CLASSES_FILE, SPLIT_FILE
-from segtool.core.errors import SegtoolError
-from segtool.core.files import write_json
-from segtool.core.multilabel import mask_bits
-from segtool.core.regions import Regions, parse_regions
-from segtool.sources.volume_folder import is_volume_folder, read_volume_dataset
+from segtool.core.files import check_overwrite, write_json
+from segtool.sources.volume_folder import is_volume_folder
 from segtool.train.build import (
     Run,
     TrainingData,
@@ -29,10 +27,16 @@ from segtool.train.build import (
     load_data,
 )
 from segtool.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from segtool.train.config import TrainConfig, resume_config
+from segtool.train.config import TrainConfig
 from segtool.train.data import fingerprint
 from segtool.train.distributed import Dist, barrier, start, stop, sum_validation
 from segtool.train.model import save_model
+from segtool.train.planning import (
+    choose_config,
+    dataset_classes,
+    keep_to_budget,
+    training_classes,
+)
 from segtool.train.runfolder import (
     LAST_CHECKPOINT,
     draw_curves,
@@ -84,23 +88,25 @@ class Progress:
         return improved
 
 
-def _dataset_classes(dataset: Path) -> ClassMap:
-    if is_volume_folder(dataset):  # the labels of its dataset.json
-        return read_volume_dataset(dataset).class_map
-    path = dataset / CLASSES_FILE
-    if not path.is_file():
-        raise SegtoolError(f"{path}: no class map; rasterize with segtool or add a classes.json")
-    return read_classes_json(path)
-
-
-def restore(run: Run, state: dict[str, Any] | None, out: Path) -> Progress:
+def restore(
+    run: Run, state: dict[str, Any] | None, out: Path, config: TrainConfig, warm_restart: bool
+) -> Progress:
     """Continue where ``last.pt`` stopped (weights, optimiser, schedule, scaler, counters and
-    random states, and the metrics rows before it); a new run starts at epoch 1."""
+    random states, and the metrics rows before it); a new run starts at epoch 1.
+
+    When the run's length changed (``--epochs``), the schedule continues smoothly from the
+    current rate to the new end, or, with `warm_restart`, warms up to the peak again."""
     if state is None:
         return Progress()
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
+    schedule, step = run.scheduler.lr_lambdas[0], run.scheduler.last_epoch
+    total = len(run.train_loader) * config.epochs
+    if warm_restart:
+        schedule.restart(step, total, int(config.warmup_epochs * len(run.train_loader)))
+    elif schedule.total != total:
+        schedule.retarget(step, total)
     run.scaler.load_state_dict(state["scaler"])
     start_epoch = int(state["epoch"]) + 1
     rows = [r for r in read_metrics(out / "metrics.csv") if int(r["epoch"]) < start_epoch]
@@ -123,9 +129,11 @@ def _write_records(
     data: TrainingData | VolumeData,
     run: Run,
     world: int,
+    plan: dict[str, Any] | None,
 ) -> None:
-    """classes.json, split.json and config.json: what the run was trained on, and how (for a
-    volume folder also its channels, slice axis and standardisation, which predict reads)."""
+    """classes.json, split.json and config.json: what the run was trained on, how (for a
+    volume folder also its channels, slice axis and standardisation, which predict reads), and
+    the plan that chose it."""
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     class_map.save(out / CLASSES_FILE)
     write_json(out / SPLIT_FILE, data.split)
@@ -151,6 +159,7 @@ def _write_records(
             "amp": amp,
             "world_size": world,
             "versions": package_versions(),
+            "plan": plan,
         },
     )
 
@@ -274,33 +283,6 @@ def _saved_epoch(out: Path, fallback: int) -> int:
     return int(load_checkpoint(last)["epoch"]) if last.is_file() else fallback
 
 
-def _training_classes(
-    class_map: ClassMap, options: dict[str, Any], state: dict[str, Any] | None
-) -> tuple[ClassMap, Regions | None]:
-    """The classes the model learns: the dataset's, or with ``regions`` (given, or the resumed
-    run's) the regions' multi-label map.
-
-    Raises:
-        SegtoolError: bad regions, --tune-thresholds on exclusive classes, or more overlapping
-            classes than training takes.
-    """
-    text = options.get("regions") or (state["config"].get("regions") if state else None)
-    regions = parse_regions(text, class_map) if text else None
-    if regions is not None:
-        class_map = regions.class_map
-    if options.get("tune_thresholds") and not class_map.multilabel:
-        raise SegtoolError(
-            "--tune-thresholds tunes one cut per class of a multi-label model; this dataset's "
-            "masks are exclusive (add --regions, or drop --tune-thresholds)"
-        )
-    if class_map.multilabel and mask_bits(class_map.num_foreground) > 16:
-        raise SegtoolError(
-            f"{class_map.num_foreground} overlapping classes: training takes multi-label masks "
-            f"of up to 15 classes (16-bit); merge classes"
-        )
-    return class_map, regions
-
-
 def fit(
     dataset: Path,
     out: Path,
@@ -308,6 +290,9 @@ def fit(
     resume: bool = False,
     overwrite: bool = False,
     reporter: Reporter | None = None,
+    plan: bool = True,
+    warm_restart: bool = False,
+    clock: float | None = None,
     **options: Any,
 ) -> FitResult:
     """Train a model on a dataset folder and write the run folder `out`.
@@ -316,10 +301,17 @@ def fit(
         dataset: folder with images/, masks/, classes.json and optionally split.json.
         out: the run folder (config.json, classes.json, split.json, model/,
             checkpoints/last.pt, metrics.csv, curves.png).
-        resume: continue from ``out/checkpoints/last.pt`` (a larger ``epochs`` extends it).
+        resume: continue from ``out/checkpoints/last.pt``; a different ``epochs`` extends or
+            shortens it, the learning rate continuing smoothly from where it is.
         overwrite: replace an existing `out`.
         reporter: receives progress; None trains quietly.
-        **options: any `TrainConfig` field; None means the default.
+        plan: choose the options not given from the dataset and the machine (`make_plan`);
+            False leaves them to `TrainConfig`'s defaults.
+        warm_restart: on resume, warm the learning rate up to its peak again and decay it
+            over the new length, instead of continuing smoothly.
+        clock: `time.monotonic()` when the user started the run (``time_budget`` counts
+            from it; default: now).
+        **options: any `TrainConfig` field; None means planned (or the default).
 
     Returns:
         The best epoch, its scores, and how the run stopped.
@@ -327,29 +319,35 @@ def fit(
     Raises:
         SegtoolError: bad data or options, an existing `out`, or a loss that became NaN.
     """
+    clock = time.monotonic() if clock is None else clock
     dist = start(options.get("device"))
     reporter = reporter if dist.main and reporter else Reporter()
-    class_map = _dataset_classes(dataset)
-    prepare_run(out, resume, overwrite, dist.main)
-    if not resume:
-        barrier(dist)  # the other processes wait until rank 0 has cleared `out`
+    class_map = dataset_classes(dataset)
+    if resume:
+        prepare_run(out, resume, overwrite, dist.main)  # there is a checkpoint to resume
+    else:
+        check_overwrite(out, overwrite, alternative="resume to continue it")
     state = load_checkpoint(out / LAST_CHECKPOINT) if resume else None
-    class_map, regions = _training_classes(class_map, options, state)
-    config = (
-        resume_config(out, options, state, class_map)
-        if state
-        else TrainConfig.from_options(**options)
+    class_map, regions = training_classes(class_map, options, state)
+    config, record = choose_config(
+        dataset, out, state, class_map, regions, options, plan, dist, clock
     )
     check_config(config)
+    if record is not None:
+        reporter.plan(record["choices"])
+    if not resume:
+        prepare_run(out, resume, overwrite, dist.main)
+        barrier(dist)  # the other processes wait until rank 0 has cleared `out`
     data = (
         load_volume_data(dataset, out, config, resume, dist, regions)
         if is_volume_folder(dataset)
         else load_data(dataset, out, config, class_map, resume, regions)
     )
     run = build_run(config, class_map, data, dist)
-    progress = restore(run, state, out)
+    progress = restore(run, state, out, config, warm_restart)
+    records = partial(_write_records, out, dataset, config, class_map, data, run, dist.world)
     if dist.main:
-        _write_records(out, dataset, config, class_map, data, run, dist.world)
+        records(record)
     reporter.start(
         {
             "device": str(run.device),
@@ -360,15 +358,21 @@ def fit(
             "start_epoch": progress.start_epoch,
             "workers": run.workers,
             "mode": run.mode,
+            "time_budget": config.time_budget,
         }
     )
-    stopped, epoch = "finished", progress.start_epoch - 1
+    stopped, epoch, seconds = "finished", progress.start_epoch - 1, []
     try:
-        for epoch in range(progress.start_epoch, config.epochs + 1):
+        while epoch < config.epochs:
+            epoch, tic = epoch + 1, time.perf_counter()
             row, per_class = run_epoch(run, config, class_map, epoch, out, reporter, dist)
             improved = progress.record(row, per_class)
+            spent = [*seconds, time.perf_counter() - tic]
+            if keep_to_budget(run, config, epoch, spent, clock) and dist.main:
+                records(record)
             if dist.main:
                 save_epoch(out, run, progress, config, class_map, improved)
+            seconds.append(time.perf_counter() - tic)
             reporter.epoch_end(row)
             if config.patience is not None and progress.bad_epochs >= config.patience:
                 stopped = "early stop"

@@ -14,9 +14,9 @@ from segtool.core.classes import mode_for, out_channels
 from segtool.core.constants import BINARY
 from segtool.core.errors import SegtoolError
 from segtool.core.files import output_folder
+from segtool.train.geometry import STRIDE
 
-#: Every input side must be a multiple of this (five 2x downsamplings).
-STRIDE = 32
+__all__ = ["STRIDE"]
 
 
 def architectures() -> list[str]:

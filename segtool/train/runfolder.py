@@ -62,8 +62,20 @@ def _cell(value: Any) -> Any:
     return f"{value:.6g}" if isinstance(value, float) else value
 
 
-def draw_curves(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Loss (train and validation) and validation Dice/IoU per epoch, as a PNG."""
+def class_colours(n: int) -> list[tuple[float, float, float, float]]:
+    """`n` distinct colours: matplotlib's tab10/tab20 up to 20, else evenly spaced hues."""
+    from matplotlib import colormaps
+
+    if n <= 10:
+        return [colormaps["tab10"](i) for i in range(n)]
+    if n <= 20:
+        return [colormaps["tab20"](i) for i in range(n)]
+    return [colormaps["hsv"](i / n) for i in range(n)]
+
+
+def curves_figure(rows: list[dict[str, Any]]) -> Any:
+    """Three panels per epoch: loss (train and validation); validation mean Dice and IoU;
+    validation Dice per class, each class its own colour, the legend beside the panel."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,22 +86,39 @@ def draw_curves(path: Path, rows: list[dict[str, Any]]) -> None:
     def series(key: str) -> list[float]:
         return [float(r[key]) if r.get(key) not in (None, "") else float("nan") for r in rows]
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=80)
-    left.plot(epochs, series("train_loss"), "o-", label="train loss")
-    left.plot(epochs, series("val_loss"), "o-", label="validation loss")
-    left.set_xlabel("epoch")
-    left.set_title("loss")
-    left.legend()
-    right.plot(epochs, series("val_dice"), "o-", label="mean Dice")
-    right.plot(epochs, series("val_iou"), "o-", label="mean IoU")
-    for key in rows[-1] if rows else []:
-        if key.startswith("dice_"):
-            right.plot(epochs, series(key), "--", alpha=0.6, label=key.removeprefix("dice_"))
-    right.set_xlabel("epoch")
-    right.set_ylim(0, 1)
-    right.set_title("validation")
-    right.legend(fontsize=8)
+    classes = [k for k in (rows[-1] if rows else {}) if k.startswith("dice_")]
+    legend_columns = 1 + len(classes) // 16
+    fig, (loss, mean, per_class) = plt.subplots(
+        1, 3, figsize=(14 + 1.6 * legend_columns, 4), dpi=80
+    )
+    loss.plot(epochs, series("train_loss"), "o-", label="train loss")
+    loss.plot(epochs, series("val_loss"), "o-", label="validation loss")
+    loss.set_title("loss")
+    mean.plot(epochs, series("val_dice"), "o-", label="mean Dice")
+    mean.plot(epochs, series("val_iou"), "o-", label="mean IoU")
+    mean.set_title("validation, mean over classes")
+    for key, colour in zip(classes, class_colours(len(classes)), strict=True):
+        per_class.plot(epochs, series(key), "-", color=colour, label=key.removeprefix("dice_"))
+    per_class.set_title("validation Dice per class")
+    for ax in (mean, per_class):
+        ax.set_ylim(0, 1)
+    for ax in (loss, mean, per_class):
+        ax.set_xlabel("epoch")
+    loss.legend()
+    mean.legend()
+    if classes:
+        per_class.legend(
+            fontsize=8, ncols=legend_columns, loc="upper left", bbox_to_anchor=(1.02, 1)
+        )
     fig.tight_layout()
+    return fig
+
+
+def draw_curves(path: Path, rows: list[dict[str, Any]]) -> None:
+    """`curves_figure` as a PNG, written atomically."""
+    import matplotlib.pyplot as plt
+
+    fig = curves_figure(rows)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)

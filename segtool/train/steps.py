@@ -26,6 +26,9 @@ SYNC_EVERY = 10
 class Reporter:
     """Receives progress from `fit`; the command line draws it, the library stays quiet."""
 
+    def plan(self, choices: list[dict[str, Any]]) -> None:
+        """Called once for a planned run, with each choice (option, value, why)."""
+
     def start(self, info: dict[str, Any]) -> None:
         """Called once, with the device, sizes and counts."""
 

@@ -92,12 +92,3 @@ def build_augmentation(
     if geometric_only:
         transforms = [t for t in transforms if isinstance(t, A.DualTransform)]
     return A.Compose(transforms, seed=seed)
-
-
-def resize(size: int) -> Transform:
-    """Resize image (bilinear) and mask (nearest) to ``size x size``."""
-    import albumentations as A
-
-    return A.Compose(
-        [A.Resize(size, size, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST)]
-    )

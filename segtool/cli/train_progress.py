@@ -1,0 +1,149 @@
+"""What ``segtool train`` shows while it runs: the plan table, then a bar per epoch on a
+terminal (a progress line every `LINE_EVERY` seconds when the output is a log file or a job
+scheduler's), a line per epoch, and the time left."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+#: Seconds between progress lines when the output is not a terminal.
+LINE_EVERY = 30.0
+
+
+def duration(seconds: float) -> str:
+    """``75`` -> ``1m15s``; ``3725`` -> ``1h02m``."""
+    seconds = max(round(seconds), 0)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def plan_table(choices: list[dict[str, Any]]) -> Table:
+    """The plan as a table of option, value and why (the why column wraps)."""
+    table = Table(title="plan (each option given on the command line wins)", title_justify="left")
+    table.add_column("option", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    table.add_column("why", ratio=1)
+    for choice in choices:
+        value = "—" if choice["value"] is None else str(choice["value"])
+        option = "--" + choice["option"].replace("_", "-")
+        table.add_row(option, escape(value), escape(choice["why"]))
+    return table
+
+
+class TimeLeft:
+    """The time a run has left, from the epochs and steps seen so far (or its budget)."""
+
+    def __init__(self, budget: float | None = None, now: float | None = None) -> None:
+        self.started = time.monotonic() if now is None else now
+        self.budget = budget
+        self.epoch_seconds: list[float] = []
+        self.epoch = self.epochs = self.batches = 0
+        self.epoch_started = self.started
+
+    def seconds(self, done: int, now: float) -> float:
+        """Seconds left after `done` steps of the current epoch."""
+        if self.budget is not None:
+            return self.budget - (now - self.started)
+        in_epoch = now - self.epoch_started
+        per_epoch = (
+            sum(self.epoch_seconds) / len(self.epoch_seconds)
+            if self.epoch_seconds
+            else in_epoch / max(done, 1) * self.batches
+        )
+        rest = max(per_epoch - in_epoch, 0.0)
+        return rest + per_epoch * (self.epochs - self.epoch)
+
+
+class RichReporter:
+    """Draws `fit`'s progress on `console`.
+
+    Args:
+        console: where to draw (stderr).
+        budget: the run's time budget in seconds, counted from now; None estimates the time
+            left from the epochs.
+        line_every: seconds between progress lines when `console` is not a terminal.
+    """
+
+    def __init__(
+        self, console: Console, budget: float | None = None, line_every: float = LINE_EVERY
+    ) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.console = console
+        self.clock = TimeLeft(budget)
+        self.line_every = line_every
+        self.last_line = time.monotonic()
+        self.progress = Progress(
+            TextColumn("epoch {task.fields[epoch]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}  {task.fields[speed]:.1f} img/s"),
+            TextColumn("{task.fields[left]} left"),
+            console=console,
+            transient=True,
+            disable=not console.is_terminal,
+        )
+        self.task: Any = None
+
+    def plan(self, choices: list[dict[str, Any]]) -> None:
+        self.console.print(plan_table(choices))
+
+    def start(self, info: dict[str, Any]) -> None:
+        amp = f", AMP {str(info['amp']).removeprefix('torch.')}" if info["amp"] else ""
+        resumed = f", resuming at epoch {info['start_epoch']}" if info["start_epoch"] > 1 else ""
+        budget = f", {duration(info['time_budget'])} budget" if info.get("time_budget") else ""
+        self.console.print(
+            f"training on {info['device']}{amp}: {info['train']} train / {info['val']} val "
+            f"images, {info['mode']} mode, {info['workers']} loader workers{resumed}{budget}",
+            highlight=False,
+        )
+
+    def epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
+        clock = self.clock
+        clock.epoch, clock.epochs, clock.batches = epoch, epochs, batches
+        clock.epoch_started = time.monotonic()
+        self.progress.start()
+        self.task = self.progress.add_task(
+            "", total=batches, epoch=f"{epoch}/{epochs}", loss=0.0, speed=0.0, left="?"
+        )
+
+    def batch(self, done: int, loss: float, images_per_second: float) -> None:
+        now = time.monotonic()
+        left = duration(self.clock.seconds(done, now))
+        self.progress.update(
+            self.task, completed=done, loss=loss, speed=images_per_second, left=left
+        )
+        if not self.console.is_terminal and now - self.last_line >= self.line_every:
+            self.last_line = now
+            self.console.print(
+                f"epoch {self.clock.epoch}/{self.clock.epochs}  step {done}/{self.clock.batches}"
+                f"  loss {loss:.4f}  {images_per_second:.1f} img/s  {left} left",
+                highlight=False,
+            )
+
+    def epoch_end(self, row: dict[str, Any]) -> None:
+        self.progress.remove_task(self.task)
+        self.progress.stop()
+        self.clock.epoch_seconds.append(row["seconds"])
+        self.last_line = time.monotonic()
+        per_class = [(k.removeprefix("dice_"), v) for k, v in row.items() if k.startswith("dice_")]
+        # Up to 4 classes fit on the line; more would wrap it: the summary table lists them.
+        classes = (
+            "  (" + "  ".join(f"{escape(k)} {v:.3f}" for k, v in per_class) + ")"
+            if len(per_class) <= 4
+            else ""
+        )
+        self.console.print(
+            f"epoch {row['epoch']:>3}  train loss {row['train_loss']:.4f}  "
+            f"val loss {row['val_loss']:.4f}  val Dice {row['val_dice']:.4f}  "
+            f"IoU {row['val_iou']:.4f}{classes}  {row['seconds']:.1f}s",
+            highlight=False,
+        )

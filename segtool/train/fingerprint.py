@@ -1,0 +1,172 @@
+"""What the planner knows before training: the dataset's fingerprint and the machine.
+
+The dataset is measured cheaply (image headers, and the masks, in parallel): sizes, channels,
+how many pixels and images each class has, and how small its objects are. The machine: the
+device, its memory (GPU memory, or free RAM on the CPU) and the cores.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segtool.core.classes import ClassMap
+from segtool.core.dataset import Pair
+from segtool.core.images import displayed_size
+from segtool.core.masks import read_mask
+from segtool.core.multilabel import read_multilabel_mask
+from segtool.core.parallel import default_jobs, imap_jobs
+
+
+@dataclass
+class ClassStats:
+    """One foreground class over the measured masks."""
+
+    name: str
+    share: float  #: its pixels over all labelled (not ignored) pixels
+    images: int  #: images in which it appears
+    median_object: float  #: median area of its connected objects, in pixels (0: none)
+
+
+@dataclass
+class Fingerprint:
+    """What a dataset looks like to the planner."""
+
+    n_images: int
+    median_size: tuple[int, int]  #: (height, width), the median of each side
+    largest_size: tuple[int, int]  #: (height, width), the largest of each side
+    channels: int
+    classes: list[ClassStats]
+
+    def rare(self, share: float = 0.01) -> list[ClassStats]:
+        """Classes with fewer than `share` of the labelled pixels, or in under 10% of images."""
+        return [c for c in self.classes if c.share < share or c.images < 0.1 * self.n_images]
+
+    def smallest_object(self) -> float:
+        """The median object area of the class with the smallest objects (0: no objects)."""
+        areas = [c.median_object for c in self.classes if c.median_object > 0]
+        return min(areas) if areas else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain dict for config.json."""
+        return asdict(self)
+
+
+@dataclass
+class Machine:
+    """The hardware the run will use."""
+
+    device: str  #: cpu, cuda or mps
+    name: str  #: the GPU's name, or the CPU architecture
+    memory_gb: float  #: GPU memory, or the RAM free now
+    cores: int
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain dict for config.json."""
+        return asdict(self)
+
+
+def _measure_pair(args: tuple[Pair, int, bool]) -> tuple[int, int, int, np.ndarray, list]:
+    """(height, width, channels, pixel counts per class, object areas per class) of a pair."""
+    import cv2
+    from PIL import Image
+
+    pair, k, multilabel = args
+    width, height, _ = displayed_size(pair.image, verify=False)
+    with Image.open(pair.image) as img:
+        channels = len(img.getbands())
+    if multilabel:  # each class its own plane; background: labelled pixels of no class
+        planes, ignored = read_multilabel_mask(pair.mask, k)
+        planes = np.concatenate([~planes.any(axis=0, keepdims=True), planes]) & ~ignored
+    else:
+        mask = read_mask(pair.mask)
+        planes = np.stack([mask == c for c in range(k)])
+    counts = planes.reshape(k, -1).sum(axis=1)
+    areas: list[list[int]] = [[] for _ in range(k)]
+    for c in np.flatnonzero(counts[1:]) + 1:
+        n, _, stats, _ = cv2.connectedComponentsWithStats(planes[c].astype(np.uint8), 8)
+        areas[c] = stats[1:n, cv2.CC_STAT_AREA].tolist()
+    return height, width, channels, counts, areas
+
+
+def measure_dataset(pairs: list[Pair], class_map: ClassMap, jobs: int | None = None) -> Fingerprint:
+    """Measure image headers and masks over `jobs` processes.
+
+    Args:
+        pairs: the dataset's image/mask pairs (checked by the caller).
+        class_map: the classes and the ignore value.
+        jobs: worker processes (default: every core).
+
+    Returns:
+        The dataset's fingerprint.
+    """
+    k = class_map.num_classes
+    jobs = min(jobs or default_jobs(), max(len(pairs) // 16, 1))
+    heights, widths, channels = [], [], []
+    counts = np.zeros(k, dtype=np.int64)
+    images = np.zeros(k, dtype=np.int64)
+    areas: list[list[int]] = [[] for _ in range(k)]
+    for h, w, ch, pixels, objects in imap_jobs(
+        _measure_pair, ((p, k, class_map.multilabel) for p in pairs), jobs
+    ):
+        heights.append(h)
+        widths.append(w)
+        channels.append(ch)
+        counts += pixels
+        images += pixels > 0
+        for c in range(k):
+            areas[c] += objects[c]
+    total = max(int(counts.sum()), 1)
+    classes = [
+        ClassStats(
+            name,
+            float(counts[c]) / total,
+            int(images[c]),
+            float(np.median(areas[c])) if areas[c] else 0.0,
+        )
+        for c, name in enumerate(class_map.names)
+        if c
+    ]
+    return Fingerprint(
+        n_images=len(pairs),
+        median_size=(int(np.median(heights)), int(np.median(widths))) if pairs else (0, 0),
+        largest_size=(max(heights, default=0), max(widths, default=0)),
+        channels=max(set(channels), key=channels.count) if channels else 3,
+        classes=classes,
+    )
+
+
+def _free_ram_gb() -> float:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+    except (ValueError, OSError, AttributeError):
+        return 4.0
+
+
+def measure_machine(device: str = "auto") -> Machine:
+    """The device `device` resolves to, its memory and the cores.
+
+    Raises:
+        SegtoolError: a device this machine does not have.
+    """
+    import platform
+
+    import torch
+
+    from segtool.core.device import pick_device
+
+    chosen = pick_device(device)
+    if chosen.type == "cuda":
+        props = torch.cuda.get_device_properties(chosen)
+        return Machine("cuda", props.name, props.total_memory / 2**30, default_jobs())
+    return Machine(chosen.type, platform.machine() or "cpu", _free_ram_gb(), default_jobs())

@@ -1,0 +1,250 @@
+"""The training plan: choices made from the dataset's fingerprint and the machine.
+
+`plan_training` is a pure function of a `Fingerprint`, a `Machine` and the options the user
+gave (each given option wins over the plan and is shown as "given"); `fit_budget` turns timed
+steps into a number of epochs that ends the run within a time budget, shrinking the input
+where it must. Every choice carries the reason it was made, printed as the plan table and
+written into config.json.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from segtool.train.fingerprint import Fingerprint, Machine
+from segtool.train.geometry import STRIDE, parse_size
+
+#: The longest input side trained on whole images, per device; larger images are resized
+#: (keeping their aspect ratio) or cut into patches of `PATCH` pixels.
+MAX_SIDE = {"cpu": 256, "mps": 512, "cuda": 1024}
+PATCH = {"cpu": 256, "mps": 384, "cuda": 512}
+#: Below this many pixels, a downscaled object is too small to learn; patches keep it whole.
+MIN_OBJECT_AREA = 64
+#: (encoder, decoder channels) per device: slim on a CPU, larger with GPU memory.
+SMALL_MODEL = ("tu-resnet10t", "64,32,16,16,16")
+#: Optimiser steps a run without a budget aims for, per device.
+TARGET_STEPS = {"cpu": 300, "mps": 1500, "cuda": 3000}
+#: The fewest epochs a time budget may plan before the input is made smaller.
+MIN_EPOCHS = 8
+#: The smallest long side a budget may shrink the input to.
+MIN_SIDE = 64
+
+
+@dataclass
+class Choice:
+    """One planned option, its value and why."""
+
+    option: str
+    value: Any
+    why: str
+
+
+@dataclass
+class Plan:
+    """The options a run trains with, and the reasons."""
+
+    choices: list[Choice] = field(default_factory=list)
+
+    def set(self, option: str, value: Any, why: str) -> None:
+        """Choose `option` (a later choice of the same option replaces the earlier one)."""
+        self.choices = [c for c in self.choices if c.option != option]
+        self.choices.append(Choice(option, value, why))
+
+    def options(self) -> dict[str, Any]:
+        """The planned `TrainConfig` fields."""
+        return {c.option: c.value for c in self.choices}
+
+    def to_json(self) -> list[dict[str, Any]]:
+        """The choices as plain dicts for config.json."""
+        return [{"option": c.option, "value": c.value, "why": c.why} for c in self.choices]
+
+
+def round_to_stride(side: float) -> int:
+    """The nearest multiple of `STRIDE` (at least one stride)."""
+    return max(STRIDE, round(side / STRIDE) * STRIDE)
+
+
+def _given(plan: Plan, given: dict[str, Any], option: str) -> bool:
+    """Record a choice the user made; True when they made it."""
+    if given.get(option) is None:
+        return False
+    plan.set(option, given[option], "given")
+    return True
+
+
+def keep_box(height: int, width: int, long_side: int) -> tuple[int, int]:
+    """The (H, W) box, in whole strides, that holds an image of `height` x `width` scaled so
+    its long side is `long_side` (a multiple of the stride), aspect ratio kept."""
+    scale = long_side / max(height, width)
+    strides = (max(-(-round(side * scale) // STRIDE), 1) for side in (height, width))
+    box_h, box_w = (n * STRIDE for n in strides)
+    return box_h, box_w
+
+
+def _geometry(plan: Plan, fp: Fingerprint, machine: Machine, given: dict[str, Any]) -> None:
+    if any(given.get(k) is not None for k in ("size", "crop")):
+        for option in ("size", "crop", "resize", "fg_crop"):
+            _given(plan, given, option)
+        return
+    height, width = fp.median_size
+    long_side, max_side = max(height, width), MAX_SIDE[machine.device]
+    shape = f"median image {width}x{height}"
+    if long_side <= max_side:
+        plan.set("size", None, f"{shape} fits the model whole: native size")
+        return
+    scale = max_side / long_side
+    small = fp.smallest_object()
+    if small and small * scale**2 < MIN_OBJECT_AREA:
+        patch = PATCH[machine.device]
+        plan.set(
+            "crop",
+            patch,
+            f"{shape}; scaled to fit, objects of {small:.0f} px would shrink to "
+            f"{small * scale**2:.0f} px -> patches {patch}x{patch}",
+        )
+        if not _given(plan, given, "fg_crop"):
+            rare = fp.rare()
+            share = 0.5 if rare else 0.33
+            why = f"rare class {rare[0].name}" if rare else "balanced classes"
+            plan.set("fg_crop", share, f"{why} -> {share:.0%} of patches on foreground")
+        return
+    box = keep_box(height, width, max_side)
+    plan.set("size", f"{box[0]},{box[1]}", f"{shape} -> {box[1]}x{box[0]}, aspect kept")
+    if not _given(plan, given, "resize"):
+        plan.set("resize", "keep", "pad with the ignore value instead of squashing")
+
+
+def _model(plan: Plan, machine: Machine, given: dict[str, Any]) -> None:
+    if _given(plan, given, "encoder"):
+        _given(plan, given, "decoder_channels")
+        return
+    if machine.device == "cpu" or machine.memory_gb < 6:
+        where = "CPU" if machine.device == "cpu" else f"{machine.memory_gb:.0f} GB GPU"
+        plan.set("encoder", SMALL_MODEL[0], f"{where}: a small, fast encoder")
+        if not _given(plan, given, "decoder_channels"):
+            plan.set("decoder_channels", SMALL_MODEL[1], "a slim decoder to match")
+        return
+    encoder = "resnet34" if machine.memory_gb >= 12 else "resnet18"
+    plan.set("encoder", encoder, f"{machine.device.upper()} with {machine.memory_gb:.0f} GB")
+    _given(plan, given, "decoder_channels")
+
+
+def _batch_size(plan: Plan, fp: Fingerprint, machine: Machine, given: dict[str, Any]) -> None:
+    if _given(plan, given, "batch_size"):
+        return
+    n_train = max(int(fp.n_images * 0.7), 1)
+    if machine.device == "cpu":
+        batch, why = 4, "CPU: small batches, more steps per second of compute"
+    else:
+        batch, why = 8, f"{machine.device.upper()}: a start the GPU probe may raise"
+    if batch > n_train:
+        batch, why = max(n_train, 1), f"only {n_train} training images"
+    plan.set("batch_size", batch, why)
+
+
+def _training(plan: Plan, fp: Fingerprint, machine: Machine, given: dict[str, Any]) -> None:
+    if not _given(plan, given, "augment"):
+        if fp.n_images < 30:
+            plan.set("augment", "strong", f"{fp.n_images} images: strong augmentation")
+        else:
+            plan.set("augment", "light", f"{fp.n_images} images: light augmentation")
+    if not _given(plan, given, "lr") and given.get("encoder_weights") in (None, "none"):
+        plan.set("lr", 2e-3, "weights learnt from scratch: a higher peak rate")
+    if _given(plan, given, "epochs"):
+        return
+    batch = plan.options()["batch_size"]
+    steps = max(math.ceil(fp.n_images * 0.7 / batch), 1)
+    target = TARGET_STEPS[machine.device]
+    epochs = min(max(math.ceil(target / steps), 10), 200)
+    plan.set("epochs", epochs, f"about {target} steps of {steps} per epoch")
+
+
+def plan_training(fp: Fingerprint, machine: Machine, given: dict[str, Any]) -> Plan:
+    """Choose geometry, model, batch size, augmentation, learning rate and epochs.
+
+    Args:
+        fp: the dataset's fingerprint.
+        machine: the device the run will use.
+        given: the options the user set (None: unset); each wins over the plan.
+
+    Returns:
+        The plan; its `options()` are `TrainConfig` fields.
+    """
+    plan = Plan()
+    _geometry(plan, fp, machine, given)
+    _model(plan, machine, given)
+    _batch_size(plan, fp, machine, given)
+    _training(plan, fp, machine, given)
+    rare = fp.rare()
+    if not _given(plan, given, "loss") and rare and not plan.options().get("crop"):
+        names = ", ".join(f"{c.name} ({c.share:.2%})" for c in rare[:3])
+        plan.set("loss", "bce-dice", f"rare {names}: its Dice term weighs classes equally")
+    return plan
+
+
+@dataclass
+class Timing:
+    """Seconds measured for one configuration."""
+
+    step: float  #: one training step
+    steps_per_epoch: int
+    validation: float  #: one validation pass
+    fixed: float  #: already spent, plus what the run spends once (building, saving)
+
+
+def epochs_within(timing: Timing, budget: float, per_epoch_overhead: float = 0.3) -> int:
+    """How many epochs fit in `budget` seconds."""
+    epoch = timing.step * timing.steps_per_epoch + timing.validation + per_epoch_overhead
+    return max(int((budget - timing.fixed) // epoch), 0)
+
+
+def fit_budget(plan: Plan, fp: Fingerprint, timing: Timing, budget: float) -> None:
+    """Set the plan's epochs so the run ends within `budget` seconds; when fewer than
+    `MIN_EPOCHS` fit, shrink the input (keeping its aspect ratio) until they do, the long
+    side reaches `MIN_SIDE`, or the smallest objects would shrink below half of
+    `MIN_OBJECT_AREA` (step time taken as proportional to pixels).
+
+    Args:
+        plan: the plan, updated in place (a given ``epochs`` is kept).
+        fp: the fingerprint (image sizes).
+        timing: the measured step and validation times at the plan's geometry.
+        budget: seconds for the whole run.
+    """
+    options = plan.options()
+    epochs = epochs_within(timing, budget)
+    given_geometry = any(c.why == "given" for c in plan.choices if c.option in ("size", "crop"))
+    height, width = _input_shape(options, fp)
+    if epochs < MIN_EPOCHS and not given_geometry:
+        long_side = max(height, width)
+        # Shrink no further than objects stay visible (half of MIN_OBJECT_AREA).
+        smallest = fp.smallest_object() * (long_side / max(fp.median_size)) ** 2 or math.inf
+        while (
+            epochs < MIN_EPOCHS
+            and long_side * 0.75 >= MIN_SIDE
+            and smallest * 0.75**2 >= MIN_OBJECT_AREA / 2
+        ):
+            smallest *= 0.75**2
+            long_side = round_to_stride(long_side * 0.75)
+            box = keep_box(fp.median_size[0], fp.median_size[1], long_side)
+            ratio = box[0] * box[1] / (height * width)
+            scaled = Timing(
+                timing.step * ratio, timing.steps_per_epoch, timing.validation * ratio, timing.fixed
+            )
+            epochs = epochs_within(scaled, budget)
+        if long_side != max(height, width):
+            plan.set("crop", None, "whole images fit the budget better")
+            plan.set("size", f"{box[0]},{box[1]}", f"{budget:.0f}s budget -> {box[1]}x{box[0]}")
+            plan.set("resize", "keep", "pad with the ignore value instead of squashing")
+    if any(c.option == "epochs" and c.why == "given" for c in plan.choices):
+        return
+    plan.set("epochs", max(epochs, 1), f"{budget:.0f}s budget, {timing.step:.2f}s a step")
+
+
+def _input_shape(options: dict[str, Any], fp: Fingerprint) -> tuple[int, int]:
+    if options.get("crop"):
+        return options["crop"], options["crop"]
+    if options.get("size") is not None:
+        return parse_size(options["size"])
+    return fp.median_size

@@ -1,0 +1,50 @@
+"""The learning-rate schedule: linear warm-up, then cosine decay to 1% of the peak rate,
+re-planned smoothly when the run's length changes.
+
+A run that is extended (``--resume --epochs N``), shortened, or fitted to a time budget keeps
+its current rate and decays from there to the floor over the new length, so the rate never
+jumps. `WarmupCosine.restart` is the explicit alternative (``--warm-restart``): warm up to the
+peak again, then decay over the new length. The schedule's numbers live in its ``__dict__``,
+which `torch.optim.lr_scheduler.LambdaLR` saves in ``last.pt``.
+"""
+
+from __future__ import annotations
+
+import math
+
+#: The rate a schedule ends at, as a share of the peak.
+FLOOR = 0.01
+
+
+class WarmupCosine:
+    """Learning-rate factor per step (the optimiser's peak rate times this).
+
+    Args:
+        total: the step at which the decay reaches `FLOOR`.
+        warmup: warm-up steps, from 1/warmup up to 1.
+    """
+
+    def __init__(self, total: int, warmup: int) -> None:
+        self.warm_from = 0  #: the step the warm-up starts at
+        self.warm_to = warmup  #: the step the warm-up reaches the peak
+        self.start = warmup  #: the step the decay starts at ...
+        self.start_factor = 1.0  #: ... from this factor
+        self.total = total
+
+    def __call__(self, step: int) -> float:
+        if step < self.warm_to:
+            return (step - self.warm_from + 1) / (self.warm_to - self.warm_from)
+        progress = min(max((step - self.start) / max(self.total - self.start, 1), 0.0), 1.0)
+        return FLOOR + (self.start_factor - FLOOR) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def retarget(self, step: int, total: int) -> None:
+        """End the decay at `total` instead, continuing from the factor at `step` (a warm-up
+        under way finishes first)."""
+        if step >= self.warm_to:
+            self.start, self.start_factor = step, self(step)
+        self.total = total
+
+    def restart(self, step: int, total: int, warmup: int) -> None:
+        """Warm up again from `step` to the peak over `warmup` steps, then decay to `total`."""
+        self.warm_from, self.warm_to = step, step + max(warmup, 1)
+        self.start, self.start_factor, self.total = self.warm_to, 1.0, total

@@ -1,0 +1,145 @@
+"""What training and the other commands show: progress lines when the output is not a
+terminal, tables readable at 80 columns with 20 classes, curves with a panel per kind."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from segtool.cli.app import app
+from segtool.cli.evaluate import print_summary
+from segtool.cli.train_progress import RichReporter, TimeLeft, duration, plan_table
+from segtool.train.runfolder import curves_figure
+
+#: 20 classes whose names share long prefixes: truncation would make them look alike.
+NAMES = [f"front_left_{part}_{i}" for i in range(4) for part in ("door", "wheel", "mirror", "lamp", "handle")]  # fmt: skip
+
+
+def _console(width: int = 80) -> tuple[Console, io.StringIO]:
+    buffer = io.StringIO()
+    return Console(file=buffer, width=width, force_terminal=False, color_system=None), buffer
+
+
+def test_progress_lines_when_the_output_is_not_a_terminal(monkeypatch):
+    console, buffer = _console()
+    now = [1000.0]
+    monkeypatch.setattr("segtool.cli.train_progress.time.monotonic", lambda: now[0])
+    reporter = RichReporter(console, line_every=30)
+    reporter.epoch_start(1, 4, 10)
+    for step in range(1, 11):
+        now[0] += 7.0  # a step every 7 s: a line at 35 s and at 70 s
+        reporter.batch(step, 0.5 / step, 12.0)
+    lines = [line for line in buffer.getvalue().splitlines() if line.startswith("epoch 1/4")]
+    assert len(lines) == 2
+    # 5 steps in 35 s: 70 s an epoch, 35 s left in this one, 3 more epochs: 245 s = 4m05s.
+    assert lines[0] == "epoch 1/4  step 5/10  loss 0.1000  12.0 img/s  4m05s left"
+    assert lines[1].startswith("epoch 1/4  step 10/10")
+
+
+def test_no_progress_lines_on_a_terminal(monkeypatch):
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=80, force_terminal=True)
+    reporter = RichReporter(console, line_every=0)
+    reporter.epoch_start(1, 2, 3)
+    reporter.batch(1, 0.3, 5.0)
+    reporter.progress.stop()
+    assert "step 1/3" not in buffer.getvalue()
+
+
+def test_time_left_with_a_budget_counts_down():
+    clock = TimeLeft(budget=100.0, now=50.0)
+    assert clock.seconds(done=3, now=80.0) == 70.0
+
+
+def test_time_left_from_finished_epochs():
+    clock = TimeLeft(now=0.0)
+    clock.epoch_seconds = [10.0, 12.0]
+    clock.epoch, clock.epochs, clock.batches, clock.epoch_started = 3, 5, 8, 100.0
+    assert clock.seconds(done=2, now=104.0) == pytest.approx(7 + 2 * 11)
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(5, "5s"), (75, "1m15s"), (3725, "1h02m")])
+def test_durations(seconds, text):
+    assert duration(seconds) == text
+
+
+def _fits(text: str, width: int = 80) -> None:
+    """No cell cut short, and the table (not a title naming a long path) within `width`."""
+    assert "…" not in text
+    table = [line for line in text.splitlines() if line[:1] in "┏┃┡│└"]
+    assert table and max(len(line) for line in table) <= width
+
+
+def _class_column(text: str) -> str:
+    """The first column's cells, joined in order (a folded name joins back up)."""
+    cells = [line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│")]
+    return "".join(cells)
+
+
+def test_evaluate_table_with_20_classes_at_80_columns(monkeypatch):
+    row = {"dice": 0.91234, "iou": 0.8, "precision": 0.9, "recall": 0.92, "hd95": 123.45,
+           "images_with_reference": 17}  # fmt: skip
+    summary = {
+        "per_class": {name: row for name in NAMES},
+        "mean": {**row, "image_mean_dice": 0.9},
+        "pixel_accuracy": 0.97,
+        "n_images": 20,
+        "mean_excludes": [],
+    }
+    console, buffer = _console()
+    monkeypatch.setattr("segtool.cli.evaluate.out", console)
+    print_summary(summary, "test")
+    text = buffer.getvalue()
+    _fits(text)
+    column = _class_column(text)
+    assert all(name in column for name in NAMES)
+    assert text.count("0.9123") == 21 and text.count("123.45") == 21  # numbers never wrap
+
+
+def test_plan_table_at_80_columns():
+    choices = [{"option": "size", "value": "160,256", "why": "median image 1920x1080 -> " * 3},
+               {"option": "decoder_channels", "value": "64,32,16,16,16", "why": "slim"}]  # fmt: skip
+    console, buffer = _console()
+    console.print(plan_table(choices))
+    _fits(buffer.getvalue())
+    assert "--decoder-channels" in buffer.getvalue() and "64,32,16,16,16" in buffer.getvalue()
+
+
+def test_split_table_with_20_classes_at_80_columns(tmp_path, monkeypatch):
+    from segtool.core.classes import make_class_map
+    from segtool.core.masks import write_mask
+
+    cmap = make_class_map(["_background_", *NAMES])
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    from PIL import Image
+
+    for i in range(10):
+        Image.new("RGB", (21, 4)).save(tmp_path / "images" / f"s{i}.png")
+        write_mask(tmp_path / "masks" / f"s{i}.png", np.arange(21 * 4).reshape(4, 21) % 21, cmap)
+    cmap.save(tmp_path / "classes.json")
+    result = CliRunner().invoke(app, ["split", str(tmp_path)], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    _fits(result.stdout)
+    assert all(name in _class_column(result.stdout) for name in NAMES)
+    assert json.loads((tmp_path / "split.json").read_text())["seed"] == 0
+
+
+def test_curves_have_a_panel_per_kind_and_distinct_class_colours():
+    rows = [
+        {"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "val_dice": 0.5, "val_iou": 0.4,
+         **{f"dice_{n}": (e + i) / 30 for i, n in enumerate(NAMES)}}
+        for e in range(1, 4)
+    ]  # fmt: skip
+    fig = curves_figure(rows)
+    loss, mean, per_class = fig.axes[:3]
+    assert [line.get_label() for line in loss.get_lines()] == ["train loss", "validation loss"]
+    assert [line.get_label() for line in mean.get_lines()] == ["mean Dice", "mean IoU"]
+    lines = per_class.get_lines()
+    assert [line.get_label() for line in lines] == NAMES
+    assert len({tuple(line.get_color()) for line in lines}) == 20
