@@ -224,3 +224,40 @@ def test_evaluate_model_on_the_test_cases(trained, mri):
     assert sorted(p.name for p in (run / "evaluation" / "test" / "predictions").iterdir()) == [
         f"{c}.nii.gz" for c in sorted(test_cases)
     ]
+
+
+def test_evaluate_regions_on_volumes_against_a_numpy_oracle(mri, tmp_path):
+    import nibabel as nib
+
+    from segtool.evaluate.volumes import evaluate_volume_dirs
+
+    pred_dir = tmp_path / "pred"
+    pred_dir.mkdir()
+    expected = {}
+    for i in range(2):
+        case = f"BRATS_{i:03d}"
+        img = nib.load(str(mri / "labelsTr" / f"{case}.nii.gz"))
+        ref = np.asanyarray(img.dataobj)
+        pred = np.where(ref == 1, 2, ref).astype(np.uint8) if i else np.roll(ref, 1, axis=1)
+        nib.save(nib.Nifti1Image(pred, img.affine, img.header), str(pred_dir / f"{case}.nii.gz"))
+        whole = [ref > 0, pred > 0]
+        core = [ref == 2, pred == 2]
+        expected[case] = [2 * (a & b).sum() / (a.sum() + b.sum()) for a, b in (whole, core)]
+    result = evaluate_volume_dirs(
+        pred_dir, mri / "labelsTr", jobs=1, only=set(expected), regions="whole=1,2;core=2"
+    )
+    summary = result.summary
+    assert summary["multilabel"] is True and list(summary["per_class"]) == ["whole", "core"]
+    for row in summary["per_image"]:
+        assert [row["dice"]["whole"], row["dice"]["core"]] == pytest.approx(expected[row["image"]])
+    assert summary["per_image"][0]["hd95"]["whole"] == pytest.approx(1.1)  # 1 voxel of 1.1 mm
+
+
+def test_a_regions_run_on_volumes_predicts_and_scores_regions(mri, tmp_path):
+    from segtool.evaluate.model import evaluate_model
+
+    run = tmp_path / "run"
+    fit(mri, run, epochs=1, regions="whole=1,2;core=2", **FAST)
+    result = evaluate_model(run, mri, split="test", device="cpu", jobs=1, with_hd95=False)
+    assert list(result.summary["per_class"]) == ["whole", "core"]
+    assert result.summary["multilabel"] is True

@@ -159,10 +159,8 @@ def evaluate(
             from segtool.evaluate.volumes import evaluate_volume_dirs, holds_volumes
 
             if holds_volumes(references):
-                if regions is not None or gallery:
-                    raise typer.BadParameter(
-                        "--regions and --gallery take image masks, not volumes"
-                    )
+                if gallery:
+                    raise typer.BadParameter("--gallery draws images, not volumes (yet)")
                 result = evaluate_volume_dirs(
                     first,
                     references,
@@ -171,6 +169,7 @@ def evaluate(
                     with_hd95=hd95,
                     jobs=jobs,
                     allow_missing=allow_missing,
+                    regions=regions,
                     on_progress=on_progress,
                 )
             else:

@@ -19,9 +19,11 @@ import numpy as np
 from segtool.core.classes import ClassMap, read_classes_json
 from segtool.core.errors import SegtoolError
 from segtool.core.files import write_json
-from segtool.core.metrics import count
+from segtool.core.metrics import count, count_multilabel
+from segtool.core.multilabel import ignore_value
 from segtool.core.parallel import ProgressFn, Workers
-from segtool.core.volume_metrics import hd95_per_class_mm
+from segtool.core.regions import Regions, parse_regions
+from segtool.core.volume_metrics import hd95_mm, hd95_per_class_mm
 from segtool.evaluate.report import (
     SUMMARY_FILE,
     Evaluation,
@@ -78,13 +80,44 @@ def _by_case(folder: Path) -> dict[str, Path]:
     }
 
 
+def score_regions(
+    case: str,
+    reference: np.ndarray,
+    prediction: np.ndarray,
+    regions: Regions,
+    spacing: tuple[float, float, float],
+    with_hd95: bool,
+) -> ImageScore:
+    """Score one case on overlapping regions (e.g. BraTS whole tumour, core, enhancing): each
+    region its own binary problem, from region bit values of the whole volume."""
+    k = regions.class_map.num_classes
+    counts, right, counted = count_multilabel(reference, prediction, k)
+    distances = None
+    if with_hd95:
+        valid = reference != ignore_value(k - 1)
+        distances = np.full(k, np.nan)
+        for c in range(1, k):
+            if counts.tp[c] + counts.fp[c] + counts.fn[c]:
+                bit = reference.dtype.type(1 << (c - 1))
+                distances[c] = hd95_mm(
+                    (reference & bit).astype(bool) & valid,
+                    (prediction & bit).astype(bool) & valid,
+                    spacing,
+                )
+    return ImageScore(case, counts, distances, pixels_right=right, pixels_counted=counted)
+
+
 def score_case(
     item: tuple[str, Path | None, Path],
     class_map: ClassMap,
     label_ignore: int | None,
     with_hd95: bool,
+    regions: Regions | None = None,
+    bit_predictions: bool = False,
 ) -> ImageScore:
     """Read one prediction/reference pair of volumes and score it in 3-D (runs in a worker).
+    With `regions`, labels become region bits (predictions too, unless `bit_predictions`:
+    a model trained with --regions predicts them).
 
     Raises:
         SegtoolError: a prediction on another grid (shape or affine) than its reference, or
@@ -102,7 +135,16 @@ def score_case(
                 f"{pred_path}: not on its reference's grid ({ref_path}: shape {shape}); predict "
                 f"with segtool predict, which keeps the input's shape and affine"
             )
-        prediction = read_label(pred_path, class_map)
+        prediction = _read_prediction(pred_path, class_map, regions, bit_predictions)
+    if regions is not None:
+        bits = regions.apply(reference)
+        if not bit_predictions:
+            prediction = regions.apply(prediction)
+        score = score_regions(
+            case, bits, prediction.astype(bits.dtype), regions, spacing, with_hd95
+        )
+        score.missing_prediction = pred_path is None
+        return score
     k, ignore = class_map.num_classes, class_map.ignore_index
     counts = count(reference, prediction, k, ignore)
     distances = None
@@ -116,6 +158,17 @@ def score_case(
     return score
 
 
+def _read_prediction(
+    path: Path, class_map: ClassMap, regions: Regions | None, bit_predictions: bool
+) -> np.ndarray:
+    """A predicted volume: class ids checked against the map, or region bits as they are."""
+    if regions is None or not bit_predictions:
+        return read_label(path, class_map)
+    from segtool.sources.nifti import read_bits
+
+    return read_bits(path, regions.class_map.num_classes - 1)
+
+
 def evaluate_volume_dirs(
     predictions: Path,
     references: Path,
@@ -126,6 +179,8 @@ def evaluate_volume_dirs(
     jobs: int | None = None,
     allow_missing: bool = False,
     only: set[str] | None = None,
+    regions: str | None = None,
+    bit_predictions: bool = False,
     on_progress: ProgressFn | None = None,
 ) -> Evaluation:
     """Score a folder of predicted label volumes against reference volumes, per case in 3-D.
@@ -139,6 +194,9 @@ def evaluate_volume_dirs(
         jobs: worker processes (default: every core).
         allow_missing: score references without a prediction as empty predictions.
         only: score only these cases.
+        regions: ``"name=id,id;..."``: score unions of class ids as overlapping regions
+            (BraTS: ``"whole=1,2,3;core=2,3;enhancing=3"``).
+        bit_predictions: the predictions already hold region bits (a --regions model's).
         on_progress: called as ``(phase, done, total)`` after each case.
 
     Raises:
@@ -157,14 +215,23 @@ def evaluate_volume_dirs(
             f"predict them or pass --allow-missing to score them as empty"
         )
     items = [(c, preds.get(c), refs[c]) for c in sorted(refs)]
-    work = partial(score_case, class_map=class_map, label_ignore=label_ignore, with_hd95=with_hd95)
+    parsed = parse_regions(regions, class_map) if regions else None
+    work = partial(
+        score_case,
+        class_map=class_map,
+        label_ignore=label_ignore,
+        with_hd95=with_hd95,
+        regions=parsed,
+        bit_predictions=bit_predictions,
+    )
     scores = []
     with Workers(jobs, min_items=2) as workers:
         for done, score in enumerate(workers.imap(work, items), 1):
             scores.append(score)
             if on_progress:
                 on_progress("evaluate", done, len(items))
-    summary = summarize(scores, list(class_map.names), class_map.ignore_index)
+    names = list(parsed.class_map.names if parsed else class_map.names)
+    summary = summarize(scores, names, class_map.ignore_index, multilabel=parsed is not None)
     summary.update(volumes=True, hd95_unit="mm")
     warnings = [f"{len(missing)} case(s) without a prediction scored as empty"] if missing else []
     out = out or predictions
@@ -193,7 +260,7 @@ def evaluate_volume_model(
     ``all`` is every case the model was not trained on.
 
     Raises:
-        SegtoolError: a run trained with --regions, an empty split, bad folders.
+        SegtoolError: an empty split, bad folders.
     """
     from segtool.core.dataset import split_stems
     from segtool.predict.predictor import load_predictor
@@ -201,11 +268,6 @@ def evaluate_volume_model(
 
     predictor = load_predictor(run)
     options = json.loads((run / "config.json").read_text()).get("options", {})
-    if options.get("regions"):
-        raise SegtoolError(
-            f"{run}: trained with --regions; scoring region models on volumes is not supported "
-            f"yet: predict, then score the labels with segtool evaluate PRED GT"
-        )
     cases = set(read_volume_dataset(dataset).by_case)
     if split == "all":
         names = cases - set(predictor.split["train"] if predictor.split else [])
@@ -233,5 +295,7 @@ def evaluate_volume_model(
         with_hd95=with_hd95,
         jobs=jobs,
         only=names,
+        regions=options.get("regions"),
+        bit_predictions=bool(options.get("regions")),
         on_progress=on_progress,
     )

@@ -239,3 +239,23 @@ def read_geometry(path: Path) -> tuple[tuple[int, ...], tuple[float, float, floa
     """(spatial shape, voxel spacing in mm, affine) of a NIfTI file, from its header alone."""
     img = _load(path)
     return tuple(img.shape[:3]), voxel_spacing(img), np.asarray(img.affine, dtype=np.float64)
+
+
+def read_bits(path: Path, num_foreground: int) -> np.ndarray:
+    """A multi-label (region bit) volume as predicted by a model trained with --regions.
+
+    Raises:
+        SegtoolError: a value with a bit beyond the `num_foreground` classes and the ignore bit.
+    """
+    from segtool.core.multilabel import ignore_value, value_dtype
+
+    data = np.asanyarray(_load(path).dataobj)
+    allowed = (1 << num_foreground) - 1 | ignore_value(num_foreground)
+    if not np.issubdtype(data.dtype, np.integer) or np.any(
+        data.astype(np.uint64) & ~np.uint64(allowed)
+    ):
+        raise SegtoolError(
+            f"{path}: values are not region bits of {num_foreground} regions; predict it with "
+            f"the run trained with --regions"
+        )
+    return data.astype(value_dtype(num_foreground))
