@@ -335,7 +335,7 @@ def train(
 
         out.print(plan_table(plan_run(dataset, clock=clock, **options).plan.to_json()))
         return
-    reporter = RichReporter(err, budget)
+    reporter = RichReporter(err, budget, started=clock)
     result = fit(
         dataset,
         out_dir,

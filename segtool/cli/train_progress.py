@@ -67,18 +67,22 @@ class RichReporter:
 
     Args:
         console: where to draw (stderr).
-        budget: the run's time budget in seconds, counted from now; None estimates the time
-            left from the epochs.
+        budget: the run's time budget in seconds; None estimates the time left from the epochs.
         line_every: seconds between progress lines when `console` is not a terminal.
+        started: `time.monotonic()` when the budget started counting (default: now).
     """
 
     def __init__(
-        self, console: Console, budget: float | None = None, line_every: float = LINE_EVERY
+        self,
+        console: Console,
+        budget: float | None = None,
+        line_every: float = LINE_EVERY,
+        started: float | None = None,
     ) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
         self.console = console
-        self.clock = TimeLeft(budget)
+        self.clock = TimeLeft(budget, started)
         self.line_every = line_every
         self.last_line = time.monotonic()
         self.progress = Progress(
