@@ -101,7 +101,10 @@ def test_regions_through_evaluate(tmp_path):
     assert per_class["enhancing"]["dice"] == 0.0 and summary["multilabel"] is True
     # A region model's predictions are multi-label masks already: read as they are.
     write_multilabel_mask(tmp_path / "pred" / "img.png", np.array(REGION_BITS, np.uint8) & 127)
-    summary = evaluate_dirs(tmp_path / "pred", tmp_path / "ds" / "masks", regions=REGIONS).summary
+    again = evaluate_dirs(  # the first report is in PRED: replacing it needs overwrite
+        tmp_path / "pred", tmp_path / "ds" / "masks", regions=REGIONS, overwrite=True
+    )
+    summary = again.summary
     assert [row["dice"] for row in summary["per_class"].values()] == [1.0, 1.0, 1.0]
 
 
@@ -170,7 +173,7 @@ def test_cli_regions_and_bad_regions(tmp_path):
     assert result.exit_code == 0, result.output
     assert "each class scored as its own binary problem" in result.output
     assert "enhancing" in result.output
-    result = CliRunner().invoke(app, [*args, "whole=1,9"])
+    result = CliRunner().invoke(app, [*args, "whole=1,9", "--overwrite"])
     assert result.exit_code == 1
     assert "region 'whole' names id 9" in result.output
     assert "Traceback" not in result.output

@@ -47,13 +47,17 @@ def scores(ref, pred, k=2):
         ([0, 0, 0, 0], [1, 0, 0, 0], 0, 1, 0, 0.0, 0.0),  # prediction only
         ([1, 0, 0, 0], [0, 0, 0, 0], 0, 0, 1, 0.0, 0.0),  # reference only
         ([0, 0, 0, 0], [0, 0, 0, 0], 0, 0, 0, math.nan, math.nan),  # both empty: NaN
-        ([255, 255, 1, 0], [1, 1, 1, 0], 1, 0, 0, 1.0, 1.0),  # ignore pixels not counted
-        ([1, 255, 255, 255], [255, 1, 1, 1], 0, 0, 0, math.nan, math.nan),  # all ignore
+        ([255, 255, 1, 0], [1, 1, 1, 0], 1, 0, 0, 1.0, 1.0),  # reference ignore: not counted
+        ([1, 255, 255, 255], [255, 1, 1, 1], 0, 0, 1, 0.0, 0.0),  # predicted ignore: a miss
+        ([1, 1, 0, 0], [1, 255, 255, 0], 1, 0, 1, 2 / 3, 1 / 2),  # abstaining cannot help
+        ([255, 255, 0, 0], [255, 255, 0, 0], 0, 0, 0, math.nan, math.nan),  # both ignore
     ],
 )
 def test_dice_iou_hand_table(ref, pred, tp, fp, fn, d, j):
     c, dc, jc = scores(ref, pred)
     assert (c.tp[1], c.fp[1], c.fn[1]) == (tp, fp, fn)
+    expected_abstained = sum(r != 255 and p == 255 for r, p in zip(ref, pred, strict=True))
+    assert c.abstained == expected_abstained
     np.testing.assert_equal(dc[1], d)
     np.testing.assert_equal(jc[1], j)
 
@@ -70,11 +74,13 @@ def test_counts_are_the_confusion_matrix():
     ref = rng.integers(0, 4, (30, 30)).astype(np.uint8)
     pred = rng.integers(0, 4, (30, 30)).astype(np.uint8)
     ref[:3] = IGN
+    pred[5:8] = IGN
     cm = confusion_matrix(ref, pred, 4, IGN)
     c = count(ref, pred, 4, IGN)
     np.testing.assert_array_equal(c.tp, np.diag(cm))
-    np.testing.assert_array_equal(c.fp, cm.sum(axis=0) - np.diag(cm))
+    np.testing.assert_array_equal(c.fp, cm[:, :4].sum(axis=0) - np.diag(cm))
     np.testing.assert_array_equal(c.fn, cm.sum(axis=1) - np.diag(cm))
+    assert c.abstained == cm[:, 4].sum() > 0
 
 
 @settings(max_examples=120, deadline=None)
@@ -93,8 +99,9 @@ def test_counts_of_masks_without_ignore_pixels_are_the_confusion_matrix(k, h, w,
     cm = confusion_matrix(ref, pred, k, IGN)
     c = count(ref, pred, k, IGN)
     np.testing.assert_array_equal(c.tp, np.diag(cm))
-    np.testing.assert_array_equal(c.fp, cm.sum(axis=0) - np.diag(cm))
+    np.testing.assert_array_equal(c.fp, cm[:, :k].sum(axis=0) - np.diag(cm))
     np.testing.assert_array_equal(c.fn, cm.sum(axis=1) - np.diag(cm))
+    assert c.abstained == cm[:, k].sum() == 0
 
 
 def test_values_outside_the_class_map():
@@ -135,7 +142,7 @@ masks = st.integers(1, 20).flatmap(
 def test_pooled_scores_match_a_direct_computation(pair):
     ref, pred = pair
     c = count(ref, pred, 4, IGN)
-    valid = (ref != IGN) & (pred != IGN)
+    valid = ref != IGN  # only the reference says which pixels are not scored
     for k in range(4):
         a, b = (ref == k) & valid, (pred == k) & valid
         inter, total = (a & b).sum(), a.sum() + b.sum()
@@ -143,6 +150,21 @@ def test_pooled_scores_match_a_direct_computation(pair):
         expected_iou = inter / (a | b).sum() if total else math.nan
         np.testing.assert_allclose(dice(c)[k], expected_dice)
         np.testing.assert_allclose(iou(c)[k], expected_iou)
+
+
+@settings(max_examples=150, deadline=None)
+@given(pair=masks)
+def test_the_fast_and_the_general_counting_paths_agree(pair):
+    """8-bit masks with K <= 15 are counted by OpenCV's histogram; 16-bit masks (or K >= 16)
+    by bincounts. Both must give the same counts, ignore pixels on either side included."""
+    ref, pred = pair
+    fast = count(ref, pred, 4, IGN)
+    wide = count(ref.astype(np.uint16), pred.astype(np.uint16), 4, IGN)
+    many = count(ref, pred, 16, IGN)  # K = 16: the general path on 8-bit masks
+    for other in (wide.padded(16), many):
+        for a, b in zip(fast.padded(16).astuple(), other.astuple(), strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert fast.abstained == other.abstained
 
 
 def test_pooled_scores_match_torchmetrics():

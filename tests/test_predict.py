@@ -112,18 +112,16 @@ def test_tta_probabilities_overlays_and_tile_rounding(run, tmp_path):
         assert img.size == (64, 64)
 
 
-def test_unreadable_image_is_skipped_counted_and_fails_at_the_end(run, tmp_path):
+def test_an_unreadable_image_fails_before_anything_is_written(run, tmp_path):
     dataset, run_dir = run
     images = tmp_path / "imgs"
     images.mkdir()
     for stem in ("s00", "s01"):
         (images / f"{stem}.png").write_bytes((dataset / "images" / f"{stem}.png").read_bytes())
     (images / "broken.jpg").write_bytes(b"not a jpeg")
-    with pytest.raises(
-        SegtoolError, match=r"1 image\(s\) could not be read .* \(the other 2 were written"
-    ):
+    with pytest.raises(SegtoolError, match=r"1 of 3 images cannot be read, nothing was written"):
         predict_dir(run_dir, images, tmp_path / "out", device="cpu")
-    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["s00.png", "s01.png"]
+    assert not (tmp_path / "out").exists()
     report = predict_dir(run_dir, images, tmp_path / "out2", device="cpu", skip_invalid=True)
     assert report.n_images == 2 and "broken.jpg" in report.failed[0]
 
@@ -203,6 +201,49 @@ def test_cli_predict_and_evaluate(run, tmp_path):
     assert "on the test split" in result.stdout and "index.html" in result.stderr
     result = runner.invoke(app, ["evaluate", str(tmp_path / "p")])
     assert result.exit_code == 2
+
+
+def test_binary_threshold_direction(tmp_path):
+    """Binary models: a pixel is foreground when its foreground probability is ABOVE
+    --threshold; a higher threshold gives fewer foreground pixels."""
+    from segtool.train.model import build_model, save_model
+
+    torch.manual_seed(0)
+    model = build_model("unet", "resnet18", None, 2, decoder_channels=(16, 8, 8, 8, 8))
+    save_model(model, tmp_path / "model")
+    make_class_map(["_background_", "fg"]).save(tmp_path / "classes.json")
+    images = tmp_path / "imgs"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(images / "a.png")
+    probe = predict_dir(
+        tmp_path / "model",
+        images,
+        tmp_path / "probe",
+        classes=tmp_path / "classes.json",
+        probabilities=True,
+        device="cpu",
+    )
+    assert probe.n_images == 1
+    spread = np.load(tmp_path / "probe" / "a.npz")["probs"][1].astype(np.float32)
+    counts = []
+    for t in np.quantile(spread, [0.25, 0.5, 0.75]):
+        out = tmp_path / f"out{t:.6f}"
+        predict_dir(
+            tmp_path / "model",
+            images,
+            out,
+            classes=tmp_path / "classes.json",
+            threshold=float(t),
+            probabilities=True,
+            device="cpu",
+        )
+        mask = np.asarray(Image.open(out / "a.png"))
+        foreground = np.load(out / "a.npz")["probs"][1].astype(np.float32)
+        clear = np.abs(foreground - t) > 1e-3  # float16 storage blurs the cut itself
+        np.testing.assert_array_equal((mask == 1)[clear], (foreground > t)[clear])
+        counts.append(int((mask == 1).sum()))
+    assert counts[0] > counts[1] > counts[2], counts
 
 
 def test_python_api_is_lazy():

@@ -524,13 +524,11 @@ def test_all_problems_are_listed_together(tmp_path, labels_txt):
     _fails(tmp_path, labels_txt, r"2 of 2 .*a.json: label 'bird'.*b.json: .*polygon needs")
 
 
-def test_output_inside_annotation_folder_is_not_read(tmp_path, labels_txt):
+def test_output_inside_the_annotation_folder_is_refused(tmp_path, labels_txt):
     write_labelme(tmp_path / "ann", "x", [shape("cat", [[0, 0], [3, 3]], "rectangle")])
-    rasterize_dir(tmp_path / "ann", tmp_path / "ann" / "ds", labels=labels_txt, jobs=1)
-    report = rasterize_dir(
-        tmp_path / "ann", tmp_path / "ann" / "ds", labels=labels_txt, jobs=1, overwrite=True
-    )
-    assert report.n_images == 1
+    with pytest.raises(SegtoolError, match="ds lies inside the annotations folder .*ann"):
+        rasterize_dir(tmp_path / "ann", tmp_path / "ann" / "ds", labels=labels_txt, jobs=1)
+    assert sorted(p.name for p in (tmp_path / "ann").iterdir()) == ["x.json", "x.png"]
 
 
 def test_unused_class_map_entries_still_written(tmp_path):

@@ -93,9 +93,10 @@ def test_format_is_detected_in_a_folder_and_the_choices_stay_in_sync(tmp_path):
     for img in doc["images"]:
         img["file_name"] = "pics/" + img["file_name"]
     (tmp_path / "instances.json").write_text(json.dumps(doc))
-    result = rasterize(tmp_path, tmp_path / "ds")
+    out = tmp_path.parent / f"{tmp_path.name}-ds"  # an output inside the input is refused
+    result = rasterize(tmp_path, out)
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (tmp_path / "ds" / "masks").iterdir()) == ["a.png", "b.png"]
+    assert sorted(p.name for p in (out / "masks").iterdir()) == ["a.png", "b.png"]
     assert [f.value for f in Format] == ["auto", *FORMATS]
 
 

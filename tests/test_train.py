@@ -101,6 +101,38 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(easy, tmp_path):
     assert extended.epochs_done == 4
 
 
+def test_resume_with_other_workers_gives_the_same_weights(easy, tmp_path):
+    """Augmentation draws from (seed, epoch, sample) alone, so --workers (which resume may
+    change) cannot change the weights."""
+    options = {**FAST, "epochs": 2, "augment": "strong", "size": 32}
+    fit(easy, tmp_path / "straight", **options)
+    fit(easy, tmp_path / "resumed", reporter=StopAfter(1), **options)
+    fit(easy, tmp_path / "resumed", resume=True, workers=2)
+    a = load_checkpoint(tmp_path / "straight/checkpoints/last.pt")["model"]
+    b = load_checkpoint(tmp_path / "resumed/checkpoints/last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_validation_dice_is_evaluates_mean_on_the_same_masks(trained, easy, tmp_path):
+    """Training's validation and segtool evaluate count with the same function: scoring the
+    saved model's predictions of the val images gives the logged val_dice."""
+    from segtool.evaluate.report import evaluate_dirs
+    from segtool.predict.folder import predict_dir
+
+    run, result = trained
+    val = json.loads((run / "split.json").read_text())["val"]
+    best = next(
+        r for r in read_metrics(run / "metrics.csv") if int(r["epoch"]) == result.best_epoch
+    )
+    predict_dir(run, easy / "images", tmp_path / "pred", stems=set(val), device="cpu")
+    report = evaluate_dirs(
+        tmp_path / "pred", easy / "masks", classes=run / "classes.json", only=set(val), jobs=1
+    )
+    assert report.summary["mean"]["dice"] == pytest.approx(float(best["val_dice"]), abs=1e-5)
+    for name, value in result.best_per_class.items():
+        assert report.summary["per_class"][name]["dice"] == pytest.approx(value, abs=1e-5)
+
+
 def test_patience_stops_early(easy, tmp_path):
     result = fit(easy, tmp_path / "run", epochs=6, patience=1, **{**FAST, "lr": 0.0})
     assert result.stopped == "early stop" and result.epochs_done == 2
@@ -161,7 +193,7 @@ def test_existing_run_needs_resume_or_overwrite(trained, easy):
 
 
 def test_resume_without_checkpoint(easy, tmp_path):
-    with pytest.raises(SegtoolError, match="no checkpoint to resume from"):
+    with pytest.raises(SegtoolError, match="no such run to resume; drop --resume"):
         fit(easy, tmp_path / "nothing", resume=True)
 
 
@@ -281,7 +313,11 @@ def test_two_process_ddp_on_cpu(easy, tmp_path):
     assert result.stdout.count("best epoch") == 1  # rank 0 alone prints
     config = json.loads((tmp_path / "ddp" / "config.json").read_text())
     assert config["world_size"] == 2
-    assert len(read_metrics(tmp_path / "ddp" / "metrics.csv")) == 2
+    rows = read_metrics(tmp_path / "ddp" / "metrics.csv")
+    assert len(rows) == 2
+    # Each rank validates half of the split; the counts are summed over both ranks.
+    n_val = len(json.loads((easy / "split.json").read_text())["val"])
+    assert [int(r["val_images"]) for r in rows] == [n_val, n_val]
 
 
 def test_cli_ctrl_c_says_how_to_resume(easy, tmp_path, monkeypatch):

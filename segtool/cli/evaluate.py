@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from segtool.cli.common import JobsOption, err, handle_errors, out, progress_bar, warn
+from segtool.cli.common import (
+    JobsOption,
+    MaxPixelsOption,
+    err,
+    esc,
+    handle_errors,
+    out,
+    progress_bar,
+    use_max_pixels,
+    warn,
+)
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -15,12 +25,13 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 
 
 def print_summary(summary: dict, title: str) -> None:
-    """The results table: one row per foreground class and a mean row."""
-    from rich.markup import escape
+    """The results table: one row per scored class, the foreground mean and the all-class mean,
+    then one line each on what the means cover and what they leave out."""
     from rich.table import Table
 
+    metrics = ("dice", "iou", "precision", "recall")
     with_hd95 = "hd95" in summary["mean"]
-    table = Table(title=title)
+    table = Table(title=esc(title))
     unit = summary.get("hd95_unit", "px")
     items = "cases" if summary.get("volumes") else "images"
     # At 80 columns with many classes: numbers never wrap, names fold (never "…": two classes
@@ -30,33 +41,56 @@ def print_summary(summary: dict, title: str) -> None:
     for column in [*columns, items]:
         table.add_column(column, justify="right", no_wrap=True)
     for name, row in summary["per_class"].items():
-        cells = [_fmt(row[m]) for m in ("dice", "iou", "precision", "recall")]
+        cells = [_fmt(row[m]) for m in metrics]
         if with_hd95:
             cells.append(_fmt(row["hd95"], 2))
-        table.add_row(escape(name), *cells, str(row["images_with_reference"]))
-    mean = summary["mean"]
-    cells = [_fmt(mean[m]) for m in ("dice", "iou", "precision", "recall")]
-    if with_hd95:
-        cells.append(_fmt(mean["hd95"], 2))
-    table.add_row("[bold]mean[/]", *(f"[bold]{c}[/]" for c in cells), "", end_section=True)
+        table.add_row(esc(name), *cells, str(row["images_with_reference"]))
+    mean, mean_all = summary["mean"], summary.get("mean_all")
+    cells = [_fmt(mean[m]) for m in metrics] + ([_fmt(mean["hd95"], 2)] if with_hd95 else [])
+    table.add_row("[bold]mean, foreground[/]", *(f"[bold]{c}[/]" for c in cells), "")
+    if mean_all is not None:
+        cells = [_fmt(mean_all[m]) for m in metrics] + (["—"] if with_hd95 else [])
+        table.add_row("mean, all classes (mIoU)", *cells, "", end_section=True)
     out.print(table)
-    if summary.get("multilabel"):
-        out.print(
+    lines = (
+        [
             "multi-label: each class scored as its own binary problem; pixel accuracy counts "
-            "pixels whose whole label set is right",
-            highlight=False,
-        )
-    out.print(
-        f"pixel accuracy {_fmt(summary['pixel_accuracy'])}; per-{items[:-1]} mean Dice "
-        f"{_fmt(mean['image_mean_dice'])} over {summary['n_images']} {items}",
-        highlight=False,
+            "pixels whose whole label set is right"
+        ]
+        if summary.get("multilabel")
+        else []
     )
-    if summary["mean_excludes"]:
-        out.print(
-            "left out of the mean (absent from every prediction and reference): "
-            + ", ".join(summary["mean_excludes"]),
-            highlight=False,
+    lines += [
+        "Dice, IoU, precision, recall: pixels pooled over all images per class, then averaged "
+        "over classes; pixels are ignored only where the reference holds "
+        f"{summary.get('ignore_index', 255)}",
+        "mean, foreground: " + ", ".join(summary.get("mean_covers", [])),
+        "mean, all classes (mIoU): " + ", ".join(summary.get("mean_all_covers", [])),
+    ]
+    for label, left_out in (
+        ("mean, foreground", summary.get("mean_left_out", {})),
+        ("mean, all classes", summary.get("mean_all_left_out", {})),
+    ):
+        for metric, names in left_out.items():
+            if names:
+                why = "never predicted" if metric == "precision" else "undefined"
+                if metric == "recall":
+                    why = "absent from every reference"
+                elif metric in ("dice", "iou", "image_mean_dice", "hd95"):
+                    why = "absent from every prediction and reference"
+                lines.append(f"{label} {metric} leaves out ({why}): {', '.join(names)}")
+    lines.append(
+        f"pixel accuracy {_fmt(summary['pixel_accuracy'])}; per-{items[:-1]} mean Dice "
+        f"{_fmt(mean['image_mean_dice'])} (each {items[:-1]}'s Dice, then the mean over {items} "
+        f"and foreground classes) over {summary['n_images']} {items}"
+    )
+    if summary.get("prediction_ignored"):
+        lines.append(
+            f"{summary['prediction_ignored']} predicted pixels hold the ignore value "
+            f"{summary['ignore_index']}: scored as misses of the reference's class"
         )
+    for line in lines:
+        out.print(line, highlight=False, markup=False)
 
 
 @handle_errors
@@ -115,6 +149,13 @@ def evaluate(
             help='Score unions of class ids as overlapping regions, e.g. "whole=1,2,3;core=2,3".'
         ),
     ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="Replace an existing report (and, with --model, predictions)."
+        ),
+    ] = False,
+    max_pixels: MaxPixelsOption = None,
 ) -> None:
     """Score predicted label masks against references: Dice, IoU, precision, recall, HD95.
 
@@ -126,6 +167,7 @@ def evaluate(
 
     Example: [bold]segtool evaluate --model run/ dataset/ --gallery 8[/]
     """
+    use_max_pixels(max_pixels)
     with progress_bar() as on_progress:
         if model is not None:
             if references is not None:
@@ -144,6 +186,7 @@ def evaluate(
                 tta=tta,
                 gallery=gallery,
                 jobs=jobs,
+                overwrite=overwrite,
                 on_progress=on_progress,
             )
             from segtool.evaluate.separate import trained_on
@@ -183,6 +226,7 @@ def evaluate(
                     allow_missing=allow_missing,
                     gallery=gallery,
                     regions=regions,
+                    overwrite=overwrite,
                     on_progress=on_progress,
                 )
             title = f"{first} vs {references}"
@@ -190,10 +234,13 @@ def evaluate(
         warn(message)
     items = "cases" if result.summary.get("volumes") else "images"
     print_summary(result.summary, f"{result.summary['n_images']} {items}: {title}")
-    err.print(f"wrote {result.summary_path} and {result.per_image_path}", highlight=False)
+    err.print(
+        f"wrote {result.summary_path} and {result.per_image_path}", highlight=False, markup=False
+    )
     if result.gallery:
         err.print(
             f"gallery of the {len(result.gallery)} lowest-Dice images: "
             f"{result.gallery[0].parent / 'index.html'}",
             highlight=False,
+            markup=False,
         )

@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from segtool.cli.common import err, handle_errors, out, progress_bar, warn
+from segtool.cli.common import (
+    MaxPixelsOption,
+    err,
+    handle_errors,
+    out,
+    progress_bar,
+    use_max_pixels,
+    warn,
+)
 
 
 @handle_errors
@@ -52,16 +60,22 @@ def predict(
         bool | None, typer.Option("--amp/--no-amp", help="Mixed precision \\[on CUDA].")
     ] = None,
     skip_invalid: Annotated[
-        bool, typer.Option("--skip-invalid", help="Exit 0 even if some images could not be read.")
+        bool,
+        typer.Option(
+            "--skip-invalid",
+            help="Predict the readable images and list the others (else nothing is written).",
+        ),
     ] = False,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace OUT if it exists.")
     ] = False,
+    max_pixels: MaxPixelsOption = None,
 ) -> None:
     """Predict label masks (PNG, same palette as rasterize) at each image's own size.
 
     Example: [bold]segtool predict run/ new_images/ masks_out/ --overlay[/]
     """
+    use_max_pixels(max_pixels)
     from segtool.core.dataset import split_stems
     from segtool.predict.folder import predict_dir
     from segtool.predict.predictor import load_predictor
@@ -111,9 +125,10 @@ def predict(
         f"{report.n_images} masks written to {out_dir} in {report.seconds:.1f}s "
         f"({report.images_per_second:.1f} images/s)",
         highlight=False,
+        markup=False,
     )
     if overlay:
-        err.print(f"overlays: {out_dir / 'overlays'}", highlight=False)
+        err.print(f"overlays: {out_dir / 'overlays'}", highlight=False, markup=False)
 
 
 def _predict_volumes(

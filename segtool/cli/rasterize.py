@@ -9,7 +9,17 @@ from typing import Annotated
 
 import typer
 
-from segtool.cli.common import JobsOption, err, handle_errors, out, progress_bar, warn
+from segtool.cli.common import (
+    JobsOption,
+    MaxPixelsOption,
+    err,
+    esc,
+    handle_errors,
+    out,
+    progress_bar,
+    use_max_pixels,
+    warn,
+)
 
 
 class Format(str, Enum):
@@ -114,6 +124,7 @@ def rasterize(
         Crowd,
         typer.Option(help="COCO iscrowd regions: the ignore value, or their category's class."),
     ] = Crowd.ignore,
+    max_pixels: MaxPixelsOption = None,
 ) -> None:
     """Rasterize annotations into PNG label masks: labelme pixel-identical to labelme2voc,
     COCO pixel-identical to pycocotools.
@@ -126,11 +137,11 @@ def rasterize(
     Examples: [bold]segtool rasterize annotations/ dataset/ --labels labels.txt[/]
     [bold]segtool rasterize instances_train.json dataset/ --image-dir train2017/[/]
     """
-    from rich.markup import escape
     from rich.table import Table
 
     from segtool.rasterize.folder import rasterize_dir
 
+    use_max_pixels(max_pixels)
     with progress_bar() as on_progress:
         report = rasterize_dir(
             annotations,
@@ -152,7 +163,7 @@ def rasterize(
         )
     doc = report.to_json()
     if labels is None:
-        ids = ", ".join(f"{i}={n}" for i, n in enumerate(report.class_map.names))
+        ids = esc(", ".join(f"{i}={n}" for i, n in enumerate(report.class_map.names)))
         err.print(f"class map derived from the annotations: {ids}", highlight=False)
     for skipped in report.skipped:
         warn(f"skipped {skipped['reason']}")
@@ -162,7 +173,7 @@ def rasterize(
         warn(f"{len(report.warnings) - 10} more warnings in {out_dir}/rasterize_report.json")
 
     kind = "multi-label masks" if doc.get("multilabel") else "masks"
-    table = Table(title=f"{report.n_images} {kind} written to {out_dir}")
+    table = Table(title=esc(f"{report.n_images} {kind} written to {out_dir}"))
     columns = [
         "id",
         "class",
@@ -180,7 +191,7 @@ def rasterize(
         objects = [str(row["objects"])] if instances else []
         share = f"{row['pixel_share']:.2%}"
         table.add_row(
-            str(row["id"]), escape(name), str(row["shapes"]), *objects, str(row["pixels"]), share
+            str(row["id"]), esc(name), str(row["shapes"]), *objects, str(row["pixels"]), share
         )
     ignore = doc["ignore"]
     if ignore["shapes"]:
@@ -199,9 +210,10 @@ def rasterize(
         for column in ("classes", "pixels"):
             pairs.add_column(column, justify="left" if column == "classes" else "right")
         for row in doc["overlaps"]:
-            pairs.add_row(escape(" & ".join(row["classes"])), str(row["pixels"]))
+            pairs.add_row(esc(" & ".join(row["classes"])), str(row["pixels"]))
         out.print(pairs)
     if report.skipped:
         out.print(
-            f"{len(report.skipped)} invalid file(s) skipped; see {out_dir}/rasterize_report.json"
+            f"{len(report.skipped)} invalid file(s) skipped; see {out_dir}/rasterize_report.json",
+            markup=False,
         )

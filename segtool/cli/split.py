@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from segtool.cli.common import JobsOption, handle_errors, out
+from segtool.cli.common import (
+    JobsOption,
+    MaxPixelsOption,
+    handle_errors,
+    out,
+    use_max_pixels,
+    warn,
+)
 
 
 @handle_errors
@@ -26,6 +33,7 @@ def split(
         bool, typer.Option("--overwrite", help="Replace an existing split.json.")
     ] = False,
     jobs: JobsOption = None,
+    max_pixels: MaxPixelsOption = None,
 ) -> None:
     """Split a dataset into train, val and test; writes DATASET/split.json.
 
@@ -42,7 +50,10 @@ def split(
     from segtool.sources.volume_folder import is_volume_folder
     from segtool.split.assign import split_dataset
 
+    use_max_pixels(max_pixels)
     result = split_dataset(dataset, val=val, test=test, seed=seed, overwrite=overwrite, jobs=jobs)
+    for note in result.notes:
+        warn(note)
     names = result.class_map.names if result.class_map else None
     k = (
         len(names)

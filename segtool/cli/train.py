@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from segtool.cli.common import err, handle_errors, out
+from segtool.cli.common import MaxPixelsOption, err, esc, handle_errors, out, use_max_pixels
 from segtool.core.constants import DEVICES
 from segtool.train.config import PLANNED, TrainConfig, parse_duration
 
@@ -53,6 +53,13 @@ def _option(name: str, help: str, panel: str, *decls: str, **kwargs: Any) -> Any
 
 def _print_result(result: Any, dataset: Path, out_dir: Path) -> None:
     """The best epoch's validation Dice per class; after Ctrl-C, how to resume."""
+    if result.stopped == "interrupted" and not result.kept:
+        err.print(
+            f"[yellow]interrupted[/]: the new run was not complete and is discarded; "
+            f"{esc(out_dir)} is as it was",
+            highlight=False,
+        )
+        raise typer.Exit(130)
     if result.stopped == "interrupted" and result.best_epoch == 0:
         err.print("[yellow]interrupted[/] before the first epoch finished; nothing to resume")
         raise typer.Exit(130)
@@ -60,13 +67,13 @@ def _print_result(result: Any, dataset: Path, out_dir: Path) -> None:
     from rich.table import Table
 
     table = Table(
-        title=f"{out_dir}: best epoch {result.best_epoch} of {result.epochs_done} "
+        title=f"{esc(out_dir)}: best epoch {result.best_epoch} of {result.epochs_done} "
         f"({result.stopped})"
     )
     table.add_column("class")
     table.add_column("val Dice", justify="right")
     for name, score in result.best_per_class.items():
-        table.add_row(name, "—" if score != score else f"{score:.4f}")
+        table.add_row(esc(name), "—" if score != score else f"{score:.4f}")
     table.add_row("[bold]mean[/]", f"[bold]{result.best_dice:.4f}[/]")
     out.print(table)
     if result.thresholds:
@@ -74,14 +81,14 @@ def _print_result(result: Any, dataset: Path, out_dir: Path) -> None:
         err.print(
             "per-class thresholds tuned on the validation split (predict uses them): "
             + ", ".join(f"{escape(name)} {cut:g}" for name, cut in cuts.items())
-            + f"; saved in {out_dir}/thresholds.json",
+            + f"; saved in {esc(out_dir)}/thresholds.json",
             highlight=False,
         )
     if result.stopped == "interrupted":
         err.print(
-            f"[yellow]interrupted[/]: {out_dir}/checkpoints/last.pt holds epoch "
+            f"[yellow]interrupted[/]: {esc(out_dir)}/checkpoints/last.pt holds epoch "
             f"{result.epochs_done}; continue with: "
-            f"segtool train {dataset} --out {out_dir} --resume",
+            f"segtool train {esc(dataset)} --out {esc(out_dir)} --resume",
             highlight=False,
         )
         raise typer.Exit(130)
@@ -110,6 +117,7 @@ def train(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace --out if it exists.", rich_help_panel=RUN)
     ] = False,
+    max_pixels: MaxPixelsOption = None,
     time_budget: Annotated[
         str | None,
         typer.Option(
@@ -287,6 +295,8 @@ def train(
     clock = time.monotonic()
     from segtool.cli.train_progress import RichReporter, plan_table
     from segtool.train.loop import fit
+
+    use_max_pixels(max_pixels)
 
     def value(option: Enum | None) -> str | None:
         return option.value if option is not None else None

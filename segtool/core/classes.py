@@ -7,7 +7,7 @@ always written as ``classes.json``.
 
 from __future__ import annotations
 
-import json
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -26,7 +26,7 @@ from segtool.core.constants import (
     MULTILABEL,
 )
 from segtool.core.errors import SegtoolError
-from segtool.core.files import write_json
+from segtool.core.files import read_json, write_json
 
 if TYPE_CHECKING:
     import numpy as np
@@ -64,13 +64,19 @@ def _voc_colors(n: int) -> tuple[tuple[int, int, int], ...]:
 
 @dataclass(frozen=True)
 class ClassMap:
-    """Class names by id (0 is background), their colours and the ignore value."""
+    """Class names by id (0 is background), their colours and the ignore value.
+
+    `background_scored`: id 0 is a real class that evaluate scores and the all-class mean
+    covers (CamVid's sky, ISBI's membrane); by default id 0 is background, left out of the
+    foreground mean.
+    """
 
     names: tuple[str, ...]
     colors: tuple[tuple[int, int, int], ...] = field(default=())
     ignore_index: int = IGNORE_INDEX
     #: Masks are bit sets (each pixel may hold several classes); see `segtool.core.multilabel`.
     multilabel: bool = False
+    background_scored: bool = False
 
     def __post_init__(self) -> None:
         if not self.colors:
@@ -120,6 +126,7 @@ class ClassMap:
                 for i, name in enumerate(self.names)
             ],
             "ignore_index": self.ignore_index,
+            "background_scored": self.background_scored,
         }
         if self.multilabel:
             doc["multilabel"] = True
@@ -218,6 +225,11 @@ def derive_class_map(labels: Iterable[str], *, multilabel: bool = False) -> Clas
     return make_class_map([BACKGROUND_NAME, *found], source="annotations", multilabel=multilabel)
 
 
+def _invisible(char: str) -> bool:
+    """Format and control characters (zero-width spaces, byte-order marks...), tab excepted."""
+    return char != "\t" and unicodedata.category(char) in ("Cf", "Cc", "Co", "Cn")
+
+
 def read_labels_txt(path: Path) -> ClassMap:
     """Read labelme's ``labels.txt``: optional ``__ignore__``, then ``_background_``, then classes.
 
@@ -225,10 +237,21 @@ def read_labels_txt(path: Path) -> ClassMap:
         SegtoolError: the file is unreadable, empty, misordered or has duplicate names.
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: a byte-order mark (Windows editors add one) is not part of line 1's name.
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise SegtoolError(f"{path}: cannot read the labels file ({exc}); check the path") from exc
-    names = [line.strip() for line in text.splitlines() if line.strip()]
+    names = []
+    for number, line in enumerate(text.splitlines(), 1):
+        hidden = [c for c in line if _invisible(c)]
+        if hidden:
+            raise SegtoolError(
+                f"{path}: line {number} ({line!r}) holds an invisible character "
+                f"U+{ord(hidden[0]):04X} ({unicodedata.name(hidden[0], 'control')}) that would "
+                f"make the name differ from the annotations' label; retype the line"
+            )
+        if line.strip():
+            names.append(line.strip())
     if not names:
         raise SegtoolError(f"{path}: the labels file is empty; write one class name a line")
     if names[0] == IGNORE_LABEL:
@@ -260,10 +283,7 @@ def read_classes_json(path: Path) -> ClassMap:
         SegtoolError: the file does not parse or breaks the layout (ids 0..K-1, unique names,
             RGB colours, an ignore value outside the class ids).
     """
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SegtoolError(f"{path}: not a readable classes.json ({exc}); fix the JSON") from exc
+    doc = read_json(path, "classes.json", "fix the JSON")
     entries = doc.get("classes") if isinstance(doc, dict) else None
     if not isinstance(entries, list) or not entries:
         raise SegtoolError(
@@ -311,7 +331,16 @@ def read_classes_json(path: Path) -> ClassMap:
                 f"{path}: class {names[i]!r} color {color!r} is not [r, g, b] 0..255"
             )
         colors.append(tuple(color))
-    return ClassMap(names=names, colors=tuple(colors), ignore_index=ignore, multilabel=multilabel)
+    scored = doc.get("background_scored", False)
+    if not isinstance(scored, bool):
+        raise SegtoolError(f"{path}: background_scored {scored!r} must be true or false")
+    return ClassMap(
+        names=names,
+        colors=tuple(colors),
+        ignore_index=ignore,
+        multilabel=multilabel,
+        background_scored=scored,
+    )
 
 
 def read_class_map(path: Path) -> ClassMap:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 from segtool.core.classes import ClassMap
 from segtool.core.constants import IMAGE_SUFFIXES, IMAGES_DIR, MASK_SUFFIX, MASKS_DIR
 from segtool.core.errors import InvalidInputError, SegtoolError, check_choice
-from segtool.core.files import list_files
+from segtool.core.files import list_files, read_json
 from segtool.core.parallel import default_jobs, imap_jobs
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -32,15 +31,40 @@ def index_by_stem(paths: list[Path], why: str) -> dict[str, Path]:
         SegtoolError: naming both files.
     """
     files: dict[str, Path] = {}
+    folded: dict[str, Path] = {}
     for path in paths:
-        if path.stem in files:
-            raise SegtoolError(f"{path}: same stem as {files[path.stem]}; {why}, so keep one")
+        other = folded.get(path.stem.casefold())
+        if other is not None and other.stem == path.stem:
+            raise SegtoolError(f"{path}: same stem as {other}; {why}, so keep one")
+        if other is not None:
+            raise SegtoolError(
+                f"{path} and {other}: stems that differ only in case; {why} and a "
+                f"case-insensitive disk (macOS, Windows) cannot tell them apart, so rename one"
+            )
         files[path.stem] = path
+        folded[path.stem.casefold()] = path
     return files
+
+
+def is_hidden(path: Path) -> bool:
+    """Hidden files (``.DS_Store``, macOS's ``._x.png`` resource forks) are never data."""
+    return path.name.startswith(".")
 
 
 def _by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
     return index_by_stem(list_files(folder, suffixes), "pairs are made by file stem")
+
+
+def _no_image(mask: Path, stem: str, images_dir: Path) -> str:
+    others = sorted(
+        p.name for p in images_dir.glob(f"{stem}.*") if p.suffix.lower() not in IMAGE_SUFFIXES
+    )
+    if others:
+        return (
+            f"{mask}: its image {images_dir / others[0]} is not in a format segtool reads "
+            f"({', '.join(IMAGE_SUFFIXES)}); convert it"
+        )
+    return f"{mask}: no image {stem}.* in {images_dir}"
 
 
 def find_pairs(
@@ -74,9 +98,7 @@ def find_pairs(
         f"{images[s]}: no mask {masks_dir / (s + MASK_SUFFIX)}"
         for s in sorted(images.keys() - masks.keys())
     ]
-    lonely += [
-        f"{masks[s]}: no image {s}.* in {images_dir}" for s in sorted(masks.keys() - images.keys())
-    ]
+    lonely += [_no_image(masks[s], s, images_dir) for s in sorted(masks.keys() - images.keys())]
     pairs = [Pair(s, images[s], masks[s]) for s in sorted(images.keys() & masks.keys())]
     if not pairs:
         raise SegtoolError(
@@ -97,12 +119,7 @@ def read_split(path: Path, stems: set[str] | None = None) -> dict:
     Raises:
         SegtoolError: unreadable file, bad layout, a stem in two splits or not in the dataset.
     """
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SegtoolError(
-            f"{path}: not a readable split.json ({exc}); re-run segtool split"
-        ) from exc
+    doc = read_json(path, "split.json", "re-run segtool split")
     if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list) for k in SPLIT_NAMES):
         raise SegtoolError(f'{path}: needs "train", "val" and "test" lists; re-run segtool split')
     seen: dict[str, str] = {}
@@ -142,44 +159,58 @@ def split_stems(split: dict | None, name: str, source: Path) -> set[str]:
 
 def _check_pair(
     pair: Pair, num_classes: int, ignore_index: int, multilabel: bool = False
-) -> str | None:
-    """One line naming the problem with a pair, or None (runs in a worker process)."""
+) -> tuple[str | None, bool, bool]:
+    """(the problem with a pair or None, has foreground, has ignore pixels); runs in a worker.
+
+    The image is decoded in full: a file whose header and end marker are intact but whose data
+    is corrupt would otherwise pass, then stop training in its first epoch.
+    """
     # Imported here: rasterize pairs files by stem through this module and needs neither
     # numpy nor OpenCV.
-    from segtool.core.images import ImageReadError, displayed_size
+    from segtool.core.images import ImageReadError, displayed_size, open_image
     from segtool.core.masks import read_mask
     from segtool.core.metrics import MaskValueError, check_values
     from segtool.core.multilabel import read_multilabel_values
 
     try:
         width, height, _ = displayed_size(pair.image, verify=False)
+        with open_image(pair.image) as img:
+            img.load()
     except ImageReadError as exc:
-        return f"{pair.image}: {exc}"
+        return f"{pair.image}: {exc}", False, False
+    except (OSError, ValueError, SyntaxError) as exc:
+        return f"{pair.image}: the image data is damaged ({exc}); re-export it", False, False
     try:
         if multilabel:  # checks the depth and every bit against the map
             mask = read_multilabel_values(pair.mask, num_classes)
         else:
             mask = read_mask(pair.mask)
     except SegtoolError as exc:
-        return str(exc)
+        return str(exc), False, False
     if mask.shape != (height, width):
-        return (
+        problem = (
             f"{pair.image} is {width}x{height} but its mask {pair.mask} is "
             f"{mask.shape[1]}x{mask.shape[0]} (width x height); re-rasterize the mask"
         )
+        return problem, False, False
+    if multilabel:
+        return None, True, False
     try:
-        if not multilabel:
-            check_values(mask, num_classes, ignore_index)
+        check_values(mask, num_classes, ignore_index)
     except MaskValueError as exc:
-        return f"{pair.mask}: {exc}; fix the mask or the class map"
-    return None
+        return f"{pair.mask}: {exc}; fix the mask or the class map", False, False
+    ignored = mask == ignore_index
+    foreground = bool(((mask != 0) & ~ignored).any())
+    return None, foreground, bool(ignored.any())
 
 
 def check_pairs(pairs: list[Pair], class_map: ClassMap, jobs: int | None = None) -> None:
-    """Check every pair before training: readable, same size, mask values in the class map.
+    """Check every pair before training: readable (every image decoded), same size, mask
+    values in the class map, and not 0/255 masks made elsewhere.
 
     Raises:
         InvalidInputError: listing every bad pair.
+        SegtoolError: masks that hold only 0 and the ignore value 255.
     """
     work = partial(
         _check_pair,
@@ -189,8 +220,15 @@ def check_pairs(pairs: list[Pair], class_map: ClassMap, jobs: int | None = None)
     )
     if jobs is None:  # worker start-up costs more than a few hundred checks
         jobs = default_jobs() if len(pairs) > 256 else 1
-    problems = [p for p in imap_jobs(work, pairs, jobs) if p]
+    results = list(imap_jobs(work, pairs, jobs))
+    problems = [problem for problem, _, _ in results if problem]
     if problems:
         raise InvalidInputError(
             f"{len(problems)} of {len(pairs)} training pairs are invalid", problems
         )
+    if not any(fg for _, fg, _ in results) and any(ig for _, _, ig in results):
+        from segtool.core.masks import binary_255_error
+
+        error = binary_255_error(pairs[0].mask.parent, class_map.ignore_index)
+        if error:
+            raise error

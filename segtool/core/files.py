@@ -1,52 +1,304 @@
-"""Writing files and folders so that they appear whole or not at all, and listing inputs.
+"""Writing files and folders: checked first, built beside, swapped in at the end.
 
-A file is written to a temporary name beside it and renamed onto its place; an output folder
-is built beside its target and swapped in at the end. Every stage writes (and deletes)
-through here, so the rules live in one place.
+The one output mechanism of every command.
+
+Every command declares what it reads (its inputs) and what it writes (its outputs) to one
+`OutputPlan` before it does any work:
+
+- an output that is, contains or lies inside an input is refused, naming the input (paths are
+  compared after resolving symbolic links and ``..``);
+- an output path that is itself a symbolic link, whose parent is a file, or whose folder cannot
+  be written is refused;
+- an existing output is replaced only with ``--overwrite``;
+- each output is built under a temporary name beside its final place
+  (``.NAME.segtool-new-HOST-PID``) and moved into place only when the command has finished
+  (`OutputPlan.commit`): a folder is exchanged atomically with the old one where the system
+  allows (Linux ``renameat2(RENAME_EXCHANGE)``), so the old output stays whole until the new one
+  is complete, through any error, Ctrl-C, ``kill -9`` or full disk;
+- temporary names left behind by a killed run are recognised (same host, owner process gone)
+  and cleared by the next run that writes there; an old output that a killed run had already
+  moved aside is put back;
+- files are created with the user's umask (no 0600 files).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from segtool.core.errors import SegtoolError
+from segtool.core.swap import clear_stale, remove_path, replace_path, temp_name
 
 
-def list_files(folder: Path, suffixes: Iterable[str]) -> list[Path]:
-    """The files in `folder` whose suffix (any case) is one of `suffixes`, sorted by name.
+class DiskFullError(SegtoolError):
+    """The disk filled up while an output was being built; the old output is untouched."""
 
-    Hidden files (a leading dot, as macOS's ``._x.png``) are not data and are left out.
+
+def _resolved(path: Path) -> Path:
+    return Path(os.path.realpath(os.path.abspath(path)))
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or path.is_relative_to(folder)
+
+
+@dataclass
+class Output:
+    """One file or folder a command writes (`option` names it in messages, e.g. ``--out``)."""
+
+    path: Path
+    folder: bool
+    option: str
+    tmp: Path | None = None
+
+
+@dataclass
+class OutputPlan:
+    """The inputs and outputs of one command; see the module docstring for the rules.
+
+    Args:
+        overwrite: whether existing outputs may be replaced (the command's ``--overwrite``).
     """
-    wanted = {s.lower() for s in suffixes}
-    return sorted(
-        p for p in folder.iterdir() if p.suffix.lower() in wanted and not p.name.startswith(".")
-    )
+
+    overwrite: bool = False
+    #: the process whose id names the temporaries (default: this one); under torchrun the
+    #: launcher's, so that every rank finds the run being built
+    owner: int | None = None
+    inputs: list[tuple[str, Path, bool]] = field(default_factory=list)
+    outputs: list[Output] = field(default_factory=list)
+    _made: list[Path] = field(default_factory=list)
+
+    def read(self, what: str, path: Path | None, *, files_only: bool = False) -> None:
+        """Declare an input (`what` names it for the user: "the dataset", "the images folder").
+
+        `files_only`: the command reads only the mask or image files directly in the folder, so
+        an output of another kind may lie inside it (evaluate's summary.json beside the
+        predictions); being or containing it is still refused.
+        """
+        if path is not None:
+            self.inputs.append((what, path, files_only))
+
+    def write(self, path: Path, *, folder: bool, option: str) -> Output:
+        """Declare an output; returns its record (its ``tmp`` is set by `build`)."""
+        output = Output(path, folder, option)
+        self.outputs.append(output)
+        return output
+
+    # --- checks -------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Run every output check; nothing is touched.
+
+        Raises:
+            SegtoolError: an output collides with an input, is a symbolic link, sits under a
+                file, cannot be written, or exists without ``--overwrite``.
+        """
+        for output in self.outputs:
+            self._check_collisions(output)
+            self._check_place(output)
+
+    def _check_collisions(self, output: Output) -> None:
+        target = _resolved(output.path)
+        for what, path, files_only in self.inputs:
+            source = _resolved(path)
+            if target == source:
+                relation = "is"
+            elif _inside(source, target):
+                relation = "contains"
+            elif _inside(target, source) and not files_only:
+                relation = "lies inside"
+            else:
+                continue
+            raise SegtoolError(
+                f"{output.option} {output.path} {relation} {what} {path}, which this command "
+                f"reads; writing there could destroy it: choose an output outside {path}"
+            )
+
+    def _check_place(self, output: Output) -> None:
+        path, option = output.path, output.option
+        if path.is_symlink():
+            raise SegtoolError(
+                f"{option} {path} is a symbolic link (to {os.readlink(path)}); segtool does not "
+                f"write through links: pass the real path"
+            )
+        if path.exists() and path.is_dir() != output.folder:
+            kind = "a folder" if path.is_dir() else "a file"
+            raise SegtoolError(f"{option} {path} is {kind}; pass another path")
+        ancestor = path.parent
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            if ancestor.is_symlink():  # a dangling link in the way
+                break
+            ancestor = ancestor.parent
+        if ancestor.exists() and not ancestor.is_dir():
+            raise SegtoolError(
+                f"{option} {path}: {ancestor} is a file, not a folder; pass a path in a folder"
+            )
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise SegtoolError(
+                f"{option} {path}: cannot write in {ancestor} (read-only or no permission); "
+                f"pass a writable place"
+            )
+        if os.path.lexists(path) and not self.overwrite:
+            raise SegtoolError(f"{option} {path}: already exists; pass --overwrite to replace it")
+
+    # --- building -----------------------------------------------------------------------------
+
+    @contextmanager
+    def build(self) -> Iterator[OutputPlan]:
+        """Check, then create each output's temporary beside it; commit them all on success.
+
+        On any exception (Ctrl-C included) the temporaries are removed and every existing
+        output is left as it was; a full disk becomes `DiskFullError`.
+        """
+        self.start()
+        try:
+            yield self
+            self.commit()
+        except BaseException as exc:
+            self.discard()
+            if isinstance(exc, OSError):
+                raise os_error(exc, self.outputs[0].path if self.outputs else None) from exc
+            raise
+
+    def start(self) -> None:
+        """Check, clear temporaries of killed runs, and create each output's temporary (a
+        folder output's is an empty folder); `commit` or `discard` must follow."""
+        self.check()
+        try:
+            for output in self.outputs:
+                self._make_parents(output.path.parent)
+                clear_stale(output.path)
+                output.tmp = temp_name(output.path, pid=self.owner)
+                remove_path(output.tmp)
+                if output.folder:
+                    output.tmp.mkdir()
+        except BaseException:
+            self.discard()
+            raise
+
+    def _make_parents(self, folder: Path) -> None:
+        """Create `folder` and its missing parents, remembering them for `discard`."""
+        missing = []
+        while not folder.exists():
+            missing.append(folder)
+            folder = folder.parent
+        for made in reversed(missing):
+            made.mkdir()
+            self._made.append(made)
+
+    def commit(self) -> None:
+        """Move every finished temporary into place (an output never written is skipped)."""
+        for output in self.outputs:
+            if output.tmp is not None and os.path.lexists(output.tmp):
+                replace_path(output.tmp, output.path)
+            output.tmp = None
+
+    def discard(self) -> None:
+        """Remove every temporary (and the folders made for them); the existing outputs are
+        untouched."""
+        for output in self.outputs:
+            if output.tmp is not None:
+                remove_path(output.tmp)
+                output.tmp = None
+        for made in reversed(self._made):
+            with contextlib.suppress(OSError):
+                made.rmdir()  # only if empty
+        self._made.clear()
+
+
+def os_error(exc: OSError, where: Path | None = None) -> SegtoolError:
+    """One line for an operating-system error, naming the file (or `where`) and a fix."""
+    name = exc.filename or where or "?"
+    if exc.errno == errno.ENOSPC or exc.errno == errno.EDQUOT:
+        return DiskFullError(
+            f"{name}: the disk is full; nothing was replaced; free space and run again"
+        )
+    if exc.errno == errno.EROFS:
+        return SegtoolError(f"{name}: read-only file system; pass a writable place")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return SegtoolError(f"{name}: permission denied; pass a place you can write")
+    if exc.errno == errno.ENOTDIR:
+        return SegtoolError(f"{name}: a file stands where a folder is needed; pass another path")
+    return SegtoolError(f"{name}: {exc.strerror or exc}")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a text file atomically (temporary beside it, then rename), with the user's umask."""
+    write_bytes(path, text.encode())
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write a file atomically (temporary beside it, then rename), with the user's umask."""
+    with atomic_path(path) as tmp, open(tmp, "xb") as handle:
+        handle.write(data)
 
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success rename it onto `path`, else delete it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    """Yield a temporary name beside `path`; on success rename it onto `path`, else delete it.
+
+    Unlike `tempfile.mkstemp`, nothing is created with mode 0600: whoever writes the temporary
+    creates it, with the user's umask.
+    """
+    tmp = temp_name(path)
+    remove_path(tmp)
     try:
-        yield tmp_path
-        os.replace(tmp_path, path)
+        yield tmp
+        os.replace(tmp, path)
     finally:
-        tmp_path.unlink(missing_ok=True)
+        if os.path.lexists(tmp):
+            remove_path(tmp)
 
 
-def write_json(path: Path, doc: dict[str, Any]) -> None:
-    """Write a JSON document atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+@contextmanager
+def output_folder(
+    out: Path,
+    overwrite: bool,
+    *,
+    option: str = "OUT",
+    inputs: Iterable[tuple[str, Path | None]] = (),
+) -> Iterator[Path]:
+    """Build the folder `out` whole or not at all (an `OutputPlan` of one folder).
+
+    Yields an empty temporary folder beside `out`; when the block finishes it replaces `out`,
+    and when the block raises (Ctrl-C included) it is deleted and `out` is left as it was.
+
+    Raises:
+        SegtoolError: any check of `OutputPlan.check` (before anything is written).
+    """
+    plan = OutputPlan(overwrite=overwrite)
+    for what, path in inputs:
+        plan.read(what, path)
+    target = plan.write(out, folder=True, option=option)
+    with plan.build():
+        yield target.tmp
+
+
+def check_output(
+    out: Path,
+    overwrite: bool,
+    *,
+    folder: bool = True,
+    option: str = "OUT",
+    inputs: Iterable[tuple[str, Path | None]] = (),
+) -> None:
+    """Run `OutputPlan.check` for one output before any work starts (nothing is touched).
+
+    Raises:
+        SegtoolError: as `OutputPlan.check`.
+    """
+    plan = OutputPlan(overwrite=overwrite)
+    for what, path in inputs:
+        plan.read(what, path)
+    plan.write(out, folder=folder, option=option)
+    plan.check()
 
 
 def check_overwrite(out: Path, overwrite: bool, alternative: str = "") -> None:
@@ -61,58 +313,49 @@ def check_overwrite(out: Path, overwrite: bool, alternative: str = "") -> None:
     Raises:
         SegtoolError: `out` exists and `overwrite` is not set.
     """
-    if out.exists() and not overwrite:
+    if os.path.lexists(out) and not overwrite:
         other = f"--{alternative} or " if alternative else ""
         raise SegtoolError(f"{out}: already exists; pass {other}--overwrite to replace it")
 
 
-def prepare_output(out: Path, overwrite: bool) -> Path:
-    """Check `out` may be written and return an empty temporary folder beside it.
+def list_files(folder: Path, suffixes: Iterable[str]) -> list[Path]:
+    """The files in `folder` whose suffix (any case) is one of `suffixes`, sorted by name.
 
-    Raises:
-        SegtoolError: `out` exists and `overwrite` is not set.
+    Hidden files (a leading dot, as macOS's ``._x.png``) are not data and are left out.
     """
-    check_overwrite(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    return tmp
-
-
-def publish_output(tmp: Path, out: Path) -> None:
-    """Move a finished temporary folder onto `out`, replacing what was there."""
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-        os.replace(tmp, out)
-        remove(old)
-    else:
-        os.replace(tmp, out)
-
-
-@contextmanager
-def output_folder(out: Path, overwrite: bool) -> Iterator[Path]:
-    """Build the folder `out` whole or not at all.
-
-    Yields an empty temporary folder beside `out`; when the block finishes it replaces `out`,
-    and when the block raises (Ctrl-C included) it is deleted and `out` is left as it was.
-
-    Raises:
-        SegtoolError: `out` exists and `overwrite` is not set (before anything is written).
-    """
-    tmp = prepare_output(out, overwrite)
-    try:
-        yield tmp
-        publish_output(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    wanted = {s.lower() for s in suffixes}
+    return sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in wanted and not p.name.startswith(".")
+    )
 
 
 def remove(path: Path) -> None:
     """Delete a file or a folder tree (the callers have checked it may go)."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
+    remove_path(path)
+
+
+def write_json(path: Path, doc: dict[str, Any]) -> None:
+    """Write a JSON document atomically."""
+    write_text(path, json.dumps(doc, indent=2) + "\n")
+
+
+def read_json(path: Path, kind: str, fix: str) -> Any:
+    """Parse a JSON file (`kind` names the document, e.g. ``classes.json``); any failure is one
+    line naming the file and `fix`.
+
+    Raises:
+        SegtoolError: unreadable, not UTF-8, not JSON, or nested too deeply to be segtool's.
+    """
+    what = f"{path}: not a readable {kind}"
+    try:
+        return json.loads(path.read_bytes().decode("utf-8-sig"))
+    except OSError as exc:
+        raise SegtoolError(f"{what} ({exc.strerror or exc}); {fix}") from exc
+    except UnicodeDecodeError as exc:
+        raise SegtoolError(f"{what} (not UTF-8 text: {exc.reason}); {fix}") from exc
+    except json.JSONDecodeError as exc:
+        raise SegtoolError(
+            f"{what} (not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}); {fix}"
+        ) from exc
+    except RecursionError as exc:
+        raise SegtoolError(f"{what} (JSON nested too deeply); {fix}") from exc

@@ -11,6 +11,7 @@ from PIL import Image
 from segtool.core.constants import IMAGE_SUFFIXES
 from segtool.core.errors import SegtoolError
 from segtool.core.files import list_files
+from segtool.core.limits import max_pixels, size_problem
 
 if TYPE_CHECKING:
     import numpy as np
@@ -29,13 +30,41 @@ class ImageReadError(ValueError):
     """An image cannot be read; the message says why (no file name)."""
 
 
-def _open(source: Path | bytes) -> Image.Image:
+def check_pixels(img: Image.Image) -> None:
+    """Refuse an image larger than the pixel limit before its data is decoded.
+
+    Raises:
+        ImageReadError: naming the size, the limit and the option that raises it.
+    """
+    problem = size_problem(*img.size)
+    if problem:
+        raise ImageReadError(problem)
+
+
+def open_image(source: Path | bytes) -> Image.Image:
+    """Open an image (header only) and check it against the pixel limit.
+
+    Raises:
+        ImageReadError: missing, unreadable, or over the pixel limit.
+    """
     try:
-        return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        Image.MAX_IMAGE_PIXELS = max(max_pixels(), 1) // 2 + 1  # PIL raises at twice this
+        img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
     except FileNotFoundError as exc:
         raise ImageReadError("the image file does not exist") from exc
-    except (OSError, ValueError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(f"{exc}; if the image is genuine, raise --max-pixels") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
         raise ImageReadError(f"not a readable image ({exc})") from exc
+    try:
+        check_pixels(img)
+    except ImageReadError:
+        img.close()
+        raise
+    return img
+
+
+_open = open_image
 
 
 def _check_complete(img: Image.Image, source: Path | bytes) -> None:
@@ -104,7 +133,7 @@ def load_rgb(path: Path) -> np.ndarray:
     from PIL import ImageOps
 
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             img = ImageOps.exif_transpose(img)
             if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                 array = np.asarray(img, dtype=np.float64)
@@ -113,5 +142,7 @@ def load_rgb(path: Path) -> np.ndarray:
                 array = ((array - low) * scale).round().astype(np.uint8)
                 return np.repeat(array[:, :, None], 3, axis=2)
             return np.asarray(img.convert("RGB"))
+    except ImageReadError as exc:
+        raise SegtoolError(f"{path}: {exc}; re-export or remove it") from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise SegtoolError(f"{path}: not a readable image ({exc}); re-export or remove it") from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -10,6 +11,7 @@ from segtool.core import png
 from segtool.core.classes import ClassMap
 from segtool.core.errors import SegtoolError
 from segtool.core.files import atomic_path
+from segtool.core.limits import size_problem
 
 if TYPE_CHECKING:
     import numpy as np
@@ -120,7 +122,6 @@ def read_mask(path: Path) -> np.ndarray:
     Raises:
         SegtoolError: unreadable file, or an RGB(A) colour picture instead of a label mask.
     """
-    import io
 
     import numpy as np
 
@@ -130,6 +131,10 @@ def read_mask(path: Path) -> np.ndarray:
         raise SegtoolError(f"{path}: not a readable PNG mask ({exc}); re-export it") from exc
     from segtool.core.multilabel import MARKER, is_multilabel_png
 
+    if data[12:16] == b"IHDR":  # the size, before anything is decoded (decompression bombs)
+        problem = size_problem(*struct.unpack(">II", data[16:24]))
+        if problem:
+            raise SegtoolError(f"{path}: not a readable PNG mask: {problem}")
     # A multi-label mask (marked by a text chunk) is refused below, through PIL.
     plain = None if is_multilabel_png(data) else png.decode_u8(data)
     if plain is not None:
@@ -137,10 +142,10 @@ def read_mask(path: Path) -> np.ndarray:
         table = np.frombuffer(rows, dtype=np.uint8).reshape(height, width + 1)
         if not table[:, 0].any():  # no row filters: the pixels are the rows themselves
             return np.ascontiguousarray(table[:, 1:])
-    from PIL import Image
+    from segtool.core.images import ImageReadError, open_image
 
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with open_image(data) as img:
             mode = img.mode
             if img.info.get(MARKER[0].decode()) == MARKER[1].decode():
                 raise SegtoolError(
@@ -156,6 +161,8 @@ def read_mask(path: Path) -> np.ndarray:
             array = np.asarray(img)
     except SegtoolError:
         raise
+    except ImageReadError as exc:
+        raise SegtoolError(f"{path}: not a readable PNG mask: {exc}; re-export it") from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise SegtoolError(f"{path}: not a readable PNG mask ({exc}); re-export it") from exc
     if array.dtype == bool:
@@ -167,3 +174,19 @@ def read_mask(path: Path) -> np.ndarray:
             raise SegtoolError(f"{path}: mask values outside 0..65535 are not class ids")
         array = array.astype(np.uint16)
     return array
+
+
+def binary_255_error(where: Path | str, ignore_index: int) -> SegtoolError | None:
+    """The error for masks that hold only 0 and the ignore value 255, else None.
+
+    Such masks are almost always 0/255 binary masks made elsewhere; read as class ids they hold
+    background and ignore pixels only, so training learns nothing and every score is empty.
+    """
+    if ignore_index != 255:
+        return None
+    return SegtoolError(
+        f"{where}: no mask pixel is a foreground class, only 0 and 255 (the ignore value): "
+        f"these look like 0/255 binary masks made elsewhere; turn them into a dataset first: "
+        f"segtool import-masks IMAGES {where} OUT (255 becomes a class), or save the "
+        f"foreground as 1"
+    )

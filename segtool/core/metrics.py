@@ -3,8 +3,10 @@
 Pure numpy (plus OpenCV for the boundary distances); no torch, so training's validation and
 ``segtool evaluate`` share every number. Definitions (also in the README):
 
-- Per image and class, TP/FP/FN count pixels; pixels that are ignore in the reference or the
-  prediction are left out of every count.
+- Per image and class, TP/FP/FN count pixels. Pixels are left out only where the *reference*
+  holds the ignore value (as nnU-Net, MONAI and torchmetrics do). A prediction pixel holding the
+  ignore value predicts no class: it is a false negative for the reference's class (and counted
+  as ``abstained``), so a prediction cannot abstain its way to a better score.
 - Dice = 2TP / (2TP + FP + FN), IoU = TP / (TP + FP + FN), precision = TP / (TP + FP),
   recall = TP / (TP + FN). A score whose denominator is 0 is NaN: the *empty-case policy* (for
   Dice and IoU: the class is absent from both prediction and reference).
@@ -48,6 +50,9 @@ class Counts:
     tp: np.ndarray
     fp: np.ndarray
     fn: np.ndarray
+    #: prediction pixels holding the ignore value where the reference is scored (each also
+    #: counted in `fn`)
+    abstained: int = 0
 
     @property
     def num_classes(self) -> int:
@@ -57,7 +62,11 @@ class Counts:
     def __add__(self, other: Counts) -> Counts:
         k = max(self.num_classes, other.num_classes)
         return Counts(
-            *(_pad(a, k) + _pad(b, k) for a, b in zip(self.astuple(), other.astuple(), strict=True))
+            *(
+                _pad(a, k) + _pad(b, k)
+                for a, b in zip(self.astuple(), other.astuple(), strict=True)
+            ),
+            abstained=self.abstained + other.abstained,
         )
 
     def astuple(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -66,7 +75,7 @@ class Counts:
 
     def padded(self, k: int) -> Counts:
         """The same counts for K = `k` classes (new classes have zero counts)."""
-        return Counts(*(_pad(a, k) for a in self.astuple()))
+        return Counts(*(_pad(a, k) for a in self.astuple()), abstained=self.abstained)
 
 
 def _pad(a: np.ndarray, k: int) -> np.ndarray:
@@ -91,12 +100,16 @@ _EXACT_HIST = 2**24
 def count(
     reference: np.ndarray, prediction: np.ndarray, num_classes: int, ignore_index: int
 ) -> Counts:
-    """TP, FP and FN per class for one image, ignore pixels (in either mask) left out.
+    """TP, FP and FN per class for one image; reference ignore pixels left out.
 
-    From the confusion matrix ``bincount(ref * K + pred)``: TP is its diagonal, FP its column
-    sums minus the diagonal, FN its row sums minus the diagonal. For 8-bit masks with K <= 15
-    the pair codes fit one byte and OpenCV's histogram counts them; otherwise three length-K
-    bincounts give the same numbers in O(K) memory (16-bit masks, K up to 65535).
+    A prediction pixel holding `ignore_index` where the reference holds class c is a false
+    negative for c and a false positive for no class (``Counts.abstained`` counts them).
+
+    From the K x (K + 1) confusion matrix (the extra column: "predicted the ignore value"):
+    TP is its diagonal, FP the first K column sums minus the diagonal, FN the row sums minus the
+    diagonal. 8-bit masks without any ignore value and few classes are counted by comparisons;
+    with K <= 15 the pair codes fit one byte and OpenCV's histogram counts them; otherwise
+    length-K bincounts give the same numbers in O(K) memory (16-bit masks, K up to 65535).
 
     Args:
         reference: integer label array.
@@ -116,27 +129,36 @@ def count(
     if (
         reference.dtype == np.uint8
         and prediction.dtype == np.uint8
-        and k * k < 255
+        and k * (k + 1) < 255
         and reference.size < _EXACT_HIST
     ):
-        code = reference * np.uint8(k) + prediction  # wraps for ignore pixels, reset below
-        code[(reference == ignore_index) | (prediction == ignore_index)] = 255
         import cv2
 
+        width = np.uint8(k + 1)
+        # Predicted ignore becomes column K; codes wrap for reference ignore pixels, reset below.
+        pred = np.where(prediction == ignore_index, np.uint8(k), prediction)
+        code = reference * width + pred
+        code[reference == ignore_index] = 255
         hist = cv2.calcHist([code.reshape(-1, 1)], [0], None, [256], [0, 256]).ravel()
-        matrix = hist[: k * k].astype(np.int64).reshape(k, k)
-        tp = np.diag(matrix).copy()
-        return Counts(tp=tp, fp=matrix.sum(axis=0) - tp, fn=matrix.sum(axis=1) - tp)
+        matrix = hist[: k * (k + 1)].astype(np.int64).reshape(k, k + 1)
+        tp = np.diag(matrix[:, :k]).copy()
+        return Counts(
+            tp=tp,
+            fp=matrix[:, :k].sum(axis=0) - tp,
+            fn=matrix.sum(axis=1) - tp,
+            abstained=int(matrix[:, k].sum()),
+        )
     ref = reference.ravel()
     pred = prediction.ravel()
-    valid = (ref != ignore_index) & (pred != ignore_index)
+    valid = ref != ignore_index
     if not valid.all():
         ref, pred = ref[valid], pred[valid]
+    abstain = pred == ignore_index
     hit = ref[ref == pred]
     tp = np.bincount(hit, minlength=k)[:k]
     ref_n = np.bincount(ref, minlength=k)[:k]
-    pred_n = np.bincount(pred, minlength=k)[:k]
-    return Counts(tp=tp, fp=pred_n - tp, fn=ref_n - tp)
+    pred_n = np.bincount(pred[~abstain] if abstain.any() else pred, minlength=k)[:k]
+    return Counts(tp=tp, fp=pred_n - tp, fn=ref_n - tp, abstained=int(abstain.sum()))
 
 
 def count_multilabel(
@@ -204,12 +226,15 @@ def _count_by_comparison(reference: np.ndarray, prediction: np.ndarray, k: int) 
 def confusion_matrix(
     reference: np.ndarray, prediction: np.ndarray, num_classes: int, ignore_index: int
 ) -> np.ndarray:
-    """The K x K confusion matrix (rows: reference, columns: prediction), ignore pixels removed."""
+    """The K x (K + 1) confusion matrix: rows the reference class, columns the predicted class,
+    the last column "predicted the ignore value"; reference ignore pixels removed."""
+    k = num_classes
     ref = reference.ravel().astype(np.int64)
     pred = prediction.ravel().astype(np.int64)
-    valid = (ref != ignore_index) & (pred != ignore_index)
-    flat = np.bincount(ref[valid] * num_classes + pred[valid], minlength=num_classes**2)
-    return flat.reshape(num_classes, num_classes)
+    valid = ref != ignore_index
+    pred = np.where(pred == ignore_index, k, pred)
+    flat = np.bincount(ref[valid] * (k + 1) + pred[valid], minlength=k * (k + 1))
+    return flat.reshape(k, k + 1)
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:

@@ -105,7 +105,9 @@ def make_gallery(
         The PNGs written, worst first.
     """
     scored = [(image_score(row), row) for row in summary["per_image"]]
-    scored = sorted((s, row) for s, row in scored if not math.isnan(s))[:n] if scored else []
+    # Ties (common for a weak model) are broken by image name; rows themselves never compare.
+    kept = [(s, row) for s, row in scored if not math.isnan(s)]
+    scored = sorted(kept, key=lambda item: (item[0], item[1]["image"]))[:n]
     out.mkdir(parents=True, exist_ok=True)
     written, rows = [], []
     image_files = _images_by_stem(images)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from segtool.core.constants import IMAGES_DIR, MASKS_DIR
+from segtool.core.constants import CLASSES_FILE, IMAGES_DIR, MASKS_DIR, SPLIT_FILE
 from segtool.core.dataset import Pair, find_pairs, split_stems
 from segtool.core.errors import SegtoolError, check_choice
+from segtool.core.files import OutputPlan, read_json
 from segtool.core.parallel import ProgressFn
-from segtool.evaluate.report import Evaluation, evaluate_dirs
+from segtool.evaluate.report import Evaluation, evaluate_dirs, plan_report
 from segtool.evaluate.separate import in_run_ids, refuse_training_images, trained_on
 from segtool.predict.folder import predict_dir
 from segtool.predict.predictor import Predictor, load_predictor
@@ -32,6 +32,7 @@ def evaluate_model(
     tta: bool = False,
     gallery: int = 0,
     jobs: int | None = None,
+    overwrite: bool = False,
     on_progress: ProgressFn | None = None,
 ) -> Evaluation:
     """Predict `dataset` (one split of it, or all of a separate test set) with the model in
@@ -43,11 +44,14 @@ def evaluate_model(
     (compared by content); its masks are put in the run's class ids if its classes.json orders
     the classes differently. Predictions go to ``OUT/predictions/`` (default OUT:
     ``RUN/evaluation/<split>``, or ``RUN/evaluation/<folder name>``), then ``summary.json``,
-    ``per_image.csv`` and, with `gallery`, ``gallery/`` into OUT.
+    ``per_image.csv`` and, with `gallery`, ``gallery/`` into OUT. Existing outputs there are
+    replaced only with `overwrite` (each whole, once complete), and never when they are, hold
+    or lie inside what is read.
 
     Raises:
-        SegtoolError: unknown split, a split that is empty, a test set holding training
-            images, or bad run/dataset folders.
+        SegtoolError: unknown split, a split that is empty, ``all`` without the run's
+            split.json, a test set holding training images, outputs that exist or collide
+            with the inputs, or bad run/dataset folders.
     """
     if split is not None:
         check_choice("split", split, SPLITS)
@@ -80,6 +84,7 @@ def evaluate_model(
         warnings += refuse_training_images(run, train, dataset, pairs, jobs)
         stems = {p.stem for p in pairs}
         out = out or run / "evaluation" / dataset.name
+        _check_outputs(run, dataset, out, gallery, overwrite)
         if not regions:
             references = in_run_ids(
                 dataset, references, pairs, predictor.class_map, out / "references", jobs
@@ -90,6 +95,7 @@ def evaluate_model(
         if not stems:
             raise SegtoolError(f"{dataset}: the {split} split has no images in this dataset")
         out = out or run / "evaluation" / split
+        _check_outputs(run, dataset, out, gallery, overwrite)
     predictions = out / "predictions"
     predict_dir(
         predictor,
@@ -114,13 +120,42 @@ def evaluate_model(
         gallery=gallery,
         images=dataset / IMAGES_DIR,
         regions=regions,
+        overwrite=True,  # checked above, with the predictions
     )
     result.warnings[:0] = warnings
     return result
 
 
+def _check_outputs(run: Path, dataset: Path, out: Path, gallery: int, overwrite: bool) -> None:
+    """The outputs in OUT (predictions/, summary.json, per_image.csv, gallery/) against what
+    is read, before anything is written: `OutputPlan.check`.
+
+    Raises:
+        SegtoolError: an output exists without `overwrite`, or collides with an input.
+    """
+    plan = OutputPlan(overwrite=overwrite)
+    plan.read("the dataset's images", dataset / IMAGES_DIR)
+    plan.read("the dataset's masks", dataset / MASKS_DIR)
+    plan.read("the run's model", run / "model")
+    plan.read("the run's class map", run / CLASSES_FILE)
+    plan.read("the run's split", run / SPLIT_FILE)
+    plan.write(out / "predictions", folder=True, option="--out")
+    plan_report(plan, out, gallery)
+    plan.check()
+
+
 def _split_stems(predictor: Predictor, pairs: list[Pair], split: str) -> set[str]:
-    """The stems of one split of the run's own dataset that this folder holds."""
+    """The stems of one split of the run's own dataset that this folder holds.
+
+    Raises:
+        SegtoolError: ``all`` for a run without split.json (its training images are unknown).
+    """
+    if split == "all" and predictor.split is None:
+        raise SegtoolError(
+            f"{predictor.source}: no split.json, so segtool cannot tell which images the model "
+            f"was trained on and --split all would score them; pass --split with a run that "
+            f"has its split.json, or evaluate predictions with segtool evaluate PRED GT"
+        )
     stems = (
         {p.stem for p in pairs}
         if split == "all"
@@ -133,7 +168,6 @@ def _split_stems(predictor: Predictor, pairs: list[Pair], split: str) -> set[str
 
 def _run_options(run: Path) -> dict:
     """The training options recorded in ``RUN/config.json`` (none for a bare model folder)."""
-    try:
-        return json.loads((run / "config.json").read_text()).get("options", {})
-    except (OSError, ValueError, AttributeError):
-        return {}
+    path = run / "config.json"
+    doc = read_json(path, "run config.json", "train the run again") if path.is_file() else {}
+    return doc.get("options", {}) if isinstance(doc, dict) else {}

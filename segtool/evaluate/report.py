@@ -7,7 +7,6 @@ aggregate -> ``summary.json`` and ``per_image.csv``.
 from __future__ import annotations
 
 import csv
-import math
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -16,29 +15,25 @@ import numpy as np
 
 from segtool.core.classes import ClassMap, read_classes_json
 from segtool.core.constants import CLASSES_FILE, IGNORE_INDEX, MASK_SUFFIX
+from segtool.core.dataset import index_by_stem
 from segtool.core.errors import SegtoolError
-from segtool.core.files import atomic_path, list_files, write_json
-from segtool.core.masks import read_mask
+from segtool.core.files import Output, OutputPlan, atomic_path, list_files, write_json
+from segtool.core.masks import binary_255_error, read_mask
 from segtool.core.metrics import (
-    Counts,
     MaskValueError,
     check_values,
     count,
-    dice,
     hd95_per_class,
-    iou,
-    nanmean,
-    pixel_accuracy,
-    precision,
-    recall,
 )
 from segtool.core.parallel import ProgressFn, Workers
-from segtool.evaluate.multilabel import bit_reader, label_set_accuracy, score_bit_files
+from segtool.evaluate.multilabel import bit_reader, score_bit_files
 from segtool.evaluate.score import ImageScore
+from segtool.evaluate.summary import summarize
 
 SUMMARY_FILE = "summary.json"
 #: Fewer pairs (without HD95 or --jobs) are scored in this process: workers would not pay.
 MIN_PAIRS_FOR_WORKERS = 64
+GALLERY_DIR = "gallery"
 PER_IMAGE_FILE = "per_image.csv"
 
 
@@ -130,7 +125,9 @@ def pair_masks(
     for folder, role in ((prediction_dir, "prediction"), (reference_dir, "reference")):
         if not folder.is_dir():
             raise SegtoolError(f"{folder}: no such {role} folder; pass a folder of PNG masks")
-        masks = {p.stem: p for p in list_files(folder, (MASK_SUFFIX,))}
+        masks = index_by_stem(
+            list_files(folder, (MASK_SUFFIX,)), f"{role}s are paired with their images by stem"
+        )
         if not masks:
             raise SegtoolError(f"{folder}: no {role} masks (*.png) found; check the path")
         found.append(masks)
@@ -168,88 +165,6 @@ class Evaluation:
     gallery: list[Path] = field(default_factory=list)
 
 
-def _clean(value: float) -> float | None:
-    """JSON has no NaN: undefined scores are written as null."""
-    return None if value is None or math.isnan(value) else float(value)
-
-
-def summarize(
-    scores: list[ImageScore], names: list[str], ignore_index: int, multilabel: bool = False
-) -> dict:
-    """Aggregate per-image scores into the ``summary.json`` document (docs/architecture.md);
-    `multilabel` scores say so, and their pixel accuracy is `label_set_accuracy`."""
-    k = len(names)
-    # One (images x K) table per count, so every aggregate below is a column operation.
-    table = Counts(
-        *(
-            np.array([getattr(sc.counts.padded(k), f) for sc in scores]).reshape(-1, k)
-            for f in ("tp", "fp", "fn")
-        )
-    )
-    pooled = Counts(*(a.sum(axis=0) for a in table.astuple()))
-    per_image_dice = dice(table)
-    per_image_iou = iou(table)
-    has_reference = (table.tp + table.fn) > 0
-    with_hd95 = bool(scores) and scores[0].hd95 is not None
-    if with_hd95:
-        hd = np.array(
-            [np.pad(s.hd95, (0, k - len(s.hd95)), constant_values=np.nan) for s in scores]
-        )
-    scores_by_name = {
-        "dice": dice(pooled),
-        "iou": iou(pooled),
-        "precision": precision(pooled),
-        "recall": recall(pooled),
-    }
-    per_class = {}
-    for c in range(1, k):
-        entry = {metric: _clean(values[c]) for metric, values in scores_by_name.items()}
-        entry.update(
-            tp=int(pooled.tp[c]),
-            fp=int(pooled.fp[c]),
-            fn=int(pooled.fn[c]),
-            images_with_reference=int(has_reference[:, c].sum()),
-            image_mean_dice=_clean(nanmean(per_image_dice[:, c])),
-            images_nan_dice=int(np.isnan(per_image_dice[:, c]).sum()),
-        )
-        if with_hd95:
-            entry["hd95"] = _clean(nanmean(hd[:, c]))
-            entry["images_nan_hd95"] = int(np.isnan(hd[:, c]).sum())
-        per_class[names[c]] = entry
-    foreground = list(per_class.values())
-    mean_keys = ["dice", "iou", "precision", "recall", "image_mean_dice"] + (
-        ["hd95"] if with_hd95 else []
-    )
-    mean = {
-        key: _clean(nanmean([e[key] if e[key] is not None else np.nan for e in foreground]))
-        for key in mean_keys
-    }
-    absent = [names[c] for c in range(1, k) if math.isnan(scores_by_name["dice"][c])]
-    per_image = []
-    for i, s in enumerate(scores):
-        row = {
-            "image": s.stem,
-            "dice": {names[c]: _clean(per_image_dice[i, c]) for c in range(1, k)},
-            "iou": {names[c]: _clean(per_image_iou[i, c]) for c in range(1, k)},
-        }
-        if with_hd95:
-            row["hd95"] = {names[c]: _clean(hd[i, c]) for c in range(1, k)}
-        per_image.append(row)
-    accuracy = label_set_accuracy(scores) if multilabel else pixel_accuracy(pooled)
-    return {
-        "n_images": len(scores),
-        "ignore_index": ignore_index,
-        "classes": {str(c): names[c] for c in range(1, k)},
-        "per_class": per_class,
-        "mean": mean,
-        "mean_excludes": absent,
-        "pixel_accuracy": _clean(accuracy),
-        "missing_predictions": [s.stem for s in scores if s.missing_prediction],
-        "per_image": per_image,
-        **({"multilabel": True} if multilabel else {}),
-    }
-
-
 def _write_per_image_csv(path: Path, summary: dict) -> None:
     names = list(summary["per_class"])
     metrics = [
@@ -259,8 +174,26 @@ def _write_per_image_csv(path: Path, summary: dict) -> None:
         writer = csv.writer(fh)
         writer.writerow(["image", *(f"{m}_{n}" for n in names for m in metrics)])
         for row in summary["per_image"]:
-            values = [row[m][n] for n in names for m in metrics]
+            values = [row[m].get(n) for n in names for m in metrics]
             writer.writerow([row["image"], *("" if v is None else f"{v:.6g}" for v in values)])
+
+
+@dataclass
+class ReportTargets:
+    """Where a report goes: summary.json, per_image.csv and (optionally) the gallery folder."""
+
+    summary: Output
+    per_image: Output
+    gallery: Output | None
+
+
+def plan_report(plan: OutputPlan, out: Path, gallery: int) -> ReportTargets:
+    """Declare the report's outputs in `out` to `plan`."""
+    return ReportTargets(
+        plan.write(out / SUMMARY_FILE, folder=False, option="--out"),
+        plan.write(out / PER_IMAGE_FILE, folder=False, option="--out"),
+        plan.write(out / GALLERY_DIR, folder=True, option="--gallery") if gallery else None,
+    )
 
 
 def evaluate_dirs(
@@ -276,6 +209,7 @@ def evaluate_dirs(
     gallery: int = 0,
     images: Path | None = None,
     regions: str | None = None,
+    overwrite: bool = False,
     on_progress: ProgressFn | None = None,
 ) -> Evaluation:
     """Score a folder of predicted label PNGs against a folder of reference PNGs (multi-label
@@ -296,11 +230,59 @@ def evaluate_dirs(
         images: where the gallery finds the images (default: ``images/`` beside `references`).
         regions: ``"name=id,id;..."``: score unions of the exclusive class ids as overlapping
             regions (references, and exclusive predictions, are turned into region bits).
+        overwrite: replace an existing summary.json, per_image.csv or gallery.
         on_progress: called as ``(phase, done, total)`` after each image.
 
     Raises:
-        SegtoolError: bad folders, sizes, mask values or classes file.
+        SegtoolError: bad folders, sizes, mask values or classes file, or existing outputs
+            without `overwrite`.
     """
+    for folder, role in ((predictions, "prediction"), (references, "reference")):
+        if not folder.is_dir():
+            raise SegtoolError(f"{folder}: no such {role} folder; pass a folder of PNG masks")
+    plan = OutputPlan(overwrite=overwrite)
+    plan.read("the predictions folder", predictions, files_only=True)
+    plan.read("the references folder", references, files_only=True)
+    plan.read("the class map", classes)
+    targets = plan_report(plan, out or predictions, gallery)
+    plan.check()
+    with plan.build():
+        result = score_into(
+            targets,
+            predictions,
+            references,
+            classes=classes,
+            with_hd95=with_hd95,
+            jobs=jobs,
+            allow_missing=allow_missing,
+            only=only,
+            gallery=gallery,
+            images=images,
+            regions=regions,
+            on_progress=on_progress,
+        )
+    if targets.gallery is not None:
+        result.gallery = [targets.gallery.path / p.name for p in result.gallery]
+    return result
+
+
+def score_into(
+    targets: ReportTargets,
+    predictions: Path,
+    references: Path,
+    *,
+    classes: Path | None = None,
+    with_hd95: bool = True,
+    jobs: int | None = None,
+    allow_missing: bool = False,
+    only: set[str] | None = None,
+    gallery: int = 0,
+    images: Path | None = None,
+    regions: str | None = None,
+    on_progress: ProgressFn | None = None,
+) -> Evaluation:
+    """Score `predictions` against `references` and write the report into the temporaries of
+    `targets` (inside `OutputPlan.build`); the result names the final paths."""
     class_map, reader = bit_reader(find_classes(references, classes), regions, references)
     warnings = []
     if class_map is None:
@@ -335,16 +317,19 @@ def evaluate_dirs(
         names = ["background" if c == 0 else str(c) for c in range(max(k, 2))]
     else:
         names = list(class_map.names)
-    summary = summarize(scores, names, ignore, multilabel=reader is not None)
+    summary = summarize(
+        scores,
+        names,
+        ignore,
+        multilabel=reader is not None,
+        background_scored=bool(class_map and class_map.background_scored),
+    )
     if reader is None:
-        _refuse_binary_255(scores, references, ignore)
-    out = out or predictions
-    out.mkdir(parents=True, exist_ok=True)
-    summary_path, per_image_path = out / SUMMARY_FILE, out / PER_IMAGE_FILE
-    write_json(summary_path, summary)
-    _write_per_image_csv(per_image_path, summary)
-    result = Evaluation(summary, summary_path, per_image_path, warnings)
-    if gallery:
+        _refuse_binary_255(scores, references, predictions, ignore)
+    write_json(targets.summary.tmp, summary)
+    _write_per_image_csv(targets.per_image.tmp, summary)
+    result = Evaluation(summary, targets.summary.path, targets.per_image.path, warnings)
+    if targets.gallery is not None and gallery:
         from segtool.core.classes import make_class_map
         from segtool.evaluate.gallery import make_gallery
 
@@ -353,7 +338,7 @@ def evaluate_dirs(
             summary,
             predictions,
             references,
-            out / "gallery",
+            targets.gallery.tmp,
             cmap,
             gallery,
             images if images is not None else references.parent / "images",
@@ -362,13 +347,19 @@ def evaluate_dirs(
     return result
 
 
-def _refuse_binary_255(scores: list[ImageScore], references: Path, ignore: int) -> None:
-    """References with ignore pixels but no foreground pixel at all are almost always 0/255
-    binary masks made elsewhere: scoring them would silently report nothing."""
+def _refuse_binary_255(
+    scores: list[ImageScore], references: Path, predictions: Path, ignore: int
+) -> None:
+    """Masks with ignore pixels but no foreground pixel at all are almost always 0/255 binary
+    masks made elsewhere: scoring them would silently report nothing (references) or nothing
+    but misses (predictions)."""
     reference_fg = sum(int((s.counts.tp[1:] + s.counts.fn[1:]).sum()) for s in scores)
-    if reference_fg == 0 and ignore == 255 and any(s.reference_ignored for s in scores):
-        raise SegtoolError(
-            f"{references}: no reference pixel is foreground; they are 0 or 255, and 255 is the "
-            f"ignore value: these look like 0/255 binary masks; segtool masks hold class ids, so "
-            f"turn them into a dataset first: segtool import-masks IMAGES {references} OUT"
-        )
+    if reference_fg == 0 and any(s.reference_ignored for s in scores):
+        error = binary_255_error(references, ignore)
+        if error:
+            raise error
+    predicted_fg = sum(int((s.counts.tp[1:] + s.counts.fp[1:]).sum()) for s in scores)
+    if predicted_fg == 0 and sum(s.counts.abstained for s in scores):
+        error = binary_255_error(predictions, ignore)
+        if error:
+            raise error

@@ -20,10 +20,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from segtool.core.classes import ClassMap
 from segtool.core.constants import IMAGE_SUFFIXES, MASK_SUFFIX
+from segtool.core.dataset import index_by_stem
 from segtool.core.device import pick_device
-from segtool.core.errors import SegtoolError
-from segtool.core.files import output_folder
-from segtool.core.images import list_images, load_rgb
+from segtool.core.errors import InvalidInputError, SegtoolError
+from segtool.core.files import OutputPlan
+from segtool.core.images import ImageReadError, list_images, load_rgb, open_image
 from segtool.core.masks import write_mask
 from segtool.core.multilabel import preview, write_multilabel_mask
 from segtool.core.parallel import ProgressFn, default_jobs
@@ -136,6 +137,7 @@ def find_images(folder: Path, stems: set[str] | None = None) -> list[Path]:
     if not folder.is_dir():
         raise SegtoolError(f"{folder}: no such folder of images")
     paths = list_images(folder)
+    index_by_stem(paths, "each image's mask is OUT/<stem>.png")
     if stems is not None:
         paths = [p for p in paths if p.stem in stems]
     if not paths:
@@ -218,6 +220,18 @@ def _predict_all(
     writer.wait()
 
 
+def _readable(paths: list[Path]) -> tuple[list[Path], list[str]]:
+    """Split images into those whose header reads (within the pixel limit) and the rest."""
+    good, bad = [], []
+    for path in paths:
+        try:
+            with open_image(path):
+                good.append(path)
+        except ImageReadError as exc:
+            bad.append(f"{path}: {exc}")
+    return good, bad
+
+
 def predict_dir(
     model: Path | Predictor,
     images: Path,
@@ -250,9 +264,23 @@ def predict_dir(
 
     Raises:
         SegtoolError: bad model/classes/options, no images, an existing OUT without
-            `overwrite`; unreadable images (after the others are written) unless `skip_invalid`.
+            `overwrite`, outputs colliding with inputs; unreadable images (then nothing is
+            written) unless `skip_invalid`.
     """
+    if threshold is not None and not 0 <= threshold <= 1:  # NaN fails the comparison too
+        raise SegtoolError(f"--threshold {threshold} must be a probability in [0, 1]")
+    plan = OutputPlan(overwrite=overwrite)
+    plan.read("the images folder", images)
+    if isinstance(model, Path) and (model / "model").is_dir():
+        plan.read("the model", model / "model")
+    elif isinstance(model, Path) and (model / "config.json").is_file():
+        plan.read("the model", model)
+    target = plan.write(out, folder=True, option="OUT")
+    plan.check()
     predictor = model if isinstance(model, Predictor) else load_predictor(model, classes)
+    for what, path in predictor.inputs:
+        plan.read(what, path)
+    plan.check()
     paths = find_images(images, stems)
     torch_device = pick_device(device)
     engine = Engine(
@@ -260,8 +288,18 @@ def predict_dir(
     )
     report = PredictReport(out, notes=_notes(engine, tile))
     cut = _thresholds(predictor, threshold, report.notes)
+    paths, report.failed = _readable(paths)
+    if report.failed and not skip_invalid:
+        raise InvalidInputError(
+            f"{len(report.failed)} of {len(paths) + len(report.failed)} images cannot be read, "
+            f"nothing was written (remove them or pass --skip-invalid)",
+            report.failed,
+        )
+    if not paths:
+        raise SegtoolError(f"{images}: no image could be read: {report.failed[0]}")
     loader = _image_loader(paths, engine, batch_size, workers)
-    with output_folder(out, overwrite) as tmp:
+    with plan.build():
+        tmp = target.tmp
         start = time.perf_counter()
         threads = 2 if torch_device.type == "cpu" else 4
         writer = _Writer(tmp, predictor.class_map, overlay_images, threads)
@@ -278,10 +316,11 @@ def predict_dir(
         report.seconds = time.perf_counter() - start
         if not report.n_images:
             raise SegtoolError(f"{images}: no image could be read: {report.failed[0]}")
-    if report.failed and not skip_invalid:
-        raise SegtoolError(
-            f"{len(report.failed)} image(s) could not be read and were skipped (the other "
-            f"{report.n_images} were written to {out}), e.g. {report.failed[0]}; pass "
-            f"--skip-invalid to accept this"
-        )
+        if report.failed and not skip_invalid:
+            # Damaged data found only on decoding: nothing is replaced.
+            raise InvalidInputError(
+                f"{len(report.failed)} image(s) could not be decoded, nothing was written "
+                f"(remove them or pass --skip-invalid)",
+                report.failed,
+            )
     return report

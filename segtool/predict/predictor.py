@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from segtool.core.classes import ClassMap, out_channels, read_classes_json
 from segtool.core.constants import CLASSES_FILE, SPLIT_FILE
 from segtool.core.dataset import read_split
 from segtool.core.errors import SegtoolError
+from segtool.core.files import read_json
 from segtool.train.geometry import parse_size
 from segtool.train.model import load_model
 from segtool.train.thresholds import THRESHOLDS_FILE, read_thresholds
@@ -32,12 +32,16 @@ class Predictor:
     #: Multi-label models: per-class thresholds tuned on the validation split, if the run has
     #: them (``thresholds.json``), by class name.
     thresholds: dict[str, float] | None = None
+    #: what was read to load it (model folder, class map, run files), for the output checks
+    inputs: list[tuple[str, Path]] = field(default_factory=list)
 
 
 def _model_classes(folder: Path) -> int | None:
     try:
-        return int(json.loads((folder / "config.json").read_text())["classes"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return int(
+            read_json(folder / "config.json", "model config.json", "re-save the model")["classes"]
+        )
+    except (SegtoolError, ValueError, KeyError, TypeError):
         return None
 
 
@@ -73,7 +77,13 @@ def load_predictor(path: Path, classes: Path | None = None) -> Predictor:
     options: dict[str, Any] = {}
     split = None
     if run is not None and (run / "config.json").is_file():
-        options = json.loads((run / "config.json").read_text()).get("options", {})
+        doc = read_json(run / "config.json", "run config.json", "train the run again")
+        options = doc.get("options", {}) if isinstance(doc, dict) else None
+        if not isinstance(options, dict):
+            raise SegtoolError(
+                f'{run / "config.json"}: no "options" object; the run\'s config.json is '
+                f"damaged; train again"
+            )
         if (run / SPLIT_FILE).is_file():
             split = read_split(run / SPLIT_FILE)
     thresholds = None
@@ -81,6 +91,9 @@ def load_predictor(path: Path, classes: Path | None = None) -> Predictor:
         thresholds = read_thresholds(run / THRESHOLDS_FILE, class_map)
     model = load_model(folder)
     model.eval()
+    inputs = [("the model", folder), ("the class map", classes)]
+    if run is not None:
+        inputs += [("the run's " + name, run / name) for name in ("config.json", SPLIT_FILE)]
     return Predictor(
         model,
         class_map,
@@ -90,4 +103,5 @@ def load_predictor(path: Path, classes: Path | None = None) -> Predictor:
         path,
         split,
         thresholds,
+        inputs,
     )

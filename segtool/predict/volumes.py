@@ -9,7 +9,6 @@ the image in ITK-SNAP or 3D Slicer.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch
 
 from segtool.core.device import pick_device
 from segtool.core.errors import SegtoolError
-from segtool.core.files import output_folder
+from segtool.core.files import output_folder, read_json
 from segtool.core.parallel import ProgressFn
 from segtool.predict.engine import Engine
 from segtool.predict.folder import PredictReport, _thresholds
@@ -39,7 +38,8 @@ def volume_settings(run: Path) -> dict | None:
     path = run / "config.json"
     if not path.is_file():
         return None
-    return json.loads(path.read_text()).get("volumes")
+    doc = read_json(path, "run config.json", "train the run again")
+    return doc.get("volumes") if isinstance(doc, dict) else None
 
 
 def find_cases(volumes: Path, settings: dict, names: set[str] | None = None) -> list[VolumeCase]:

@@ -28,9 +28,9 @@ from segtool.core.constants import (
     MASKS_DIR,
     REPORT_FILE,
 )
-from segtool.core.dataset import index_by_stem
+from segtool.core.dataset import index_by_stem, is_hidden
 from segtool.core.errors import InvalidInputError, SegtoolError, check_choice
-from segtool.core.files import check_overwrite, output_folder, write_json
+from segtool.core.files import check_output, output_folder, write_json
 from segtool.core.masks import write_mask
 from segtool.core.parallel import ProgressFn, Workers, with_progress
 from segtool.rasterize.draw import draw_canvas, draw_instances, draw_multilabel, draw_shapes
@@ -186,7 +186,8 @@ def find_annotations(
     skip = [p.resolve() for p in exclude]
     files = []
     for p in root.rglob("*.json"):
-        if p.is_file() and not any(p.resolve().is_relative_to(s) for s in skip):
+        hidden = is_hidden(p) or any(is_hidden(d) for d in p.relative_to(root).parents if d.name)
+        if p.is_file() and not hidden and not any(p.resolve().is_relative_to(s) for s in skip):
             files.append(p)
             if on_found:
                 on_found(len(files))
@@ -317,7 +318,8 @@ def rasterize_dir(
     check_choice("images", images, IMAGE_MODES)
     if png_level not in png.LEVELS:
         raise SegtoolError(f"--png-level {png_level} is not one of 0..9")
-    check_overwrite(out, overwrite)
+    inputs = [("the annotations folder", annotations), ("the labels file", labels)]
+    check_output(out, overwrite, inputs=inputs)
     class_map = read_class_map(labels) if labels is not None else None
     if class_map is not None and multilabel:
         try:
@@ -351,7 +353,7 @@ def rasterize_dir(
             previews=previews,
             level=png_level,
         )
-        with output_folder(out, overwrite) as tmp:
+        with output_folder(out, overwrite, inputs=inputs) as tmp:
             (tmp / MASKS_DIR).mkdir()
             for wanted, folder in ((images != "none", IMAGES_DIR), (instances, INSTANCES_DIR)):
                 if wanted:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
-from segtool.core.images import FORMAT_SUFFIX, ImageReadError, displayed_size
+from segtool.core.constants import IMAGE_SUFFIXES
+from segtool.core.images import FORMAT_SUFFIX, ImageReadError, displayed_size, open_image
 from segtool.sources.detect import describe_json, sniff_json
 from segtool.sources.shapes import AnnotationError, ImageSource, Shape
 
@@ -89,11 +89,12 @@ def _decode_mask(raw: Any, where: str) -> np.ndarray:
     if not isinstance(raw, str):
         raise AnnotationError(f"{where}: a mask shape needs a base64 PNG in its 'mask' field")
     import numpy as np
-    from PIL import Image
 
     try:
-        with Image.open(io.BytesIO(base64.b64decode(raw, validate=False))) as patch:
+        with open_image(base64.b64decode(raw, validate=False)) as patch:
             array = np.asarray(patch)
+    except ImageReadError as exc:
+        raise AnnotationError(f"{where}: its 'mask' patch: {exc}") from exc
     except (binascii.Error, OSError, ValueError) as exc:
         raise AnnotationError(
             f"{where}: its 'mask' is not a base64 PNG ({exc}); redraw it"
@@ -149,6 +150,8 @@ def parse_labelme(path: Path) -> LabelmeFile:
         raise AnnotationError(
             f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); fix the file"
         ) from exc
+    except RecursionError as exc:
+        raise AnnotationError("JSON nested too deeply to be an annotation; fix the file") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("shapes"), list):
         found = sniff_json(doc)
         if found is not None:
@@ -226,6 +229,12 @@ def resolve_image(ann: LabelmeFile) -> ImageSource:
     except ImageReadError as exc:
         where = "imageData" if ann.image_data is not None else f"image {path}"
         raise AnnotationError(f"{where}: {exc}; re-export the image") from exc
+    if source.suffix.lower() not in IMAGE_SUFFIXES:
+        what = f"image {source.file}" if source.file is not None else "imageData"
+        raise AnnotationError(
+            f"{what}: {source.suffix or 'no suffix'} is not an image format segtool datasets "
+            f"hold ({', '.join(IMAGE_SUFFIXES)}); convert it to PNG and point imagePath at it"
+        )
     recorded = (ann.image_height, ann.image_width)
     if any(v is not None for v in recorded) and recorded != (source.height, source.width):
         raise AnnotationError(

@@ -7,18 +7,19 @@ existing image to another split, and the held-out images stay held out.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from segtool.core.classes import ClassMap, read_classes_json
-from segtool.core.constants import CLASSES_FILE, SPLIT_FILE
+from segtool.core.constants import CLASSES_FILE, IGNORE_INDEX, IMAGES_DIR, MASKS_DIR, SPLIT_FILE
 from segtool.core.dataset import SPLIT_NAMES, find_pairs
 from segtool.core.errors import SegtoolError
-from segtool.core.files import check_overwrite, write_json
-from segtool.core.masks import read_mask
+from segtool.core.files import OutputPlan, write_json
+from segtool.core.masks import binary_255_error, read_mask
 from segtool.core.multilabel import read_multilabel_values
 from segtool.core.parallel import default_jobs, imap_jobs
 from segtool.sources.nifti import check_cases, read_label
@@ -32,8 +33,8 @@ def _unit(seed: int, stem: str) -> float:
 
 
 def check_fractions(val: float, test: float) -> None:
-    """Raise unless 0 <= val, 0 <= test and val + test < 1."""
-    if val < 0 or test < 0 or val + test >= 1:
+    """Raise unless 0 <= val, 0 <= test and val + test < 1 (NaN and infinity are refused)."""
+    if not (math.isfinite(val) and math.isfinite(test)) or val < 0 or test < 0 or val + test >= 1:
         raise SegtoolError(
             f"--val {val} and --test {test} must be >= 0 and sum to less than 1 "
             f"(the rest is the training set); e.g. --val 0.15 --test 0.15"
@@ -58,19 +59,24 @@ class SplitResult:
     split: dict
     pixels: dict[str, np.ndarray]  # split name -> pixels per class id
     class_map: ClassMap | None
+    notes: list[str] = field(default_factory=list)  # unpaired files left out, empty splits
 
 
-def _histogram(path: Path, num_classes: int, multilabel: bool = False) -> np.ndarray:
-    """Pixels per class id of one mask; of a multi-label mask, the pixels holding each class
-    (id 0: holding none), so overlapping pixels count for each of their classes."""
+def _histogram(
+    path: Path, num_classes: int, ignore_index: int, multilabel: bool = False
+) -> tuple[np.ndarray, int]:
+    """(pixels per class id, pixels holding the ignore value) of one mask; of a multi-label
+    mask, the pixels holding each class (id 0: holding none), so overlapping pixels count for
+    each of their classes."""
     if not multilabel:
         mask = read_mask(path)
-        return np.bincount(mask.ravel(), minlength=num_classes)[:num_classes]
+        ignored = int(np.count_nonzero(mask == ignore_index))
+        return np.bincount(mask.ravel(), minlength=num_classes)[:num_classes], ignored
     values = read_multilabel_values(path, num_classes)
     kind = values.dtype.type
     counts = [np.count_nonzero(values & kind(1 << bit)) for bit in range(num_classes - 1)]
     none = np.count_nonzero((values & kind((1 << (num_classes - 1)) - 1)) == 0)
-    return np.array([none, *counts], dtype=np.int64)
+    return np.array([none, *counts], dtype=np.int64), 0
 
 
 def split_dataset(
@@ -89,33 +95,53 @@ def split_dataset(
     voxels; every case is checked first.
 
     Raises:
-        SegtoolError: bad fractions, no pairs, or an existing split without `overwrite`.
+        SegtoolError: bad fractions, no pairs, 0/255 masks, or an existing split without
+            `overwrite`.
     """
     check_fractions(val, test)
     path = dataset / SPLIT_FILE
-    check_overwrite(path, overwrite)
+    plan = OutputPlan(overwrite=overwrite)
+    plan.read("the images folder", dataset / IMAGES_DIR)
+    plan.read("the masks folder", dataset / MASKS_DIR)
+    plan.read("the class map", dataset / CLASSES_FILE)
+    target = plan.write(path, folder=False, option="split.json")
+    plan.check()
     if is_volume_folder(dataset):
         return _split_volumes(read_volume_dataset(dataset), path, val, test, seed, jobs)
-    pairs, _ = find_pairs(dataset, skip_unpaired=True)
+    pairs, lonely = find_pairs(dataset, skip_unpaired=True)
     split = make_split([p.stem for p in pairs], val, test, seed)
     classes_path = dataset / CLASSES_FILE
     class_map = read_classes_json(classes_path) if classes_path.is_file() else None
     k = class_map.num_classes if class_map else 256
+    ignore = class_map.ignore_index if class_map else IGNORE_INDEX
     where = {stem: name for name in SPLIT_NAMES for stem in split[name]}
     pixels = {name: np.zeros(k, dtype=np.int64) for name in SPLIT_NAMES}
+    ignored = 0
     masks = [p.mask for p in pairs]
-    for pair, hist in zip(
-        pairs,
-        imap_jobs(
-            partial(_histogram, num_classes=k, multilabel=bool(class_map and class_map.multilabel)),
-            masks,
-            jobs or default_jobs(),
-        ),
-        strict=True,
+    multilabel = bool(class_map and class_map.multilabel)
+    work = partial(_histogram, num_classes=k, ignore_index=ignore, multilabel=multilabel)
+    for pair, (hist, n_ignored) in zip(
+        pairs, imap_jobs(work, masks, jobs or default_jobs()), strict=True
     ):
         pixels[where[pair.stem]] += hist
-    write_json(path, split)
-    return SplitResult(path, split, pixels, class_map)
+        ignored += n_ignored
+    foreground = sum(int(p[1:].sum()) for p in pixels.values())
+    if foreground == 0 and ignored:
+        error = binary_255_error(dataset / MASKS_DIR, ignore)
+        if error:
+            raise error
+    notes = [f"left out of the split: {line}" for line in lonely]
+    fractions = {"val": val, "test": test, "train": 1 - val - test}
+    for name in SPLIT_NAMES:
+        if fractions[name] > 0 and not split[name]:
+            notes.append(
+                f"the {name} split is empty: the hash split of {len(pairs)} images left no "
+                f"image in it; raise --{name if name != 'train' else 'val'} (now "
+                f"{fractions[name]:g}), try another --seed, or add images"
+            )
+    with plan.build():
+        write_json(target.tmp, split)
+    return SplitResult(path, split, pixels, class_map, notes)
 
 
 def _voxels(case, volumes: VolumeDataset) -> np.ndarray:

@@ -24,6 +24,7 @@ from segtool.train.config import TrainConfig, parse_channels
 from segtool.train.data import (
     NORMALIZATIONS,
     SegmentationDataset,
+    check_same_dataset,
     pad_collate,
     resolve_split,
     worker_init,
@@ -91,6 +92,7 @@ def load_data(
     check_pairs(pairs, regions.source if regions is not None else class_map)
     if resume:
         split = read_split(run_dir / SPLIT_FILE, {p.stem for p in pairs})
+        check_same_dataset(run_dir, dataset, pairs, split)
     else:
         split_file = Path(config.split_file) if config.split_file else None
         split = resolve_split(

@@ -48,6 +48,23 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
 
 
+#: What every checkpoint holds; --resume needs all of it.
+CHECKPOINT_KEYS = (
+    "model",
+    "optimizer",
+    "scheduler",
+    "scaler",
+    "epoch",
+    "best_dice",
+    "best_epoch",
+    "bad_epochs",
+    "best_per_class",
+    "class_names",
+    "config",
+    "rng",
+)
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write a checkpoint atomically: a temporary file beside it, then a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,11 +79,22 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         SegtoolError: no file, or a file that is not a segtool checkpoint.
     """
     if not path.is_file():
-        raise SegtoolError(f"{path}: no checkpoint to resume from; train without --resume")
+        raise SegtoolError(
+            f"{path}: no checkpoint (the run stopped before its first epoch finished); start "
+            f"it again with --overwrite"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise SegtoolError(f"{path}: not a readable segtool checkpoint ({exc})") from exc
-    if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
-        raise SegtoolError(f"{path}: not a segtool checkpoint (no model/epoch)")
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SegtoolError(
+            f"{path}: not a readable segtool checkpoint ({first[:200]}); start the run again "
+            f"with --overwrite"
+        ) from exc
+    missing = [key for key in CHECKPOINT_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise SegtoolError(
+            f"{path}: not a complete segtool checkpoint (no {', '.join(missing)}); start the run "
+            f"again with --overwrite"
+        )
     return state

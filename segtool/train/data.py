@@ -17,8 +17,9 @@ from torch.utils.data import Dataset
 
 from segtool.core.classes import ClassMap
 from segtool.core.constants import SPLIT_FILE
-from segtool.core.dataset import Pair, read_split
+from segtool.core.dataset import SPLIT_NAMES, Pair, read_split
 from segtool.core.errors import SegtoolError, check_choice
+from segtool.core.files import read_json
 from segtool.core.images import load_rgb
 from segtool.core.masks import read_mask
 from segtool.core.metrics import MaskValueError, check_values
@@ -89,19 +90,21 @@ def resolve_split(
     for name in ("train", "val"):
         if not split[name]:
             raise SegtoolError(
-                f"the split has no {name} images ({len(stems)} in the dataset); add images or "
-                f"change --val/--test"
+                f"the {name} split is empty ({len(stems)} images in the dataset): training needs "
+                f"{name} images; add images, change --val/--test, or run segtool split with "
+                f"another --seed"
             )
     return split
 
 
-def fingerprint(pairs: list[Pair]) -> str:
-    """A hash of the dataset's file names, sizes and modification times."""
+def fingerprint(pairs: list[Pair], *, times: bool = True) -> str:
+    """A hash of the dataset's file names, sizes and (with `times`) modification times."""
     digest = hashlib.sha256()
     for pair in pairs:
         for path in (pair.image, pair.mask):
             st = path.stat()
-            digest.update(f"{path.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            when = st.st_mtime_ns if times else ""
+            digest.update(f"{path.name}\0{st.st_size}\0{when}\n".encode())
     return digest.hexdigest()[:16]
 
 
@@ -186,11 +189,18 @@ class SegmentationDataset(Dataset):
         self.regions = regions
         self.reseed(seed)
 
+    #: crops and augmentation draw from (epoch seed, sample): workers need not reseed it
+    per_sample_seeds = True
+
     def reseed(self, seed: int) -> None:
-        """Restart the crop and augmentation random streams from `seed`."""
+        """Set the epoch's seed: sample `i`'s crop and augmentation draw from (seed, i) alone,
+        so the numbers never depend on the worker count, the order workers run, or the
+        machine's cores (a resumed run with another --workers repeats the same epoch)."""
+        self.seed = seed
         self.rng = np.random.default_rng(seed)
-        if self.augment is not None and hasattr(self.augment, "set_random_seed"):
-            self.augment.set_random_seed(seed)
+
+    def _sample_seed(self, index: int) -> int:
+        return int(np.random.SeedSequence([self.seed % 2**63, index]).generate_state(1)[0])
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -222,6 +232,10 @@ class SegmentationDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image, mask = self.load(index)
+        sample_seed = self._sample_seed(index)
+        self.rng = np.random.default_rng(sample_seed)
+        if self.augment is not None and hasattr(self.augment, "set_random_seed"):
+            self.augment.set_random_seed(sample_seed)
         if self.box is not None:
             image, mask = resize_pair(image, mask, self.box, self.resize)
         elif self.crop:
@@ -258,13 +272,46 @@ def pad_collate(
 
 def worker_init(worker_id: int) -> None:
     """Give each DataLoader worker its own, reproducible random streams."""
+    # SegmentationDataset draws from (epoch seed, sample) itself, whatever the worker; a dataset
+    # without per-sample seeds gets its own stream per worker.
     info = torch.utils.data.get_worker_info()
-    seed = (
-        torch.initial_seed() % 2**32
-    )  # differs per worker and per epoch, fixed by the loader seed
-    if info is not None and hasattr(info.dataset, "reseed"):  # photos' or volumes' dataset
+    seed = torch.initial_seed() % 2**32
+    if (
+        info is not None
+        and hasattr(info.dataset, "reseed")
+        and not getattr(info.dataset, "per_sample_seeds", False)
+    ):
         info.dataset.reseed(seed)
     np.random.seed(seed)
     import random
 
     random.seed(seed)
+
+
+def check_same_dataset(out: Path, dataset: Path, pairs: list[Pair], split: dict) -> None:
+    """Refuse to resume on a dataset other than the run's (file names and sizes compared).
+
+    Raises:
+        SegtoolError: naming the dataset the run was trained on and what to do.
+    """
+    config_path = out / "config.json"
+    if not config_path.is_file():
+        return
+    doc = read_json(config_path, "run config.json", "start the run again with --overwrite")
+    recorded = doc.get("dataset_files") if isinstance(doc, dict) else None
+    used = split_pairs(pairs, split)
+    if recorded is None or recorded == fingerprint(used, times=False):
+        return
+    extra = sorted({p.stem for p in pairs} - {p.stem for p in used})
+    hint = f"; {len(extra)} image(s) not in the run's split, e.g. {extra[0]}" if extra else ""
+    raise SegtoolError(
+        f"--resume: {dataset} is not the dataset {out} was trained on ({doc.get('dataset')}): "
+        f"file names or sizes differ{hint}; resume on the run's own dataset, or start a new "
+        f"run (--overwrite or another --out)"
+    )
+
+
+def split_pairs(pairs: list[Pair], split: dict) -> list[Pair]:
+    """The pairs a split names (train, val and test)."""
+    named = {stem for name in SPLIT_NAMES for stem in split[name]}
+    return [p for p in pairs if p.stem in named]

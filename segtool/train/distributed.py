@@ -51,7 +51,7 @@ def start(device: str | None) -> Dist:
 
 
 def barrier(dist: Dist) -> None:
-    """Wait for every process (so none reads the run folder before rank 0 has prepared it)."""
+    """Wait for every process (so none reads what rank 0 has not written yet)."""
     if dist.world > 1:
         torch.distributed.barrier()
 

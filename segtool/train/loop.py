@@ -9,6 +9,7 @@ run folder is described in docs/architecture.md.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -16,20 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from segtool.core.classes import ClassMap
-from segtool.core.constants import CLASSES_FILE, SPLIT_FILE
-from segtool.core.files import check_overwrite, write_json
+from segtool.core.swap import temp_name
 from segtool.sources.volume_folder import is_volume_folder
 from segtool.train.build import (
     Run,
-    TrainingData,
     build_run,
     check_config,
     load_data,
 )
 from segtool.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from segtool.train.config import TrainConfig
-from segtool.train.data import fingerprint
-from segtool.train.distributed import Dist, barrier, start, stop, sum_validation
+from segtool.train.distributed import Dist, start, stop, sum_validation
 from segtool.train.model import save_model
 from segtool.train.planning import (
     choose_config,
@@ -40,15 +38,15 @@ from segtool.train.planning import (
 from segtool.train.runfolder import (
     LAST_CHECKPOINT,
     draw_curves,
-    package_versions,
-    prepare_run,
+    plan_run,
+    publish_run,
     read_metrics,
     write_metrics,
+    write_records,
 )
 from segtool.train.steps import NonFiniteLoss, Reporter, scores, train_one_epoch, validate
 from segtool.train.thresholds import tune_best_model
-from segtool.train.volume_data import VolumeData, load_volume_data, sum_cases, volume_scores
-from segtool.train.volumes import case_fingerprint
+from segtool.train.volume_data import load_volume_data, sum_cases, volume_scores
 
 
 @dataclass
@@ -63,6 +61,7 @@ class FitResult:
     stopped: str  # "finished", "early stop", "interrupted"
     main_process: bool = True  # False on the other ranks of a torchrun job
     thresholds: dict | None = None  # multi-label runs with tune_thresholds: thresholds.json
+    kept: bool = True  # False when an interrupted --overwrite left the previous run in place
 
 
 @dataclass
@@ -121,51 +120,11 @@ def restore(
     )
 
 
-def _write_records(
-    out: Path,
-    dataset: Path,
-    config: TrainConfig,
-    class_map: ClassMap,
-    data: TrainingData | VolumeData,
-    run: Run,
-    world: int,
-    plan: dict[str, Any] | None,
-) -> None:
-    """classes.json, split.json and config.json: what the run was trained on, how (for a
-    volume folder also its channels, slice axis and standardisation, which predict reads), and
-    the plan that chose it."""
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    class_map.save(out / CLASSES_FILE)
-    write_json(out / SPLIT_FILE, data.split)
-    amp = str(run.amp_dtype).removeprefix("torch.") if run.amp_dtype else None
-    images = {"train": len(data.train), "val": len(data.val), "test": len(data.split["test"])}
-    volumes = isinstance(data, VolumeData)
-    write_json(
-        out / "config.json",
-        {
-            "options": asdict(config),
-            "dataset": str(dataset.resolve()),
-            "dataset_fingerprint": (
-                "-".join(case_fingerprint(c, config.axis) for c in data.volumes.cases)[:64]
-                if volumes
-                else fingerprint(data.pairs)
-            ),
-            **({"volumes": data.record(config)} if volumes else {}),
-            "classes": list(class_map.names),
-            "ignore_index": class_map.ignore_index,
-            "mode": run.mode,
-            "images": {**images, "skipped_unpaired": len(data.skipped)},
-            "device": str(run.device),
-            "amp": amp,
-            "world_size": world,
-            "versions": package_versions(),
-            "plan": plan,
-        },
-    )
-
-
-def _train(run: Run, config: TrainConfig, epoch: int, out: Path, reporter: Reporter) -> float:
-    """One training epoch; a NaN loss stops the run naming the checkpoint that is kept."""
+def _train(
+    run: Run, config: TrainConfig, epoch: int, out: Path, run_dir: Path, reporter: Reporter
+) -> float:
+    """One training epoch; a NaN loss stops the run naming the checkpoint that is kept (it is
+    in `run_dir` now and will be in `out`)."""
     try:
         return train_one_epoch(
             run.train_model,
@@ -182,9 +141,8 @@ def _train(run: Run, config: TrainConfig, epoch: int, out: Path, reporter: Repor
         )
     except NonFiniteLoss as exc:
         last = out / LAST_CHECKPOINT
-        kept = (
-            f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written"
-        )
+        saved = (run_dir / LAST_CHECKPOINT).is_file()
+        kept = f"the last good checkpoint is {last}" if saved else "no checkpoint was written"
         raise NonFiniteLoss(
             f"epoch {epoch}: {exc}; training stopped and {kept}; lower --lr (now "
             f"{config.lr}) or keep --clip-grad on"
@@ -199,6 +157,7 @@ def run_epoch(
     out: Path,
     reporter: Reporter,
     dist: Dist,
+    run_dir: Path | None = None,
 ) -> tuple[dict[str, Any], dict[str, float]]:
     """Train one epoch, validate, and sum over processes.
 
@@ -215,7 +174,7 @@ def run_epoch(
     tic = time.perf_counter()
     reporter.epoch_start(epoch, config.epochs, len(run.train_loader))
     lr = run.optimizer.param_groups[0]["lr"]
-    train_loss = _train(run, config, epoch, out, reporter)
+    train_loss = _train(run, config, epoch, out, run_dir or out, reporter)
     per_case: dict | None = {} if run.val_cases is not None else None
     loss_sum, counts, n = validate(
         run.model,
@@ -238,6 +197,7 @@ def run_epoch(
         "val_loss": loss_sum / max(n, 1),
         "val_dice": val["dice"],
         "val_iou": val["iou"],
+        "val_images": n,  # summed over processes under torchrun
         "lr": lr,
         "seconds": time.perf_counter() - tic,
         **{f"dice_{name}": v for name, v in val["per_class"].items()},
@@ -323,10 +283,7 @@ def fit(
     dist = start(options.get("device"))
     reporter = reporter if dist.main and reporter else Reporter()
     class_map = dataset_classes(dataset)
-    if resume:
-        prepare_run(out, resume, overwrite, dist.main)  # there is a checkpoint to resume
-    else:
-        check_overwrite(out, overwrite, alternative="resume to continue it")
+    outputs = plan_run(out, dataset, options.get("split_file"), resume, overwrite)
     state = load_checkpoint(out / LAST_CHECKPOINT) if resume else None
     class_map, regions = training_classes(class_map, options, state)
     config, record = choose_config(
@@ -335,17 +292,62 @@ def fit(
     check_config(config)
     if record is not None:
         reporter.plan(record["choices"])
-    if not resume:
-        prepare_run(out, resume, overwrite, dist.main)
-        barrier(dist)  # the other processes wait until rank 0 has cleared `out`
+    # Checked; only now is anything written. A new run is built beside `out` (its data cache
+    # too) and moved in at the end: an --overwrite'd run stays whole until the new one completes.
+    fresh, run_dir = outputs is not None and not os.path.lexists(out), out
+    if outputs is not None:
+        outputs.owner = os.getppid() if dist.world > 1 else os.getpid()  # one name for all ranks
+        run_dir = temp_name(out, pid=outputs.owner)
+        outputs = outputs if dist.main else None  # rank 0 alone writes
+        if outputs is not None:
+            outputs.start()
+    try:
+        result = _train_into(
+            run_dir,
+            dataset,
+            out,
+            resume,
+            config,
+            class_map,
+            regions,
+            state,
+            record,
+            reporter,
+            dist,
+            clock,
+            warm_restart,
+        )
+    except BaseException:
+        publish_run(outputs, run_dir, keep=fresh)  # a new run that saved an epoch stays
+        raise
+    result.kept = publish_run(outputs, run_dir, keep=fresh or result.stopped != "interrupted")
+    return result
+
+
+def _train_into(
+    run_dir: Path,
+    dataset: Path,
+    out: Path,
+    resume: bool,
+    config: TrainConfig,
+    class_map: ClassMap,
+    regions: Any,
+    state: dict | None,
+    record: dict | None,
+    reporter: Reporter,
+    dist: Dist,
+    clock: float,
+    warm_restart: bool,
+) -> FitResult:
+    """`fit` after its checks: data, model, the epochs, written into `run_dir`."""
     data = (
-        load_volume_data(dataset, out, config, resume, dist, regions)
+        load_volume_data(dataset, run_dir, config, resume, dist, regions)
         if is_volume_folder(dataset)
-        else load_data(dataset, out, config, class_map, resume, regions)
+        else load_data(dataset, run_dir, config, class_map, resume, regions)
     )
     run = build_run(config, class_map, data, dist)
     progress = restore(run, state, out, config, warm_restart)
-    records = partial(_write_records, out, dataset, config, class_map, data, run, dist.world)
+    records = partial(write_records, run_dir, dataset, config, class_map, data, run, dist.world)
     if dist.main:
         records(record)
     reporter.start(
@@ -365,13 +367,13 @@ def fit(
     try:
         while epoch < config.epochs:
             epoch, tic = epoch + 1, time.perf_counter()
-            row, per_class = run_epoch(run, config, class_map, epoch, out, reporter, dist)
+            row, per_class = run_epoch(run, config, class_map, epoch, out, reporter, dist, run_dir)
             improved = progress.record(row, per_class)
             spent = [*seconds, time.perf_counter() - tic]
             if keep_to_budget(run, config, epoch, spent, clock) and dist.main:
                 records(record)
             if dist.main:
-                save_epoch(out, run, progress, config, class_map, improved)
+                save_epoch(run_dir, run, progress, config, class_map, improved)
             seconds.append(time.perf_counter() - tic)
             reporter.epoch_end(row)
             if config.patience is not None and progress.bad_epochs >= config.patience:
@@ -379,12 +381,12 @@ def fit(
                 break
     except KeyboardInterrupt:
         # The interrupted epoch did not finish; last.pt holds the one before.
-        stopped, epoch = "interrupted", _saved_epoch(out, epoch - 1)
+        stopped, epoch = "interrupted", _saved_epoch(run_dir, epoch - 1)
     finally:
         stop(dist)
     thresholds = None
     if dist.main and class_map.multilabel:
         finished = progress.best_epoch > 0 and stopped != "interrupted"
-        thresholds = tune_best_model(out, config, class_map, data, run, finished)
+        thresholds = tune_best_model(run_dir, config, class_map, data, run, finished)
     best = (progress.best_epoch, progress.best_dice, progress.best_per_class)
     return FitResult(out, *best, epoch, stopped, dist.main, thresholds)

@@ -84,20 +84,58 @@ def build_model(
     check_names(arch, encoder)
     local = weights not in (None, "none", "imagenet")
     extra = {k: v for k, v in kwargs.items() if v is not None}
+    download = weights not in (None, "none") and not local
     try:
-        model = smp.create_model(
-            arch,
-            encoder_name=encoder,
-            encoder_weights=None if local or weights == "none" else weights,
-            in_channels=in_channels,
-            classes=out_channels(num_classes, multilabel),
-            **extra,
-        )
+        with _quiet_downloads() if download else contextlib.nullcontext():
+            model = smp.create_model(
+                arch,
+                encoder_name=encoder,
+                encoder_weights=None if local or weights == "none" else weights,
+                in_channels=in_channels,
+                classes=out_channels(num_classes, multilabel),
+                **extra,
+            )
     except (ValueError, KeyError, TypeError) as exc:
+        if download and not isinstance(exc, (KeyError, TypeError)) and _is_download_error(exc):
+            raise _download_error(encoder, weights, exc) from exc
         raise SegtoolError(f"cannot build {arch} with {encoder}: {exc}") from exc
+    except Exception as exc:
+        if download:
+            raise _download_error(encoder, weights, exc) from exc
+        raise
     if local:
         load_encoder_weights(model, Path(str(weights)))
     return model
+
+
+@contextlib.contextmanager
+def _quiet_downloads():
+    """Silence the download libraries' retry logs (a hundred lines without a network)."""
+    import logging
+
+    loggers = [logging.getLogger(n) for n in ("huggingface_hub", "urllib3", "httpx", "timm")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _is_download_error(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(word in text for word in ("connect", "network", "hub", "download", "internet"))
+
+
+def _download_error(encoder: str, weights: str | None, exc: BaseException) -> SegtoolError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return SegtoolError(
+        f"--encoder-weights {weights}: cannot download the {weights} weights of {encoder} "
+        f"({type(exc).__name__}: {first[:160]}); without a network, download them elsewhere and "
+        f"pass the local file: --encoder-weights /path/to/{encoder}.pth"
+    )
 
 
 def load_encoder_weights(model: nn.Module, path: Path) -> None:

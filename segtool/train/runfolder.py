@@ -1,21 +1,38 @@
-"""The run folder: made ready (new, replaced or resumed), and what it records as training goes:
-metrics.csv and curves.png (config.json and last.pt are written by the loop)."""
+"""The run folder: checked as an output (new, replaced or resumed), and what it records as
+training goes: metrics.csv and curves.png (config.json and last.pt are written by the loop)."""
 
 from __future__ import annotations
 
 import csv
 import platform
+from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from segtool.core.constants import CLASSES_FILE, IMAGES_DIR, MASKS_DIR, SPLIT_FILE
 from segtool.core.errors import SegtoolError
-from segtool.core.files import atomic_path, check_overwrite, remove
+from segtool.core.files import OutputPlan, atomic_path, check_overwrite, write_json
+
+if TYPE_CHECKING:
+    from segtool.core.classes import ClassMap
+    from segtool.train.build import Run, TrainingData
+    from segtool.train.config import TrainConfig
+    from segtool.train.volume_data import VolumeData
 
 #: Where the checkpoint that --resume continues from lives inside a run folder.
 LAST_CHECKPOINT = Path("checkpoints", "last.pt")
 #: The first columns of metrics.csv (per-class Dice columns follow).
-METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "val_iou", "lr", "seconds"]
+METRIC_COLUMNS = [
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "val_dice",
+    "val_iou",
+    "val_images",
+    "lr",
+    "seconds",
+]
 
 
 def package_versions() -> dict[str, str]:
@@ -42,8 +59,20 @@ def read_metrics(path: Path) -> list[dict[str, str]]:
     """The rows of metrics.csv (empty if there is none)."""
     if not path.is_file():
         return []
-    with path.open(newline="") as fh:
-        return list(csv.DictReader(fh))
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        for row in rows:
+            int(row["epoch"])
+            for column in METRIC_COLUMNS[1:]:
+                if row.get(column):
+                    float(row[column])
+    except (OSError, UnicodeDecodeError, csv.Error, KeyError, TypeError, ValueError) as exc:
+        raise SegtoolError(
+            f"{path}: not a readable metrics.csv ({type(exc).__name__}: {exc}); restore it, or "
+            f"start the run again with --overwrite"
+        ) from exc
+    return rows
 
 
 def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -124,18 +153,100 @@ def draw_curves(path: Path, rows: list[dict[str, Any]]) -> None:
     plt.close(fig)
 
 
-def prepare_run(out: Path, resume: bool, overwrite: bool, main: bool) -> None:
-    """Make the run folder ready: on --resume it must hold a checkpoint; otherwise it must not
-    exist unless `overwrite`, and then the main process removes it.
+def plan_run(
+    out: Path, dataset: Path, split_file: str | None, resume: bool, overwrite: bool
+) -> OutputPlan | None:
+    """The run folder as this command's output, checked against its inputs (the dataset).
+
+    Returns:
+        The plan: a new (or --overwrite'd) run is built beside `out` and moved in at the end;
+        None on --resume, where the run is continued in place, each file written atomically.
 
     Raises:
-        SegtoolError: no checkpoint to resume, or an existing run without `overwrite`.
+        SegtoolError: `out` is, contains or lies inside the dataset, exists without --resume
+            or --overwrite, or (with --resume) holds no run.
     """
+    plan = OutputPlan(overwrite=overwrite or resume)
+    plan.read("the dataset's images", dataset / IMAGES_DIR)
+    plan.read("the dataset's masks", dataset / MASKS_DIR)
+    plan.read("the dataset", dataset)
+    plan.read("the split file", Path(split_file) if split_file else None)
+    plan.write(out, folder=True, option="--out")
+    if not out.is_symlink():  # a link is refused by the plan's own check
+        check_overwrite(out, overwrite or resume, alternative="resume to continue it")
+    plan.check()
     if resume:
-        last = out / LAST_CHECKPOINT
-        if not last.is_file():
-            raise SegtoolError(f"{last}: no checkpoint to resume from; train without --resume")
-        return
-    check_overwrite(out, overwrite, alternative="resume to continue it")
-    if out.exists() and main:
-        remove(out)
+        if not out.is_dir():
+            raise SegtoolError(f"{out}: no such run to resume; drop --resume to start it")
+        return None
+    return plan
+
+
+def publish_run(plan: OutputPlan | None, run_dir: Path, *, keep: bool) -> bool:
+    """Move the new run into place when `keep` and it holds a checkpoint, else drop it.
+
+    Returns:
+        Whether `out` now holds this run (always, when resuming in place).
+    """
+    if plan is None:
+        return True
+    if keep and (run_dir / LAST_CHECKPOINT).is_file():
+        plan.commit()
+        return True
+    plan.discard()
+    return False
+
+
+def _files(data: TrainingData) -> str:
+    """The fingerprint --resume compares: names and sizes of the files the split names."""
+    from segtool.train.data import fingerprint, split_pairs
+
+    return fingerprint(split_pairs(data.pairs, data.split), times=False)
+
+
+def write_records(
+    out: Path,
+    dataset: Path,
+    config: TrainConfig,
+    class_map: ClassMap,
+    data: TrainingData | VolumeData,
+    run: Run,
+    world: int,
+    plan: dict[str, Any] | None,
+) -> None:
+    """classes.json, split.json and config.json: what the run was trained on, how (for a
+    volume folder also its channels, slice axis and standardisation, which predict reads), and
+    the plan that chose it."""
+    from segtool.train.data import fingerprint
+    from segtool.train.volume_data import VolumeData
+    from segtool.train.volumes import case_fingerprint
+
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    class_map.save(out / CLASSES_FILE)
+    write_json(out / SPLIT_FILE, data.split)
+    amp = str(run.amp_dtype).removeprefix("torch.") if run.amp_dtype else None
+    images = {"train": len(data.train), "val": len(data.val), "test": len(data.split["test"])}
+    volumes = isinstance(data, VolumeData)
+    write_json(
+        out / "config.json",
+        {
+            "options": asdict(config),
+            "dataset": str(dataset.resolve()),
+            "dataset_fingerprint": (
+                "-".join(case_fingerprint(c, config.axis) for c in data.volumes.cases)[:64]
+                if volumes
+                else fingerprint(data.pairs)
+            ),
+            **({"volumes": data.record(config)} if volumes else {}),
+            **({} if volumes else {"dataset_files": _files(data)}),
+            "classes": list(class_map.names),
+            "ignore_index": class_map.ignore_index,
+            "mode": run.mode,
+            "images": {**images, "skipped_unpaired": len(data.skipped)},
+            "device": str(run.device),
+            "amp": amp,
+            "world_size": world,
+            "versions": package_versions(),
+            "plan": plan,
+        },
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,6 +25,11 @@ from segtool.train.build import Run, TrainingData, validation_loader
 from segtool.train.config import TrainConfig
 from segtool.train.data import to_model_input
 from segtool.train.model import load_model
+
+if TYPE_CHECKING:
+    from segtool.train.build import Run, TrainingData
+    from segtool.train.config import TrainConfig
+
 
 THRESHOLDS_FILE = "thresholds.json"
 #: The cuts tried: 0.05, 0.10, ..., 0.95.
