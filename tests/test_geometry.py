@@ -17,7 +17,7 @@ from segtool.core.masks import read_mask, write_mask
 from segtool.predict.engine import Engine
 from segtool.predict.folder import predict_dir
 from segtool.predict.predictor import Predictor
-from segtool.train.data import SegmentationDataset, normalize, pad_collate
+from segtool.train.data import SegmentationDataset, normalize, pad_collate, to_model_input
 from segtool.train.geometry import parse_size, scaled_shape
 from segtool.train.loop import fit
 from tests.test_data import pair
@@ -67,6 +67,29 @@ class RedIsThing(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x[:, :1]
+
+
+class Spy(nn.Module):
+    """Keeps the input it is given."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen = x.clone()
+        return x[:, :1]
+
+
+@pytest.mark.parametrize("resize", ["keep", "stretch"])
+def test_predict_feeds_the_model_what_training_fed_it(tmp_path, resize):
+    yy, xx = np.mgrid[0:40, 0:100]
+    image = np.stack([xx * 2.5, yy * 6, (xx + yy) * 1.8], axis=-1).astype(np.uint8)  # smooth
+    p = pair(tmp_path, "w", Image.fromarray(image), np.zeros((40, 100)))
+    item = SegmentationDataset([p], CMAP, size="32,64", resize=resize)[0]
+    trained = to_model_input(pad_collate([item], ignore_index=255)["image"], torch.device("cpu"))
+    spy = Spy()
+    engine = Engine(Predictor(spy, CMAP, size=(32, 64), resize=resize), torch.device("cpu"))
+    engine.probabilities([normalize(image, "imagenet")])
+    assert spy.seen.shape == trained.shape
+    # The same pixels up to OpenCV's and torch's bilinear rounding (1/0.225/255 per level).
+    assert (spy.seen - trained).abs().max() < 0.1
 
 
 def _rectangle_image(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
