@@ -261,3 +261,41 @@ def test_a_regions_run_on_volumes_predicts_and_scores_regions(mri, tmp_path):
     result = evaluate_model(run, mri, split="test", device="cpu", jobs=1, with_hd95=False)
     assert list(result.summary["per_class"]) == ["whole", "core"]
     assert result.summary["multilabel"] is True
+
+
+def test_volume_gallery_shows_the_worst_cases_most_wrong_slice(mri, tmp_path):
+    import nibabel as nib
+    from PIL import Image
+
+    from segtool.evaluate.volume_gallery import most_wrong_slice
+    from segtool.evaluate.volumes import evaluate_volume_dirs
+
+    pred_dir = tmp_path / "pred"
+    pred_dir.mkdir()
+    wrong_slice = {}
+    for i in range(3):
+        case = f"BRATS_{i:03d}"
+        img = nib.load(str(mri / "labelsTr" / f"{case}.nii.gz"))
+        pred = np.asanyarray(img.dataobj).copy()
+        if i:  # cases 1 and 2 get a false-positive block in slice 2 * i
+            pred[2:12, 2:12, 2 * i] = 1
+            wrong_slice[case] = 2 * i
+        nib.save(nib.Nifti1Image(pred, img.affine, img.header), str(pred_dir / f"{case}.nii.gz"))
+    result = evaluate_volume_dirs(
+        pred_dir,
+        mri / "labelsTr",
+        out=tmp_path / "report",
+        jobs=1,
+        only={f"BRATS_{i:03d}" for i in range(3)},
+        gallery=2,
+    )
+    names = sorted(p.stem for p in result.gallery)
+    assert names == ["BRATS_001", "BRATS_002"]  # the two cases with errors, not the perfect one
+    html_text = (tmp_path / "report" / "gallery" / "index.html").read_text()
+    for case, index in wrong_slice.items():
+        ref = np.asanyarray(nib.load(str(mri / "labelsTr" / f"{case}.nii.gz")).dataobj)
+        pred = np.asanyarray(nib.load(str(pred_dir / f"{case}.nii.gz")).dataobj)
+        assert most_wrong_slice(ref, pred, 2, 255) == index
+        assert f"<td>{case}</td>" in html_text and f"<td>{index}</td>" in html_text
+        with Image.open(tmp_path / "report" / "gallery" / f"{case}.png") as sheet:
+            assert sheet.width > 3 * 32  # image, reference, prediction, error map

@@ -202,8 +202,6 @@ def evaluate(
             from segtool.evaluate.volumes import evaluate_volume_dirs, holds_volumes
 
             if holds_volumes(references):
-                if gallery:
-                    raise typer.BadParameter("--gallery draws images, not volumes (yet)")
                 result = evaluate_volume_dirs(
                     first,
                     references,
@@ -213,6 +211,7 @@ def evaluate(
                     jobs=jobs,
                     allow_missing=allow_missing,
                     regions=regions,
+                    gallery=gallery,
                     on_progress=on_progress,
                 )
             else:

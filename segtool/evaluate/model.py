@@ -66,11 +66,10 @@ def evaluate_model(
             with_hd95=with_hd95,
             device=device,
             tta=tta,
+            gallery=gallery,
             jobs=jobs,
             on_progress=on_progress,
         )
-        if gallery:
-            result.warnings.append("--gallery draws images; it is not drawn for volumes yet")
         return result
     predictor = load_predictor(run)
     pairs, _ = find_pairs(dataset, skip_unpaired=True)

@@ -181,6 +181,8 @@ def evaluate_volume_dirs(
     only: set[str] | None = None,
     regions: str | None = None,
     bit_predictions: bool = False,
+    gallery: int = 0,
+    images: Path | None = None,
     on_progress: ProgressFn | None = None,
 ) -> Evaluation:
     """Score a folder of predicted label volumes against reference volumes, per case in 3-D.
@@ -197,6 +199,9 @@ def evaluate_volume_dirs(
         regions: ``"name=id,id;..."``: score unions of class ids as overlapping regions
             (BraTS: ``"whole=1,2,3;core=2,3;enhancing=3"``).
         bit_predictions: the predictions already hold region bits (a --regions model's).
+        gallery: draw the N cases with the lowest Dice on their most wrong slice into
+            ``OUT/gallery/`` (class labels, not regions).
+        images: where the gallery finds the images (default: ``imagesTr/`` beside `references`).
         on_progress: called as ``(phase, done, total)`` after each case.
 
     Raises:
@@ -239,7 +244,17 @@ def evaluate_volume_dirs(
     summary_path, per_case_path = out / SUMMARY_FILE, out / PER_CASE_FILE
     write_json(summary_path, summary)
     _write_per_image_csv(per_case_path, summary)
-    return Evaluation(summary, summary_path, per_case_path, warnings)
+    result = Evaluation(summary, summary_path, per_case_path, warnings)
+    if gallery and parsed is None:
+        from segtool.evaluate.volume_gallery import make_volume_gallery
+
+        images = images if images is not None else references.parent / "imagesTr"
+        result.gallery = make_volume_gallery(
+            summary, predictions, references, out / "gallery", class_map, gallery, images
+        )
+    elif gallery:
+        result.warnings.append("--gallery draws class labels; not drawn with --regions")
+    return result
 
 
 def evaluate_volume_model(
@@ -252,6 +267,7 @@ def evaluate_volume_model(
     device: str = "auto",
     batch_size: int = 8,
     tta: bool = False,
+    gallery: int = 0,
     jobs: int | None = None,
     on_progress: ProgressFn | None = None,
 ) -> Evaluation:
@@ -297,5 +313,6 @@ def evaluate_volume_model(
         only=names,
         regions=options.get("regions"),
         bit_predictions=bool(options.get("regions")),
+        gallery=gallery,
         on_progress=on_progress,
     )
