@@ -192,8 +192,17 @@ def test_values_beyond_binary_need_a_table(tmp_path):
 
 def test_output_inside_an_input_is_refused(tmp_path):
     pair(tmp_path / "src", "a", np.array([[0, 255]], np.uint8))
-    with pytest.raises(SegtoolError, match="lies inside the input"):
+    with pytest.raises(SegtoolError, match="lies inside the image folder"):
         import_masks(tmp_path / "src", None, tmp_path / "src" / "out", jobs=1)
+
+
+def test_output_holding_an_input_is_refused_even_with_overwrite(tmp_path):
+    """OUT above the image folder would be replaced whole: the folder it holds is named."""
+    pair(tmp_path / "data" / "src", "a", np.array([[0, 255]], np.uint8))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(SegtoolError, match=r"contains the image folder"):
+        import_masks(tmp_path / "data" / "src", None, tmp_path / "data", overwrite=True, jobs=1)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
 # --- the command ----------------------------------------------------------------------------

@@ -305,3 +305,17 @@ def test_separate_test_set_with_its_own_class_order(run, tmp_path):
     result = evaluate_model(run_dir, swapped, out=tmp_path / "b", device="cpu", jobs=1)
     assert result.summary["per_class"] == plain.summary["per_class"]
     assert (tmp_path / "b" / "references").is_dir()
+
+
+def test_separate_test_set_never_replaces_a_users_references_folder(run, tmp_path):
+    """OUT/references is an output like OUT/predictions: kept unless --overwrite is given."""
+    _, run_dir = run
+    swapped = _other(tmp_path, "swapped")
+    make_class_map(["_background_", "disc", "square"]).save(swapped / "classes.json")
+    mine = tmp_path / "ev" / "references" / "notes.txt"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("my own file")
+    with pytest.raises(SegtoolError, match=r"references: already exists; pass --overwrite"):
+        evaluate_model(run_dir, swapped, out=tmp_path / "ev", device="cpu", jobs=1)
+    assert mine.read_text() == "my own file"
+    assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == ["references"]

@@ -157,6 +157,22 @@ def test_predict_writes_volumes_on_the_input_grid(trained, mri, tmp_path):
     np.testing.assert_array_equal(probs.argmax(axis=-1), labels)
 
 
+def test_predict_never_replaces_the_volume_folder(trained, mri):
+    """OUT = the input volumes with --overwrite would delete them: refused, nothing touched."""
+    from typer.testing import CliRunner
+
+    from segtool.cli.app import app
+
+    run, _ = trained
+    volumes = mri / "imagesTs"
+    before = {p.name: p.read_bytes() for p in volumes.iterdir()}
+    args = ["predict", str(run), str(volumes), str(volumes), "--overwrite", "--device", "cpu"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    assert "is the volume folder" in result.output and "Traceback" not in result.output
+    assert {p.name: p.read_bytes() for p in volumes.iterdir()} == before
+
+
 def test_evaluate_volume_folders_against_a_numpy_oracle(mri, tmp_path):
     import nibabel as nib
 

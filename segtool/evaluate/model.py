@@ -83,10 +83,16 @@ def evaluate_model(
         warnings += refuse_training_images(run, train, dataset, pairs, jobs)
         stems = {p.stem for p in pairs}
         out = out or run / "evaluation" / dataset.name
-        _check_outputs(run, dataset, out, gallery, overwrite)
+        _check_outputs(run, dataset, out, gallery, overwrite, separate=True)
         if not regions:
             references = in_run_ids(
-                dataset, references, pairs, predictor.class_map, out / "references", jobs
+                dataset,
+                references,
+                pairs,
+                predictor.class_map,
+                out / "references",
+                jobs,
+                overwrite=overwrite,
             )
     else:
         split = split or "test"
@@ -125,7 +131,9 @@ def evaluate_model(
     return result
 
 
-def _check_outputs(run: Path, dataset: Path, out: Path, gallery: int, overwrite: bool) -> None:
+def _check_outputs(
+    run: Path, dataset: Path, out: Path, gallery: int, overwrite: bool, *, separate: bool = False
+) -> None:
     """The outputs in OUT (predictions/, summary.json, per_image.csv, gallery/) against what
     is read, before anything is written: `OutputPlan.check`.
 
@@ -139,6 +147,8 @@ def _check_outputs(run: Path, dataset: Path, out: Path, gallery: int, overwrite:
     plan.read("the run's class map", run / CLASSES_FILE)
     plan.read("the run's split", run / SPLIT_FILE)
     plan.write(out / "predictions", folder=True, option="--out")
+    if separate:  # its masks may be rewritten into the run's ids (`in_run_ids`)
+        plan.write(out / "references", folder=True, option="--out")
     plan_report(plan, out, gallery)
     plan.check()
 

@@ -89,7 +89,14 @@ def _remap_one(pair: Pair, table: np.ndarray, class_map: ClassMap, out: Path) ->
 
 
 def in_run_ids(
-    dataset: Path, masks: Path, pairs: list[Pair], class_map: ClassMap, out: Path, jobs: int | None
+    dataset: Path,
+    masks: Path,
+    pairs: list[Pair],
+    class_map: ClassMap,
+    out: Path,
+    jobs: int | None,
+    *,
+    overwrite: bool = False,
 ) -> Path:
     """The folder of reference masks in the run's class ids.
 
@@ -119,7 +126,7 @@ def in_run_ids(
     for i, name in enumerate(theirs.names):
         table[i] = class_map.names.index(name)
     table[theirs.ignore_index] = class_map.ignore_index
-    with output_folder(out, overwrite=True) as tmp:
+    with output_folder(out, overwrite) as tmp:
         work = partial(_remap_one, table=table, class_map=class_map, out=tmp)
         for _ in imap_jobs(work, pairs, jobs or default_jobs()):
             pass

@@ -144,7 +144,8 @@ def predict_volumes(
     report = PredictReport(out)
     cut = _thresholds(predictor, threshold, report.notes)
     channels = len(settings["channels"])
-    with output_folder(out, overwrite) as tmp:
+    inputs = [("the volume folder", volumes), ("the run", predictor.source)]
+    with output_folder(out, overwrite, inputs=inputs) as tmp:
         start = time.perf_counter()
         for i, case in enumerate(cases, 1):
             volume = load_case(case, channels)

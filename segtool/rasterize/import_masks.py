@@ -23,7 +23,7 @@ from segtool.core.constants import (
     SPLIT_FILE,
 )
 from segtool.core.errors import InvalidInputError, SegtoolError, check_choice
-from segtool.core.files import check_overwrite, output_folder, write_json
+from segtool.core.files import check_output, output_folder, write_json
 from segtool.core.images import ImageReadError, displayed_size
 from segtool.core.masks import write_mask
 from segtool.core.parallel import ProgressFn, default_jobs, imap_jobs, with_progress
@@ -210,15 +210,12 @@ def _check_options(
         raise SegtoolError(
             "pass --values (grey or palette masks) or --colors (RGB masks), not both"
         )
-    check_overwrite(out, overwrite)
-    for source in (images, masks):
-        if source is None:
-            continue
-        target, given = out.resolve(), source.resolve()
-        if target.is_relative_to(given) or given.is_relative_to(target):
-            raise SegtoolError(
-                f"{out}: is, holds or lies inside the input {source}; write the dataset elsewhere"
-            )
+    check_output(out, overwrite, inputs=_inputs(images, masks))
+
+
+def _inputs(images: Path, masks: Path | None) -> list[tuple[str, Path | None]]:
+    """What import-masks reads, for the output mechanism's collision check."""
+    return [("the image folder", images), ("the mask folder", masks)]
 
 
 def _choose_table(
@@ -266,12 +263,13 @@ def _write(
     jobs: int,
     overwrite: bool,
     on_progress: ProgressFn | None,
+    inputs: list[tuple[str, Path | None]],
 ) -> None:
     """Convert every pair into a dataset folder built beside `report.out`, then swap it in."""
     class_map = report.class_map
     value_of = class_map.value_of()
     ids = {v: value_of[name] for v, name in report.table.items()}
-    with output_folder(report.out, overwrite) as tmp:
+    with output_folder(report.out, overwrite, inputs=inputs) as tmp:
         (tmp / MASKS_DIR).mkdir()
         if image_mode != "none":
             (tmp / IMAGES_DIR).mkdir()
@@ -363,5 +361,14 @@ def import_masks(
         report.values.update(scan.counts)
     report.split = _kept_split(layout, {s.pair.stem for s in good})
     fill = class_map.ignore_index if unknown == "ignore" else None
-    _write([s.pair for s in good], report, fill, image_mode, jobs, overwrite, on_progress)
+    _write(
+        [s.pair for s in good],
+        report,
+        fill,
+        image_mode,
+        jobs,
+        overwrite,
+        on_progress,
+        _inputs(images, masks),
+    )
     return report
