@@ -315,3 +315,45 @@ def test_volume_gallery_shows_the_worst_cases_most_wrong_slice(mri, tmp_path):
         assert f"<td>{case}</td>" in html_text and f"<td>{index}</td>" in html_text
         with Image.open(tmp_path / "report" / "gallery" / f"{case}.png") as sheet:
             assert sheet.width > 3 * 32  # image, reference, prediction, error map
+
+
+def test_volume_reports_and_predictions_are_replaced_only_with_overwrite(trained, mri, tmp_path):
+    """The volume paths use the one output mechanism: an existing summary.json or a
+    predictions/ folder holding the user's files is kept unless --overwrite is given."""
+    from segtool.evaluate.model import evaluate_model
+    from segtool.evaluate.volumes import evaluate_volume_dirs
+
+    run, _ = trained
+    out = tmp_path / "ev"
+    mine = out / "predictions" / "notes.txt"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("my own file")
+    with pytest.raises(SegtoolError, match=r"predictions: already exists; pass --overwrite"):
+        evaluate_model(run, mri, split="test", out=out, device="cpu", jobs=1)
+    assert mine.read_text() == "my own file"
+    assert sorted(p.name for p in out.iterdir()) == ["predictions"]
+
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "summary.json").write_text("{}")
+    labels = mri / "labelsTr"
+    with pytest.raises(SegtoolError, match=r"summary.json: already exists; pass --overwrite"):
+        evaluate_volume_dirs(labels, labels, out=report, jobs=1, only={"BRATS_000"})
+    assert (report / "summary.json").read_text() == "{}"
+    evaluate_volume_dirs(labels, labels, out=report, jobs=1, only={"BRATS_000"}, overwrite=True)
+    assert json.loads((report / "summary.json").read_text())["n_images"] == 1
+
+
+def test_split_all_needs_the_runs_split(trained, mri, tmp_path):
+    """Without split.json the training cases are unknown: --split all is refused, not scored."""
+    import shutil
+
+    from segtool.evaluate.model import evaluate_model
+
+    run, _ = trained
+    bare = tmp_path / "bare"
+    shutil.copytree(run, bare, ignore=shutil.ignore_patterns("evaluation", "cache"))
+    (bare / "split.json").unlink()
+    with pytest.raises(SegtoolError, match=r"no split.json.*--split all would score them"):
+        evaluate_model(bare, mri, split="all", out=tmp_path / "ev", device="cpu", jobs=1)
+    assert not (tmp_path / "ev").exists()

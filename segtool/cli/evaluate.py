@@ -212,6 +212,7 @@ def evaluate(
                     allow_missing=allow_missing,
                     regions=regions,
                     gallery=gallery,
+                    overwrite=overwrite,
                     on_progress=on_progress,
                 )
             else:

@@ -68,6 +68,7 @@ def evaluate_model(
             tta=tta,
             gallery=gallery,
             jobs=jobs,
+            overwrite=overwrite,
             on_progress=on_progress,
         )
         return result

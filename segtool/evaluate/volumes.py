@@ -18,7 +18,7 @@ import numpy as np
 
 from segtool.core.classes import ClassMap, read_classes_json
 from segtool.core.errors import SegtoolError
-from segtool.core.files import write_json
+from segtool.core.files import Output, OutputPlan, write_json
 from segtool.core.metrics import count, count_multilabel
 from segtool.core.multilabel import ignore_value
 from segtool.core.parallel import ProgressFn, Workers
@@ -183,6 +183,7 @@ def evaluate_volume_dirs(
     bit_predictions: bool = False,
     gallery: int = 0,
     images: Path | None = None,
+    overwrite: bool = False,
     on_progress: ProgressFn | None = None,
 ) -> Evaluation:
     """Score a folder of predicted label volumes against reference volumes, per case in 3-D.
@@ -221,6 +222,13 @@ def evaluate_volume_dirs(
         )
     items = [(c, preds.get(c), refs[c]) for c in sorted(refs)]
     parsed = parse_regions(regions, class_map) if regions else None
+    plan, summary_out, per_case_out, gallery_out = plan_volume_report(
+        out or predictions,
+        gallery if parsed is None else 0,
+        overwrite,
+        [("the predictions folder", predictions), ("the references folder", references)],
+    )
+    plan.check()
     work = partial(
         score_case,
         class_map=class_map,
@@ -239,22 +247,36 @@ def evaluate_volume_dirs(
     summary = summarize(scores, names, class_map.ignore_index, multilabel=parsed is not None)
     summary.update(volumes=True, hd95_unit="mm")
     warnings = [f"{len(missing)} case(s) without a prediction scored as empty"] if missing else []
-    out = out or predictions
-    out.mkdir(parents=True, exist_ok=True)
-    summary_path, per_case_path = out / SUMMARY_FILE, out / PER_CASE_FILE
-    write_json(summary_path, summary)
-    _write_per_image_csv(per_case_path, summary)
-    result = Evaluation(summary, summary_path, per_case_path, warnings)
-    if gallery and parsed is None:
-        from segtool.evaluate.volume_gallery import make_volume_gallery
+    with plan.build():
+        write_json(summary_out.tmp, summary)
+        _write_per_image_csv(per_case_out.tmp, summary)
+        result = Evaluation(summary, summary_out.path, per_case_out.path, warnings)
+        if gallery_out is not None:
+            from segtool.evaluate.volume_gallery import make_volume_gallery
 
-        images = images if images is not None else references.parent / "imagesTr"
-        result.gallery = make_volume_gallery(
-            summary, predictions, references, out / "gallery", class_map, gallery, images
-        )
-    elif gallery:
+            images = images if images is not None else references.parent / "imagesTr"
+            drawn = make_volume_gallery(
+                summary, predictions, references, gallery_out.tmp, class_map, gallery, images
+            )
+            result.gallery = [gallery_out.path / p.name for p in drawn]
+    if gallery and parsed is not None:
         result.warnings.append("--gallery draws class labels; not drawn with --regions")
     return result
+
+
+def plan_volume_report(
+    out: Path, gallery: int, overwrite: bool, inputs: list[tuple[str, Path]]
+) -> tuple[OutputPlan, Output, Output, Output | None]:
+    """Declare what scoring volumes reads (`inputs`) and writes (summary.json, per_case.csv,
+    gallery/ in `out`) to one `OutputPlan`, the one output mechanism; the caller may add more
+    and runs `OutputPlan.check` before any work."""
+    plan = OutputPlan(overwrite=overwrite)
+    for what, path in inputs:
+        plan.read(what, path, files_only=True)
+    summary_out = plan.write(out / SUMMARY_FILE, folder=False, option="--out")
+    per_case_out = plan.write(out / PER_CASE_FILE, folder=False, option="--out")
+    gallery_out = plan.write(out / "gallery", folder=True, option="--gallery") if gallery else None
+    return plan, summary_out, per_case_out, gallery_out
 
 
 def evaluate_volume_model(
@@ -269,6 +291,7 @@ def evaluate_volume_model(
     tta: bool = False,
     gallery: int = 0,
     jobs: int | None = None,
+    overwrite: bool = False,
     on_progress: ProgressFn | None = None,
 ) -> Evaluation:
     """Predict one split of the volume folder `dataset` with the run's model, then score it per
@@ -286,13 +309,29 @@ def evaluate_volume_model(
     options = json.loads((run / "config.json").read_text()).get("options", {})
     cases = set(read_volume_dataset(dataset).by_case)
     if split == "all":
-        names = cases - set(predictor.split["train"] if predictor.split else [])
+        if predictor.split is None:
+            raise SegtoolError(
+                f"{predictor.source}: no split.json, so segtool cannot tell which cases the "
+                f"model was trained on and --split all would score them; pass --split with a "
+                f"run that has its split.json"
+            )
+        names = cases - set(predictor.split["train"])
     else:
         names = split_stems(predictor.split, split, predictor.source) & cases
     if not names:
         raise SegtoolError(f"{dataset}: the {split} split has no cases in this volume folder")
     out = out or run / "evaluation" / split
     predictions = out / "predictions"
+    # Every output checked before anything is written (predictions/ and the report).
+    plan, *_ = plan_volume_report(
+        out, gallery, overwrite, [("the references folder", dataset / "labelsTr")]
+    )
+    plan.read("the volume folder's images", dataset / "imagesTr")
+    plan.read("the run's model", run / "model")
+    plan.read("the run's config", run / "config.json")
+    plan.read("the run's split", run / "split.json")
+    plan.write(predictions, folder=True, option="--out")
+    plan.check()
     predict_volumes(
         predictor,
         dataset,
@@ -301,7 +340,7 @@ def evaluate_volume_model(
         tta=tta,
         device=device,
         batch_size=batch_size,
-        overwrite=True,
+        overwrite=overwrite,
         on_progress=on_progress,
     )
     return evaluate_volume_dirs(
@@ -314,5 +353,6 @@ def evaluate_volume_model(
         regions=options.get("regions"),
         bit_predictions=bool(options.get("regions")),
         gallery=gallery,
+        overwrite=overwrite,
         on_progress=on_progress,
     )

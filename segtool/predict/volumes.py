@@ -144,7 +144,7 @@ def predict_volumes(
     report = PredictReport(out)
     cut = _thresholds(predictor, threshold, report.notes)
     channels = len(settings["channels"])
-    inputs = [("the volume folder", volumes), ("the run", predictor.source)]
+    inputs = [("the volume folder", volumes), *predictor.inputs]
     with output_folder(out, overwrite, inputs=inputs) as tmp:
         start = time.perf_counter()
         for i, case in enumerate(cases, 1):
