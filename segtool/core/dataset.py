@@ -157,6 +157,31 @@ def split_stems(split: dict | None, name: str, source: Path) -> set[str]:
     return set(split[name])
 
 
+def held_out_stems(split: dict | None, name: str, source: Path, available: set[str]) -> set[str]:
+    """The stems of `available` that split `name` of a run names; ``all`` is every stem the
+    run was not trained on, so a score never includes a training image.
+
+    Args:
+        split: the run's split document, or None when the run has no split.json.
+        name: ``train``, ``val``, ``test`` or ``all``.
+        source: the run folder, for the message.
+        available: the stems (images or cases) the folder being scored holds.
+
+    Raises:
+        SegtoolError: ``all`` for a run without split.json (its training images are unknown),
+            or as `split_stems`.
+    """
+    if name != "all":
+        return split_stems(split, name, source) & available
+    if split is None:
+        raise SegtoolError(
+            f"{source}: no split.json, so segtool cannot tell which images the model was "
+            f"trained on and --split all would score them; pass --split with a run that has "
+            f"its split.json, or evaluate predictions with segtool evaluate PRED GT"
+        )
+    return available - set(split["train"])
+
+
 def _check_pair(
     pair: Pair, num_classes: int, ignore_index: int, multilabel: bool = False
 ) -> tuple[str | None, bool, bool]:

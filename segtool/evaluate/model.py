@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from segtool.core.constants import CLASSES_FILE, IMAGES_DIR, MASKS_DIR, SPLIT_FILE
-from segtool.core.dataset import Pair, find_pairs, split_stems
+from segtool.core.dataset import find_pairs, held_out_stems
 from segtool.core.errors import SegtoolError, check_choice
 from segtool.core.files import OutputPlan, read_json
 from segtool.core.parallel import ProgressFn
 from segtool.evaluate.report import Evaluation, evaluate_dirs, plan_report
 from segtool.evaluate.separate import in_run_ids, refuse_training_images, trained_on
 from segtool.predict.folder import predict_dir
-from segtool.predict.predictor import Predictor, load_predictor
+from segtool.predict.predictor import load_predictor
 from segtool.predict.volumes import volume_settings
 
 #: What --split accepts with --model: a split of the run's split.json, or every image the
@@ -97,7 +97,7 @@ def evaluate_model(
             )
     else:
         split = split or "test"
-        stems = _split_stems(predictor, pairs, split)
+        stems = held_out_stems(predictor.split, split, predictor.source, {p.stem for p in pairs})
         if not stems:
             raise SegtoolError(f"{dataset}: the {split} split has no images in this dataset")
         out = out or run / "evaluation" / split
@@ -152,28 +152,6 @@ def _check_outputs(
         plan.write(out / "references", folder=True, option="--out")
     plan_report(plan, out, gallery)
     plan.check()
-
-
-def _split_stems(predictor: Predictor, pairs: list[Pair], split: str) -> set[str]:
-    """The stems of one split of the run's own dataset that this folder holds.
-
-    Raises:
-        SegtoolError: ``all`` for a run without split.json (its training images are unknown).
-    """
-    if split == "all" and predictor.split is None:
-        raise SegtoolError(
-            f"{predictor.source}: no split.json, so segtool cannot tell which images the model "
-            f"was trained on and --split all would score them; pass --split with a run that "
-            f"has its split.json, or evaluate predictions with segtool evaluate PRED GT"
-        )
-    stems = (
-        {p.stem for p in pairs}
-        if split == "all"
-        else split_stems(predictor.split, split, predictor.source)
-    )
-    if split == "all" and predictor.split is not None:
-        stems -= set(predictor.split["train"])  # never score images the model was trained on
-    return stems & {p.stem for p in pairs}
 
 
 def _run_options(run: Path) -> dict:

@@ -301,23 +301,14 @@ def evaluate_volume_model(
     Raises:
         SegtoolError: an empty split, bad folders.
     """
-    from segtool.core.dataset import split_stems
+    from segtool.core.dataset import held_out_stems
     from segtool.predict.predictor import load_predictor
     from segtool.predict.volumes import predict_volumes
 
     predictor = load_predictor(run)
     options = json.loads((run / "config.json").read_text()).get("options", {})
     cases = set(read_volume_dataset(dataset).by_case)
-    if split == "all":
-        if predictor.split is None:
-            raise SegtoolError(
-                f"{predictor.source}: no split.json, so segtool cannot tell which cases the "
-                f"model was trained on and --split all would score them; pass --split with a "
-                f"run that has its split.json"
-            )
-        names = cases - set(predictor.split["train"])
-    else:
-        names = split_stems(predictor.split, split, predictor.source) & cases
+    names = held_out_stems(predictor.split, split, predictor.source, cases)
     if not names:
         raise SegtoolError(f"{dataset}: the {split} split has no cases in this volume folder")
     out = out or run / "evaluation" / split
