@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import Enum
 from typing import Annotated, Any, TypeVar
 
 import click
@@ -38,6 +39,19 @@ def use_max_pixels(limit: int | None) -> None:
 
     set_max_pixels(limit)
 
+
+class ImageMode(str, Enum):
+    """How original images reach ``dataset/images``."""
+
+    copy = "copy"
+    link = "link"
+    none = "none"
+
+
+#: The --images option of every command that writes a dataset folder.
+ImagesOption = Annotated[
+    ImageMode, typer.Option(help="Copy, hard-link or leave out the original images.")
+]
 
 #: The --jobs option of every command that spreads files over worker processes.
 JobsOption = Annotated[

@@ -201,34 +201,20 @@ def evaluate(
             from segtool.evaluate.report import evaluate_dirs
             from segtool.evaluate.volumes import evaluate_volume_dirs, holds_volumes
 
-            if holds_volumes(references):
-                result = evaluate_volume_dirs(
-                    first,
-                    references,
-                    classes=classes,
-                    out=out_dir,
-                    with_hd95=hd95,
-                    jobs=jobs,
-                    allow_missing=allow_missing,
-                    regions=regions,
-                    gallery=gallery,
-                    overwrite=overwrite,
-                    on_progress=on_progress,
-                )
-            else:
-                result = evaluate_dirs(
-                    first,
-                    references,
-                    classes=classes,
-                    out=out_dir,
-                    with_hd95=hd95,
-                    jobs=jobs,
-                    allow_missing=allow_missing,
-                    gallery=gallery,
-                    regions=regions,
-                    overwrite=overwrite,
-                    on_progress=on_progress,
-                )
+            score = evaluate_volume_dirs if holds_volumes(references) else evaluate_dirs
+            result = score(
+                first,
+                references,
+                classes=classes,
+                out=out_dir,
+                with_hd95=hd95,
+                jobs=jobs,
+                allow_missing=allow_missing,
+                gallery=gallery,
+                regions=regions,
+                overwrite=overwrite,
+                on_progress=on_progress,
+            )
             title = f"{first} vs {references}"
     for message in result.warnings:
         warn(message)

@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from segtool.cli.common import JobsOption, err, handle_errors, out, progress_bar, warn
+from segtool.cli.common import (
+    ImageMode,
+    ImagesOption,
+    JobsOption,
+    err,
+    handle_errors,
+    out,
+    progress_bar,
+    warn,
+)
 
 
 class Unknown(str, Enum):
@@ -16,14 +25,6 @@ class Unknown(str, Enum):
 
     error = "error"
     ignore = "ignore"
-
-
-class ImageMode(str, Enum):
-    """How original images reach ``dataset/images``."""
-
-    copy = "copy"
-    link = "link"
-    none = "none"
 
 
 @handle_errors
@@ -57,9 +58,7 @@ def import_masks(
     unknown: Annotated[
         Unknown, typer.Option(help="A value not in the table: an error, or the ignore value.")
     ] = Unknown.error,
-    images: Annotated[
-        ImageMode, typer.Option(help="Copy, hard-link or leave out the original images.")
-    ] = ImageMode.copy,
+    images: ImagesOption = ImageMode.copy,
     jobs: JobsOption = None,
     skip_invalid: Annotated[
         bool,

@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 
 from segtool.cli.common import (
+    ImageMode,
+    ImagesOption,
     JobsOption,
     MaxPixelsOption,
     err,
@@ -42,14 +44,6 @@ class Crowd(str, Enum):
     class_ = "class"
 
 
-class ImageMode(str, Enum):
-    """How original images reach ``dataset/images``."""
-
-    copy = "copy"
-    link = "link"
-    none = "none"
-
-
 @handle_errors
 def rasterize(
     annotations: Annotated[
@@ -67,9 +61,7 @@ def rasterize(
             "--labels", help="labelme labels.txt or a classes.json; default: derived and printed."
         ),
     ] = None,
-    images: Annotated[
-        ImageMode, typer.Option(help="Copy, hard-link or leave out the original images.")
-    ] = ImageMode.copy,
+    images: ImagesOption = ImageMode.copy,
     jobs: JobsOption = None,
     skip_invalid: Annotated[
         bool,

@@ -64,7 +64,22 @@ def class_error_maps(
     return maps
 
 
-def _panel(array: np.ndarray, title: str) -> Image.Image:
+def side_by_side(panels: list[Image.Image]) -> Image.Image:
+    """One gallery sheet: the panels left to right on white, 4 px apart."""
+    sheet = Image.new(
+        "RGB",
+        (sum(p.width for p in panels) + 4 * len(panels), max(p.height for p in panels)),
+        (255, 255, 255),
+    )
+    x = 0
+    for part in panels:
+        sheet.paste(part, (x, 0))
+        x += part.width + 4
+    return sheet
+
+
+def panel(array: np.ndarray, title: str) -> Image.Image:
+    """One titled gallery panel of an image array, scaled down to the panel size."""
     img = Image.fromarray(array)
     scale = min(1.0, PANEL / max(img.size))
     if scale < 1:
@@ -116,39 +131,31 @@ def make_gallery(
         panels = []
         image_path = image_files.get(stem)
         if image_path is not None:
-            panels.append(_panel(load_rgb(image_path), "image"))
+            panels.append(panel(load_rgb(image_path), "image"))
         if reader is not None:
             reference = reader.read(references / f"{stem}{MASK_SUFFIX}")
             prediction = reader.read(predictions / f"{stem}{MASK_SUFFIX}")
             k1, colors = class_map.num_foreground, class_map.colors
             panels += [
-                _panel(preview(reference, k1, colors), "reference"),
-                _panel(preview(prediction, k1, colors), "prediction"),
+                panel(preview(reference, k1, colors), "reference"),
+                panel(preview(prediction, k1, colors), "prediction"),
             ]
             panels += [
-                _panel(errors, f"{name}: errors")
+                panel(errors, f"{name}: errors")
                 for name, errors in class_error_maps(reference, prediction, class_map)
             ]
         else:
             reference = read_mask(references / f"{stem}{MASK_SUFFIX}")
             prediction = read_mask(predictions / f"{stem}{MASK_SUFFIX}")
             panels += [
-                _panel(class_map.colorize(reference), "reference"),
-                _panel(class_map.colorize(prediction), "prediction"),
-                _panel(
+                panel(class_map.colorize(reference), "reference"),
+                panel(class_map.colorize(prediction), "prediction"),
+                panel(
                     error_map(reference, prediction, class_map.ignore_index),
                     "TP green / FP red / FN blue",
                 ),
             ]
-        sheet = Image.new(
-            "RGB",
-            (sum(p.width for p in panels) + 4 * len(panels), max(p.height for p in panels)),
-            (255, 255, 255),
-        )
-        x = 0
-        for panel in panels:
-            sheet.paste(panel, (x, 0))
-            x += panel.width + 4
+        sheet = side_by_side(panels)
         path = out / f"{stem}.png"
         sheet.save(path)
         written.append(path)

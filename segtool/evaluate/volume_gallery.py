@@ -13,10 +13,9 @@ import math
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from segtool.core.classes import ClassMap
-from segtool.evaluate.gallery import _panel, error_map, image_score
+from segtool.evaluate.gallery import error_map, image_score, panel, side_by_side
 from segtool.sources.nifti import read_geometry, read_label
 from segtool.train.volumes import slice_axis, to_slices
 
@@ -80,21 +79,13 @@ def make_volume_gallery(
         panels = []
         image_path = _image_file(images, case)
         if image_path is not None:
-            panels.append(_panel(np.rot90(_grey(image_path, axis, index)).copy(), "image"))
+            panels.append(panel(np.rot90(_grey(image_path, axis, index)).copy(), "image"))
         panels += [
-            _panel(class_map.colorize(ref_slice.copy()), "reference"),
-            _panel(class_map.colorize(pred_slice.copy()), "prediction"),
-            _panel(error_map(ref_slice, pred_slice, class_map.ignore_index), f"slice {index}"),
+            panel(class_map.colorize(ref_slice.copy()), "reference"),
+            panel(class_map.colorize(pred_slice.copy()), "prediction"),
+            panel(error_map(ref_slice, pred_slice, class_map.ignore_index), f"slice {index}"),
         ]
-        sheet = Image.new(
-            "RGB",
-            (sum(p.width for p in panels) + 4 * len(panels), max(p.height for p in panels)),
-            (255, 255, 255),
-        )
-        x = 0
-        for panel in panels:
-            sheet.paste(panel, (x, 0))
-            x += panel.width + 4
+        sheet = side_by_side(panels)
         path = out / f"{case}.png"
         sheet.save(path)
         written.append(path)

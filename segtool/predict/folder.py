@@ -162,7 +162,7 @@ def _notes(engine: Engine, tile: int | None) -> list[str]:
     return notes
 
 
-def _thresholds(
+def decision_thresholds(
     predictor: Predictor, threshold: float | None, notes: list[str]
 ) -> float | list[float]:
     """The probability cut: `threshold` if given; for a multi-label model without one, the
@@ -287,7 +287,7 @@ def predict_dir(
         predictor, torch_device, tile=tile, overlap=overlap, tta=tta, batch_size=batch_size, amp=amp
     )
     report = PredictReport(out, notes=_notes(engine, tile))
-    cut = _thresholds(predictor, threshold, report.notes)
+    cut = decision_thresholds(predictor, threshold, report.notes)
     paths, report.failed = _readable(paths)
     if report.failed and not skip_invalid:
         raise InvalidInputError(

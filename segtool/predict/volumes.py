@@ -20,7 +20,7 @@ from segtool.core.errors import SegtoolError
 from segtool.core.files import output_folder, read_json
 from segtool.core.parallel import ProgressFn
 from segtool.predict.engine import Engine
-from segtool.predict.folder import PredictReport, _thresholds
+from segtool.predict.folder import PredictReport, decision_thresholds
 from segtool.predict.predictor import Predictor, load_predictor
 from segtool.sources.nifti import Volume, load_case
 from segtool.sources.volume_folder import (
@@ -142,7 +142,7 @@ def predict_volumes(
     cases = find_cases(volumes, settings, names)
     engine = Engine(predictor, pick_device(device), tta=tta, batch_size=batch_size, amp=amp)
     report = PredictReport(out)
-    cut = _thresholds(predictor, threshold, report.notes)
+    cut = decision_thresholds(predictor, threshold, report.notes)
     channels = len(settings["channels"])
     inputs = [("the volume folder", volumes), *predictor.inputs]
     with output_folder(out, overwrite, inputs=inputs) as tmp:
