@@ -144,3 +144,34 @@ def test_missing_file_and_colour_picture(tmp_path):
     Image.new("RGB", (4, 3)).save(tmp_path / "rgb.png")
     with pytest.raises(SegtoolError, match="colour picture"):
         masks.read_mask(tmp_path / "rgb.png")
+
+
+# --- counting the values of a mask ------------------------------------------------------------
+
+
+def _runs(values: list[int], lengths: list[int]) -> bytes:
+    """Bytes in runs of equal values, as label masks hold them."""
+    return b"".join(bytes([v]) * n for v, n in zip(values, lengths, strict=False))
+
+
+byte_strings = st.binary(max_size=600) | st.builds(
+    _runs,
+    st.lists(st.integers(0, 255), max_size=30),
+    st.lists(st.integers(0, 400), max_size=30),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=byte_strings, kind=st.sampled_from([bytes, bytearray, memoryview]))
+def test_byte_counts_match_numpy(data, kind):
+    expected = np.bincount(np.frombuffer(data, dtype=np.uint8), minlength=256).tolist()
+    assert masks.byte_counts(kind(data)) == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(mask=label_masks)
+def test_counts_of_mask_rows_are_the_pixels_per_value(mask):
+    pixels = Image.fromarray(mask)
+    values, counts = np.unique(mask, return_counts=True)
+    expected = dict(zip(values.tolist(), counts.tolist(), strict=True))
+    assert masks.MaskRows.of_image(pixels).pixel_counts() == expected

@@ -15,7 +15,9 @@ from PIL import Image, ImageDraw
 
 from segtool.core.classes import make_class_map, read_class_map
 from segtool.core.errors import SegtoolError
-from segtool.rasterize.draw import draw_shapes
+from segtool.core.masks import MaskRows
+from segtool.rasterize import draw
+from segtool.rasterize.draw import draw_rows, draw_shapes
 from segtool.rasterize.folder import rasterize_dir, rasterize_file
 from segtool.sources.shapes import Shape
 from tests.conftest import image_b64, read_png, shape, write_image, write_labelme
@@ -207,6 +209,74 @@ def test_16_bit_canvas_matches_labelme(shapes):
     np.testing.assert_array_equal(mask, labelme_reference(shapes, 40, 50, values))
 
 
+mask_shape = st.builds(
+    lambda label, x, y, patch: Shape(label, "mask", ((x, y), (x + 0.5, y + 0.5)), mask=patch),
+    st.sampled_from(["a", "b", "__ignore__"]),
+    coord,
+    coord,
+    st.integers(1, 30)
+    .flatmap(
+        lambda n: st.lists(st.lists(st.booleans(), min_size=n, max_size=n), min_size=1, max_size=9)
+    )
+    .map(lambda rows: np.array(rows, dtype=bool)),
+)
+
+
+def rows_pixels(rows: MaskRows, height: int, width: int) -> np.ndarray:
+    """The pixels of PNG rows, checking that every row's filter byte is 0 (no filter)."""
+    assert (rows.width, rows.height) == (width, height)
+    table = np.frombuffer(rows.data, dtype=np.uint8).reshape(height, width + 1)
+    assert not table[:, 0].any()
+    return table[:, 1:]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    shapes=st.lists(random_shape | mask_shape, min_size=1, max_size=10),
+    w=st.integers(1, 64),
+    h=st.integers(1, 64),
+)
+def test_rows_drawn_in_place_hold_the_canvas_pixels(shapes, w, h):
+    rows = draw_rows(shapes, h, w, VALUES)
+    assert len(rows.data) == h * (w + 1)
+    np.testing.assert_array_equal(rows_pixels(rows, h, w), draw_shapes(shapes, h, w, VALUES))
+
+
+def _some_shapes() -> list[Shape]:
+    patch = np.array([[1, 0, 1], [1, 1, 0]], dtype=bool)
+    return [
+        Shape("a", "polygon", ((0, 0), (30.5, 2), (12, 19.2))),
+        Shape("b", "circle", ((20, 10), (26, 14))),
+        Shape("__ignore__", "mask", ((0, 0), (2.5, 1.5)), mask=patch),
+    ]
+
+
+def test_rows_when_pillow_cannot_draw_in_place(monkeypatch):
+    # A Pillow that cannot draw into the row buffer: the canvas is drawn and copied into rows.
+    monkeypatch.setattr(draw, "_canvas_over", lambda *args: None)
+    rows = draw_rows(_some_shapes(), 20, 32, VALUES)
+    np.testing.assert_array_equal(
+        rows_pixels(rows, 20, 32), draw_shapes(_some_shapes(), 20, 32, VALUES)
+    )
+
+
+def test_rows_when_pillow_copies_the_canvas_before_drawing(monkeypatch):
+    # A Pillow that keeps the buffer read-only copies the canvas before drawing on it: the
+    # rows must come from that copy, not from the untouched buffer.
+    canvas_over = draw._canvas_over
+
+    def read_only(*args):
+        canvas = canvas_over(*args)
+        canvas.readonly = 1
+        return canvas
+
+    monkeypatch.setattr(draw, "_canvas_over", read_only)
+    rows = draw_rows(_some_shapes(), 20, 32, VALUES)
+    np.testing.assert_array_equal(
+        rows_pixels(rows, 20, 32), draw_shapes(_some_shapes(), 20, 32, VALUES)
+    )
+
+
 # --- files and folders ----------------------------------------------------------------------
 
 
@@ -247,6 +317,26 @@ def test_rasterize_dir_writes_the_dataset(tmp_path, labels_txt):
     assert doc["classes"]["dog"]["pixels"] == 9 and doc["classes"]["cat"]["shapes"] == 1
     assert doc["ignore"]["pixels"] == 9
     assert not list(tmp_path.glob(".ds*"))  # no temporary folder left behind
+
+
+def test_report_pixels_are_the_masks_pixels(tmp_path, labels_txt):
+    ann = tmp_path / "ann"
+    rng = np.random.default_rng(3)
+    for i in range(5):
+        shapes = [
+            shape(
+                str(rng.choice(["cat", "dog", "__ignore__"])), rng.uniform(-5, 60, (5, 2)).tolist()
+            )
+            for _ in range(6)
+        ]
+        write_labelme(ann, f"f{i}", shapes, size=(57, 43))
+    report = rasterize_dir(ann, tmp_path / "ds", labels=labels_txt, jobs=1).to_json()
+    masks = [read_png(p) for p in sorted((tmp_path / "ds/masks").iterdir())]
+    counts = np.bincount(np.concatenate([m.ravel() for m in masks]), minlength=256)
+    for name, row in report["classes"].items():
+        assert row["pixels"] == counts[row["id"]], name
+    assert report["ignore"]["pixels"] == counts[255]
+    assert sum(row["pixels"] for row in report["classes"].values()) + counts[255] == 5 * 57 * 43
 
 
 def test_png_level_changes_the_file_not_the_pixels(tmp_path, labels_txt):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,15 +53,74 @@ def _is_pil_image(obj: object) -> bool:
     return module is not None and isinstance(obj, module.Image)
 
 
+@dataclass(frozen=True)
+class MaskRows:
+    """An 8-bit label mask laid out as PNG rows: each of `height` rows a 0 (PNG filter "none")
+    followed by its `width` pixels. Rasterize draws straight into this layout, so a mask is
+    encoded and counted without a copy."""
+
+    data: bytes | bytearray | memoryview
+    width: int
+    height: int
+
+    @classmethod
+    def of_image(cls, image: Image.Image) -> MaskRows:
+        """The rows of an 8-bit PIL image (mode ``L``)."""
+        from PIL import Image
+
+        width, height = image.size
+        padded = Image.new("L", (width + 1, height), 0)  # column 0: each row's filter byte
+        padded.paste(image, (1, 0))
+        return cls(padded.tobytes(), width, height)
+
+    def pixel_counts(self) -> dict[int, int]:
+        """Pixels per value present."""
+        counts = byte_counts(self.data)
+        counts[0] -= self.height  # each row's filter byte
+        return {value: n for value, n in enumerate(counts) if n}
+
+    def array(self) -> np.ndarray:
+        """The ``(height, width)`` uint8 pixels."""
+        import numpy as np
+
+        table = np.frombuffer(self.data, dtype=np.uint8).reshape(self.height, self.width + 1)
+        return table[:, 1:]
+
+
+def byte_counts(data: bytes | bytearray | memoryview) -> list[int]:
+    """How many times each value 0..255 occurs in `data` (exactly), as a list of 256 counts.
+
+    PIL's histogram counts a one-band image into one table, and a label mask's long runs of
+    one value make each increment wait for the previous one (about 1 ms for 1024 x 768
+    pixels). The same bytes seen as a four-band image are counted into four tables, four
+    independent chains of increments, in well under half the time; the four are added up.
+    """
+    from PIL import Image
+
+    words = len(data) // 4
+    counts = [0] * 256
+    if words:
+        view = Image.frombuffer("RGBA", (words, 1), data, "raw", "RGBA", 0, 1)
+        bands = view.histogram()
+        quarters = (bands[i : i + 256] for i in range(0, 1024, 256))
+        counts = [a + b + c + d for a, b, c, d in zip(*quarters, strict=True)]
+    for value in bytes(data[4 * words :]):
+        counts[value] += 1
+    return counts
+
+
 def encode_mask(
-    mask: np.ndarray | Image.Image, class_map: ClassMap, *, level: int = png.DEFAULT_LEVEL
+    mask: np.ndarray | Image.Image | MaskRows,
+    class_map: ClassMap,
+    *,
+    level: int = png.DEFAULT_LEVEL,
 ) -> bytes:
     """The PNG file of a label mask: 8-bit palette (zlib-ng, see `segtool.core.png`), or 16-bit
     grayscale past 255 classes (PIL).
 
     Args:
-        mask: a 2-D array of ids, or an 8-bit PIL image of one (mode ``L``, as rasterize
-            draws it: encoded without a copy into an array).
+        mask: a 2-D array of ids, an 8-bit PIL image of one (mode ``L``), or its `MaskRows`
+            (as rasterize draws it: encoded as it is).
         class_map: gives the palette and the depth.
         level: PNG compression level, 0..9 (`segtool.core.png.LEVELS`).
 
@@ -74,33 +134,31 @@ def encode_mask(
 
         if level not in png.LEVELS:
             raise ValueError(f"PNG compression level {level} is not one of 0..9")
+        if isinstance(mask, MaskRows):
+            mask = mask.array()
         buffer = io.BytesIO()
         options = {"compress_level": level, "compress_type": PNG_COMPRESS_TYPE if level == 1 else 0}
         mask_image(np.asarray(mask), class_map).save(buffer, format="PNG", **options)
         return buffer.getvalue()
     if _is_pil_image(mask):
-        from PIL import Image
-
         if mask.mode != "L":
             raise ValueError(f"a label image must be 8-bit (mode L), got mode {mask.mode}")
-        width, height = mask.size
-        padded = Image.new("L", (width + 1, height), 0)  # column 0: each row's filter byte
-        padded.paste(mask, (1, 0))
-        rows = padded.tobytes()
-    else:
+        mask = MaskRows.of_image(mask)
+    if not isinstance(mask, MaskRows):
         import numpy as np
 
         pixels = _as_u8(mask)
         height, width = pixels.shape
         padded = np.zeros((height, width + 1), dtype=np.uint8)
         padded[:, 1:] = pixels
-        rows = padded.tobytes()
-    return png.encode_u8(rows, width, height, bytes(class_map.palette()), level)
+        mask = MaskRows(padded.tobytes(), width, height)
+    palette = bytes(class_map.palette())
+    return png.encode_u8(mask.data, mask.width, mask.height, palette, level)
 
 
 def write_mask(
     path: Path,
-    mask: np.ndarray | Image.Image,
+    mask: np.ndarray | Image.Image | MaskRows,
     class_map: ClassMap,
     *,
     atomic: bool = True,

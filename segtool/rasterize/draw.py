@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from PIL import Image, ImageDraw
 
 from segtool.core.constants import IGNORE_LABEL, LINE_WIDTH, POINT_RADIUS
+from segtool.core.masks import MaskRows
 from segtool.sources.labelme import Shape
 
 if TYPE_CHECKING:
@@ -139,6 +140,44 @@ def draw_canvas(
             draw = ImageDraw.Draw(canvas)
         _draw_shape(draw, canvas, shape, value)
     return canvas if columns is None else _from_columns(columns)
+
+
+def draw_rows(
+    shapes: Iterable[Shape], height: int, width: int, value_of: dict[str, int]
+) -> MaskRows:
+    """`draw_canvas`'s 8-bit pixels, drawn straight into their PNG rows (`MaskRows`), so the
+    mask is encoded and counted without a copy.
+
+    Raises:
+        KeyError: a label is missing from `value_of`.
+    """
+    shapes = tuple(shapes)
+    buffer = bytearray(height * (width + 1) + 1)  # + 1: the canvas starts at byte 1
+    canvas = _canvas_over(buffer, width, height)
+    if canvas is not None and not any(shape.shape_type == "coco" for shape in shapes):
+        core = canvas.im
+        draw = ImageDraw.Draw(canvas)
+        for shape in shapes:
+            _draw_shape(draw, canvas, shape, value_of[shape.label])
+        if canvas.im is core:  # drawn into `buffer`, not into a copy PIL made of it
+            return MaskRows(memoryview(buffer)[:-1], width, height)
+    return MaskRows.of_image(draw_canvas(shapes, height, width, value_of))
+
+
+def _canvas_over(buffer: bytearray, width: int, height: int) -> Image.Image | None:
+    """An 8-bit canvas whose pixels are those of the PNG rows in `buffer` (row y, pixel x at
+    byte ``1 + y * (width + 1) + x``), or None where this Pillow cannot draw into it."""
+    if not width or not height:
+        return None
+    view = memoryview(buffer)[1:]
+    canvas = Image.frombuffer("L", (width, height), view, "raw", "L", width + 1, 1)
+    # frombuffer marks the image read-only to protect the caller's bytes; drawing into them
+    # is the point here (PIL's own core still refuses a buffer that is not writable).
+    canvas.readonly = 0
+    buffer[1] = 1  # the canvas must share the buffer's memory, not hold a copy of it
+    shared = canvas.getpixel((0, 0)) == 1
+    buffer[1] = 0
+    return canvas if shared and not canvas.readonly else None
 
 
 def _from_columns(columns: np.ndarray) -> Image.Image:

@@ -33,7 +33,13 @@ from segtool.core.errors import InvalidInputError, SegtoolError, check_choice
 from segtool.core.files import check_output, output_folder, write_json
 from segtool.core.masks import write_mask
 from segtool.core.parallel import ProgressFn, Workers, with_progress
-from segtool.rasterize.draw import draw_canvas, draw_instances, draw_multilabel, draw_shapes
+from segtool.rasterize.draw import (
+    draw_canvas,
+    draw_instances,
+    draw_multilabel,
+    draw_rows,
+    draw_shapes,
+)
 from segtool.rasterize.exports import process_record, read_export
 from segtool.rasterize.report import RasterizeReport, make_report
 from segtool.rasterize.result import (
@@ -143,18 +149,18 @@ def _write_exclusive(
     shapes: tuple[Shape, ...], source: ImageSource, class_map: ClassMap, target: Path, level: int
 ) -> dict[int, int]:
     """Draw and write an exclusive label mask; its pixels per value, counted in the same pass."""
-    canvas = draw_canvas(
-        shapes, source.height, source.width, class_map.value_of(), wide=class_map.sixteen_bit
-    )
     if class_map.sixteen_bit:
         import numpy as np
 
+        canvas = draw_canvas(shapes, source.height, source.width, class_map.value_of(), wide=True)
         mask = np.asarray(canvas).astype(np.uint16)
         write_mask(target, mask, class_map, atomic=False, level=level)
         return pixel_counts(mask)
-    # The 8-bit canvas is encoded and counted as it is, never copied into an array.
-    write_mask(target, canvas, class_map, atomic=False, level=level)
-    return {v: n for v, n in enumerate(canvas.histogram()) if n}
+    # An 8-bit mask is drawn straight into its PNG rows, which are encoded and counted as they
+    # are, never copied (nor numpy loaded).
+    rows = draw_rows(shapes, source.height, source.width, class_map.value_of())
+    write_mask(target, rows, class_map, atomic=False, level=level)
+    return rows.pixel_counts()
 
 
 def _write_instances(path: Path, ids: np.ndarray) -> None:

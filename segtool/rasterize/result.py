@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from segtool.core.classes import ClassMap
 from segtool.core.constants import IGNORE_LABEL, MASK_SUFFIX, MASKS_DIR
+from segtool.core.masks import byte_counts
 from segtool.sources.shapes import ImageSource, Shape
 
 if TYPE_CHECKING:
@@ -49,11 +50,10 @@ class FileResult:
 def pixel_counts(mask: np.ndarray) -> dict[int, int]:
     """Pixels per value present in a mask (class ids, or multi-label bit values)."""
     import numpy as np
-    from PIL import Image
 
     if mask.dtype == np.uint8:
-        # PIL's C histogram is several times faster than np.bincount on a full image.
-        counts = enumerate(Image.fromarray(mask).histogram())
+        # PIL's C histogram (`byte_counts`) is several times faster than np.bincount.
+        counts = enumerate(byte_counts(np.ascontiguousarray(mask).reshape(-1)))
     elif mask.dtype == np.uint16:
         counts = enumerate(np.bincount(mask.ravel()))
     else:
