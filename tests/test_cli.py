@@ -5,23 +5,18 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from typer.testing import CliRunner
-
 from segtool import __version__
-from segtool.cli.app import app
+from tests.cli import invoke
 from tests.conftest import read_png, shape, write_labelme
-
-runner = CliRunner()
 
 
 def test_help_and_version_do_not_import_torch():
     code = (
         "import sys\n"
-        "from typer.testing import CliRunner\n"
-        "from segtool.cli.app import app\n"
+        "from tests.cli import invoke\n"
         "for command in ([], ['rasterize'], ['split'], ['train'], ['predict'], ['evaluate']):\n"
         "    args = [*command, '--help']\n"
-        "    assert CliRunner().invoke(app, args).exit_code == 0\n"
+        "    assert invoke(args).exit_code == 0\n"
         "heavy = [m for m in ('torch', 'segmentation_models_pytorch', 'albumentations') "
         "if m in sys.modules]\n"
         "print(heavy)\n"
@@ -38,10 +33,9 @@ def test_rasterize_loads_only_what_it_needs(tmp_path, labels_txt):
     write_labelme(tmp_path / "ann", "x", [shape("dog", [[0, 0], [3, 3]], "rectangle")])
     code = (
         "import sys\n"
-        "from typer.testing import CliRunner\n"
-        "from segtool.cli.app import app\n"
+        "from tests.cli import invoke\n"
         "args = ['rasterize', sys.argv[1], sys.argv[2], '--labels', sys.argv[3], '--jobs', '1']\n"
-        "result = CliRunner().invoke(app, args)\n"
+        "result = invoke(args)\n"
         "assert result.exit_code == 0, result.output\n"
         "print([m for m in ('numpy', 'cv2', 'torch', 'rich.progress') if m in sys.modules])\n"
     )
@@ -69,10 +63,9 @@ def test_evaluate_of_a_small_folder_loads_only_what_it_needs(tmp_path):
     cmap.save(tmp_path / "classes.json")
     code = (
         "import sys\n"
-        "from typer.testing import CliRunner\n"
-        "from segtool.cli.app import app\n"
+        "from tests.cli import invoke\n"
         "args = ['evaluate', sys.argv[1], sys.argv[2], '--no-hd95', '--out', sys.argv[3]]\n"
-        "result = CliRunner().invoke(app, args)\n"
+        "result = invoke(args)\n"
         "assert result.exit_code == 0, result.output\n"
         "heavy = ('cv2', 'torch', 'PIL', 'multiprocessing', 'scipy', 'rich.progress')\n"
         "print([m for m in heavy if m in sys.modules])\n"
@@ -86,14 +79,13 @@ def test_evaluate_of_a_small_folder_loads_only_what_it_needs(tmp_path):
 
 
 def test_version():
-    result = runner.invoke(app, ["--version"])
+    result = invoke(["--version"])
     assert result.exit_code == 0 and result.stdout.strip() == f"segtool {__version__}"
 
 
 def test_rasterize_command(tmp_path, labels_txt):
     write_labelme(tmp_path / "ann", "x", [shape("dog", [[0, 0], [3, 3]], "rectangle")])
-    result = runner.invoke(
-        app,
+    result = invoke(
         [
             "rasterize",
             str(tmp_path / "ann"),
@@ -111,14 +103,14 @@ def test_rasterize_command(tmp_path, labels_txt):
 
 def test_rasterize_prints_derived_map(tmp_path):
     write_labelme(tmp_path / "ann", "x", [shape("dog", [[0, 0], [3, 3]], "rectangle")])
-    result = runner.invoke(app, ["rasterize", str(tmp_path / "ann"), str(tmp_path / "ds")])
+    result = invoke(["rasterize", str(tmp_path / "ann"), str(tmp_path / "ds")])
     assert result.exit_code == 0, result.output
     assert "class map derived from the annotations: 0=_background_, 1=dog" in result.stderr
 
 
 def test_user_error_is_one_red_line_and_exit_1(tmp_path):
     (tmp_path / "ann").mkdir()
-    result = runner.invoke(app, ["rasterize", str(tmp_path / "ann"), str(tmp_path / "ds")])
+    result = invoke(["rasterize", str(tmp_path / "ann"), str(tmp_path / "ds")])
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "no *.json" in lines[0]
@@ -128,15 +120,13 @@ def test_user_error_is_one_red_line_and_exit_1(tmp_path):
 
 def test_debug_shows_the_exception(tmp_path):
     (tmp_path / "ann").mkdir()
-    result = runner.invoke(
-        app, ["--debug", "rasterize", str(tmp_path / "ann"), str(tmp_path / "ds")]
-    )
+    result = invoke(["--debug", "rasterize", str(tmp_path / "ann"), str(tmp_path / "ds")])
     assert result.exit_code == 1 and result.exception is not None
     assert "no *.json" in str(result.exception)
 
 
 def test_bad_usage_is_exit_2(tmp_path):
-    result = runner.invoke(app, ["rasterize", str(tmp_path), str(tmp_path), "--images", "nope"])
+    result = invoke(["rasterize", str(tmp_path), str(tmp_path), "--images", "nope"])
     assert result.exit_code == 2
 
 
@@ -149,24 +139,58 @@ def test_python_dash_m(tmp_path):
 
 def test_train_options_cover_the_config_and_show_its_defaults():
     from dataclasses import fields
-    from typing import get_type_hints
 
     from segtool.cli import train as train_cli
+    from segtool.cli.app import build_parser
     from segtool.train.config import PLANNED, TrainConfig
 
-    hints = get_type_hints(train_cli.train.__wrapped__, include_extras=True)
+    parser = build_parser(["train"])
+    train_parser = parser._subparsers._group_actions[0].choices["train"]
+    panel_of = {
+        action.dest: group.title
+        for group in train_parser._action_groups
+        for action in group._group_actions
+    }
+    help_of = {action.dest: action.help for action in train_parser._actions}
     defaults = TrainConfig()
     for field in fields(TrainConfig):
-        assert field.name in hints, f"TrainConfig.{field.name} has no segtool train option"
-        option = hints[field.name].__metadata__[0]
-        assert option.rich_help_panel in train_cli.PANELS, f"--{field.name} needs a help panel"
+        assert field.name in help_of, f"TrainConfig.{field.name} has no segtool train option"
+        assert panel_of[field.name] in train_cli.PANELS, f"--{field.name} needs a help panel"
         value = getattr(defaults, field.name)
         if field.name in PLANNED:  # the plan chooses it when it is not given
-            assert "[default: planned]" in option.help, field.name
+            assert "[default: planned]" in help_of[field.name], field.name
         elif value is not None and not isinstance(value, bool):
-            assert f"[default: {value}]" in option.help, field.name
-    shown = runner.invoke(app, ["train", "--help"], terminal_width=200).stdout
-    assert all(panel in shown for panel in train_cli.PANELS) and "--focal-gamma" in shown
+            assert f"[default: {value}]" in help_of[field.name], field.name
+    shown = invoke(["train", "--help"]).stdout
+    assert all(f"\n{panel}:" in shown for panel in train_cli.PANELS) and "--focal-gamma" in shown
+
+
+def test_every_command_is_listed_with_its_own_summary():
+    import importlib
+
+    from segtool.cli.app import COMMANDS
+
+    listed = invoke(["--help"]).stdout
+    for name, command in COMMANDS.items():
+        module = importlib.import_module(command.module)
+        assert command.summary == module.HELP.splitlines()[0], name
+        assert name in listed and command.summary in listed
+
+
+def test_bounded_options_and_choices_are_usage_errors(tmp_path):
+    for args, says in (
+        (["rasterize", tmp_path, tmp_path / "o", "--png-level", "10"], "not in the range 0..9"),
+        (["rasterize", tmp_path, tmp_path / "o", "--jobs", "0"], "not in the range at least 1"),
+        (["rasterize", tmp_path, tmp_path / "o", "--jobs", "two"], "'two' is not an int"),
+        (["evaluate", tmp_path, tmp_path, "--gallery", "-1"], "--gallery"),
+        (["evaluate", tmp_path], "pass PRED and GT folders"),
+        (["split", tmp_path, "--val", "x"], "invalid float value: 'x'"),
+        (["train", tmp_path], "--out"),
+    ):
+        result = invoke(args)
+        assert result.exit_code == 2, (args, result.output)
+        assert says in result.stderr and result.stderr.startswith("usage: segtool"), result.stderr
+        assert not (tmp_path / "o").exists()
 
 
 def test_train_hands_each_option_to_fit_and_leaves_unset_ones_to_the_config(tmp_path, monkeypatch):
@@ -183,8 +207,27 @@ def test_train_hands_each_option_to_fit_and_leaves_unset_ones_to_the_config(tmp_
     monkeypatch.setattr(loop, "fit", fake_fit)
     args = ["train", str(tmp_path), "--out", str(tmp_path / "run"), "--loss", "focal"]
     args += ["--focal-gamma", "3", "--clip-grad", "0", "--warmup-epochs", "2"]
-    result = runner.invoke(app, args)
+    result = invoke(args)
     assert result.exit_code == 0, result.output
     assert seen["loss"] == "focal" and seen["focal_gamma"] == 3.0
     assert seen["clip_grad"] == 0.0 and seen["warmup_epochs"] == 2.0
     assert seen["epochs"] is None and seen["lr"] is None  # unset: the plan decides
+
+
+def test_user_strings_cannot_drive_the_terminal(capsys):
+    from segtool.cli.common import clean, table, warn
+
+    assert clean("road [/] [bold]") == "road [/] [bold]"  # markup-like text is text
+    assert clean("a\x1b[2Jb\x07") == "a\\x1b[2Jb\\x07"
+    table("t", ["class", "pixels"], [["evil\x1b[2J", 3]])
+    warn("label \x1b]0;title\x07")
+    captured = capsys.readouterr()
+    assert "\x1b" not in captured.out and "\x1b" not in captured.err
+    assert "evil\\x1b[2J" in captured.out and "\\x1b]0;title\\x07" in captured.err
+
+
+def test_no_command_shows_the_commands_and_an_unknown_one_is_a_usage_error():
+    listed = invoke([])
+    assert listed.exit_code == 0 and "rasterize" in listed.stdout and "evaluate" in listed.stdout
+    unknown = invoke(["rasterise", "a", "b"])
+    assert unknown.exit_code == 2 and "invalid choice: 'rasterise'" in unknown.stderr

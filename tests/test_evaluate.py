@@ -9,13 +9,12 @@ import math
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from segtool.cli.app import app
 from segtool.core.classes import make_class_map
 from segtool.core.errors import SegtoolError
 from segtool.core.masks import write_mask
 from segtool.evaluate.report import evaluate_dirs
+from tests.cli import invoke
 
 CMAP = make_class_map(["_background_", "cat", "dog"])
 
@@ -174,11 +173,9 @@ def test_binary_0_255_masks_are_refused(tmp_path):
 
 
 def test_cli(dataset):
-    result = CliRunner().invoke(
-        app, ["evaluate", str(dataset / "pred"), str(dataset / "ds/masks"), "-j", "1"]
-    )
+    result = invoke(["evaluate", str(dataset / "pred"), str(dataset / "ds/masks"), "-j", "1"])
     assert result.exit_code == 0, result.output
     assert "cat" in result.stdout and "0.8571" in result.stdout and "mean" in result.stdout
     assert (dataset / "pred" / "summary.json").exists()
-    bad = CliRunner().invoke(app, ["evaluate", str(dataset / "nope"), str(dataset / "ds/masks")])
+    bad = invoke(["evaluate", str(dataset / "nope"), str(dataset / "ds/masks")])
     assert bad.exit_code == 1 and "no such prediction folder" in bad.stderr

@@ -160,20 +160,19 @@ def test_gallery_has_one_error_map_per_class(tmp_path):
 
 
 def test_cli_regions_and_bad_regions(tmp_path):
-    from typer.testing import CliRunner
 
-    from segtool.cli.app import app
+    from tests.cli import invoke
 
     (tmp_path / "ds" / "masks").mkdir(parents=True)
     BRATS.save(tmp_path / "ds" / "classes.json")
     write_mask(tmp_path / "ds" / "masks" / "img.png", np.array(LABELS, np.uint8), BRATS)
     masks = str(tmp_path / "ds" / "masks")
     args = ["evaluate", masks, masks, "--out", str(tmp_path / "r"), "--regions"]
-    result = CliRunner().invoke(app, [*args, REGIONS])
+    result = invoke([*args, REGIONS])
     assert result.exit_code == 0, result.output
     assert "each class scored as its own binary problem" in result.output
     assert "enhancing" in result.output
-    result = CliRunner().invoke(app, [*args, "whole=1,9", "--overwrite"])
+    result = invoke([*args, "whole=1,9", "--overwrite"])
     assert result.exit_code == 1
     assert "region 'whole' names id 9" in result.output
     assert "Traceback" not in result.output

@@ -1,6 +1,6 @@
 """Hostile and careless use of every command, one table row per situation.
 
-Each row runs one command line through the real CLI (typer's CliRunner, in process) in a fresh
+Each row runs one command line through the real CLI (in process, `tests.cli.invoke`) in a fresh
 copy of a small world (labelme folder, dataset, trained run, predictions, new images) and asserts:
 
 - the exit code;
@@ -32,9 +32,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
-from typer.testing import CliRunner
 
-from segtool.cli.app import app
+from tests.cli import invoke
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["_background_", "square", "disc"]
@@ -127,10 +126,6 @@ def build_dataset(root: Path, n: int = 16) -> Path:
     split = {"seed": 0, "train": stems[:10], "val": stems[10:13], "test": stems[13:]}
     (root / "split.json").write_text(json.dumps(split))
     return root
-
-
-def invoke(args: list[str]):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

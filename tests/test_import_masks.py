@@ -209,14 +209,12 @@ def test_output_holding_an_input_is_refused_even_with_overwrite(tmp_path):
 
 
 def test_command_imports_and_prints_the_values(tmp_path):
-    from typer.testing import CliRunner
 
-    from segtool.cli.app import app
+    from tests.cli import invoke
 
     pair(tmp_path / "src", "a", np.array([[0, 255, 255]], np.uint8))
     src = tmp_path / "src"
-    result = CliRunner().invoke(
-        app,
+    result = invoke(
         ["import-masks", str(src / "images"), str(src / "masks"), str(tmp_path / "ds"), "-j", "1"],
     )
     assert result.exit_code == 0, result.output
@@ -225,13 +223,12 @@ def test_command_imports_and_prints_the_values(tmp_path):
 
 
 def test_command_refuses_a_bad_mask_with_one_line(tmp_path):
-    from typer.testing import CliRunner
 
-    from segtool.cli.app import app
+    from tests.cli import invoke
 
     write_image(tmp_path / "src" / "images" / "a.jpg", 5, 4)
     put_mask(tmp_path / "src" / "masks" / "a.png", np.zeros((3, 5), np.uint8))
-    result = CliRunner().invoke(app, ["import-masks", str(tmp_path / "src"), str(tmp_path / "ds")])
+    result = invoke(["import-masks", str(tmp_path / "src"), str(tmp_path / "ds")])
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "a.png: 5 x 3" in lines[0]

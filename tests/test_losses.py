@@ -122,17 +122,15 @@ def test_unknown_loss_lists_the_valid_ones():
 
 
 def test_cli_choices_come_from_the_tables():
-    from segtool.core.constants import DEVICES
     from segtool.train.data import NORMALIZATIONS
     from segtool.train.transforms import PRESETS
 
-    assert [m.value for m in train_cli.Loss] == list(LOSSES)
-    assert [m.value for m in train_cli.Augment] == list(PRESETS)
-    assert [m.value for m in train_cli.Normalize] == list(NORMALIZATIONS)
-    assert [m.value for m in train_cli.Device] == list(DEVICES)
+    assert list(train_cli.LOSSES) == list(LOSSES)
+    assert list(train_cli.AUGMENTS) == list(PRESETS)
+    assert list(train_cli.NORMALIZE) == list(NORMALIZATIONS)
     from segtool.train.volumes import AXES
 
-    assert [m.value for m in train_cli.Axis] == list(AXES)
+    assert list(train_cli.AXES) == list(AXES)
 
 
 def test_focal_gamma_reaches_the_loss_and_defaults_to_the_config():

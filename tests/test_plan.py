@@ -9,14 +9,13 @@ import time
 import numpy as np
 import pytest
 from scipy import ndimage
-from typer.testing import CliRunner
 
-from segtool.cli.app import app
 from segtool.core.classes import make_class_map
 from segtool.core.dataset import find_pairs
 from segtool.train.fingerprint import ClassStats, Fingerprint, Machine, measure_dataset
 from segtool.train.loop import fit
 from segtool.train.plan import MIN_EPOCHS, MIN_SIDE, Timing, fit_budget, plan_training
+from tests.cli import invoke
 from tests.synthetic import make_dataset
 
 CPU = Machine("cpu", "x86_64", 8.0, 2)
@@ -161,7 +160,7 @@ def test_plan_only_prints_the_plan_and_writes_nothing(tmp_path):
     dataset = make_dataset(tmp_path / "ds", n=8, size=48)
     run = tmp_path / "run"
     args = ["train", str(dataset), "--out", str(run), "--plan-only", "--batch-size", "2"]
-    result = CliRunner().invoke(app, args, env={"COLUMNS": "80"})
+    result = invoke(args, env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
     assert "--encoder" in result.stdout and "tu-resnet10t" in result.stdout
     assert "given" in result.stdout and not run.exists()

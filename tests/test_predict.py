@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
-from segtool.cli.app import app
 from segtool.core.classes import make_class_map
 from segtool.core.errors import SegtoolError
 from segtool.core.images import load_rgb
@@ -23,6 +21,7 @@ from segtool.predict.folder import predict_dir
 from segtool.predict.predictor import load_predictor
 from segtool.train.data import normalize, to_model_input
 from segtool.train.loop import fit
+from tests.cli import invoke
 from tests.synthetic import make_dataset
 
 
@@ -163,9 +162,7 @@ def test_evaluate_model_on_the_test_split_with_a_gallery(run, tmp_path):
 
 def test_cli_predict_and_evaluate(run, tmp_path):
     dataset, run_dir = run
-    runner = CliRunner()
-    result = runner.invoke(
-        app,
+    result = invoke(
         [
             "predict",
             str(run_dir),
@@ -180,8 +177,7 @@ def test_cli_predict_and_evaluate(run, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "4 masks written" in result.stdout and len(list((tmp_path / "p").glob("*.png"))) == 4
-    result = runner.invoke(
-        app,
+    result = invoke(
         [
             "evaluate",
             "--model",
@@ -199,7 +195,7 @@ def test_cli_predict_and_evaluate(run, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "on the test split" in result.stdout and "index.html" in result.stderr
-    result = runner.invoke(app, ["evaluate", str(tmp_path / "p")])
+    result = invoke(["evaluate", str(tmp_path / "p")])
     assert result.exit_code == 2
 
 
@@ -268,9 +264,7 @@ def _other(tmp_path, name="other", n=5):
 def test_separate_test_set_is_scored_whole(run, tmp_path):
     _, run_dir = run
     other = _other(tmp_path)
-    result = CliRunner().invoke(
-        app, ["evaluate", "--model", str(run_dir), str(other), "--device", "cpu", "-j", "1"]
-    )
+    result = invoke(["evaluate", "--model", str(run_dir), str(other), "--device", "cpu", "-j", "1"])
     assert result.exit_code == 0, result.output
     summary = json.loads((run_dir / "evaluation" / "other" / "summary.json").read_text())
     assert summary["n_images"] == 5

@@ -9,20 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pycocotools.coco import COCO
-from typer.testing import CliRunner
 
-from segtool.cli.app import app
-from segtool.cli.rasterize import Format
+from segtool.cli.rasterize import FORMATS as CLI_FORMATS
 from segtool.sources.detect import FORMATS
+from tests.cli import invoke
 from tests.conftest import read_png, write_image
 from tests.test_source_labelstudio import brush_result
 
-runner = CliRunner()
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 def rasterize(*args: str | Path):
-    return runner.invoke(app, ["rasterize", *map(str, args), "--jobs", "1"])
+    return invoke(["rasterize", *map(str, args), "--jobs", "1"])
 
 
 def coco_doc(**change) -> dict:
@@ -97,7 +95,7 @@ def test_format_is_detected_in_a_folder_and_the_choices_stay_in_sync(tmp_path):
     result = rasterize(tmp_path, out)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (out / "masks").iterdir()) == ["a.png", "b.png"]
-    assert [f.value for f in Format] == ["auto", *FORMATS]
+    assert list(CLI_FORMATS) == ["auto", *FORMATS]
 
 
 def test_skip_invalid_writes_the_rest_and_nothing_outside_out(tmp_path):

@@ -263,9 +263,8 @@ def test_preview_needs_multilabel_and_blends(tmp_path):
 
 
 def test_cli_prints_overlaps_and_objects(tmp_path):
-    from typer.testing import CliRunner
 
-    from segtool.cli.app import app
+    from tests.cli import invoke
 
     write_labelme(
         tmp_path / "ann",
@@ -277,7 +276,7 @@ def test_cli_prints_overlaps_and_objects(tmp_path):
         size=(3, 3),
     )
     args = ["rasterize", str(tmp_path / "ann"), str(tmp_path / "ds"), "--multilabel"]
-    result = CliRunner().invoke(app, [*args, "--instances"])
+    result = invoke([*args, "--instances"])
     assert result.exit_code == 0, result.output
     assert "overlapping pixels per class pair" in result.output
     assert "a & b" in result.output and "objects" in result.output

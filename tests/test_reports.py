@@ -9,12 +9,11 @@ import json
 import numpy as np
 import pytest
 from rich.console import Console
-from typer.testing import CliRunner
 
-from segtool.cli.app import app
 from segtool.cli.evaluate import print_summary
 from segtool.cli.train_progress import RichReporter, TimeLeft, duration, plan_table
 from segtool.train.runfolder import curves_figure
+from tests.cli import invoke
 
 #: 20 classes whose names share long prefixes: truncation would make them look alike.
 NAMES = [f"front_left_{part}_{i}" for i in range(4) for part in ("door", "wheel", "mirror", "lamp", "handle")]  # fmt: skip
@@ -69,19 +68,36 @@ def test_durations(seconds, text):
 
 
 def _fits(text: str, width: int = 80) -> None:
-    """No cell cut short, and the table (not a title naming a long path) within `width`."""
+    """No cell cut short, and rich's table (not a title naming a long path) within `width`."""
     assert "…" not in text
     table = [line for line in text.splitlines() if line[:1] in "┏┃┡│└"]
     assert table and max(len(line) for line in table) <= width
 
 
-def _class_column(text: str) -> str:
-    """The first column's cells, joined in order (a folded name joins back up)."""
-    cells = [line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│")]
-    return "".join(cells)
+def _table(text: str) -> tuple[list[str], list[str]]:
+    """segtool's plain table in `text`: (its header, rule and rows; each row's first cell).
+    The rule under the header sets the columns; the table ends where a line leaves them."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line and set(line) <= {"-", " "})
+    rule = lines[start]
+    first = rule.index("  ") if "  " in rule else len(rule)
+    rows = []
+    for line in lines[start + 1 :]:
+        if len(line) > len(rule) or (len(line) > first and line[first : first + 2] != "  "):
+            break
+        rows.append(line)
+    return [lines[start - 1], rule, *rows], [r[:first].strip() for r in rows if set(r) - {"-", " "}]
 
 
-def test_evaluate_table_with_20_classes_at_80_columns(monkeypatch):
+def _plain_fits(text: str, width: int = 80) -> list[str]:
+    """segtool's plain table within `width`, no cell cut short; returns its first column."""
+    assert "…" not in text
+    table, names = _table(text)
+    assert max(len(line) for line in table) <= width, "\n".join(table)
+    return names
+
+
+def test_evaluate_table_with_20_classes_at_80_columns(capsys):
     row = {"dice": 0.91234, "iou": 0.8, "precision": 0.9, "recall": 0.92, "hd95": 123.45,
            "images_with_reference": 17}  # fmt: skip
     summary = {
@@ -91,13 +107,10 @@ def test_evaluate_table_with_20_classes_at_80_columns(monkeypatch):
         "n_images": 20,
         "mean_excludes": [],
     }
-    console, buffer = _console()
-    monkeypatch.setattr("segtool.cli.evaluate.out", console)
     print_summary(summary, "test")
-    text = buffer.getvalue()
-    _fits(text)
-    column = _class_column(text)
-    assert all(name in column for name in NAMES)
+    text = capsys.readouterr().out
+    column = _plain_fits(text)
+    assert column[: len(NAMES)] == NAMES and column[len(NAMES) :] == ["mean, foreground"]
     assert text.count("0.9123") == 21 and text.count("123.45") == 21  # numbers never wrap
 
 
@@ -110,7 +123,7 @@ def test_plan_table_at_80_columns():
     assert "--decoder-channels" in buffer.getvalue() and "64,32,16,16,16" in buffer.getvalue()
 
 
-def test_split_table_with_20_classes_at_80_columns(tmp_path, monkeypatch):
+def test_split_table_with_20_classes_at_80_columns(tmp_path):
     from segtool.core.classes import make_class_map
     from segtool.core.masks import write_mask
 
@@ -123,10 +136,10 @@ def test_split_table_with_20_classes_at_80_columns(tmp_path, monkeypatch):
         Image.new("RGB", (21, 4)).save(tmp_path / "images" / f"s{i}.png")
         write_mask(tmp_path / "masks" / f"s{i}.png", np.arange(21 * 4).reshape(4, 21) % 21, cmap)
     cmap.save(tmp_path / "classes.json")
-    result = CliRunner().invoke(app, ["split", str(tmp_path)], env={"COLUMNS": "80"})
+    result = invoke(["split", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    _fits(result.stdout)
-    assert all(name in _class_column(result.stdout) for name in NAMES)
+    column = _plain_fits(result.stdout)
+    assert column == ["images", "_background_", *NAMES]
     assert json.loads((tmp_path / "split.json").read_text())["seed"] == 0
 
 

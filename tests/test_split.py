@@ -6,14 +6,13 @@ import json
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from segtool.cli.app import app
 from segtool.core.classes import make_class_map
 from segtool.core.dataset import find_pairs, read_split
 from segtool.core.errors import SegtoolError
 from segtool.core.masks import write_mask
 from segtool.split.assign import make_split, split_dataset
+from tests.cli import invoke
 
 CMAP = make_class_map(["_background_", "cat"])
 
@@ -79,16 +78,12 @@ def test_find_pairs_reports_unpaired(tmp_path):
 
 def test_cli_prints_counts_and_class_share(tmp_path):
     make_dataset(tmp_path, [f"s{i}" for i in range(20)])
-    result = CliRunner().invoke(
-        app, ["split", str(tmp_path), "--val", "0.2", "--test", "0.2", "-j", "1"]
-    )
+    result = invoke(["split", str(tmp_path), "--val", "0.2", "--test", "0.2", "-j", "1"])
     assert result.exit_code == 0, result.output
     assert "train" in result.stdout and "cat" in result.stdout and "%" in result.stdout
-    again = CliRunner().invoke(app, ["split", str(tmp_path)])
+    again = invoke(["split", str(tmp_path)])
     assert again.exit_code == 1 and "already exists" in again.stderr
-    bad = CliRunner().invoke(
-        app, ["split", str(tmp_path), "--val", "0.9", "--test", "0.2", "--overwrite"]
-    )
+    bad = invoke(["split", str(tmp_path), "--val", "0.9", "--test", "0.2", "--overwrite"])
     assert bad.exit_code == 1 and "sum to less than 1" in bad.stderr
 
 
@@ -103,7 +98,7 @@ def test_volume_folder_splits_cases_and_counts_voxels(tmp_path):
     assert result.class_map.names == ("background", "edema", "core")
     total = sum(v.sum() for v in result.pixels.values())
     assert total == 8 * SHAPE[0] * SHAPE[1] * SHAPE[2]
-    out = CliRunner().invoke(app, ["split", str(root), "--overwrite", "-j", "1"])
+    out = invoke(["split", str(root), "--overwrite", "-j", "1"])
     assert out.exit_code == 0, out.output
     assert "cases" in out.output and "edema" in out.output
 
@@ -114,7 +109,7 @@ def test_volume_folder_split_checks_cases_first(tmp_path):
     root = make_msd(tmp_path / "mri", n=3, test=0)
     image, _ = make_case(0)
     save(root / "imagesTr" / "BRATS_001.nii.gz", image[..., :1])
-    out = CliRunner().invoke(app, ["split", str(root), "-j", "1"])
+    out = invoke(["split", str(root), "-j", "1"])
     assert out.exit_code == 1
     assert "BRATS_001.nii.gz: 1 channels" in out.output
     assert not (root / "split.json").exists()

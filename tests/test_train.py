@@ -11,9 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from segtool.cli.app import app
 from segtool.core.classes import read_classes_json
 from segtool.core.errors import SegtoolError
 from segtool.core.masks import write_mask
@@ -22,6 +20,7 @@ from segtool.train.loop import fit
 from segtool.train.model import load_model
 from segtool.train.runfolder import read_metrics
 from segtool.train.steps import Reporter
+from tests.cli import invoke
 from tests.synthetic import make_dataset
 
 FAST = {"encoder": "resnet18", "workers": 0, "batch_size": 4, "augment": "none", "lr": 3e-3}
@@ -267,16 +266,14 @@ def train_cli_run(dataset, run, epochs):
         "--batch-size",
         "4",
     ]
-    return CliRunner().invoke(app, args)
+    return invoke(args)
 
 
 def test_cli_train(easy, tmp_path):
     result = train_cli_run(easy, tmp_path / "run", epochs=1)
     assert result.exit_code == 0, result.output
     assert "best epoch 1 of 1" in result.stdout and "square" in result.stdout
-    bad = CliRunner().invoke(
-        app, ["train", str(easy), "--out", str(tmp_path / "r2"), "--loss", "nope"]
-    )
+    bad = invoke(["train", str(easy), "--out", str(tmp_path / "r2"), "--loss", "nope"])
     assert bad.exit_code == 2  # not a valid choice: usage error
 
 

@@ -125,14 +125,12 @@ def test_bad_axis(mri, tmp_path):
 
 def test_predict_writes_volumes_on_the_input_grid(trained, mri, tmp_path):
     import nibabel as nib
-    from typer.testing import CliRunner
 
-    from segtool.cli.app import app
+    from tests.cli import invoke
 
     run, _ = trained
     out = tmp_path / "pred"
-    result = CliRunner().invoke(
-        app,
+    result = invoke(
         [
             "predict",
             str(run),
@@ -159,15 +157,14 @@ def test_predict_writes_volumes_on_the_input_grid(trained, mri, tmp_path):
 
 def test_predict_never_replaces_the_volume_folder(trained, mri):
     """OUT = the input volumes with --overwrite would delete them: refused, nothing touched."""
-    from typer.testing import CliRunner
 
-    from segtool.cli.app import app
+    from tests.cli import invoke
 
     run, _ = trained
     volumes = mri / "imagesTs"
     before = {p.name: p.read_bytes() for p in volumes.iterdir()}
     args = ["predict", str(run), str(volumes), str(volumes), "--overwrite", "--device", "cpu"]
-    result = CliRunner().invoke(app, args)
+    result = invoke(args)
     assert result.exit_code == 1
     assert "is the volume folder" in result.output and "Traceback" not in result.output
     assert {p.name: p.read_bytes() for p in volumes.iterdir()} == before
@@ -212,9 +209,8 @@ def test_evaluate_volume_folders_against_a_numpy_oracle(mri, tmp_path):
 
 def test_evaluate_refuses_a_prediction_on_another_grid(mri, tmp_path):
     import nibabel as nib
-    from typer.testing import CliRunner
 
-    from segtool.cli.app import app
+    from tests.cli import invoke
 
     pred_dir = tmp_path / "pred"
     pred_dir.mkdir()
@@ -222,8 +218,8 @@ def test_evaluate_refuses_a_prediction_on_another_grid(mri, tmp_path):
     moved = img.affine.copy()
     moved[0, 3] += 5
     nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), moved), str(pred_dir / "BRATS_000.nii.gz"))
-    result = CliRunner().invoke(
-        app, ["evaluate", str(pred_dir), str(mri / "labelsTr"), "--allow-missing", "-j", "1"]
+    result = invoke(
+        ["evaluate", str(pred_dir), str(mri / "labelsTr"), "--allow-missing", "-j", "1"]
     )
     assert result.exit_code == 1
     assert "BRATS_000.nii.gz: not on its reference's grid" in result.output

@@ -1,36 +1,110 @@
-"""What every command shares: the consoles, the error boundary, the progress bar."""
+"""What every command shares: its options, the output lines and tables, the error boundary and
+the progress bar.
+
+The command line is argparse's, and output is written straight to the streams: a user runs
+``segtool rasterize`` on a folder that takes a fraction of a second, so nothing is imported
+that the command does not use (rich is loaded only to draw a progress bar on a terminal, and by
+``segtool train``).
+"""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterator
+import argparse
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from enum import Enum
-from typing import Annotated, Any, TypeVar
-
-import click
-import typer
-from rich.console import Console
-from typer.exceptions import TyperException
+from typing import Any, TextIO
 
 from segtool.core.errors import InvalidInputError, SegtoolError
 
-#: Results (tables, summaries) go to stdout.
-out = Console(soft_wrap=True)
-#: Diagnostics (progress, warnings, errors) go to stderr.
-err = Console(stderr=True, soft_wrap=True)
+#: PIL's own limit on image pixels, which --max-pixels replaces.
+DEFAULT_MAX_PIXELS = 178956970
 
 
-#: The --max-pixels option of every command that reads images or masks.
-MaxPixelsOption = Annotated[
-    int | None,
-    typer.Option(
+class UsageError(SegtoolError):
+    """Options that do not go together: shown with the command's usage, exit code 2."""
+
+
+class State:
+    """Options of the top-level command, read by the error boundary."""
+
+    debug: bool = False
+
+
+# --- options -------------------------------------------------------------------------------
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's help, with the description's line breaks kept and each option's default shown
+    (unless it is None or False, or the help already names it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        hidden = default is None or default is False or default == argparse.SUPPRESS
+        if "[default" in text or hidden or not action.option_strings:
+            return text
+        return f"{text} [default: {default}]"
+
+
+def bounded(kind: type, low: float | None = None, high: float | None = None) -> Callable:
+    """An argparse type: `kind` (int or float) between `low` and `high`, inclusive."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            article = "an" if kind is int else "a"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {article} {kind.__name__}") from None
+        if (
+            value != value
+            or (low is not None and value < low)
+            or (high is not None and value > high)
+        ):
+            span = f"{low}..{high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"{text} is not in the range {span}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def flag(parser: Any, name: str, help: str) -> None:
+    """An on/off option, off unless given."""
+    parser.add_argument(name, action="store_true", help=help)
+
+
+def add_jobs(parser: Any) -> None:
+    """The --jobs option of every command that spreads files over worker processes."""
+    parser.add_argument(
+        "--jobs",
+        "-j",
+        type=bounded(int, 1),
+        metavar="N",
+        help="Worker processes [default: all cores].",
+    )
+
+
+def add_max_pixels(parser: Any) -> None:
+    """The --max-pixels option of every command that reads images or masks."""
+    parser.add_argument(
         "--max-pixels",
-        min=1,
+        type=bounded(int, 1),
+        metavar="N",
         help="Refuse images larger than this many pixels (decompression bombs) "
-        "\\[default: 178956970].",
-    ),
-]
+        f"[default: {DEFAULT_MAX_PIXELS}].",
+    )
+
+
+def add_images(parser: Any) -> None:
+    """The --images option of every command that writes a dataset folder."""
+    parser.add_argument(
+        "--images",
+        choices=("copy", "link", "none"),
+        default="copy",
+        help="Copy, hard-link or leave out the original images.",
+    )
 
 
 def use_max_pixels(limit: int | None) -> None:
@@ -40,59 +114,92 @@ def use_max_pixels(limit: int | None) -> None:
     set_max_pixels(limit)
 
 
-class ImageMode(str, Enum):
-    """How original images reach ``dataset/images``."""
+# --- output --------------------------------------------------------------------------------
 
-    copy = "copy"
-    link = "link"
-    none = "none"
+_STYLES = {"bold": "1", "red": "1;31", "yellow": "33"}
 
 
-#: The --images option of every command that writes a dataset folder.
-ImagesOption = Annotated[
-    ImageMode, typer.Option(help="Copy, hard-link or leave out the original images.")
-]
-
-#: The --jobs option of every command that spreads files over worker processes.
-JobsOption = Annotated[
-    int | None,
-    typer.Option("--jobs", "-j", min=1, help="Worker processes \\[default: all cores]."),
-]
+def styled(text: str, style: str, stream: TextIO) -> str:
+    """`text` in `style` where `stream` is a terminal (and NO_COLOR is not set)."""
+    isatty = getattr(stream, "isatty", None)
+    if not (isatty and isatty()) or os.environ.get("NO_COLOR"):
+        return text
+    return f"\x1b[{_STYLES[style]}m{text}\x1b[0m"
 
 
-class State:
-    """Options of the top-level command, read by the error boundary."""
+def clean(value: object) -> str:
+    """A user string made safe to print: control characters (which could move the cursor or
+    clear the terminal) are shown escaped, everything else as it is."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c in "\n\t" else ascii(c)[1:-1] for c in text)
 
-    debug: bool = False
+
+def say(text: str) -> None:
+    """A line of results on stdout."""
+    print(clean(text), file=sys.stdout, flush=True)
 
 
-F = TypeVar("F", bound=Callable[..., Any])
+def note(text: str) -> None:
+    """A line of diagnostics on stderr."""
+    print(clean(text), file=sys.stderr, flush=True)
 
 
-def handle_errors(fn: F) -> F:
+def warn(message: str) -> None:
+    """A yellow ``warning:`` line on stderr."""
+    print(styled("warning:", "yellow", sys.stderr), clean(message), file=sys.stderr, flush=True)
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """A table on stdout: its title, a header, and rows whose cells line up; columns of
+    numbers are right-aligned, the others left-aligned. A row of None is a rule."""
+    cells = [[clean(c) for c in row] for row in rows if row is not None]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(columns)]
+    left = [any(not _numeric(r[i]) for r in cells) for i in range(len(columns))]
+
+    def line(row: Sequence[str]) -> str:
+        parts = [
+            c.ljust(w) if lj else c.rjust(w) for c, w, lj in zip(row, widths, left, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    lines = [clean(title), styled(line(list(columns)), "bold", sys.stdout), rule]
+    for row in rows:
+        lines.append(rule if row is None else line([clean(c) for c in row]))
+    print("\n".join(lines), file=sys.stdout, flush=True)
+
+
+def _numeric(cell: str) -> bool:
+    """A cell that reads as a number (or is empty, or a dash for none)."""
+    return cell.rstrip("%").replace(".", "", 1).replace("-", "", 1).isdigit() or cell in ("", "—")
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+def run_command(fn: Callable[[argparse.Namespace], None], args: argparse.Namespace) -> int:
     """The one place where exceptions become exit codes: a user error is one red line and exit
     code 1 (with the traceback under ``--debug``); Ctrl-C is exit code 130. An error from the
     operating system (full disk, read-only place, a file where a folder should be) is a user
-    error too; anything else is still one line, which asks for ``--debug`` and a report."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort, TyperException, click.exceptions.ClickException):
-            raise  # usage errors and exits keep typer's own handling (exit code 2, ...)
-        except KeyboardInterrupt:
-            if State.debug:
-                raise
-            err.print("[red]interrupted[/]")
-            raise typer.Exit(130) from None
-        except Exception as exc:
-            if State.debug:
-                raise
-            error_line(exc)
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
+    error too; anything else is still one line, which asks for ``--debug`` and a report.
+    `UsageError` is re-raised for the caller to show with the usage (exit code 2)."""
+    try:
+        fn(args)
+    except UsageError:
+        raise
+    except KeyboardInterrupt:
+        if State.debug:
+            raise
+        print(styled("interrupted", "red", sys.stderr), file=sys.stderr, flush=True)
+        return 130
+    except Exception as exc:
+        if State.debug:
+            raise
+        error_line(exc)
+        return 1
+    return 0
 
 
 def error_line(exc: Exception) -> None:
@@ -110,38 +217,32 @@ def error_line(exc: Exception) -> None:
             f"unexpected {type(exc).__name__}: {exc}; run again with segtool --debug ... to see "
             f"where, and report it"
         )
-    err.print(f"[bold red]error:[/] {_escape(exc)}", highlight=False)
+    print(styled("error:", "red", sys.stderr), clean(exc), file=sys.stderr, flush=True)
     if isinstance(exc, InvalidInputError) and len(exc.problems) > 5:
         for problem in exc.problems[5:]:
-            err.print(f"  {_escape(problem)}", highlight=False)
+            print(f"  {clean(problem)}", file=sys.stderr, flush=True)
 
 
-def _escape(value: object) -> str:
-    from rich.markup import escape
-
-    return escape(str(value))
-
-
-#: Escape a user string (a class name, a path) for rich markup: ``[/]`` is text, not a tag.
-esc = _escape
-
-
-def warn(message: str) -> None:
-    """Print a yellow warning line on stderr."""
-    err.print(f"[yellow]warning:[/] {_escape(message)}", highlight=False)
+# --- progress ------------------------------------------------------------------------------
 
 
 def _no_progress(phase: str, done: int, total: int) -> None:
     """The progress callback when no bar is shown."""
 
 
+def err_console() -> Any:
+    """A rich console on stderr (for the progress bar and training's live view)."""
+    from rich.console import Console
+
+    return Console(stderr=True, soft_wrap=True)
+
+
 @contextmanager
 def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
     """A rich progress bar on stderr; yields an ``on_progress(phase, done, total)`` callback.
 
-    Without a terminal there is nothing to show, and no bar is built (nor rich's progress
-    module imported)."""
-    if not err.is_terminal:
+    Without a terminal there is nothing to show, and no bar is built (nor rich imported)."""
+    if not sys.stderr.isatty():
         yield _no_progress
         return
     from rich.progress import (
@@ -169,7 +270,7 @@ def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
         RateColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=err,
+        console=err_console(),
         transient=False,
     )
     tasks: dict[str, Any] = {}

@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
-from typing import Annotated
-
-import typer
 
 from segtool.cli.common import (
-    JobsOption,
-    MaxPixelsOption,
-    err,
-    esc,
-    handle_errors,
-    out,
+    UsageError,
+    add_jobs,
+    add_max_pixels,
+    bounded,
+    flag,
+    note,
     progress_bar,
+    say,
+    table,
     use_max_pixels,
     warn,
 )
+from segtool.core.constants import DEVICES
+
+HELP = """\
+Score predicted label masks against references.
+
+Dice, IoU, precision, recall and HD95. Two forms: segtool evaluate PRED GT scores two folders
+of masks; segtool evaluate --model RUN DATASET --split test predicts the run's held-out split
+of the dataset first; segtool evaluate --model RUN OTHER scores all of a separate test folder
+(refused if it holds training images). Writes summary.json and per_image.csv, prints a table.
+
+example:
+  segtool evaluate --model run/ dataset/ --gallery 8"""
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -27,31 +39,23 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 def print_summary(summary: dict, title: str) -> None:
     """The results table: one row per scored class, the foreground mean and the all-class mean,
     then one line each on what the means cover and what they leave out."""
-    from rich.table import Table
-
     metrics = ("dice", "iou", "precision", "recall")
     with_hd95 = "hd95" in summary["mean"]
-    table = Table(title=esc(title))
     unit = summary.get("hd95_unit", "px")
     items = "cases" if summary.get("volumes") else "images"
-    # At 80 columns with many classes: numbers never wrap, names fold (never "…": two classes
-    # must not look alike).
-    table.add_column("class", overflow="fold", min_width=12)
-    columns = ["Dice", "IoU", "prec.", "recall"] + ([f"HD95 {unit}"] if with_hd95 else [])
-    for column in [*columns, items]:
-        table.add_column(column, justify="right", no_wrap=True)
+    columns = ["class", "Dice", "IoU", "prec.", "recall"]
+    columns += [f"HD95 {unit}"] if with_hd95 else []
+    rows: list = []
     for name, row in summary["per_class"].items():
-        cells = [_fmt(row[m]) for m in metrics]
-        if with_hd95:
-            cells.append(_fmt(row["hd95"], 2))
-        table.add_row(esc(name), *cells, str(row["images_with_reference"]))
+        cells = [_fmt(row[m]) for m in metrics] + ([_fmt(row["hd95"], 2)] if with_hd95 else [])
+        rows.append([name, *cells, row["images_with_reference"]])
     mean, mean_all = summary["mean"], summary.get("mean_all")
     cells = [_fmt(mean[m]) for m in metrics] + ([_fmt(mean["hd95"], 2)] if with_hd95 else [])
-    table.add_row("[bold]mean, foreground[/]", *(f"[bold]{c}[/]" for c in cells), "")
+    rows += [None, ["mean, foreground", *cells, ""]]
     if mean_all is not None:
         cells = [_fmt(mean_all[m]) for m in metrics] + (["—"] if with_hd95 else [])
-        table.add_row("mean, all classes (mIoU)", *cells, "", end_section=True)
-    out.print(table)
+        rows.append(["mean, all classes (mIoU)", *cells, ""])
+    table(title, [*columns, items], rows)
     lines = (
         [
             "multi-label: each class scored as its own binary problem; pixel accuracy counts "
@@ -90,103 +94,92 @@ def print_summary(summary: dict, title: str) -> None:
             f"{summary['ignore_index']}: scored as misses of the reference's class"
         )
     for line in lines:
-        out.print(line, highlight=False, markup=False)
+        say(line)
 
 
-@handle_errors
-def evaluate(
-    first: Annotated[
-        Path,
-        typer.Argument(
-            metavar="PRED", help="Folder of predicted PNG masks (with --model: the DATASET)."
-        ),
-    ],
-    references: Annotated[
-        Path | None,
-        typer.Argument(metavar="[GT]", help="Folder of reference PNG masks (e.g. dataset/masks)."),
-    ] = None,
-    model: Annotated[
-        Path | None,
-        typer.Option(
-            "--model", help="A run folder: predict the --split of DATASET, then score it."
-        ),
-    ] = None,
-    split: Annotated[
-        str | None,
-        typer.Option(
-            help="With --model on the run's own dataset: test (default), val, all (not train) "
-            "or train (by name). Another folder is a separate test set, scored whole."
-        ),
-    ] = None,
-    classes: Annotated[
-        Path | None,
-        typer.Option(help="classes.json \\[default: the one beside or in GT]."),
-    ] = None,
-    out_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--out", help="Where the report goes \\[default: PRED, or RUN/evaluation/SPLIT]."
-        ),
-    ] = None,
-    hd95: Annotated[
-        bool, typer.Option("--hd95/--no-hd95", help="Compute HD95 (the slowest metric).")
-    ] = True,
-    gallery: Annotated[
-        int, typer.Option(help="Draw the N images with the lowest Dice into OUT/gallery/.", min=0)
-    ] = 0,
-    jobs: JobsOption = None,
-    allow_missing: Annotated[
-        bool,
-        typer.Option("--allow-missing", help="Score references without a prediction as empty."),
-    ] = False,
-    device: Annotated[str, typer.Option(help="With --model: auto, cpu, cuda or mps.")] = "auto",
-    tta: Annotated[
-        bool, typer.Option("--tta", help="With --model: average flipped predictions.")
-    ] = False,
-    regions: Annotated[
-        str | None,
-        typer.Option(
-            help='Score unions of class ids as overlapping regions, e.g. "whole=1,2,3;core=2,3".'
-        ),
-    ] = None,
-    overwrite: Annotated[
-        bool,
-        typer.Option(
-            "--overwrite", help="Replace an existing report (and, with --model, predictions)."
-        ),
-    ] = False,
-    max_pixels: MaxPixelsOption = None,
-) -> None:
-    """Score predicted label masks against references: Dice, IoU, precision, recall, HD95.
+def configure(parser: argparse.ArgumentParser) -> None:
+    """The options of ``segtool evaluate``."""
+    parser.usage = "%(prog)s PRED GT [options] | %(prog)s --model RUN DATASET [options]"
+    parser.add_argument(
+        "first",
+        type=Path,
+        metavar="PRED",
+        help="Folder of predicted PNG masks (with --model: the DATASET).",
+    )
+    parser.add_argument(
+        "references",
+        type=Path,
+        nargs="?",
+        metavar="GT",
+        help="Folder of reference PNG masks (e.g. dataset/masks).",
+    )
+    parser.add_argument(
+        "--model", type=Path, help="A run folder: predict the --split of DATASET, then score it."
+    )
+    parser.add_argument(
+        "--split",
+        help="With --model on the run's own dataset: test (default), val, all (not train) "
+        "or train (by name). Another folder is a separate test set, scored whole.",
+    )
+    parser.add_argument(
+        "--classes", type=Path, help="classes.json [default: the one beside or in GT]."
+    )
+    parser.add_argument(
+        "--out",
+        dest="out_dir",
+        type=Path,
+        help="Where the report goes [default: PRED, or RUN/evaluation/SPLIT].",
+    )
+    parser.add_argument(
+        "--hd95",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Compute HD95 (the slowest metric).",
+    )
+    parser.add_argument(
+        "--gallery",
+        type=bounded(int, 0),
+        default=0,
+        metavar="N",
+        help="Draw the N images with the lowest Dice into OUT/gallery/.",
+    )
+    add_jobs(parser)
+    flag(parser, "--allow-missing", "Score references without a prediction as empty.")
+    parser.add_argument(
+        "--device", choices=DEVICES, default="auto", help="With --model: the device."
+    )
+    flag(parser, "--tta", "With --model: average flipped predictions.")
+    parser.add_argument(
+        "--regions",
+        help='Score unions of class ids as overlapping regions, e.g. "whole=1,2,3;core=2,3".',
+    )
+    flag(parser, "--overwrite", "Replace an existing report (and, with --model, predictions).")
+    add_max_pixels(parser)
 
-    Two forms: [bold]segtool evaluate PRED GT[/] scores two folders of masks;
-    [bold]segtool evaluate --model RUN DATASET --split test[/] predicts the run's held-out
-    split of the dataset first; [bold]segtool evaluate --model RUN OTHER[/] scores all of a
-    separate test folder (refused if it holds training images). Writes summary.json and
-    per_image.csv, prints a table.
 
-    Example: [bold]segtool evaluate --model run/ dataset/ --gallery 8[/]
-    """
-    use_max_pixels(max_pixels)
+def run(args: argparse.Namespace) -> None:
+    """Score (predicting first with --model), then print the table and where the report went."""
+    first, references, model, split = args.first, args.references, args.model, args.split
+    use_max_pixels(args.max_pixels)
     with progress_bar() as on_progress:
         if model is not None:
             if references is not None:
-                raise typer.BadParameter("with --model, pass only the DATASET folder")
-            if regions is not None:
-                raise typer.BadParameter("with --model, the run's own regions are scored")
+                raise UsageError("with --model, pass only the DATASET folder")
+            if args.regions is not None:
+                raise UsageError("with --model, the run's own regions are scored")
             from segtool.evaluate.model import evaluate_model
 
             result = evaluate_model(
                 model,
                 first,
                 split=split,
-                out=out_dir,
-                with_hd95=hd95,
-                device=device,
-                tta=tta,
-                gallery=gallery,
-                jobs=jobs,
-                overwrite=overwrite,
+                out=args.out_dir,
+                with_hd95=args.hd95,
+                device=args.device,
+                tta=args.tta,
+                gallery=args.gallery,
+                jobs=args.jobs,
+                overwrite=args.overwrite,
                 on_progress=on_progress,
             )
             from segtool.evaluate.separate import trained_on
@@ -197,7 +190,7 @@ def evaluate(
             title = f"{model} on {scope} {first}"
         else:
             if references is None:
-                raise typer.BadParameter("pass PRED and GT folders, or --model RUN DATASET")
+                raise UsageError("pass PRED and GT folders, or --model RUN DATASET")
             from segtool.evaluate.report import evaluate_dirs
             from segtool.evaluate.volumes import evaluate_volume_dirs, holds_volumes
 
@@ -205,14 +198,14 @@ def evaluate(
             result = score(
                 first,
                 references,
-                classes=classes,
-                out=out_dir,
-                with_hd95=hd95,
-                jobs=jobs,
-                allow_missing=allow_missing,
-                gallery=gallery,
-                regions=regions,
-                overwrite=overwrite,
+                classes=args.classes,
+                out=args.out_dir,
+                with_hd95=args.hd95,
+                jobs=args.jobs,
+                allow_missing=args.allow_missing,
+                gallery=args.gallery,
+                regions=args.regions,
+                overwrite=args.overwrite,
                 on_progress=on_progress,
             )
             title = f"{first} vs {references}"
@@ -220,13 +213,9 @@ def evaluate(
         warn(message)
     items = "cases" if result.summary.get("volumes") else "images"
     print_summary(result.summary, f"{result.summary['n_images']} {items}: {title}")
-    err.print(
-        f"wrote {result.summary_path} and {result.per_image_path}", highlight=False, markup=False
-    )
+    note(f"wrote {result.summary_path} and {result.per_image_path}")
     if result.gallery:
-        err.print(
+        note(
             f"gallery of the {len(result.gallery)} lowest-Dice images: "
-            f"{result.gallery[0].parent / 'index.html'}",
-            highlight=False,
-            markup=False,
+            f"{result.gallery[0].parent / 'index.html'}"
         )

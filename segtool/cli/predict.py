@@ -2,86 +2,99 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
-from typing import Annotated
-
-import typer
 
 from segtool.cli.common import (
-    MaxPixelsOption,
-    err,
-    handle_errors,
-    out,
+    add_max_pixels,
+    bounded,
+    flag,
+    note,
     progress_bar,
+    say,
     use_max_pixels,
     warn,
 )
+from segtool.core.constants import DEVICES
+
+HELP = """\
+Predict label masks for new images with a trained model.
+
+Masks are PNGs with the same palette as rasterize's, at each image's own size.
+
+example:
+  segtool predict run/ new_images/ masks_out/ --overlay"""
 
 
-@handle_errors
-def predict(
-    model: Annotated[Path, typer.Argument(help="Run folder (or a save_pretrained model folder).")],
-    images: Annotated[
-        Path,
-        typer.Argument(
-            help="Folder of images; for a run trained on volumes, a folder of .nii.gz volumes "
-            "or a volume folder (its imagesTs/, or --split cases)."
-        ),
-    ],
-    out_dir: Annotated[Path, typer.Argument(metavar="OUT", help="Folder to write masks into.")],
-    classes: Annotated[
-        Path | None,
-        typer.Option(help="classes.json, for a bare model folder \\[default: the run's]."),
-    ] = None,
-    split: Annotated[
-        str | None, typer.Option(help="Only the images of this split of the run's split.json.")
-    ] = None,
-    tile: Annotated[
-        int | None, typer.Option(help="Predict in TILE x TILE tiles (large images).", min=32)
-    ] = None,
-    overlap: Annotated[float, typer.Option(help="Tile overlap fraction.")] = 0.25,
-    tta: Annotated[bool, typer.Option("--tta", help="Average predictions over flips.")] = False,
-    threshold: Annotated[
-        float | None,
-        typer.Option(
-            help="Binary and multi-label models: probability cut \\[the run's tuned per-class "
-            "thresholds for multi-label models, else 0.5]."
-        ),
-    ] = None,
-    probabilities: Annotated[
-        bool, typer.Option("--probabilities", help="Also write OUT/<stem>.npz (float16 per class).")
-    ] = False,
-    overlay: Annotated[
-        bool, typer.Option("--overlay", help="Also write OUT/overlays/<stem>.jpg.")
-    ] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Images (or tiles) per forward pass.", min=1)] = 8,
-    amp: Annotated[
-        bool | None, typer.Option("--amp/--no-amp", help="Mixed precision \\[on CUDA].")
-    ] = None,
-    skip_invalid: Annotated[
-        bool,
-        typer.Option(
-            "--skip-invalid",
-            help="Predict the readable images and list the others (else nothing is written).",
-        ),
-    ] = False,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace OUT if it exists.")
-    ] = False,
-    max_pixels: MaxPixelsOption = None,
-) -> None:
-    """Predict label masks (PNG, same palette as rasterize) at each image's own size.
+def configure(parser: argparse.ArgumentParser) -> None:
+    """The options of ``segtool predict``."""
+    parser.usage = "%(prog)s MODEL IMAGES OUT [options]"
+    parser.add_argument(
+        "model", type=Path, metavar="MODEL", help="Run folder (or a save_pretrained model folder)."
+    )
+    parser.add_argument(
+        "images",
+        type=Path,
+        metavar="IMAGES",
+        help="Folder of images; for a run trained on volumes, a folder of .nii.gz volumes "
+        "or a volume folder (its imagesTs/, or --split cases).",
+    )
+    parser.add_argument("out_dir", type=Path, metavar="OUT", help="Folder to write masks into.")
+    parser.add_argument(
+        "--classes", type=Path, help="classes.json, for a bare model folder [default: the run's]."
+    )
+    parser.add_argument("--split", help="Only the images of this split of the run's split.json.")
+    parser.add_argument(
+        "--tile",
+        type=bounded(int, 32),
+        help="Predict in TILE x TILE tiles (large images).",
+    )
+    parser.add_argument("--overlap", type=float, default=0.25, help="Tile overlap fraction.")
+    flag(parser, "--tta", "Average predictions over flips.")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        help="Binary and multi-label models: probability cut [the run's tuned per-class "
+        "thresholds for multi-label models, else 0.5].",
+    )
+    flag(parser, "--probabilities", "Also write OUT/<stem>.npz (float16 per class).")
+    flag(parser, "--overlay", "Also write OUT/overlays/<stem>.jpg.")
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="The device.")
+    parser.add_argument(
+        "--batch-size",
+        type=bounded(int, 1),
+        default=8,
+        help="Images (or tiles) per forward pass.",
+    )
+    parser.add_argument(
+        "--amp", action=argparse.BooleanOptionalAction, help="Mixed precision [default: on CUDA]."
+    )
+    flag(
+        parser,
+        "--skip-invalid",
+        "Predict the readable images and list the others (else nothing is written).",
+    )
+    flag(parser, "--overwrite", "Replace OUT if it exists.")
+    add_max_pixels(parser)
 
-    Example: [bold]segtool predict run/ new_images/ masks_out/ --overlay[/]
-    """
-    use_max_pixels(max_pixels)
+
+def run(args: argparse.Namespace) -> None:
+    """Predict a folder of images (or volumes) and print the throughput."""
+    use_max_pixels(args.max_pixels)
+    model, images, out_dir, split = args.model, args.images, args.out_dir, args.split
+    tta, threshold, probabilities, overlay = (
+        args.tta,
+        args.threshold,
+        args.probabilities,
+        args.overlay,
+    )
+    device, batch_size, amp, overwrite = args.device, args.batch_size, args.amp, args.overwrite
     from segtool.core.dataset import split_stems
     from segtool.predict.folder import predict_dir
     from segtool.predict.predictor import load_predictor
     from segtool.predict.volumes import volume_settings
 
-    predictor = load_predictor(model, classes)
+    predictor = load_predictor(model, args.classes)
     stems = split_stems(predictor.split, split, predictor.source) if split else None
     if volume_settings(predictor.source) is not None:
         _predict_volumes(
@@ -104,8 +117,8 @@ def predict(
             images,
             out_dir,
             stems=stems,
-            tile=tile,
-            overlap=overlap,
+            tile=args.tile,
+            overlap=args.overlap,
             tta=tta,
             threshold=threshold,
             probabilities=probabilities,
@@ -113,22 +126,20 @@ def predict(
             device=device,
             batch_size=batch_size,
             amp=amp,
-            skip_invalid=skip_invalid,
+            skip_invalid=args.skip_invalid,
             overwrite=overwrite,
             on_progress=on_progress,
         )
-    for note in report.notes:
-        warn(note)
+    for message in report.notes:
+        warn(message)
     for failure in report.failed:
         warn(f"skipped {failure}")
-    out.print(
+    say(
         f"{report.n_images} masks written to {out_dir} in {report.seconds:.1f}s "
-        f"({report.images_per_second:.1f} images/s)",
-        highlight=False,
-        markup=False,
+        f"({report.images_per_second:.1f} images/s)"
     )
     if overlay:
-        err.print(f"overlays: {out_dir / 'overlays'}", highlight=False, markup=False)
+        note(f"overlays: {out_dir / 'overlays'}")
 
 
 def _predict_volumes(
@@ -162,9 +173,6 @@ def _predict_volumes(
             overwrite=overwrite,
             on_progress=on_progress,
         )
-    for note in report.notes:
-        warn(note)
-    out.print(
-        f"{report.n_images} label volumes written to {out_dir} in {report.seconds:.1f}s",
-        highlight=False,
-    )
+    for message in report.notes:
+        warn(message)
+    say(f"{report.n_images} label volumes written to {out_dir} in {report.seconds:.1f}s")
