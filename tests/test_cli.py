@@ -123,6 +123,8 @@ def test_debug_shows_the_exception(tmp_path):
     result = invoke(["--debug", "rasterize", str(tmp_path / "ann"), str(tmp_path / "ds")])
     assert result.exit_code == 1 and result.exception is not None
     assert "no *.json" in str(result.exception)
+    after = invoke(["rasterize", str(tmp_path / "ann"), str(tmp_path / "ds"), "--debug"])
+    assert after.exit_code == 1 and "no *.json" in str(after.exception)
 
 
 def test_bad_usage_is_exit_2(tmp_path):
@@ -141,11 +143,10 @@ def test_train_options_cover_the_config_and_show_its_defaults():
     from dataclasses import fields
 
     from segtool.cli import train as train_cli
-    from segtool.cli.app import build_parser
+    from segtool.cli.app import command_parser
     from segtool.train.config import PLANNED, TrainConfig
 
-    parser = build_parser(["train"])
-    train_parser = parser._subparsers._group_actions[0].choices["train"]
+    train_parser = command_parser("train")
     panel_of = {
         action.dest: group.title
         for group in train_parser._action_groups
@@ -231,3 +232,18 @@ def test_no_command_shows_the_commands_and_an_unknown_one_is_a_usage_error():
     assert listed.exit_code == 0 and "rasterize" in listed.stdout and "evaluate" in listed.stdout
     unknown = invoke(["rasterise", "a", "b"])
     assert unknown.exit_code == 2 and "invalid choice: 'rasterise'" in unknown.stderr
+    guessed = invoke(["rasterize", "a", "b", "--over"])  # no option is guessed from a prefix
+    assert guessed.exit_code == 2 and "unrecognized arguments: --over" in guessed.stderr
+
+
+def test_options_may_come_between_paths(tmp_path):
+    from PIL import Image
+
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "images" / "a.png")
+    Image.new("L", (4, 4), 255).save(tmp_path / "masks" / "a.png")
+    args = [tmp_path / "images", "--images", "link", tmp_path / "masks", "-j", "1", tmp_path / "ds"]
+    result = invoke(["import-masks", *args])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "ds/images/a.png").stat().st_ino == (tmp_path / "images/a.png").stat().st_ino

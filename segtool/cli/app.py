@@ -44,46 +44,60 @@ Polygon annotations to a trained segmentation model and an honest score.
 rasterize -> split -> train -> predict / evaluate. Each command's --help shows an example."""
 
 
-def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
-    """The parser for `argv`: every command is listed, and the one `argv` names gets its
-    options (the others are not imported)."""
+def root_parser() -> argparse.ArgumentParser:
+    """``segtool [--debug] COMMAND ...``: the command's own arguments are left for its parser."""
+    width = max(len(name) for name in COMMANDS) + 2
+    listing = "\n".join(f"  {name:<{width}}{c.summary}" for name, c in COMMANDS.items())
     parser = argparse.ArgumentParser(
-        prog="segtool", description=DESCRIPTION, formatter_class=HelpFormatter
+        prog="segtool",
+        usage="%(prog)s [--debug] COMMAND [arguments and options]",
+        description=DESCRIPTION,
+        epilog=f"commands:\n{listing}",
+        formatter_class=HelpFormatter,
+        allow_abbrev=False,
     )
     parser.add_argument("--debug", action="store_true", help="Show the full traceback on errors.")
     parser.add_argument("--version", action="version", version=f"segtool {__version__}")
-    commands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
-    wanted = next((a for a in argv if a in COMMANDS), None)
-    for name, command in COMMANDS.items():
-        if name != wanted:
-            commands.add_parser(name, help=command.summary, add_help=False)
-            continue
-        module = importlib.import_module(command.module)
-        sub = commands.add_parser(
-            name,
-            help=command.summary,
-            description=module.HELP,
-            formatter_class=HelpFormatter,
-        )
-        module.configure(sub)
-        sub.set_defaults(run=module.run, usage_of=sub)
+    parser.add_argument(
+        "command", metavar="COMMAND", choices=COMMANDS, help="One of the commands below."
+    )
+    parser.add_argument("arguments", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return parser
+
+
+def command_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of the command `name` (its module imported now), set to run it."""
+    module = importlib.import_module(COMMANDS[name].module)
+    parser = argparse.ArgumentParser(
+        prog=f"segtool {name}",
+        description=module.HELP,
+        formatter_class=HelpFormatter,
+        allow_abbrev=False,  # --over is not --overwrite: no option is guessed
+    )
+    module.configure(parser)
+    # --debug is a global option, also taken after the command (where users add it when told).
+    parser.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    parser.set_defaults(run=module.run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point: parse `argv` (default: the process's arguments), run the
-    command, and exit with its code (0 done, 1 a user error, 2 a usage error, 130 Ctrl-C)."""
+    command, and exit with its code (0 done, 1 a user error, 2 a usage error, 130 Ctrl-C).
+
+    Options may come before, between and after a command's paths (as in
+    ``segtool import-masks images/ --images link masks/ out/``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(argv)
+    root = root_parser()
     if not argv:
-        parser.print_help()
+        root.print_help()
         raise SystemExit(0)
-    args = parser.parse_args(argv)
-    if getattr(args, "run", None) is None:
-        parser.error("name a command, e.g. segtool rasterize --help")
-    State.debug = args.debug
+    top = root.parse_args(argv)
+    parser = command_parser(top.command)
+    args = parser.parse_intermixed_args(top.arguments)
+    State.debug = top.debug or args.debug
     try:
         code = run_command(args.run, args)
     except UsageError as exc:
-        args.usage_of.error(str(exc))  # the command's usage line and the message; exit code 2
+        parser.error(str(exc))  # the command's usage line and the message; exit code 2
     raise SystemExit(code)

@@ -15,12 +15,23 @@ import errno
 import os
 import re
 import shutil
-import socket
 from pathlib import Path
 
 #: Marker in the name of every temporary file or folder segtool creates beside an output.
 TEMP_MARK = ".segtool-"
-_HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname())[:40] or "host"
+
+
+def _host_name() -> str:
+    """This machine's network name (os.uname's, which is socket.gethostname's on POSIX, without
+    loading the socket module)."""
+    if hasattr(os, "uname"):
+        return os.uname().nodename
+    import socket
+
+    return socket.gethostname()
+
+
+_HOST = re.sub(r"[^A-Za-z0-9_.]", "_", _host_name())[:40] or "host"
 _TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.segtool-(?P<kind>new|old)-(?P<host>[^-]+)-(?P<pid>\d+)$")
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
