@@ -51,3 +51,28 @@ def test_workers_start_as_soon_as_enough_items_are_found(monkeypatch):
 def test_imap_jobs_keeps_its_contract():
     assert [s for _, s in imap_jobs(_pid_and_square, range(5), 1)] == [0, 1, 4, 9, 16]
     assert [s for _, s in imap_jobs(_pid_and_square, range(5), 2)] == [0, 1, 4, 9, 16]
+
+
+def test_items_travel_in_chunks_and_come_back_in_order():
+    items = list(range(301))  # not a multiple of the chunk size
+    size = parallel.chunk_size(len(items), 2)
+    assert 1 < size <= parallel.MAX_CHUNK
+    with Workers(2) as workers:
+        workers.found(len(items))
+        submit, chunks = workers._pool.submit, []
+
+        def counting(fn, *args):
+            chunks.append(len(args[1]))
+            return submit(fn, *args)
+
+        workers._pool.submit = counting
+        out = list(workers.imap(_pid_and_square, items))
+    assert [square for _, square in out] == [x * x for x in items]
+    assert sum(chunks) == len(items) and len(chunks) == -(-len(items) // size)
+    assert len(chunks) >= 2 * 4  # enough tasks for the workers to even out the load
+
+
+def test_a_chunk_is_never_empty_nor_larger_than_the_cap():
+    for n in (1, 2, 15, 16, 17, 200, 10_000):
+        for jobs in (1, 2, 16):
+            assert 1 <= parallel.chunk_size(n, jobs) <= parallel.MAX_CHUNK

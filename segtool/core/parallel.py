@@ -14,6 +14,9 @@ if TYPE_CHECKING:
 #: ``on_progress(phase, done, total)``: how long-running functions report their progress.
 ProgressFn = Callable[[str, int, int], None]
 
+#: The most items one worker task carries (`chunk_size`).
+MAX_CHUNK = 16
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -32,6 +35,16 @@ def _one_thread_per_worker() -> None:
     os.environ["OPENCV_FOR_THREADS_NUM"] = "1"
     if "cv2" in sys.modules:
         sys.modules["cv2"].setNumThreads(1)
+
+
+def chunk_size(n_items: int, jobs: int) -> int:
+    """Items per task: about eight tasks per worker (so that the last ones even out the load),
+    at most `MAX_CHUNK` items each."""
+    return max(1, min(MAX_CHUNK, n_items // (jobs * 8)))
+
+
+def _map_chunk(fn: Callable[[T], R], chunk: Sequence[T]) -> list[R]:
+    return [fn(item) for item in chunk]
 
 
 def _ready() -> None:
@@ -73,20 +86,24 @@ class Workers:
 
     def imap(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
         """`map(fn, items)` over the workers (in this process if none were worth starting), in
-        order, with at most a few items per worker in flight, so memory does not grow with the
-        input."""
+        order, with at most a few chunks of items per worker in flight, so memory does not grow
+        with the input.
+
+        Items travel in chunks (`chunk_size`): each task costs this process a submission, a
+        wake-up and the pickling of `fn`, CPU time taken from the workers on a busy machine."""
         self.found(len(items))
         if self._pool is None:
             yield from map(fn, items)
             return
-        window = self.jobs * 4
+        size = chunk_size(len(items), self.jobs)
+        window = self.jobs * 2
         pending: deque = deque()
-        for item in items:
-            pending.append(self._pool.submit(fn, item))
+        for start in range(0, len(items), size):
+            pending.append(self._pool.submit(_map_chunk, fn, items[start : start + size]))
             if len(pending) >= window:
-                yield pending.popleft().result()
+                yield from pending.popleft().result()
         for future in pending:
-            yield future.result()
+            yield from future.result()
 
     def close(self) -> None:
         """Stop the workers (waiting for them), if any were started."""
