@@ -97,6 +97,16 @@ def test_own_files_are_decoded_without_pil(tmp_path, monkeypatch):
     assert result.flags.writeable and result.flags.c_contiguous
 
 
+@settings(max_examples=30, deadline=None)
+@given(mask=label_masks)
+def test_a_view_of_a_mask_holds_its_pixels_without_a_copy(tmp_path_factory, mask):
+    path = tmp_path_factory.mktemp("v") / "m.png"
+    masks.write_mask(path, mask, CMAP)
+    view = masks.read_mask(path, view=True)
+    np.testing.assert_array_equal(view, mask)
+    assert not view.flags.writeable  # read-only: a caller cannot change the rows under it
+
+
 def test_sixteen_bit_masks_round_trip(tmp_path):
     mask = np.array([[0, 299, 65535], [7, 256, 1]], dtype=np.uint16)
     masks.write_mask(tmp_path / "w.png", mask, WIDE)
@@ -128,6 +138,26 @@ def test_damaged_files_fail_with_one_clear_error(tmp_path, damage):
     (tmp_path / "d.png").write_bytes(damage(data))
     with pytest.raises(SegtoolError, match=r"d\.png: not a readable PNG mask"):
         masks.read_mask(tmp_path / "d.png")
+
+
+def _with_rows_deflated(rows: bytes, width: int, height: int) -> bytes:
+    """A palette PNG whose IDAT holds `rows` as given (intact chunk checksums)."""
+    header = png.struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)
+    chunks = [(b"IHDR", header), (b"PLTE", bytes(12)), (b"IDAT", rows), (b"IEND", b"")]
+    return png.SIGNATURE + b"".join(png._chunk(kind, body) for kind, body in chunks)
+
+
+def test_deflate_data_of_the_wrong_length_is_not_decoded():
+    rows = bytes([0, 1, 2, 3, 0, 3, 2, 1])  # 2 rows of 3 pixels
+    whole = png.zlib_ng.compress(rows)
+    assert png.decode_u8(_with_rows_deflated(whole, 3, 2)) == (3, 2, rows)
+    assert png.decode_u8(_with_rows_deflated(whole + b"tail", 3, 2)) == (3, 2, rows)
+    assert png.decode_u8(_with_rows_deflated(whole[:-5], 3, 2)) is None  # stream cut short
+    longer = png.zlib_ng.compress(rows + bytes([0, 1, 1, 1]))  # one row more than the header
+    assert png.decode_u8(_with_rows_deflated(longer, 3, 2)) is None
+    shorter = png.zlib_ng.compress(rows[:4])
+    assert png.decode_u8(_with_rows_deflated(shorter, 3, 2)) is None
+    assert png.decode_u8(_with_rows_deflated(b"not deflate", 3, 2)) is None
 
 
 def test_a_file_without_its_end_chunk_reads_as_pil_reads_it(tmp_path):

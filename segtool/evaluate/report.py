@@ -73,11 +73,12 @@ def _score_files(
 ) -> ImageScore:
     """Read one prediction/reference pair and score it (runs in a worker process)."""
     stem, pred_path, ref_path = item
-    reference = read_mask(ref_path)
+    # Both masks are only read: views into the decoded rows, not copies.
+    reference = read_mask(ref_path, view=True)
     if pred_path is None:
         prediction = np.zeros_like(reference)
     else:
-        prediction = read_mask(pred_path)
+        prediction = read_mask(pred_path, view=True)
         if prediction.shape != reference.shape:
             raise SegtoolError(
                 f"{pred_path}: prediction is {prediction.shape[1]}x{prediction.shape[0]} but its "
