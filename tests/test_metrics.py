@@ -104,6 +104,31 @@ def test_counts_of_masks_without_ignore_pixels_are_the_confusion_matrix(k, h, w,
     assert c.abstained == cm[:, k].sum() == 0
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    k=st.integers(1, 17),
+    h=st.integers(1, 40),
+    w=st.integers(1, 40),
+    seed=st.integers(0, 2**32 - 1),
+    ignore=st.sampled_from([255, 200]),
+)
+def test_counts_with_ignore_pixels_on_either_side_are_the_confusion_matrix(k, h, w, seed, ignore):
+    # Up to K = 15 the pairs are counted as one byte each by OpenCV's histogram (the
+    # reference's ignore pixels as the byte 255), above by bincounts: both must give the
+    # matrix's numbers, whatever the ignore value.
+    rng = np.random.default_rng(seed)
+    ref = rng.integers(0, k, (h, w)).astype(np.uint8)
+    pred = np.where(rng.random((h, w)) < 0.6, ref, rng.integers(0, k, (h, w))).astype(np.uint8)
+    ref[rng.random((h, w)) < 0.15] = ignore
+    pred[rng.random((h, w)) < 0.15] = ignore
+    cm = confusion_matrix(ref, pred, k, ignore)
+    c = count(ref, pred, k, ignore)
+    np.testing.assert_array_equal(c.tp, np.diag(cm))
+    np.testing.assert_array_equal(c.fp, cm[:, :k].sum(axis=0) - np.diag(cm))
+    np.testing.assert_array_equal(c.fn, cm.sum(axis=1) - np.diag(cm))
+    assert c.abstained == cm[:, k].sum()
+
+
 def test_values_outside_the_class_map():
     check_values(np.array([[0, 1, 255]], dtype=np.uint8), 2, IGN)
     with pytest.raises(MaskValueError, match=r"value 7 is neither a class id \(0..2\)"):
