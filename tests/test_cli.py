@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -179,14 +180,23 @@ def test_every_command_is_listed_with_its_own_summary():
 
 
 def test_bounded_options_and_choices_are_usage_errors(tmp_path):
+    train = ["train", tmp_path, "--out", tmp_path / "o"]
     for args, says in (
-        (["rasterize", tmp_path, tmp_path / "o", "--png-level", "10"], "not in the range 0..9"),
-        (["rasterize", tmp_path, tmp_path / "o", "--jobs", "0"], "not in the range at least 1"),
+        (["rasterize", tmp_path, tmp_path / "o", "--png-level", "10"], "give a value from 0 to 9"),
+        (["rasterize", tmp_path, tmp_path / "o", "--jobs", "0"], "0 is out of range; give 1 or"),
         (["rasterize", tmp_path, tmp_path / "o", "--jobs", "two"], "'two' is not an int"),
         (["evaluate", tmp_path, tmp_path, "--gallery", "-1"], "--gallery"),
         (["evaluate", tmp_path], "pass PRED and GT folders"),
+        (["import-masks", tmp_path], "pass IMAGES MASKS OUT or ROOT OUT, not 1 path(s)"),
         (["split", tmp_path, "--val", "x"], "invalid float value: 'x'"),
         (["train", tmp_path], "--out"),
+        # Numbers a run cannot use: refused before anything starts, not deep inside torch.
+        ([*train, "--lr", "nan"], "argument --lr: 'nan' is not a finite number"),
+        ([*train, "--warmup-epochs", "inf"], "'inf' is not a finite number"),
+        ([*train, "--fg-crop", "1e400"], "argument --fg-crop: '1e400' is not a finite number"),
+        ([*train, "--bce-weight", "-1"], "argument --bce-weight: -1 is out of range; give 0"),
+        ([*train, "--fg-crop", "2"], "give a value from 0 to 1"),
+        ([*train, "--seed", "-1"], "argument --seed: -1 is out of range"),
     ):
         result = invoke(args)
         assert result.exit_code == 2, (args, result.output)
@@ -228,6 +238,9 @@ def test_user_strings_cannot_drive_the_terminal(capsys):
 
 
 def test_no_command_shows_the_commands_and_an_unknown_one_is_a_usage_error():
+    alone = invoke(["--debug"])
+    assert alone.exit_code == 2
+    assert alone.stderr.splitlines()[-1].endswith("required: COMMAND"), alone.stderr
     listed = invoke([])
     assert listed.exit_code == 0 and "rasterize" in listed.stdout and "evaluate" in listed.stdout
     unknown = invoke(["rasterise", "a", "b"])
@@ -247,3 +260,99 @@ def test_options_may_come_between_paths(tmp_path):
     result = invoke(["import-masks", *args])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "ds/images/a.png").stat().st_ino == (tmp_path / "images/a.png").stat().st_ino
+
+
+def test_after_a_double_dash_every_argument_is_a_path(tmp_path, monkeypatch):
+    # A folder whose name starts with "-" is named after "--", as every command line tool takes it.
+    monkeypatch.chdir(tmp_path)
+    write_labelme(tmp_path / "-ann", "x", [shape("dog", [[0, 0], [3, 3]], "rectangle")])
+    result = invoke(["rasterize", "--", "-ann", "out"])
+    assert result.exit_code == 0, result.output
+    assert read_png(tmp_path / "out/masks/x.png")[0, 0] == 1
+    result = invoke(["rasterize", "-j", "1", "--", "-ann", "--out"])
+    assert result.exit_code == 0, result.output
+    assert read_png(tmp_path / "--out/masks/x.png")[0, 0] == 1
+    extra = invoke(["rasterize", "--", "-ann", "out2", "-j1"])  # an option after "--" is a path
+    assert extra.exit_code == 2 and "unrecognized arguments: ./-j1" in extra.stderr
+    assert not (tmp_path / "out2").exists()
+
+
+def test_usage_errors_show_control_characters_escaped(tmp_path):
+    result = invoke(["rasterize", tmp_path, tmp_path / "o", "\x1b[2Jextra\x07"])
+    assert result.exit_code == 2
+    assert "\x1b" not in result.stderr and "\x07" not in result.stderr
+    assert "unrecognized arguments: \\x1b[2Jextra\\x07" in result.stderr
+
+
+def test_a_reader_that_stops_reading_ends_the_command_quietly(tmp_path):
+    # segtool rasterize ... | head: the masks are written; no error about the pipe.
+    write_labelme(tmp_path / "ann", "x", [shape("dog", [[0, 0], [3, 3]], "rectangle")])
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line is written
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "segtool", "rasterize", tmp_path / "ann", tmp_path / "ds"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 1, result.stderr
+    assert "error" not in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert read_png(tmp_path / "ds/masks/x.png")[0, 0] == 1
+
+
+def test_plan_only_checks_the_options_as_a_run_does(tmp_path):
+    from tests.synthetic import make_dataset
+
+    dataset = make_dataset(tmp_path / "ds", n=8, size=32)
+    args = ["train", dataset, "--out", tmp_path / "run", "--plan-only", "--device", "cpu"]
+    result = invoke([*args, "--size", "abc"])
+    assert result.exit_code == 1, result.output
+    assert "--size 'abc'" in result.stderr and result.stdout == ""
+    assert not (tmp_path / "run").exists()
+
+
+def test_training_output_shows_control_characters_escaped():
+    import io
+
+    from rich.console import Console
+
+    from segtool.cli.train_progress import RichReporter, plan_table
+
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    console.print(plan_table([{"option": "size", "value": "\x1b[2J", "why": "given \x1b]0;t\x07"}]))
+    reporter = RichReporter(console)
+    reporter.epoch_start(1, 1, 1)
+    row = {"epoch": 1, "train_loss": 1.0, "val_loss": 1.0, "val_dice": 0.5, "val_iou": 0.3}
+    reporter.epoch_end({**row, "seconds": 1.0, "dice_evil\x1b[2J": 0.5})
+    shown = console.file.getvalue()
+    assert "\x1b" not in shown and "\x07" not in shown
+    assert "\\x1b[2J" in shown and "\\x1b]0;t\\x07" in shown and "evil\\x1b[2J 0.500" in shown
+
+
+def test_resume_hint_can_be_pasted_into_a_shell(tmp_path, capsys):
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import pytest
+
+    from segtool.cli.train import _print_result
+
+    result = SimpleNamespace(
+        stopped="interrupted",
+        kept=True,
+        best_epoch=1,
+        epochs_done=1,
+        best_per_class={"a": 0.5},
+        best_dice=0.5,
+        thresholds=None,
+    )
+    with pytest.raises(SystemExit) as stop:
+        _print_result(result, Path("my data"), Path("run 1"))
+    assert stop.value.code == 130
+    assert (
+        "continue with: segtool train 'my data' --out 'run 1' --resume" in capsys.readouterr().err
+    )

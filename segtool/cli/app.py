@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from segtool import __version__
-from segtool.cli.common import HelpFormatter, State, UsageError, run_command
+from segtool.cli.common import ArgumentParser, HelpFormatter, State, UsageError, run_command
 
 
 class Command(NamedTuple):
@@ -45,10 +45,11 @@ rasterize -> split -> train -> predict / evaluate. Each command's --help shows a
 
 
 def root_parser() -> argparse.ArgumentParser:
-    """``segtool [--debug] COMMAND ...``: the command's own arguments are left for its parser."""
+    """``segtool [--debug] COMMAND``: it reads the arguments up to the command's name; the rest
+    are the command's own, for its parser."""
     width = max(len(name) for name in COMMANDS) + 2
     listing = "\n".join(f"  {name:<{width}}{c.summary}" for name, c in COMMANDS.items())
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="segtool",
         usage="%(prog)s [--debug] COMMAND [arguments and options]",
         description=DESCRIPTION,
@@ -61,14 +62,13 @@ def root_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "command", metavar="COMMAND", choices=COMMANDS, help="One of the commands below."
     )
-    parser.add_argument("arguments", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
 
 
 def command_parser(name: str) -> argparse.ArgumentParser:
     """The parser of the command `name` (its module imported now), set to run it."""
     module = importlib.import_module(COMMANDS[name].module)
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=f"segtool {name}",
         description=module.HELP,
         formatter_class=HelpFormatter,
@@ -79,6 +79,20 @@ def command_parser(name: str) -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     parser.set_defaults(run=module.run)
     return parser
+
+
+def literal_paths(arguments: list[str]) -> list[str]:
+    """The command's `arguments` with a ``--`` taken out and each path after it that starts with
+    ``-`` written as ``./-name`` (the same path), so that no parse reads it as an option.
+
+    ``segtool rasterize -- -annotations out/`` names a folder called ``-annotations``; argparse's
+    intermixed parse would drop the ``--`` and then refuse the name as an unknown option. Every
+    positional argument of every command is a path, and ``Path("./-a") == Path("-a")``."""
+    if "--" not in arguments:
+        return arguments
+    cut = arguments.index("--")
+    after = [f"./{arg}" if arg.startswith("-") else arg for arg in arguments[cut + 1 :]]
+    return [*arguments[:cut], *after]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -92,9 +106,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not argv:
         root.print_help()
         raise SystemExit(0)
-    top = root.parse_args(argv)
+    # The root's own options come before the command's name; all after it is the command's.
+    named = next((i for i, arg in enumerate(argv) if not arg.startswith("-")), len(argv))
+    top = root.parse_args(argv[: named + 1])
     parser = command_parser(top.command)
-    args = parser.parse_intermixed_args(top.arguments)
+    args = parser.parse_intermixed_args(literal_paths(argv[named + 1 :]))
     State.debug = top.debug or args.debug
     try:
         code = run_command(args.run, args)

@@ -10,11 +10,13 @@ that the command does not use (rich is loaded only to draw a progress bar on a t
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from segtool.core.errors import InvalidInputError, SegtoolError
 
@@ -35,6 +37,16 @@ class State:
 # --- options -------------------------------------------------------------------------------
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, its usage errors printed with the user's text made safe (an unknown
+    argument is echoed back, and may hold control characters)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print the usage and `message` on stderr, then exit with code 2."""
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {clean(message)}\n")
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """argparse's help, with the description's line breaks kept and each option's default shown
     (unless it is None or False, or the help already names it)."""
@@ -49,7 +61,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def bounded(kind: type, low: float | None = None, high: float | None = None) -> Callable:
-    """An argparse type: `kind` (int or float) between `low` and `high`, inclusive."""
+    """An argparse type: a finite `kind` (int or float) between `low` and `high`, inclusive."""
 
     def parse(text: str) -> Any:
         try:
@@ -57,13 +69,11 @@ def bounded(kind: type, low: float | None = None, high: float | None = None) -> 
         except ValueError:
             article = "an" if kind is int else "a"
             raise argparse.ArgumentTypeError(f"{text!r} is not {article} {kind.__name__}") from None
-        if (
-            value != value
-            or (low is not None and value < low)
-            or (high is not None and value > high)
-        ):
-            span = f"{low}..{high}" if high is not None else f"at least {low}"
-            raise argparse.ArgumentTypeError(f"{text} is not in the range {span}")
+        if value != value or value in (math.inf, -math.inf):  # nan, inf, 1e400
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if (low is not None and value < low) or (high is not None and value > high):
+            span = f"a value from {low} to {high}" if high is not None else f"{low} or more"
+            raise argparse.ArgumentTypeError(f"{text} is out of range; give {span}")
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its messages
@@ -136,19 +146,30 @@ def clean(value: object) -> str:
     return "".join(c if c.isprintable() or c in "\n\t" else ascii(c)[1:-1] for c in text)
 
 
+def emit(text: str, stream: TextIO) -> None:
+    """Write the line `text` to `stream` now. A reader that stopped reading (``segtool ... |
+    head``) ends the command quietly with exit code 1: its output is already in place."""
+    try:
+        print(text, file=stream, flush=True)
+    except BrokenPipeError:
+        with contextlib.suppress(OSError, ValueError):  # the rest goes nowhere, silently
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+        raise SystemExit(1) from None
+
+
 def say(text: str) -> None:
     """A line of results on stdout."""
-    print(clean(text), file=sys.stdout, flush=True)
+    emit(clean(text), sys.stdout)
 
 
 def note(text: str) -> None:
     """A line of diagnostics on stderr."""
-    print(clean(text), file=sys.stderr, flush=True)
+    emit(clean(text), sys.stderr)
 
 
 def warn(message: str) -> None:
     """A yellow ``warning:`` line on stderr."""
-    print(styled("warning:", "yellow", sys.stderr), clean(message), file=sys.stderr, flush=True)
+    emit(f"{styled('warning:', 'yellow', sys.stderr)} {clean(message)}", sys.stderr)
 
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
@@ -168,7 +189,7 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) 
     lines = [clean(title), styled(line(list(columns)), "bold", sys.stdout), rule]
     for row in rows:
         lines.append(rule if row is None else line([clean(c) for c in row]))
-    print("\n".join(lines), file=sys.stdout, flush=True)
+    emit("\n".join(lines), sys.stdout)
 
 
 def _numeric(cell: str) -> bool:
@@ -192,7 +213,7 @@ def run_command(fn: Callable[[argparse.Namespace], None], args: argparse.Namespa
     except KeyboardInterrupt:
         if State.debug:
             raise
-        print(styled("interrupted", "red", sys.stderr), file=sys.stderr, flush=True)
+        emit(styled("interrupted", "red", sys.stderr), sys.stderr)
         return 130
     except Exception as exc:
         if State.debug:
@@ -217,10 +238,10 @@ def error_line(exc: Exception) -> None:
             f"unexpected {type(exc).__name__}: {exc}; run again with segtool --debug ... to see "
             f"where, and report it"
         )
-    print(styled("error:", "red", sys.stderr), clean(exc), file=sys.stderr, flush=True)
+    emit(f"{styled('error:', 'red', sys.stderr)} {clean(exc)}", sys.stderr)
     if isinstance(exc, InvalidInputError) and len(exc.problems) > 5:
         for problem in exc.problems[5:]:
-            print(f"  {clean(problem)}", file=sys.stderr, flush=True)
+            emit(f"  {clean(problem)}", sys.stderr)
 
 
 # --- progress ------------------------------------------------------------------------------

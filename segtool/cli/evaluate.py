@@ -114,27 +114,35 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="Folder of reference PNG masks (e.g. dataset/masks).",
     )
     parser.add_argument(
-        "--model", type=Path, help="A run folder: predict the --split of DATASET, then score it."
+        "--model",
+        type=Path,
+        metavar="RUN",
+        help="A run folder: predict the --split of DATASET, then score it.",
     )
     parser.add_argument(
         "--split",
+        metavar="NAME",
         help="With --model on the run's own dataset: test (default), val, all (not train) "
         "or train (by name). Another folder is a separate test set, scored whole.",
     )
     parser.add_argument(
-        "--classes", type=Path, help="classes.json [default: the one beside or in GT]."
+        "--classes",
+        type=Path,
+        metavar="FILE",
+        help="classes.json [default: the one beside or in GT].",
     )
     parser.add_argument(
         "--out",
         dest="out_dir",
         type=Path,
+        metavar="DIR",
         help="Where the report goes [default: PRED, or RUN/evaluation/SPLIT].",
     )
     parser.add_argument(
         "--hd95",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="Compute HD95 (the slowest metric).",
+        help="Compute HD95 (the slowest metric). [default: on]",
     )
     parser.add_argument(
         "--gallery",
@@ -151,6 +159,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     flag(parser, "--tta", "With --model: average flipped predictions.")
     parser.add_argument(
         "--regions",
+        metavar="REGIONS",
         help='Score unions of class ids as overlapping regions, e.g. "whole=1,2,3;core=2,3".',
     )
     flag(parser, "--overwrite", "Replace an existing report (and, with --model, predictions).")

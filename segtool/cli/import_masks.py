@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from segtool.cli.common import (
+    UsageError,
     add_images,
     add_jobs,
     flag,
@@ -41,16 +42,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--values",
+        metavar="TABLE",
         help="Mask value (palette index) -> class, e.g. '0=_background_,255=membrane'; "
         "__ignore__ names the ignore value.",
     )
     parser.add_argument(
         "--colors",
         type=Path,
+        metavar="FILE",
         help="Colour table for RGB masks: a classes.json, or 'R G B name' lines.",
     )
     parser.add_argument(
-        "--labels", type=Path, help="A labels.txt or classes.json fixing the class ids."
+        "--labels",
+        type=Path,
+        metavar="FILE",
+        help="A labels.txt or classes.json fixing the class ids.",
     )
     parser.add_argument(
         "--unknown",
@@ -66,14 +72,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     """Import, then print the values found, the class table and the split kept."""
-    from segtool.core.errors import SegtoolError
     from segtool.rasterize.import_masks import import_masks as run_import
 
     paths = args.paths
     if len(paths) not in (2, 3):
-        raise SegtoolError(
-            f"import-masks takes IMAGES MASKS OUT or ROOT OUT, got {len(paths)} path(s)"
-        )
+        raise UsageError(f"pass IMAGES MASKS OUT or ROOT OUT, not {len(paths)} path(s)")
     images_dir, masks_dir, out_dir = (paths[0], None, paths[1]) if len(paths) == 2 else paths
     with progress_bar() as on_progress:
         report = run_import(

@@ -41,19 +41,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("out_dir", type=Path, metavar="OUT", help="Folder to write masks into.")
     parser.add_argument(
-        "--classes", type=Path, help="classes.json, for a bare model folder [default: the run's]."
+        "--classes",
+        type=Path,
+        metavar="FILE",
+        help="classes.json, for a bare model folder [default: the run's].",
     )
-    parser.add_argument("--split", help="Only the images of this split of the run's split.json.")
+    parser.add_argument(
+        "--split", metavar="NAME", help="Only the images of this split of the run's split.json."
+    )
     parser.add_argument(
         "--tile",
         type=bounded(int, 32),
+        metavar="TILE",
         help="Predict in TILE x TILE tiles (large images).",
     )
-    parser.add_argument("--overlap", type=float, default=0.25, help="Tile overlap fraction.")
+    parser.add_argument(
+        "--overlap", type=float, default=0.25, metavar="X", help="Tile overlap fraction."
+    )
     flag(parser, "--tta", "Average predictions over flips.")
     parser.add_argument(
         "--threshold",
         type=float,
+        metavar="P",
         help="Binary and multi-label models: probability cut [the run's tuned per-class "
         "thresholds for multi-label models, else 0.5].",
     )
@@ -64,6 +73,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--batch-size",
         type=bounded(int, 1),
         default=8,
+        metavar="N",
         help="Images (or tiles) per forward pass.",
     )
     parser.add_argument(

@@ -52,6 +52,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--labels",
         type=Path,
+        metavar="FILE",
         help="labelme labels.txt or a classes.json; default: derived and printed.",
     )
     add_images(parser)
@@ -81,10 +82,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--image-dir",
         type=Path,
+        metavar="DIR",
         help="Where an export's image paths start; default: beside the file.",
     )
     parser.add_argument(
         "--via-attribute",
+        metavar="NAME",
         help="VIA region attribute holding the class; default: the only one.",
     )
     parser.add_argument(

@@ -30,10 +30,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(dataset.json, imagesTr/, labelsTr/).",
     )
     parser.add_argument(
-        "--val", type=float, default=0.15, help="Fraction of images for validation."
+        "--val", type=float, default=0.15, metavar="X", help="Fraction of images for validation."
     )
     parser.add_argument(
-        "--test", type=float, default=0.15, help="Fraction of images held out for testing."
+        "--test",
+        type=float,
+        default=0.15,
+        metavar="X",
+        help="Fraction of images held out for testing.",
     )
     parser.add_argument("--seed", type=int, default=0, help="Seed of the assignment.")
     flag(parser, "--overwrite", "Replace an existing split.json.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from shlex import quote
 from typing import Any
 
 from segtool.cli.common import (
@@ -26,6 +27,9 @@ AUGMENTS = ("none", "light", "strong")
 NORMALIZE = ("imagenet", "image")
 AXES = ("axial", "coronal", "sagittal")
 RESIZE = ("stretch", "keep")
+
+#: Shares (0 to 1) and non-negative amounts (rates, weights); nan and inf are refused.
+FRACTION, AMOUNT = bounded(float, 0, 1), bounded(float, 0)
 
 #: Every option shows the default of the config dataclass itself: no default is typed twice.
 DEFAULTS = TrainConfig()
@@ -66,6 +70,8 @@ def _option(group: Any, name: str, help: str, **kwargs: Any) -> None:
     flag = "--" + name.replace("_", "-")
     if kwargs.get("action") is None and "choices" not in kwargs and "type" not in kwargs:
         kwargs["type"] = str
+    if kwargs.get("type") in (FRACTION, AMOUNT):
+        kwargs.setdefault("metavar", "X")
     group.add_argument(flag, dest=name, default=None, help=help, **kwargs)
 
 
@@ -97,7 +103,8 @@ def _print_result(result: Any, dataset: Path, out_dir: Path) -> None:
     if result.stopped == "interrupted":
         note(
             f"{interrupted}: {out_dir}/checkpoints/last.pt holds epoch {result.epochs_done}; "
-            f"continue with: segtool train {dataset} --out {out_dir} --resume"
+            f"continue with: segtool train {quote(str(dataset))} --out {quote(str(out_dir))} "
+            "--resume"
         )
         raise SystemExit(130)
 
@@ -121,7 +128,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def _run_options(run: Any) -> None:
     """The Run panel: where the run goes, and how it starts and stops."""
-    run.add_argument("--out", dest="out_dir", type=Path, required=True, help="Run folder to write.")
+    run.add_argument(
+        "--out",
+        dest="out_dir",
+        type=Path,
+        required=True,
+        metavar="RUN",
+        help="Run folder to write.",
+    )
     run.add_argument(
         "--resume", action="store_true", help="Continue the run in --out from its last checkpoint."
     )
@@ -129,6 +143,7 @@ def _run_options(run: Any) -> None:
     add_max_pixels(run)
     run.add_argument(
         "--time-budget",
+        metavar="TIME",
         help="Finish the whole run within this time, e.g. 100s, 10m or 2h: the plan times real "
         "steps and sets the epochs (and, where it must, a smaller input).",
     )
@@ -145,26 +160,31 @@ def _run_options(run: Any) -> None:
 
 def _data_options(data: Any) -> None:
     """The Data panel: which images, at which size, augmented how."""
-    _option(data, "val", "Validation share when no split.json exists.", type=float)
-    _option(data, "test", "Test share when no split.json exists.", type=float)
+    # Shares are checked together (with their sum) by the library, as split's are.
+    _option(data, "val", "Validation share when no split.json exists.", type=float, metavar="X")
+    _option(data, "test", "Test share when no split.json exists.", type=float, metavar="X")
     _option(
         data,
         "split_file",
         "A split.json. [default: DATASET/split.json, else a new one]",
         type=Path,
+        metavar="FILE",
     )
     _option(data, "skip_unpaired", "Skip images without masks and vice versa.", action="store_true")
-    _option(data, "size", "Resize images (masks nearest) into S x S or H,W.")
+    _option(data, "size", "Resize images (masks nearest) into S x S or H,W.", metavar="SIZE")
     _option(
         data, "resize", "stretch to --size, or keep the aspect and pad (ignored).", choices=RESIZE
     )
-    _option(data, "crop", "Train on random CROP x CROP patches.", type=bounded(int, 8))
+    _option(
+        data, "crop", "Train on random CROP x CROP patches.", type=bounded(int, 8), metavar="CROP"
+    )
     _option(
         data,
         "regions",
         'Learn unions of class ids as overlapping classes, e.g. "whole=1,2,3;core=2,3".',
+        metavar="REGIONS",
     )
-    _option(data, "fg_crop", "Share of crops centred on foreground.", type=float)
+    _option(data, "fg_crop", "Share of crops centred on foreground.", type=FRACTION)
     _option(data, "augment", "Augmentation preset.", choices=AUGMENTS)
     _option(data, "axis", "Volumes: slice along this anatomical axis.", choices=AXES)
     _option(
@@ -172,43 +192,51 @@ def _data_options(data: Any) -> None:
         "cache",
         "Volumes: slice cache folder, shared by runs. [default: RUN/cache]",
         type=Path,
+        metavar="DIR",
     )
     _option(data, "normalize", "imagenet statistics or per image.", choices=NORMALIZE)
 
 
 def _model_options(model: Any, loss: Any) -> None:
     """The Model and Loss panels."""
-    _option(model, "arch", "Architecture.")
-    _option(model, "encoder", "Encoder (tu-NAME: any timm).")
-    _option(model, "encoder_weights", "none, imagenet (downloads) or a local weights file.")
+    _option(model, "arch", "Architecture.", metavar="NAME")
+    _option(model, "encoder", "Encoder (tu-NAME: any timm).", metavar="NAME")
+    _option(
+        model,
+        "encoder_weights",
+        "none, imagenet (downloads) or a local weights file.",
+        metavar="WEIGHTS",
+    )
     _option(
         model,
         "decoder_channels",
-        "Decoder widths, e.g. 64,32,16,16,16 (smaller is faster). [default: the arch's]",
+        "Decoder widths, e.g. 64,32,16,16,16 (smaller is faster).",
+        metavar="WIDTHS",
     )
     _option(loss, "loss", "Loss; see the README's table.", choices=LOSSES)
-    _option(loss, "bce_weight", "bce-dice: weight of the BCE/CE term.", type=float)
-    _option(loss, "dice_weight", "bce-dice: weight of the Dice term.", type=float)
-    _option(loss, "tversky_alpha", "tversky: weight of false positives.", type=float)
-    _option(loss, "tversky_beta", "tversky: weight of false negatives.", type=float)
-    _option(loss, "focal_gamma", "focal: how much easy pixels are down-weighted.", type=float)
+    _option(loss, "bce_weight", "bce-dice: weight of the BCE/CE term.", type=AMOUNT)
+    _option(loss, "dice_weight", "bce-dice: weight of the Dice term.", type=AMOUNT)
+    _option(loss, "tversky_alpha", "tversky: weight of false positives.", type=AMOUNT)
+    _option(loss, "tversky_beta", "tversky: weight of false negatives.", type=AMOUNT)
+    _option(loss, "focal_gamma", "focal: how much easy pixels are down-weighted.", type=AMOUNT)
 
 
 def _optimisation_options(optim: Any, hardware: Any) -> None:
     """The Optimisation and Hardware panels."""
-    _option(optim, "epochs", "Epochs.", type=bounded(int, 1))
-    _option(optim, "batch_size", "Images per step.", type=bounded(int, 1))
-    _option(optim, "lr", "Peak learning rate of AdamW.", type=float)
-    _option(optim, "weight_decay", "AdamW weight decay.", type=float)
-    _option(optim, "warmup_epochs", "Epochs of linear LR warm-up.", type=bounded(float, 0))
-    _option(optim, "clip_grad", "Clip the gradient norm to this (0: off).", type=bounded(float, 0))
+    _option(optim, "epochs", "Epochs.", type=bounded(int, 1), metavar="N")
+    _option(optim, "batch_size", "Images per step.", type=bounded(int, 1), metavar="N")
+    _option(optim, "lr", "Peak learning rate of AdamW.", type=AMOUNT)
+    _option(optim, "weight_decay", "AdamW weight decay.", type=AMOUNT)
+    _option(optim, "warmup_epochs", "Epochs of linear LR warm-up.", type=AMOUNT, metavar="N")
+    _option(optim, "clip_grad", "Clip the gradient norm to this (0: off).", type=AMOUNT)
     _option(
         optim,
         "patience",
         "Stop after N epochs without a better val Dice. [default: never]",
         type=bounded(int, 1),
+        metavar="N",
     )
-    _option(optim, "seed", "Random seed.", type=int)
+    _option(optim, "seed", "Random seed.", type=bounded(int, 0, 2**32 - 1))
     _option(
         optim,
         "tune_thresholds",
@@ -227,6 +255,7 @@ def _optimisation_options(optim: Any, hardware: Any) -> None:
         "workers",
         "DataLoader workers. [default: picked for the device and its cores]",
         type=bounded(int, 0),
+        metavar="N",
     )
 
 
@@ -248,10 +277,12 @@ def run(args: argparse.Namespace) -> None:
     for name in ("split_file", "cache"):  # the config holds paths as text (config.json)
         options[name] = str(options[name]) if options[name] is not None else None
     if args.plan_only:
+        from segtool.train.build import check_config
         from segtool.train.planning import plan_run
 
-        plan = plan_run(args.dataset, clock=clock, **options).plan.to_json()
-        Console(soft_wrap=True).print(plan_table(plan))
+        planned = plan_run(args.dataset, clock=clock, **options)
+        check_config(planned.config)  # as a run checks it: a plan shown is a plan that runs
+        Console(soft_wrap=True).print(plan_table(planned.plan.to_json()))
         return
     reporter = RichReporter(err_console(), budget, started=clock)
     result = fit(

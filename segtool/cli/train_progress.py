@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from segtool.cli.common import clean
+
 #: Seconds between progress lines when the output is not a terminal.
 LINE_EVERY = 30.0
 
@@ -34,7 +36,7 @@ def plan_table(choices: list[dict[str, Any]]) -> Table:
     for choice in choices:
         value = "—" if choice["value"] is None else str(choice["value"])
         option = "--" + choice["option"].replace("_", "-")
-        table.add_row(option, escape(value), escape(choice["why"]))
+        table.add_row(option, escape(clean(value)), escape(clean(choice["why"])))
     return table
 
 
@@ -141,7 +143,7 @@ class RichReporter:
         per_class = [(k.removeprefix("dice_"), v) for k, v in row.items() if k.startswith("dice_")]
         # Up to 4 classes fit on the line; more would wrap it: the summary table lists them.
         classes = (
-            "  (" + "  ".join(f"{escape(k)} {v:.3f}" for k, v in per_class) + ")"
+            "  (" + "  ".join(f"{escape(clean(k))} {v:.3f}" for k, v in per_class) + ")"
             if len(per_class) <= 4
             else ""
         )
