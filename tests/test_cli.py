@@ -183,8 +183,9 @@ def test_bounded_options_and_choices_are_usage_errors(tmp_path):
     train = ["train", tmp_path, "--out", tmp_path / "o"]
     for args, says in (
         (["rasterize", tmp_path, tmp_path / "o", "--png-level", "10"], "give a value from 0 to 9"),
-        (["rasterize", tmp_path, tmp_path / "o", "--jobs", "0"], "0 is out of range; give 1 or"),
+        (["rasterize", tmp_path, tmp_path / "o", "--jobs", "0"], "0 is out of range; give a"),
         (["rasterize", tmp_path, tmp_path / "o", "--jobs", "two"], "'two' is not an int"),
+        (["rasterize", tmp_path, tmp_path / "o", "-j", "100000"], "100000 is out of range; give"),
         (["evaluate", tmp_path, tmp_path, "--gallery", "-1"], "--gallery"),
         (["evaluate", tmp_path], "pass PRED and GT folders"),
         (["import-masks", tmp_path], "pass IMAGES MASKS OUT or ROOT OUT, not 1 path(s)"),
@@ -356,3 +357,29 @@ def test_resume_hint_can_be_pasted_into_a_shell(tmp_path, capsys):
     assert (
         "continue with: segtool train 'my data' --out 'run 1' --resume" in capsys.readouterr().err
     )
+
+
+def test_table_columns_line_up_on_screen_with_wide_characters(capsys):
+    from segtool.cli.common import table
+
+    table("t", ["class", "pixels"], [["猫猫", 3], ["dog", 10], ["e\u0301", 7]])
+    # 猫 takes two columns on a terminal, the combining accent none: the cells are padded to
+    # what is seen, not to the number of characters.
+    assert capsys.readouterr().out.splitlines() == [
+        "t",
+        "class  pixels",
+        "-----  ------",
+        "猫猫        3",
+        "dog        10",
+        "e\u0301           7",
+    ]
+
+
+def test_output_on_a_stream_without_the_characters_is_escaped_not_an_error():
+    import io
+
+    from segtool.cli.common import emit
+
+    stream = io.TextIOWrapper(io.BytesIO(), encoding="ascii", errors="strict")
+    emit("dög 猫", stream)  # e.g. output redirected to a file on a system with an ASCII locale
+    assert stream.buffer.getvalue() == b"d\\xf6g \\u732b\n"

@@ -86,14 +86,23 @@ def flag(parser: Any, name: str, help: str) -> None:
 
 
 def add_jobs(parser: Any) -> None:
-    """The --jobs option of every command that spreads files over worker processes."""
+    """The --jobs option of every command that spreads files over worker processes: at most
+    `max_jobs`, as each worker is a process started before any work is done."""
     parser.add_argument(
         "--jobs",
         "-j",
-        type=bounded(int, 1),
+        type=bounded(int, 1, max_jobs()),
         metavar="N",
         help="Worker processes [default: all cores].",
     )
+
+
+def max_jobs() -> int:
+    """The most worker processes --jobs may ask for: 4 per core, and 32 on any machine (a
+    mistyped --jobs 100000 would start that many processes, and hang the machine)."""
+    from segtool.core.parallel import default_jobs
+
+    return max(32, 4 * default_jobs())
 
 
 def add_max_pixels(parser: Any) -> None:
@@ -147,10 +156,16 @@ def clean(value: object) -> str:
 
 
 def emit(text: str, stream: TextIO) -> None:
-    """Write the line `text` to `stream` now. A reader that stopped reading (``segtool ... |
-    head``) ends the command quietly with exit code 1: its output is already in place."""
+    """Write the line `text` to `stream` now; a character the stream's encoding lacks is
+    written as its escape (``\\u732b``). A reader that stopped reading (``segtool ... | head``)
+    ends the command quietly with exit code 1: its output is already in place."""
     try:
-        print(text, file=stream, flush=True)
+        try:
+            print(text, file=stream, flush=True)
+        except UnicodeEncodeError:  # a stream that cannot show every character (ASCII, cp1252)
+            encoding = getattr(stream, "encoding", None) or "ascii"
+            text = text.encode(encoding, "backslashreplace").decode(encoding)
+            print(text, file=stream, flush=True)
     except BrokenPipeError:
         with contextlib.suppress(OSError, ValueError):  # the rest goes nowhere, silently
             os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
@@ -176,13 +191,12 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) 
     """A table on stdout: its title, a header, and rows whose cells line up; columns of
     numbers are right-aligned, the others left-aligned. A row of None is a rule."""
     cells = [[clean(c) for c in row] for row in rows if row is not None]
-    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(columns)]
+    widths = [max([_width(h), *(_width(r[i]) for r in cells)]) for i, h in enumerate(columns)]
     left = [any(not _numeric(r[i]) for r in cells) for i in range(len(columns))]
 
     def line(row: Sequence[str]) -> str:
-        parts = [
-            c.ljust(w) if lj else c.rjust(w) for c, w, lj in zip(row, widths, left, strict=True)
-        ]
+        pads = [" " * (w - _width(c)) for c, w in zip(row, widths, strict=True)]
+        parts = [c + pad if lj else pad + c for c, pad, lj in zip(row, pads, left, strict=True)]
         return "  ".join(parts).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
@@ -190,6 +204,16 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) 
     for row in rows:
         lines.append(rule if row is None else line([clean(c) for c in row]))
     emit("\n".join(lines), sys.stdout)
+
+
+def _width(text: str) -> int:
+    """The columns `text` takes on a terminal: a wide (East Asian) character takes two, a
+    combining mark none."""
+    if text.isascii():
+        return len(text)
+    from unicodedata import combining, east_asian_width
+
+    return sum(0 if combining(c) else 2 if east_asian_width(c) in "WF" else 1 for c in text)
 
 
 def _numeric(cell: str) -> bool:
