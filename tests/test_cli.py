@@ -191,6 +191,10 @@ def test_bounded_options_and_choices_are_usage_errors(tmp_path):
         (["import-masks", tmp_path], "pass IMAGES MASKS OUT or ROOT OUT, not 1 path(s)"),
         (["split", tmp_path, "--val", "x"], "invalid float value: 'x'"),
         (["train", tmp_path], "--out"),
+        # An empty path is the current folder to pathlib: --out "$UNSET" must not name it.
+        (["rasterize", tmp_path, ""], "argument OUT: '' is an empty path"),
+        ([*train[:3], "", "--overwrite"], "argument --out: '' is an empty path"),
+        (["evaluate", tmp_path, tmp_path, "--out", ""], "argument --out: '' is an empty path"),
         # Numbers a run cannot use: refused before anything starts, not deep inside torch.
         ([*train, "--lr", "nan"], "argument --lr: 'nan' is not a finite number"),
         ([*train, "--warmup-epochs", "inf"], "'inf' is not a finite number"),

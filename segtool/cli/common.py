@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from segtool.core.errors import InvalidInputError, SegtoolError
@@ -78,6 +79,14 @@ def bounded(kind: type, low: float | None = None, high: float | None = None) -> 
 
     parse.__name__ = kind.__name__  # argparse names the type in its messages
     return parse
+
+
+def path_arg(text: str) -> Path:
+    """An argparse type: a path, not empty (``Path("")`` is the current folder, which an unset
+    shell variable, ``--out "$RUN"``, would otherwise name)."""
+    if not text:
+        raise argparse.ArgumentTypeError(f"{text!r} is an empty path; name a file or folder")
+    return Path(text)
 
 
 def flag(parser: Any, name: str, help: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from segtool.cli.common import (
     UsageError,
@@ -12,6 +11,7 @@ from segtool.cli.common import (
     bounded,
     flag,
     note,
+    path_arg,
     progress_bar,
     say,
     table,
@@ -102,20 +102,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.usage = "%(prog)s PRED GT [options] | %(prog)s --model RUN DATASET [options]"
     parser.add_argument(
         "first",
-        type=Path,
+        type=path_arg,
         metavar="PRED",
         help="Folder of predicted PNG masks (with --model: the DATASET).",
     )
     parser.add_argument(
         "references",
-        type=Path,
+        type=path_arg,
         nargs="?",
         metavar="GT",
         help="Folder of reference PNG masks (e.g. dataset/masks).",
     )
     parser.add_argument(
         "--model",
-        type=Path,
+        type=path_arg,
         metavar="RUN",
         help="A run folder: predict the --split of DATASET, then score it.",
     )
@@ -127,14 +127,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--classes",
-        type=Path,
+        type=path_arg,
         metavar="FILE",
         help="classes.json [default: the one beside or in GT].",
     )
     parser.add_argument(
         "--out",
         dest="out_dir",
-        type=Path,
+        type=path_arg,
         metavar="DIR",
         help="Where the report goes [default: PRED, or RUN/evaluation/SPLIT].",
     )

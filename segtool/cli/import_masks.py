@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from segtool.cli.common import (
     UsageError,
@@ -11,6 +10,7 @@ from segtool.cli.common import (
     add_jobs,
     flag,
     note,
+    path_arg,
     progress_bar,
     say,
     table,
@@ -34,7 +34,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.usage = "%(prog)s (IMAGES MASKS | ROOT) OUT [options]"
     parser.add_argument(
         "paths",
-        type=Path,
+        type=path_arg,
         nargs="+",
         metavar="PATH",
         help="An image folder and a mask folder (paired by file stem), or the root of a "
@@ -48,13 +48,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--colors",
-        type=Path,
+        type=path_arg,
         metavar="FILE",
         help="Colour table for RGB masks: a classes.json, or 'R G B name' lines.",
     )
     parser.add_argument(
         "--labels",
-        type=Path,
+        type=path_arg,
         metavar="FILE",
         help="A labels.txt or classes.json fixing the class ids.",
     )

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from segtool.cli.common import (
     add_max_pixels,
     bounded,
     flag,
     note,
+    path_arg,
     progress_bar,
     say,
     use_max_pixels,
@@ -30,19 +30,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """The options of ``segtool predict``."""
     parser.usage = "%(prog)s MODEL IMAGES OUT [options]"
     parser.add_argument(
-        "model", type=Path, metavar="MODEL", help="Run folder (or a save_pretrained model folder)."
+        "model",
+        type=path_arg,
+        metavar="MODEL",
+        help="Run folder (or a save_pretrained model folder).",
     )
     parser.add_argument(
         "images",
-        type=Path,
+        type=path_arg,
         metavar="IMAGES",
         help="Folder of images; for a run trained on volumes, a folder of .nii.gz volumes "
         "or a volume folder (its imagesTs/, or --split cases).",
     )
-    parser.add_argument("out_dir", type=Path, metavar="OUT", help="Folder to write masks into.")
+    parser.add_argument("out_dir", type=path_arg, metavar="OUT", help="Folder to write masks into.")
     parser.add_argument(
         "--classes",
-        type=Path,
+        type=path_arg,
         metavar="FILE",
         help="classes.json, for a bare model folder [default: the run's].",
     )

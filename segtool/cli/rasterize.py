@@ -4,7 +4,6 @@ PNG label masks."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from segtool.cli.common import (
     add_images,
@@ -13,6 +12,7 @@ from segtool.cli.common import (
     bounded,
     flag,
     note,
+    path_arg,
     progress_bar,
     say,
     table,
@@ -43,15 +43,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.usage = "%(prog)s SOURCE OUT [options]"
     parser.add_argument(
         "annotations",
-        type=Path,
+        type=path_arg,
         metavar="SOURCE",
         help="A labelme folder (searched recursively), an export file (COCO, CVAT XML, VIA, "
         "Label Studio), or a folder holding one.",
     )
-    parser.add_argument("out_dir", type=Path, metavar="OUT", help="Dataset folder to write.")
+    parser.add_argument("out_dir", type=path_arg, metavar="OUT", help="Dataset folder to write.")
     parser.add_argument(
         "--labels",
-        type=Path,
+        type=path_arg,
         metavar="FILE",
         help="labelme labels.txt or a classes.json; default: derived and printed.",
     )
@@ -81,7 +81,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--image-dir",
-        type=Path,
+        type=path_arg,
         metavar="DIR",
         help="Where an export's image paths start; default: beside the file.",
     )

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from segtool.cli.common import add_jobs, add_max_pixels, flag, table, use_max_pixels, warn
+from segtool.cli.common import (
+    add_jobs,
+    add_max_pixels,
+    flag,
+    path_arg,
+    table,
+    use_max_pixels,
+    warn,
+)
 
 HELP = """\
 Split a dataset into train, val and test.
@@ -24,7 +31,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.usage = "%(prog)s DATASET [options]"
     parser.add_argument(
         "dataset",
-        type=Path,
+        type=path_arg,
         metavar="DATASET",
         help="Dataset folder (images/, masks/, classes.json), or a volume folder "
         "(dataset.json, imagesTr/, labelsTr/).",

@@ -13,6 +13,7 @@ from segtool.cli.common import (
     bounded,
     err_console,
     note,
+    path_arg,
     styled,
     table,
     use_max_pixels,
@@ -114,7 +115,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.usage = "%(prog)s DATASET --out RUN [options]"
     parser.add_argument(
         "dataset",
-        type=Path,
+        type=path_arg,
         metavar="DATASET",
         help="Dataset folder (images/, masks/, classes.json), or a volume folder "
         "(dataset.json, imagesTr/, labelsTr/: trained on 2-D slices).",
@@ -131,7 +132,7 @@ def _run_options(run: Any) -> None:
     run.add_argument(
         "--out",
         dest="out_dir",
-        type=Path,
+        type=path_arg,
         required=True,
         metavar="RUN",
         help="Run folder to write.",
@@ -167,7 +168,7 @@ def _data_options(data: Any) -> None:
         data,
         "split_file",
         "A split.json. [default: DATASET/split.json, else a new one]",
-        type=Path,
+        type=path_arg,
         metavar="FILE",
     )
     _option(data, "skip_unpaired", "Skip images without masks and vice versa.", action="store_true")
@@ -191,7 +192,7 @@ def _data_options(data: Any) -> None:
         data,
         "cache",
         "Volumes: slice cache folder, shared by runs. [default: RUN/cache]",
-        type=Path,
+        type=path_arg,
         metavar="DIR",
     )
     _option(data, "normalize", "imagenet statistics or per image.", choices=NORMALIZE)
