@@ -19,7 +19,9 @@ from segtool.core.masks import MaskRows
 from segtool.rasterize import draw
 from segtool.rasterize.draw import draw_rows, draw_shapes
 from segtool.rasterize.folder import rasterize_dir, rasterize_file
-from segtool.sources.shapes import Shape
+from segtool.sources import labelme
+from segtool.sources.labelme import SHAPE_POINTS
+from segtool.sources.shapes import AnnotationError, Shape
 from tests.conftest import image_b64, read_png, shape, write_image, write_labelme
 
 VALUES = {"a": 1, "b": 2, "__ignore__": 255}
@@ -484,6 +486,82 @@ def test_mask_shape_from_file(tmp_path, labels_txt):
     assert mask[1:3, 2:4].tolist() == [[1, 0], [1, 1]] and mask.sum() == 3
 
 
+# --- parsing a whole file's shapes at once ---------------------------------------------------
+
+json_number = st.integers(-50, 150) | st.floats(-50, 150).map(lambda v: round(v, 2))
+odd_value = st.sampled_from(
+    [True, None, "3", float("nan"), float("inf"), -float("inf"), 10**400, [1, 2], {}, 1e308]
+)
+json_point = st.lists(json_number, min_size=2, max_size=2)
+odd_point = (
+    st.lists(json_number | odd_value, min_size=2, max_size=2)
+    | st.lists(json_number, min_size=0, max_size=3)
+    | odd_value
+)
+
+
+def _points_for(kind: str | None) -> st.SearchStrategy:
+    low, high = SHAPE_POINTS[kind or "polygon"]
+    return st.lists(json_point, min_size=low, max_size=high or low + 5)
+
+
+plain_shape = st.sampled_from([*SHAPE_POINTS.keys() - {"mask"}, None, ""]).flatmap(
+    lambda kind: st.builds(
+        lambda label, points, group: {
+            "label": label,
+            "shape_type": kind,
+            "points": points,
+            "group_id": group,
+        },
+        st.sampled_from(["a", "b", "__ignore__"]),
+        _points_for(kind),
+        st.none() | st.integers(0, 9),
+    )
+)
+
+
+def _odd_shape(shape: dict, field: str, value) -> object:
+    """`shape` with one field replaced (or the whole shape, for field "shape")."""
+    return value if field == "shape" else {**shape, field: value}
+
+
+odd_shape = st.builds(
+    _odd_shape,
+    plain_shape,
+    st.sampled_from(["shape", "label", "shape_type", "points", "group_id"]),
+    odd_value | st.just("") | st.just("mask") | st.lists(odd_point, min_size=1, max_size=4),
+)
+
+
+def _parsed_one_by_one(raws: list):
+    """The shapes as `_parse_shape` checks them one at a time, or the error it raises."""
+    try:
+        return tuple(labelme._parse_shape(raw, i) for i, raw in enumerate(raws))
+    except AnnotationError as exc:
+        return exc
+
+
+@settings(max_examples=300, deadline=None)
+@given(raws=st.lists(plain_shape | odd_shape, max_size=6))
+def test_a_whole_file_checked_at_once_accepts_exactly_what_each_shape_check_accepts(raws):
+    one_by_one = _parsed_one_by_one(raws)
+    at_once = labelme._plain_shapes(raws)
+    if isinstance(one_by_one, AnnotationError):
+        assert at_once is None  # then the shape-by-shape check names the problem
+    elif at_once is not None:
+        assert at_once == one_by_one
+        assert [type(c) for s in at_once for xy in s.points for c in xy] == [
+            type(c) for s in one_by_one for xy in s.points for c in xy
+        ]
+
+
+@settings(max_examples=100, deadline=None)
+@given(raws=st.lists(plain_shape, max_size=8))
+def test_plain_files_take_the_whole_file_check(raws):
+    shapes = labelme._plain_shapes(raws)
+    assert shapes is not None and shapes == _parsed_one_by_one(raws)
+
+
 # --- bad inputs: message, and nothing written ----------------------------------------------
 
 
@@ -520,6 +598,7 @@ def test_not_a_labelme_file(tmp_path, labels_txt):
         (shape("cat", [[0, 0], [1, 1], [2, 2, 3]]), "is not a pair of numbers"),
         (shape("cat", [[0, 0], [1e400, 1], [2, 2]]), "not finite"),
         (shape("cat", [[0, 0], [1, 1], [2, 2]], "hexagon"), "unknown shape_type 'hexagon'"),
+        (shape("cat", [[0, 0], [1, 1], [2, 2]], ["polygon"]), r"unknown shape_type \['polygon'\]"),
         (shape("bird", [[0, 0], [1, 1], [2, 2]]), "label 'bird' is not in the class map"),
         (shape("", [[0, 0], [1, 1], [2, 2]]), "label '' is not a non-empty string"),
         (shape("cat", [[0, 0], [1, 1]], "mask", mask="@@notbase64@@"), "not a base64 PNG"),

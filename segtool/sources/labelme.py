@@ -7,6 +7,7 @@ import binascii
 import json
 import math
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path, PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
@@ -115,7 +116,7 @@ def _parse_shape(raw: Any, index: int) -> Shape:
         raise AnnotationError(f"{where}: label {label!r} is not a non-empty string; name the shape")
     where = f"shape {index} ({label!r})"
     shape_type = raw.get("shape_type") or "polygon"
-    if shape_type not in SHAPE_POINTS:
+    if not isinstance(shape_type, str) or shape_type not in SHAPE_POINTS:
         raise AnnotationError(
             f"{where}: unknown shape_type {shape_type!r}; use one of {', '.join(SHAPE_POINTS)}"
         )
@@ -134,6 +135,67 @@ def _parse_shape(raw: Any, index: int) -> Shape:
             f"{where}: group_id {group_id!r} is not a whole number or null; fix the shape"
         )
     return Shape(label=label, shape_type=shape_type, points=points, mask=mask, group_id=group_id)
+
+
+#: Shape types whose checks `_plain_shapes` makes for a whole file at once (not ``mask``,
+#: whose patch is decoded shape by shape).
+_PLAIN_KINDS = frozenset(SHAPE_POINTS) - {"mask"}
+_NUMBERS = frozenset(_NUMBER_TYPES)
+_DICT, _LIST, _STR, _PAIR = frozenset([dict]), frozenset([list]), frozenset([str]), frozenset([2])
+_GROUP_TYPES = frozenset([type(None), int])
+
+
+def _parse_shapes(raws: list) -> tuple[Shape, ...]:
+    """Every shape of a file, checked: all at once where the file is the common case
+    (`_plain_shapes`), else shape by shape, which names what is wrong."""
+    plain = _plain_shapes(raws)
+    if plain is not None:
+        return plain
+    return tuple(_parse_shape(raw, i) for i, raw in enumerate(raws))
+
+
+def _plain_shapes(raws: list) -> tuple[Shape, ...] | None:
+    """`_parse_shape` of every shape, or None where any shape is not plain: a mask, or
+    anything `_parse_shape` would refuse (or accept only after a closer look).
+
+    The checks run over the whole file at once, as C loops over all labels, types, points
+    and coordinates (``set(map(type, ...))``), instead of one Python test per point; a sum of
+    finite numbers is finite, so one sum tells that no coordinate is NaN or infinite.
+    """
+    if not set(map(type, raws)) <= _DICT:
+        return None
+    labels = [raw.get("label") for raw in raws]
+    kinds = [raw.get("shape_type") or "polygon" for raw in raws]
+    points = [raw.get("points") for raw in raws]
+    groups = [raw.get("group_id") for raw in raws]
+    if not (
+        set(map(type, labels)) <= _STR
+        and "" not in labels
+        and set(map(type, kinds)) <= _STR
+        and set(kinds) <= _PLAIN_KINDS
+        and set(map(type, points)) <= _LIST
+        and set(map(type, groups)) <= _GROUP_TYPES
+    ):
+        return None
+    for kind, n in zip(kinds, map(len, points), strict=True):
+        low, high = SHAPE_POINTS[kind]
+        if n < low or (high is not None and n > high):
+            return None
+    pairs = list(chain.from_iterable(points))
+    if not (set(map(type, pairs)) <= _LIST and set(map(len, pairs)) <= _PAIR):
+        return None
+    coordinates = list(chain.from_iterable(pairs))
+    if not set(map(type, coordinates)) <= _NUMBERS:
+        return None
+    try:
+        if not math.isfinite(sum(coordinates)):
+            return None  # a NaN or infinity (or finite numbers whose sum overflows)
+    except OverflowError:
+        return None  # an integer too large for a float
+    return tuple(
+        Shape(label=label, shape_type=kind, points=tuple(map(tuple, xy)), group_id=group)
+        for label, kind, xy, group in zip(labels, kinds, points, groups, strict=True)
+    )
 
 
 def parse_labelme(path: Path) -> LabelmeFile:
@@ -163,7 +225,7 @@ def parse_labelme(path: Path) -> LabelmeFile:
             f'not a labelme file (no "shapes" list): {describe_json(doc)}; pass a folder of '
             f"labelme JSON files, or one COCO, CVAT, VIA or Label Studio export file"
         )
-    shapes = tuple(_parse_shape(raw, i) for i, raw in enumerate(doc["shapes"]))
+    shapes = _parse_shapes(doc["shapes"])
     image_data = None
     if doc.get("imageData"):
         try:
