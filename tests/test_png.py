@@ -97,16 +97,6 @@ def test_own_files_are_decoded_without_pil(tmp_path, monkeypatch):
     assert result.flags.writeable and result.flags.c_contiguous
 
 
-@settings(max_examples=30, deadline=None)
-@given(mask=label_masks)
-def test_a_view_of_a_mask_holds_its_pixels_without_a_copy(tmp_path_factory, mask):
-    path = tmp_path_factory.mktemp("v") / "m.png"
-    masks.write_mask(path, mask, CMAP)
-    view = masks.read_mask(path, view=True)
-    np.testing.assert_array_equal(view, mask)
-    assert not view.flags.writeable  # read-only: a caller cannot change the rows under it
-
-
 def test_sixteen_bit_masks_round_trip(tmp_path):
     mask = np.array([[0, 299, 65535], [7, 256, 1]], dtype=np.uint16)
     masks.write_mask(tmp_path / "w.png", mask, WIDE)

@@ -174,13 +174,8 @@ def write_mask(
         tmp.write_bytes(data)
 
 
-def read_mask(path: Path, *, view: bool = False) -> np.ndarray:
+def read_mask(path: Path) -> np.ndarray:
     """Read a label PNG as an integer array of ids (uint8 or uint16).
-
-    Args:
-        path: the PNG file.
-        view: a plain 8-bit mask may come back as a read-only view into the decoded rows
-            (strided, not copied), for callers that only read it.
 
     Raises:
         SegtoolError: unreadable file, or an RGB(A) colour picture instead of a label mask.
@@ -204,7 +199,7 @@ def read_mask(path: Path, *, view: bool = False) -> np.ndarray:
         width, height, rows = plain
         table = np.frombuffer(rows, dtype=np.uint8).reshape(height, width + 1)
         if not table[:, 0].any():  # no row filters: the pixels are the rows themselves
-            return table[:, 1:] if view else np.ascontiguousarray(table[:, 1:])
+            return np.ascontiguousarray(table[:, 1:])
     from segtool.core.images import ImageReadError, open_image
 
     try:

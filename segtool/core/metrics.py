@@ -211,12 +211,15 @@ def _count_by_comparison(reference: np.ndarray, prediction: np.ndarray, k: int) 
     each mask and of their agreement (vectorized byte compares beat a 256-bin histogram's
     serial increments for a handful of classes); background's counts follow from the totals."""
     agree = reference == prediction
+    work = np.empty_like(agree)  # one scratch mask for every comparison: no allocation each
     tp, ref_n, pred_n = (np.zeros(k, dtype=np.int64) for _ in range(3))
     for c in range(1, k):
-        is_c = reference == c
-        ref_n[c] = np.count_nonzero(is_c)
-        tp[c] = np.count_nonzero(is_c & agree)
-        pred_n[c] = np.count_nonzero(prediction == c)
+        np.equal(reference, c, out=work)
+        ref_n[c] = np.count_nonzero(work)
+        np.logical_and(work, agree, out=work)
+        tp[c] = np.count_nonzero(work)
+        np.equal(prediction, c, out=work)
+        pred_n[c] = np.count_nonzero(work)
     ref_n[0] = reference.size - ref_n[1:].sum()
     pred_n[0] = reference.size - pred_n[1:].sum()
     tp[0] = np.count_nonzero(agree) - tp[1:].sum()

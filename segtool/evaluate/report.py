@@ -73,12 +73,11 @@ def _score_files(
 ) -> ImageScore:
     """Read one prediction/reference pair and score it (runs in a worker process)."""
     stem, pred_path, ref_path = item
-    # Both masks are only read: views into the decoded rows, not copies.
-    reference = read_mask(ref_path, view=True)
+    reference = read_mask(ref_path)
     if pred_path is None:
         prediction = np.zeros_like(reference)
     else:
-        prediction = read_mask(pred_path, view=True)
+        prediction = read_mask(pred_path)
         if prediction.shape != reference.shape:
             raise SegtoolError(
                 f"{pred_path}: prediction is {prediction.shape[1]}x{prediction.shape[0]} but its "
