@@ -235,6 +235,7 @@ def test_user_strings_cannot_drive_the_terminal(capsys):
 
     assert clean("road [/] [bold]") == "road [/] [bold]"  # markup-like text is text
     assert clean("a\x1b[2Jb\x07") == "a\\x1b[2Jb\\x07"
+    assert clean("a\nb\tc\r") == "a\\nb\\tc\\r"  # no line of segtool's can be forged
     table("t", ["class", "pixels"], [["evil\x1b[2J", 3]])
     warn("label \x1b]0;title\x07")
     captured = capsys.readouterr()
@@ -387,3 +388,14 @@ def test_output_on_a_stream_without_the_characters_is_escaped_not_an_error():
     stream = io.TextIOWrapper(io.BytesIO(), encoding="ascii", errors="strict")
     emit("dög 猫", stream)  # e.g. output redirected to a file on a system with an ASCII locale
     assert stream.buffer.getvalue() == b"d\\xf6g \\u732b\n"
+
+
+def test_a_line_break_in_a_user_string_cannot_forge_a_line(tmp_path):
+    write_labelme(tmp_path / "ann", "x", [shape("dog\n 9  fake  1", [[0, 0], [3, 3]], "rectangle")])
+    result = invoke(["rasterize", tmp_path / "ann", tmp_path / "ds"])
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.stdout.splitlines() if line.startswith(" ")]
+    assert rows[-1].split()[:2] == ["1", "dog\\n"] and len(rows) == 2, result.stdout
+    missing = invoke(["split", tmp_path / "no\nerror: fine"])
+    assert missing.exit_code == 1 and len(missing.stderr.splitlines()) == 1, missing.stderr
+    assert "no\\nerror: fine" in missing.stderr

@@ -157,11 +157,12 @@ def styled(text: str, style: str, stream: TextIO) -> str:
 
 def clean(value: object) -> str:
     """A user string made safe to print: control characters (which could move the cursor or
-    clear the terminal) are shown escaped, everything else as it is."""
+    clear the terminal) are shown escaped, line breaks and tabs too (a class name or a path
+    holding one would start a line that looks like segtool's own), everything else as it is."""
     text = str(value)
     if text.isprintable():
         return text
-    return "".join(c if c.isprintable() or c in "\n\t" else ascii(c)[1:-1] for c in text)
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 def emit(text: str, stream: TextIO) -> None:
