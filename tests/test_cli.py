@@ -188,6 +188,13 @@ def test_bounded_options_and_choices_are_usage_errors(tmp_path):
         (["rasterize", tmp_path, tmp_path / "o", "-j", "100000"], "100000 is out of range; give"),
         (["evaluate", tmp_path, tmp_path, "--gallery", "-1"], "--gallery"),
         (["evaluate", tmp_path], "pass PRED and GT folders"),
+        # Options of the other form of evaluate would be ignored: refused instead.
+        (["evaluate", tmp_path, tmp_path, "--tta"], "--tta goes with --model RUN DATASET"),
+        (["evaluate", tmp_path, tmp_path, "--split", "val"], "--split goes with --model"),
+        (["evaluate", tmp_path, tmp_path, "--device", "cpu"], "--device goes with --model"),
+        (["evaluate", "--model", tmp_path, tmp_path, "--allow-missing"], "--allow-missing sc"),
+        (["evaluate", "--model", tmp_path, tmp_path, "--classes", tmp_path], "--classes scores"),
+        (["predict", tmp_path, tmp_path, tmp_path / "o", "--overlap", ".5"], "add --tile or drop"),
         (["import-masks", tmp_path], "pass IMAGES MASKS OUT or ROOT OUT, not 1 path(s)"),
         (["split", tmp_path, "--val", "x"], "invalid float value: 'x'"),
         (["train", tmp_path], "--out"),

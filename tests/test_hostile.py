@@ -1136,7 +1136,16 @@ CASES = [
     ),
     Case(
         "predict: --overlap 1.5",
-        cmd(P, lambda w: w.run, lambda w: w.new, lambda w: w.root / "out", "--overlap", "1.5"),
+        cmd(
+            P,
+            lambda w: w.run,
+            lambda w: w.new,
+            lambda w: w.root / "out",
+            "--overlap",
+            "1.5",
+            "--tile",
+            "64",
+        ),
         1,
         _say("1.5"),
     ),

@@ -197,6 +197,11 @@ def test_cli_predict_and_evaluate(run, tmp_path):
     assert "on the test split" in result.stdout and "index.html" in result.stderr
     result = invoke(["evaluate", str(tmp_path / "p")])
     assert result.exit_code == 2
+    # A 3-class model gives each pixel its most probable class: a --threshold would be ignored.
+    args = ["predict", run_dir, dataset / "images", tmp_path / "t", "--device", "cpu"]
+    result = invoke([*args, "--threshold", "0.3"])
+    assert result.exit_code == 1 and "--threshold 0.3:" in result.stderr, result.output
+    assert "drop --threshold" in result.stderr and not (tmp_path / "t").exists()
 
 
 def test_binary_threshold_direction(tmp_path):

@@ -154,7 +154,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_jobs(parser)
     flag(parser, "--allow-missing", "Score references without a prediction as empty.")
     parser.add_argument(
-        "--device", choices=DEVICES, default="auto", help="With --model: the device."
+        "--device", choices=DEVICES, help="With --model: the device. [default: auto]"
     )
     flag(parser, "--tta", "With --model: average flipped predictions.")
     parser.add_argument(
@@ -176,6 +176,16 @@ def run(args: argparse.Namespace) -> None:
                 raise UsageError("with --model, pass only the DATASET folder")
             if args.regions is not None:
                 raise UsageError("with --model, the run's own regions are scored")
+            given = [
+                name
+                for name, on in (
+                    ("--classes", args.classes),
+                    ("--allow-missing", args.allow_missing),
+                )
+                if on
+            ]
+            if given:
+                raise UsageError(f"{given[0]} scores PRED GT folders; with --model, drop it")
             from segtool.evaluate.model import evaluate_model
 
             result = evaluate_model(
@@ -184,7 +194,7 @@ def run(args: argparse.Namespace) -> None:
                 split=split,
                 out=args.out_dir,
                 with_hd95=args.hd95,
-                device=args.device,
+                device=args.device or "auto",
                 tta=args.tta,
                 gallery=args.gallery,
                 jobs=args.jobs,
@@ -200,6 +210,15 @@ def run(args: argparse.Namespace) -> None:
         else:
             if references is None:
                 raise UsageError("pass PRED and GT folders, or --model RUN DATASET")
+            given = [
+                name
+                for name, on in (("--split", split), ("--device", args.device), ("--tta", args.tta))
+                if on
+            ]
+            if given:
+                raise UsageError(
+                    f"{given[0]} goes with --model RUN DATASET; drop it to score folders"
+                )
             from segtool.evaluate.report import evaluate_dirs
             from segtool.evaluate.volumes import evaluate_volume_dirs, holds_volumes
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from segtool.cli.common import (
+    UsageError,
     add_max_pixels,
     bounded,
     flag,
@@ -59,7 +60,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="Predict in TILE x TILE tiles (large images).",
     )
     parser.add_argument(
-        "--overlap", type=float, default=0.25, metavar="X", help="Tile overlap fraction."
+        "--overlap", type=float, metavar="X", help="Tile overlap fraction. [default: 0.25]"
     )
     flag(parser, "--tta", "Average predictions over flips.")
     parser.add_argument(
@@ -102,12 +103,24 @@ def run(args: argparse.Namespace) -> None:
         args.overlay,
     )
     device, batch_size, amp, overwrite = args.device, args.batch_size, args.amp, args.overwrite
+    from segtool.core.classes import mode_for
+    from segtool.core.constants import MULTICLASS
     from segtool.core.dataset import split_stems
+    from segtool.core.errors import SegtoolError
     from segtool.predict.folder import predict_dir
     from segtool.predict.predictor import load_predictor
     from segtool.predict.volumes import volume_settings
 
+    if args.overlap is not None and args.tile is None:
+        raise UsageError("--overlap is the overlap of --tile tiles; add --tile or drop --overlap")
     predictor = load_predictor(model, args.classes)
+    cmap = predictor.class_map
+    if threshold is not None and mode_for(cmap.num_classes, cmap.multilabel) == MULTICLASS:
+        raise SegtoolError(
+            f"--threshold {threshold}: {model} has {cmap.num_classes} classes and gives each "
+            "pixel the most probable one; a cut applies to binary and multi-label models only, "
+            "drop --threshold"
+        )
     stems = split_stems(predictor.split, split, predictor.source) if split else None
     if volume_settings(predictor.source) is not None:
         _predict_volumes(
@@ -131,7 +144,7 @@ def run(args: argparse.Namespace) -> None:
             out_dir,
             stems=stems,
             tile=args.tile,
-            overlap=args.overlap,
+            overlap=0.25 if args.overlap is None else args.overlap,
             tta=tta,
             threshold=threshold,
             probabilities=probabilities,
