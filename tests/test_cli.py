@@ -406,3 +406,15 @@ def test_a_line_break_in_a_user_string_cannot_forge_a_line(tmp_path):
     missing = invoke(["split", tmp_path / "no\nerror: fine"])
     assert missing.exit_code == 1 and len(missing.stderr.splitlines()) == 1, missing.stderr
     assert "no\\nerror: fine" in missing.stderr
+
+
+def test_ctrl_c_while_the_command_loads_is_exit_130_without_a_traceback(monkeypatch):
+    import segtool.cli.app as app
+
+    def slow_import(name):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(app, "command_parser", slow_import)
+    result = invoke(["rasterize", "a", "b"])
+    assert result.exit_code == 130 and result.exception is None
+    assert result.stderr == "interrupted\n"

@@ -14,7 +14,14 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from segtool import __version__
-from segtool.cli.common import ArgumentParser, HelpFormatter, State, UsageError, run_command
+from segtool.cli.common import (
+    ArgumentParser,
+    HelpFormatter,
+    State,
+    UsageError,
+    interrupted,
+    run_command,
+)
 
 
 class Command(NamedTuple):
@@ -108,9 +115,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(0)
     # The root's own options come before the command's name; all after it is the command's.
     named = next((i for i, arg in enumerate(argv) if not arg.startswith("-")), len(argv))
-    top = root.parse_args(argv[: named + 1])
-    parser = command_parser(top.command)
-    args = parser.parse_intermixed_args(literal_paths(argv[named + 1 :]))
+    try:
+        top = root.parse_args(argv[: named + 1])
+        parser = command_parser(top.command)  # imports the command's module
+        args = parser.parse_intermixed_args(literal_paths(argv[named + 1 :]))
+    except KeyboardInterrupt:  # Ctrl-C right after Enter: as during the work, no traceback
+        if "--debug" in argv:
+            raise
+        raise SystemExit(interrupted()) from None
     State.debug = top.debug or args.debug
     try:
         code = run_command(args.run, args)

@@ -247,14 +247,19 @@ def run_command(fn: Callable[[argparse.Namespace], None], args: argparse.Namespa
     except KeyboardInterrupt:
         if State.debug:
             raise
-        emit(styled("interrupted", "red", sys.stderr), sys.stderr)
-        return 130
+        return interrupted()
     except Exception as exc:
         if State.debug:
             raise
         error_line(exc)
         return 1
     return 0
+
+
+def interrupted() -> int:
+    """Say that Ctrl-C stopped the command; its exit code, 130."""
+    emit(styled("interrupted", "red", sys.stderr), sys.stderr)
+    return 130
 
 
 def error_line(exc: Exception) -> None:
