@@ -54,9 +54,7 @@ def test_imap_jobs_keeps_its_contract():
 
 
 def test_items_travel_in_chunks_and_come_back_in_order():
-    items = list(range(301))  # not a multiple of the chunk size
-    size = parallel.chunk_size(len(items), 2)
-    assert 1 < size <= parallel.MAX_CHUNK
+    items = list(range(301))
     with Workers(2) as workers:
         workers.found(len(items))
         submit, chunks = workers._pool.submit, []
@@ -68,11 +66,15 @@ def test_items_travel_in_chunks_and_come_back_in_order():
         workers._pool.submit = counting
         out = list(workers.imap(_pid_and_square, items))
     assert [square for _, square in out] == [x * x for x in items]
-    assert sum(chunks) == len(items) and len(chunks) == -(-len(items) // size)
-    assert len(chunks) >= 2 * 4  # enough tasks for the workers to even out the load
+    assert chunks == parallel.chunk_sizes(len(items), 2)
+    assert len(chunks) < len(items) // 4  # a task carries many items...
+    assert chunks[-4:] == [1, 1, 1, 1]  # ...but the last ones one each
 
 
-def test_a_chunk_is_never_empty_nor_larger_than_the_cap():
-    for n in (1, 2, 15, 16, 17, 200, 10_000):
+def test_chunks_cover_every_item_largest_first():
+    for n in (0, 1, 2, 15, 16, 17, 200, 10_000):
         for jobs in (1, 2, 16):
-            assert 1 <= parallel.chunk_size(n, jobs) <= parallel.MAX_CHUNK
+            sizes = parallel.chunk_sizes(n, jobs)
+            assert sum(sizes) == n
+            assert all(1 <= s <= parallel.MAX_CHUNK for s in sizes)
+            assert sizes == sorted(sizes, reverse=True)

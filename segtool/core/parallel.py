@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 #: ``on_progress(phase, done, total)``: how long-running functions report their progress.
 ProgressFn = Callable[[str, int, int], None]
 
-#: The most items one worker task carries (`chunk_size`).
+#: The most items one worker task carries (`chunk_sizes`).
 MAX_CHUNK = 16
 
 T = TypeVar("T")
@@ -37,10 +37,16 @@ def _one_thread_per_worker() -> None:
         sys.modules["cv2"].setNumThreads(1)
 
 
-def chunk_size(n_items: int, jobs: int) -> int:
-    """Items per task: about eight tasks per worker (so that the last ones even out the load),
-    at most `MAX_CHUNK` items each."""
-    return max(1, min(MAX_CHUNK, n_items // (jobs * 8)))
+def chunk_sizes(n_items: int, jobs: int) -> list[int]:
+    """Items per task, in order: a quarter of each worker's share of what is left (at most
+    `MAX_CHUNK`), so tasks are few while much is left and shrink to single items at the end,
+    where the workers then finish together."""
+    sizes = []
+    left = n_items
+    while left:
+        sizes.append(max(1, min(MAX_CHUNK, left // (jobs * 4))))
+        left -= sizes[-1]
+    return sizes
 
 
 def _map_chunk(fn: Callable[[T], R], chunk: Sequence[T]) -> list[R]:
@@ -89,17 +95,18 @@ class Workers:
         order, with at most a few chunks of items per worker in flight, so memory does not grow
         with the input.
 
-        Items travel in chunks (`chunk_size`): each task costs this process a submission, a
+        Items travel in chunks (`chunk_sizes`): each task costs this process a submission, a
         wake-up and the pickling of `fn`, CPU time taken from the workers on a busy machine."""
         self.found(len(items))
         if self._pool is None:
             yield from map(fn, items)
             return
-        size = chunk_size(len(items), self.jobs)
         window = self.jobs * 2
         pending: deque = deque()
-        for start in range(0, len(items), size):
+        start = 0
+        for size in chunk_sizes(len(items), self.jobs):
             pending.append(self._pool.submit(_map_chunk, fn, items[start : start + size]))
+            start += size
             if len(pending) >= window:
                 yield from pending.popleft().result()
         for future in pending:
