@@ -78,3 +78,39 @@ def test_chunks_cover_every_item_largest_first():
             assert sum(sizes) == n
             assert all(1 <= s <= parallel.MAX_CHUNK for s in sizes)
             assert sizes == sorted(sizes, reverse=True)
+
+
+def _write_for_a_while(job: tuple) -> int:
+    """Keep writing small files into a folder for about 0.1 s (a worker busy with its chunk)."""
+    import time
+    from pathlib import Path
+
+    folder, i = job
+    for j in range(40):
+        Path(folder).mkdir(parents=True, exist_ok=True)  # as a writer of nested outputs does
+        (Path(folder) / f"{i}_{j}").write_bytes(b"x" * 1000)
+        time.sleep(0.0025)
+    return i
+
+
+def test_a_failed_output_stops_its_workers_before_removing_their_files(tmp_path):
+    # After an error or Ctrl-C, the temporary output is removed; workers still writing into it
+    # would race the removal and leave files (or the folder) behind.
+    import time
+
+    import pytest
+
+    from segtool.core.files import output_folder
+
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        Workers(2) as workers,
+        output_folder(tmp_path / "out", False) as tmp,
+    ):
+        jobs = [(str(tmp / "images"), i) for i in range(8)]
+        results = workers.imap(_write_for_a_while, jobs)
+        next(results)  # the workers are busy writing the next items
+        raise RuntimeError("boom")
+    time.sleep(0.3)  # anything a worker were still doing would have landed by now
+    assert list(tmp_path.iterdir()) == []
+    assert not parallel._RUNNING

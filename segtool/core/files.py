@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from segtool.core.errors import SegtoolError
+from segtool.core.parallel import stop_all
 from segtool.core.swap import clear_stale, remove_path, replace_path, temp_name
 
 
@@ -202,7 +203,8 @@ class OutputPlan:
 
     def discard(self) -> None:
         """Remove every temporary (and the folders made for them); the existing outputs are
-        untouched."""
+        untouched. Worker processes still writing into them are stopped first."""
+        stop_all()
         for output in self.outputs:
             if output.tmp is not None:
                 remove_path(output.tmp)

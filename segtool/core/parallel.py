@@ -57,6 +57,20 @@ def _ready() -> None:
     """A first task that makes the pool start its processes now."""
 
 
+#: The pools of this process that are running (see `stop_all`).
+_RUNNING: set[Workers] = set()
+
+
+def stop_all() -> None:
+    """Stop every pool of worker processes this process runs, waiting for the tasks they are in.
+
+    The output mechanism calls this before it removes a failed output's temporary files
+    (after an error or Ctrl-C), so that no worker is still writing into them."""
+    for workers in list(_RUNNING):
+        if workers.owner == os.getpid():  # a forked worker holds a copy it does not own
+            workers.close()
+
+
 class Workers:
     """Worker processes for per-file work, started once there is enough work to pay for them,
     and early: `found` can be called while the caller is still finding its files, so the
@@ -73,6 +87,7 @@ class Workers:
         self.jobs = jobs or default_jobs()
         self.min_items = 0 if jobs else min_items
         self._pool: ProcessPoolExecutor | None = None
+        self.owner = os.getpid()
 
     def found(self, n: int) -> None:
         """`n` items are known so far: start the workers if that is enough to pay for them."""
@@ -89,6 +104,7 @@ class Workers:
             self._pool = ProcessPoolExecutor(self.jobs, context, initializer=_one_thread_per_worker)
             for _ in range(self.jobs):  # one each: "spawn" pools start processes as needed
                 self._pool.submit(_ready)
+            _RUNNING.add(self)
 
     def imap(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
         """`map(fn, items)` over the workers (in this process if none were worth starting), in
@@ -117,6 +133,7 @@ class Workers:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
+            _RUNNING.discard(self)
 
     def __enter__(self) -> Workers:
         return self
