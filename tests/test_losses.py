@@ -141,3 +141,18 @@ def test_focal_gamma_reaches_the_loss_and_defaults_to_the_config():
     ] == pytest.approx(3.0)
     default = build_loss("focal", BINARY, IGN).focal_loss_fn.keywords["gamma"]
     assert default == TrainConfig().focal_gamma
+
+
+@pytest.mark.parametrize("name", ["lr", "bce_weight", "tversky_beta", "warmup_epochs", "clip_grad"])
+@pytest.mark.parametrize("value", [math.nan, math.inf, -0.5])
+def test_fit_refuses_amounts_that_are_not_finite_and_non_negative(name, value):
+    # The command line refuses them as usage errors; fit() called from Python gets the same
+    # rule from the config, before any training starts.
+    from segtool.train.config import AMOUNTS, TrainConfig
+
+    assert name in AMOUNTS
+    with pytest.raises(
+        SegtoolError, match=f"--{name.replace('_', '-')} .*finite number, 0 or more"
+    ):
+        TrainConfig(**{name: value}).check()
+    TrainConfig(**{name: 0.0}).check()  # zero is an amount

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,20 @@ PLANNED = frozenset(
     ("size", "resize", "crop", "fg_crop", "encoder", "decoder_channels", "batch_size",
      "augment", "lr", "epochs", "loss")
 )  # fmt: skip
+
+
+#: Options that are amounts: finite, and 0 or more (`TrainConfig.check`).
+AMOUNTS = (
+    "lr",
+    "weight_decay",
+    "warmup_epochs",
+    "clip_grad",
+    "bce_weight",
+    "dice_weight",
+    "tversky_alpha",
+    "tversky_beta",
+    "focal_gamma",
+)
 
 
 @dataclass
@@ -93,6 +108,12 @@ class TrainConfig:
                 raise SegtoolError(f"--{name.replace('_', '-')} must be at least 1")
         if not 0 <= self.fg_crop <= 1:
             raise SegtoolError(f"--fg-crop {self.fg_crop} must be between 0 and 1")
+        for name in AMOUNTS:
+            value = getattr(self, name)
+            if not 0 <= value < math.inf:  # also false for NaN
+                raise SegtoolError(
+                    f"--{name.replace('_', '-')} {value}: give a finite number, 0 or more"
+                )
         check_fractions(self.val, self.test)
 
 
