@@ -20,15 +20,13 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from segtool.core.classes import make_class_map
-from segtool.core.masks import read_mask, write_mask
+from benchmarks.bench_whole import K, make_pairs
+from segtool.core.masks import read_mask
 from segtool.core.metrics import hd95_per_class
 
-K = 5
 TORCHMETRICS_LOOP = """
 import sys
 from pathlib import Path
@@ -45,33 +43,6 @@ for ref_path in sorted(ref_dir.glob("*.png")):
     miou.update(pred, ref)
 print("dice", dice.compute().numpy().round(4), "iou", miou.compute().numpy().round(4))
 """
-
-
-def make_pairs(root: Path, n: int, size: int, seed: int = 0) -> None:
-    """Reference masks of random blobs for K classes, and predictions that mostly agree."""
-    rng = np.random.default_rng(seed)
-    cmap = make_class_map(["_background_", *(f"c{i}" for i in range(1, K))])
-    for folder in ("gt", "pred"):
-        (root / folder).mkdir(parents=True)
-    for i in range(n):
-        ref = Image.new("L", (size, size), 0)
-        draw = ImageDraw.Draw(ref)
-        for _ in range(12):
-            cx, cy, r = [*rng.uniform(0, size, 2).tolist(), rng.uniform(8, size / 6)]
-            n_pts = int(rng.integers(5, 12))
-            angles = np.sort(rng.uniform(0, 2 * np.pi, n_pts))
-            radii = r * rng.uniform(0.6, 1.0, n_pts)
-            pts = [
-                (cx + a * np.cos(t), cy + a * np.sin(t)) for a, t in zip(radii, angles, strict=True)
-            ]
-            draw.polygon(pts, fill=int(rng.integers(1, K)))
-        ref_arr = np.asarray(ref)
-        pred_arr = np.roll(ref_arr, tuple(rng.integers(-3, 4, 2)), axis=(0, 1)).copy()
-        noise = rng.random((size, size)) < 0.002
-        pred_arr[noise] = rng.integers(0, K, noise.sum())
-        write_mask(root / "gt" / f"m{i:04d}.png", ref_arr, cmap)
-        write_mask(root / "pred" / f"m{i:04d}.png", pred_arr, cmap)
-    cmap.save(root / "classes.json")
 
 
 def timed_run(args: list[str], repeats: int = 1) -> tuple[float, str]:

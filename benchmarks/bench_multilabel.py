@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_rasterize import LABELS, make_folder
+from benchmarks.bench_whole import LABELS, make_annotations
 from segtool.core.classes import make_class_map
 from segtool.core.masks import write_mask
 from segtool.core.multilabel import encode, read_multilabel_values, write_multilabel_mask
@@ -62,7 +62,7 @@ def bench_rasterize(
     labels.write_text("\n".join(["__ignore__", *LABELS]) + "\n")
     for n_shapes in shapes:
         folder = tmp / f"ann_{n_shapes}"
-        make_folder(folder, images, n_shapes)
+        make_annotations(folder, images, n_shapes)
         ex, ml = tmp / f"ex_{n_shapes}", tmp / f"ml_{n_shapes}"
         a, b = alternate(
             repeats,

@@ -12,8 +12,6 @@ for pixel before the ratio is printed.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 import tempfile
 import time
@@ -25,56 +23,12 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.bench_whole import HEIGHT, LABELS, WIDTH, make_annotations
 from segtool.core.classes import read_class_map
 from segtool.core.masks import mask_image
 from segtool.rasterize.folder import rasterize_dir
 from segtool.sources.labelme import parse_labelme
 from tests.test_rasterize import labelme_reference
-
-WIDTH, HEIGHT = 1024, 768
-LABELS = ["_background_", "road", "car", "person", "sign"]
-
-
-def make_folder(root: Path, n_images: int, n_shapes: int, seed: int = 0) -> None:
-    """Write `n_images` JPEGs with labelme JSONs of `n_shapes` random polygons each."""
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True)
-    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
-    base = ((xx / WIDTH * 200)[..., None] + (yy / HEIGHT * 50)[..., None] + [0, 30, 60]) % 255
-    Image.fromarray(base.astype(np.uint8)).save(root / "frame.jpg", quality=90)
-    data = (root / "frame.jpg").read_bytes()
-    for i in range(n_images):
-        (root / f"img_{i:04d}.jpg").write_bytes(data)
-        shapes = []
-        for _ in range(n_shapes):
-            cx, cy = rng.uniform(-50, WIDTH + 50), rng.uniform(-50, HEIGHT + 50)
-            n = int(rng.integers(6, 20))
-            radius = rng.uniform(10, 160, n)
-            angles = np.sort(rng.uniform(0, 2 * math.pi, n))
-            points = [
-                [round(cx + r * math.cos(a), 2), round(cy + r * math.sin(a), 2)]
-                for r, a in zip(radius, angles, strict=True)
-            ]
-            shapes.append(
-                {
-                    "label": str(rng.choice(LABELS[1:])),
-                    "points": points,
-                    "shape_type": "polygon",
-                    "group_id": None,
-                    "flags": {},
-                }
-            )
-        doc = {
-            "version": "5.5.0",
-            "flags": {},
-            "shapes": shapes,
-            "imagePath": f"img_{i:04d}.jpg",
-            "imageData": None,
-            "imageHeight": HEIGHT,
-            "imageWidth": WIDTH,
-        }
-        (root / f"img_{i:04d}.json").write_text(json.dumps(doc))
-    (root / "frame.jpg").unlink()
 
 
 def best_of(repeats: int, fn) -> float:
@@ -111,7 +65,7 @@ def main() -> None:
         labels.write_text("\n".join(["__ignore__", *LABELS]) + "\n")
         for n_shapes in args.shapes:
             folder = tmp / f"ann_{n_shapes}"
-            make_folder(folder, args.images, n_shapes)
+            make_annotations(folder, args.images, n_shapes)
             ref_dir, seg_dir = tmp / f"ref_{n_shapes}", tmp / f"seg_{n_shapes}"
             ref_s = best_of(3, partial(labelme_way, folder, ref_dir, labels))
             seg_s = best_of(
