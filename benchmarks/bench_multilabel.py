@@ -130,7 +130,11 @@ def bench_evaluate(tmp: Path, pairs: int, size: int, repeats: int) -> None:
         def run(kind: str, hd95: bool = hd95) -> dict:
             root = tmp / "eval" / kind
             return evaluate_dirs(
-                root / "pred", root / "gt", with_hd95=hd95, out=tmp / f"report_{kind}"
+                root / "pred",
+                root / "gt",
+                with_hd95=hd95,
+                out=tmp / f"report_{kind}",
+                overwrite=True,
             ).summary
 
         a, b = alternate(repeats, lambda: run("ex"), lambda: run("ml"))
