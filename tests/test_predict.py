@@ -318,3 +318,10 @@ def test_separate_test_set_never_replaces_a_users_references_folder(run, tmp_pat
         evaluate_model(run_dir, swapped, out=tmp_path / "ev", device="cpu", jobs=1)
     assert mine.read_text() == "my own file"
     assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == ["references"]
+
+
+def test_predict_help_shows_the_engine_tile_overlap():
+    # --help must not import torch, so the default is written out in the help text.
+    from segtool.predict.engine import TILE_OVERLAP
+
+    assert f"[default: {TILE_OVERLAP}]" in invoke(["predict", "--help"]).stdout

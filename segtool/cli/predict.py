@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from segtool.cli.common import (
     UsageError,
@@ -95,65 +96,36 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     """Predict a folder of images (or volumes) and print the throughput."""
     use_max_pixels(args.max_pixels)
-    model, images, out_dir, split = args.model, args.images, args.out_dir, args.split
-    tta, threshold, probabilities, overlay = (
-        args.tta,
-        args.threshold,
-        args.probabilities,
-        args.overlay,
-    )
-    device, batch_size, amp, overwrite = args.device, args.batch_size, args.amp, args.overwrite
-    from segtool.core.classes import mode_for
-    from segtool.core.constants import MULTICLASS
     from segtool.core.dataset import split_stems
-    from segtool.core.errors import SegtoolError
+    from segtool.predict.engine import TILE_OVERLAP
     from segtool.predict.folder import predict_dir
     from segtool.predict.predictor import load_predictor
     from segtool.predict.volumes import volume_settings
 
     if args.overlap is not None and args.tile is None:
         raise UsageError("--overlap is the overlap of --tile tiles; add --tile or drop --overlap")
-    predictor = load_predictor(model, args.classes)
-    cmap = predictor.class_map
-    if threshold is not None and mode_for(cmap.num_classes, cmap.multilabel) == MULTICLASS:
-        raise SegtoolError(
-            f"--threshold {threshold}: {model} has {cmap.num_classes} classes and gives each "
-            "pixel the most probable one; a cut applies to binary and multi-label models only, "
-            "drop --threshold"
-        )
-    stems = split_stems(predictor.split, split, predictor.source) if split else None
+    predictor = load_predictor(args.model, args.classes)
+    stems = split_stems(predictor.split, args.split, predictor.source) if args.split else None
     if volume_settings(predictor.source) is not None:
-        _predict_volumes(
-            predictor,
-            images,
-            out_dir,
-            stems,
-            tta,
-            threshold,
-            probabilities,
-            device,
-            batch_size,
-            amp,
-            overwrite,
-        )
+        _predict_volumes(predictor, args, stems)
         return
     with progress_bar() as on_progress:
         report = predict_dir(
             predictor,
-            images,
-            out_dir,
+            args.images,
+            args.out_dir,
             stems=stems,
             tile=args.tile,
-            overlap=0.25 if args.overlap is None else args.overlap,
-            tta=tta,
-            threshold=threshold,
-            probabilities=probabilities,
-            overlay_images=overlay,
-            device=device,
-            batch_size=batch_size,
-            amp=amp,
+            overlap=TILE_OVERLAP if args.overlap is None else args.overlap,
+            tta=args.tta,
+            threshold=args.threshold,
+            probabilities=args.probabilities,
+            overlay_images=args.overlay,
+            device=args.device,
+            batch_size=args.batch_size,
+            amp=args.amp,
             skip_invalid=args.skip_invalid,
-            overwrite=overwrite,
+            overwrite=args.overwrite,
             on_progress=on_progress,
         )
     for message in report.notes:
@@ -161,44 +133,32 @@ def run(args: argparse.Namespace) -> None:
     for failure in report.failed:
         warn(f"skipped {failure}")
     say(
-        f"{report.n_images} masks written to {out_dir} in {report.seconds:.1f}s "
+        f"{report.n_images} masks written to {args.out_dir} in {report.seconds:.1f}s "
         f"({report.images_per_second:.1f} images/s)"
     )
-    if overlay:
-        note(f"overlays: {out_dir / 'overlays'}")
+    if args.overlay:
+        note(f"overlays: {args.out_dir / 'overlays'}")
 
 
-def _predict_volumes(
-    predictor,
-    volumes,
-    out_dir,
-    cases,
-    tta,
-    threshold,
-    probabilities,
-    device,
-    batch_size,
-    amp,
-    overwrite,
-) -> None:
+def _predict_volumes(predictor: Any, args: argparse.Namespace, cases: set[str] | None) -> None:
     """A run trained on volumes: NIfTI label volumes on the input's grid."""
     from segtool.predict.volumes import predict_volumes
 
     with progress_bar() as on_progress:
         report = predict_volumes(
             predictor,
-            volumes,
-            out_dir,
+            args.images,
+            args.out_dir,
             names=cases,
-            tta=tta,
-            threshold=threshold,
-            probabilities=probabilities,
-            device=device,
-            batch_size=batch_size,
-            amp=amp,
-            overwrite=overwrite,
+            tta=args.tta,
+            threshold=args.threshold,
+            probabilities=args.probabilities,
+            device=args.device,
+            batch_size=args.batch_size,
+            amp=args.amp,
+            overwrite=args.overwrite,
             on_progress=on_progress,
         )
     for message in report.notes:
         warn(message)
-    say(f"{report.n_images} label volumes written to {out_dir} in {report.seconds:.1f}s")
+    say(f"{report.n_images} label volumes written to {args.out_dir} in {report.seconds:.1f}s")

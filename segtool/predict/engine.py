@@ -17,6 +17,9 @@ from segtool.train.data import to_model_input
 from segtool.train.geometry import scaled_shape
 from segtool.train.model import STRIDE
 
+#: Default overlap of neighbouring tiles (a fraction of the tile), for --tile.
+TILE_OVERLAP = 0.25
+
 
 class Engine:
     """Runs a predictor on single images: padding, tiles, TTA, probabilities."""
@@ -27,7 +30,7 @@ class Engine:
         device: torch.device,
         *,
         tile: int | None = None,
-        overlap: float = 0.25,
+        overlap: float = TILE_OVERLAP,
         tta: bool = False,
         batch_size: int = 4,
         amp: bool | None = None,

@@ -18,8 +18,8 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from segtool.core.classes import ClassMap
-from segtool.core.constants import IMAGE_SUFFIXES, MASK_SUFFIX
+from segtool.core.classes import ClassMap, mode_for
+from segtool.core.constants import IMAGE_SUFFIXES, MASK_SUFFIX, MULTICLASS
 from segtool.core.dataset import index_by_stem
 from segtool.core.device import pick_device
 from segtool.core.errors import InvalidInputError, SegtoolError
@@ -28,7 +28,7 @@ from segtool.core.images import ImageReadError, list_images, load_rgb, open_imag
 from segtool.core.masks import write_mask
 from segtool.core.multilabel import preview, write_multilabel_mask
 from segtool.core.parallel import ProgressFn, default_jobs
-from segtool.predict.engine import Engine
+from segtool.predict.engine import TILE_OVERLAP, Engine
 from segtool.predict.predictor import Predictor, load_predictor
 from segtool.train.data import normalize
 from segtool.train.model import STRIDE
@@ -166,7 +166,19 @@ def decision_thresholds(
     predictor: Predictor, threshold: float | None, notes: list[str]
 ) -> float | list[float]:
     """The probability cut: `threshold` if given; for a multi-label model without one, the
-    run's tuned per-class thresholds (announced in `notes`), else 0.5."""
+    run's tuned per-class thresholds (announced in `notes`), else 0.5.
+
+    Raises:
+        SegtoolError: a `threshold` for a multi-class model, which would be ignored (each pixel
+            gets its most probable class).
+    """
+    cmap = predictor.class_map
+    if threshold is not None and mode_for(cmap.num_classes, cmap.multilabel) == MULTICLASS:
+        raise SegtoolError(
+            f"--threshold {threshold}: the model has {cmap.num_classes} classes and gives each "
+            "pixel the most probable one; a cut applies to binary and multi-label models only, "
+            "drop --threshold"
+        )
     if threshold is not None or not predictor.class_map.multilabel or not predictor.thresholds:
         return 0.5 if threshold is None else threshold
     names = predictor.class_map.names[1:]
@@ -240,7 +252,7 @@ def predict_dir(
     classes: Path | None = None,
     stems: set[str] | None = None,
     tile: int | None = None,
-    overlap: float = 0.25,
+    overlap: float = TILE_OVERLAP,
     tta: bool = False,
     threshold: float | None = None,
     probabilities: bool = False,
