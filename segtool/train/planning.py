@@ -22,7 +22,7 @@ from segtool.core.errors import SegtoolError
 from segtool.core.multilabel import mask_bits
 from segtool.core.regions import Regions, parse_regions
 from segtool.sources.volume_folder import is_volume_folder, read_volume_dataset
-from segtool.train.build import Run, build_run, load_data
+from segtool.train.build import Run, build_run, check_config, load_data
 from segtool.train.config import TrainConfig, resume_config
 from segtool.train.distributed import Dist
 from segtool.train.fingerprint import Fingerprint, Machine, measure_dataset, measure_machine
@@ -300,11 +300,14 @@ def keep_to_budget(
 
 def plan_run(dataset: Path, *, clock: float | None = None, **options: Any) -> Planned:
     """The plan `fit` makes for a new run on `dataset` under `options`, without training
-    (``--plan-only``); with a ``time_budget`` it times real steps, as `fit` does.
+    (``--plan-only``); with a ``time_budget`` it times real steps, as `fit` does. The planned
+    config is checked as `fit` checks it: a plan shown is a plan that runs.
 
     Raises:
         SegtoolError: bad data or options.
     """
     class_map, regions = training_classes(dataset_classes(dataset), options, None)
     clock = time.monotonic() if clock is None else clock
-    return make_plan(dataset, Path(), class_map, regions, options, Dist(), clock)
+    planned = make_plan(dataset, Path(), class_map, regions, options, Dist(), clock)
+    check_config(planned.config)
+    return planned
