@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
+from segtool.core.constants import IMAGE_MODES
 from segtool.core.errors import InvalidInputError, SegtoolError
 
 #: PIL's own limit on image pixels, which --max-pixels replaces.
@@ -129,7 +130,7 @@ def add_images(parser: Any) -> None:
     """The --images option of every command that writes a dataset folder."""
     parser.add_argument(
         "--images",
-        choices=("copy", "link", "none"),
+        choices=IMAGE_MODES,
         default="copy",
         help="Copy, hard-link or leave out the original images.",
     )

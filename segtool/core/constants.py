@@ -21,6 +21,8 @@ MULTICLASS = "multiclass"
 MULTILABEL = "multilabel"
 #: Device names every command accepts (auto: CUDA, then MPS, then the CPU).
 DEVICES = ("auto", "cpu", "cuda", "mps")
+#: How the original images reach ``dataset/images``: copied, hard-linked or left out.
+IMAGE_MODES = ("copy", "link", "none")
 #: Image suffixes segtool pairs with masks (lower case).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 #: Suffix of every label mask.

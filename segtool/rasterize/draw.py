@@ -21,9 +21,6 @@ from segtool.sources.labelme import Shape
 if TYPE_CHECKING:
     import numpy as np
 
-#: How the original images reach ``dataset/images``.
-IMAGE_MODES = ("copy", "link", "none")
-
 
 def _draw_shape(draw: ImageDraw.ImageDraw, canvas: Image.Image, shape: Shape, value: int) -> None:
     """Draw one shape with labelme's primitive and arguments, in ink `value`."""

@@ -23,6 +23,7 @@ from segtool.core.classes import (
 from segtool.core.constants import (
     CLASSES_FILE,
     IGNORE_LABEL,
+    IMAGE_MODES,
     IMAGES_DIR,
     MASK_SUFFIX,
     MASKS_DIR,
@@ -59,8 +60,6 @@ if TYPE_CHECKING:
 
 #: Fewer files (without --jobs) are drawn in this process: workers would cost more than they save.
 MIN_FILES_FOR_WORKERS = 16
-#: How the original images reach ``dataset/images``.
-IMAGE_MODES = ("copy", "link", "none")
 #: Folder of the optional instance masks (``--instances``).
 INSTANCES_DIR = "instances"
 

@@ -16,6 +16,7 @@ from segtool.core.constants import (
     BACKGROUND_NAME,
     CLASSES_FILE,
     IGNORE_LABEL,
+    IMAGE_MODES,
     IMAGES_DIR,
     MASK_SUFFIX,
     MASKS_DIR,
@@ -45,8 +46,6 @@ from segtool.sources.shapes import ImageSource
 
 #: What happens to a mask value the table does not name.
 UNKNOWN_MODES = ("error", "ignore")
-#: How original images reach ``dataset/images``.
-IMAGE_MODES = ("copy", "link", "none")
 
 
 @dataclass
