@@ -34,6 +34,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from tests.cli import invoke
+from tests.conftest import shape, write_labelme
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["_background_", "square", "disc"]
@@ -91,28 +92,8 @@ def scene(i: int, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
 
 
 def labelme_json(folder: Path, stem: str, label: str = "cat", size=(16, 12)) -> Path:
-    width, height = size
-    Image.new("RGB", size, (10, 20, 30)).save(folder / f"{stem}.png")
-    doc = {
-        "version": "5.5.0",
-        "flags": {},
-        "shapes": [
-            {
-                "label": label,
-                "points": [[2, 2], [10, 2], [10, 9]],
-                "shape_type": "polygon",
-                "group_id": None,
-                "flags": {},
-            }
-        ],
-        "imagePath": f"{stem}.png",
-        "imageData": None,
-        "imageHeight": height,
-        "imageWidth": width,
-    }
-    path = folder / f"{stem}.json"
-    path.write_text(json.dumps(doc))
-    return path
+    """A labelme file with one triangle of `label`, and its PNG image."""
+    return write_labelme(folder, stem, [shape(label, [[2, 2], [10, 2], [10, 9]])], size)
 
 
 def build_dataset(root: Path, n: int = 16) -> Path:
