@@ -201,7 +201,8 @@ def warn(message: str) -> None:
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     """A table on stdout: its title, a header, and rows whose cells line up; columns of
     numbers are right-aligned, the others left-aligned. A row of None is a rule."""
-    cells = [[clean(c) for c in row] for row in rows if row is not None]
+    shown = [None if row is None else [clean(c) for c in row] for row in rows]
+    cells = [row for row in shown if row is not None]
     widths = [max([_width(h), *(_width(r[i]) for r in cells)]) for i, h in enumerate(columns)]
     left = [any(not _numeric(r[i]) for r in cells) for i in range(len(columns))]
 
@@ -212,8 +213,7 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) 
 
     rule = "  ".join("-" * w for w in widths)
     lines = [clean(title), styled(line(list(columns)), "bold", sys.stdout), rule]
-    for row in rows:
-        lines.append(rule if row is None else line([clean(c) for c in row]))
+    lines += [rule if row is None else line(row) for row in shown]
     emit("\n".join(lines), sys.stdout)
 
 
