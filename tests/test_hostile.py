@@ -1456,7 +1456,7 @@ def test_a_running_owner_keeps_its_temporary(tmp_path):
 
 
 def test_ctrl_c_during_rasterize_overwrite_keeps_the_old_dataset(base, tmp_path, monkeypatch):
-    import segtool.rasterize.folder as folder
+    import segtool.rasterize.result as result_module
 
     world = World(tmp_path / "w")
     shutil.copytree(base, world.root, symlinks=True)
@@ -1466,7 +1466,7 @@ def test_ctrl_c_during_rasterize_overwrite_keeps_the_old_dataset(base, tmp_path,
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(folder, "write_mask", interrupted)
+    monkeypatch.setattr(result_module, "write_mask", interrupted)  # while writing masks
     args = ["rasterize", world.ann, world.root / "out", "--labels", world.labels, "-j", "1"]
     result = invoke([*args, "--overwrite"])
     assert result.exit_code == 130, result.output

@@ -57,7 +57,8 @@ def test_written_masks_read_back_exactly_by_pil(mask, level):
 @settings(max_examples=40, deadline=None)
 @given(mask=label_masks)
 def test_canvas_and_array_encode_to_the_same_file(mask):
-    assert masks.encode_mask(Image.fromarray(mask), CMAP) == masks.encode_mask(mask, CMAP)
+    rows = masks.MaskRows.of_image(Image.fromarray(mask))
+    assert masks.encode_mask(rows, CMAP) == masks.encode_mask(mask, CMAP)
 
 
 def test_compression_levels_trade_size_for_time():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,12 +44,6 @@ def _as_u8(mask: np.ndarray) -> np.ndarray:
             raise ValueError(f"label value {int(mask.max())} does not fit an 8-bit mask")
         mask = mask.astype(np.uint8)
     return mask
-
-
-def _is_pil_image(obj: object) -> bool:
-    """True for a PIL image (if PIL is not loaded, `obj` cannot be one: no import needed)."""
-    module = sys.modules.get("PIL.Image")
-    return module is not None and isinstance(obj, module.Image)
 
 
 @dataclass(frozen=True)
@@ -110,7 +103,7 @@ def byte_counts(data: bytes | bytearray | memoryview) -> list[int]:
 
 
 def encode_mask(
-    mask: np.ndarray | Image.Image | MaskRows,
+    mask: np.ndarray | MaskRows,
     class_map: ClassMap,
     *,
     level: int = png.DEFAULT_LEVEL,
@@ -119,8 +112,8 @@ def encode_mask(
     grayscale past 255 classes (PIL).
 
     Args:
-        mask: a 2-D array of ids, an 8-bit PIL image of one (mode ``L``), or its `MaskRows`
-            (as rasterize draws it: encoded as it is).
+        mask: a 2-D array of ids, or an 8-bit mask's `MaskRows` (as rasterize draws it:
+            encoded as it is).
         class_map: gives the palette and the depth.
         level: PNG compression level, 0..9 (`segtool.core.png.LEVELS`).
 
@@ -140,10 +133,6 @@ def encode_mask(
         options = {"compress_level": level, "compress_type": PNG_COMPRESS_TYPE if level == 1 else 0}
         mask_image(np.asarray(mask), class_map).save(buffer, format="PNG", **options)
         return buffer.getvalue()
-    if _is_pil_image(mask):
-        if mask.mode != "L":
-            raise ValueError(f"a label image must be 8-bit (mode L), got mode {mask.mode}")
-        mask = MaskRows.of_image(mask)
     if not isinstance(mask, MaskRows):
         import numpy as np
 
@@ -158,7 +147,7 @@ def encode_mask(
 
 def write_mask(
     path: Path,
-    mask: np.ndarray | Image.Image | MaskRows,
+    mask: np.ndarray | MaskRows,
     class_map: ClassMap,
     *,
     atomic: bool = True,

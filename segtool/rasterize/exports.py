@@ -15,13 +15,11 @@ from segtool.core.classes import ClassMap
 from segtool.core.constants import IMAGES_DIR, MASK_SUFFIX, MASKS_DIR
 from segtool.core.errors import SegtoolError
 from segtool.core.images import FORMAT_SUFFIX, ImageReadError, displayed_size
-from segtool.core.masks import write_mask
-from segtool.rasterize.draw import draw_shapes
 from segtool.rasterize.result import (
     FileResult,
     label_problem,
-    pixel_counts,
     place_image,
+    write_exclusive,
     write_multilabel,
 )
 from segtool.sources.records import ImageRecord
@@ -140,16 +138,8 @@ def process_record(
             record.shapes, source, class_map, out, record.stem, previews
         )
     else:
-        mask = draw_shapes(
-            record.shapes,
-            source.height,
-            source.width,
-            class_map.value_of(),
-            wide=class_map.sixteen_bit,
-        )
         target = out / MASKS_DIR / f"{record.stem}{MASK_SUFFIX}"
-        write_mask(target, mask, class_map, atomic=False, level=level)
-        result.pixels = pixel_counts(mask)
+        result.pixels = write_exclusive(record.shapes, source, class_map, target, level)
     if images != "none":
         result.warnings += place_image(
             source, out / IMAGES_DIR / f"{record.stem}{source.suffix}", images

@@ -32,13 +32,10 @@ from segtool.core.constants import (
 from segtool.core.dataset import index_by_stem, is_hidden
 from segtool.core.errors import InvalidInputError, SegtoolError, check_choice
 from segtool.core.files import check_output, output_folder, write_json
-from segtool.core.masks import write_mask
 from segtool.core.parallel import ProgressFn, Workers, with_progress
 from segtool.rasterize.draw import (
-    draw_canvas,
     draw_instances,
     draw_multilabel,
-    draw_rows,
     draw_shapes,
 )
 from segtool.rasterize.exports import process_record, read_export
@@ -47,13 +44,13 @@ from segtool.rasterize.result import (
     PREVIEWS_DIR,
     FileResult,
     label_problem,
-    pixel_counts,
     place_image,
+    write_exclusive,
     write_multilabel,
 )
 from segtool.sources.detect import FORMATS, detect
 from segtool.sources.labelme import LabelmeFile, parse_labelme, resolve_image
-from segtool.sources.shapes import AnnotationError, ImageSource, Shape
+from segtool.sources.shapes import AnnotationError, ImageSource
 
 if TYPE_CHECKING:
     import numpy as np
@@ -134,7 +131,7 @@ def process_file(
     if class_map.multilabel:
         result.pixels = write_multilabel(ann.shapes, source, class_map, out, path.stem, previews)
     else:
-        result.pixels = _write_exclusive(ann.shapes, source, class_map, target, level)
+        result.pixels = write_exclusive(ann.shapes, source, class_map, target, level)
     if images != "none":
         result.warnings += place_image(
             source, out / IMAGES_DIR / f"{path.stem}{source.suffix}", images
@@ -142,24 +139,6 @@ def process_file(
     result.shapes = Counter(s.label for s in ann.shapes)
     result.outside = sum(not s.inside(source.width, source.height) for s in ann.shapes)
     return result
-
-
-def _write_exclusive(
-    shapes: tuple[Shape, ...], source: ImageSource, class_map: ClassMap, target: Path, level: int
-) -> dict[int, int]:
-    """Draw and write an exclusive label mask; its pixels per value, counted in the same pass."""
-    if class_map.sixteen_bit:
-        import numpy as np
-
-        canvas = draw_canvas(shapes, source.height, source.width, class_map.value_of(), wide=True)
-        mask = np.asarray(canvas).astype(np.uint16)
-        write_mask(target, mask, class_map, atomic=False, level=level)
-        return pixel_counts(mask)
-    # An 8-bit mask is drawn straight into its PNG rows, which are encoded and counted as they
-    # are, never copied (nor numpy loaded).
-    rows = draw_rows(shapes, source.height, source.width, class_map.value_of())
-    write_mask(target, rows, class_map, atomic=False, level=level)
-    return rows.pixel_counts()
 
 
 def _write_instances(path: Path, ids: np.ndarray) -> None:

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 from segtool.core.classes import ClassMap
 from segtool.core.constants import IGNORE_LABEL, MASK_SUFFIX, MASKS_DIR
-from segtool.core.masks import byte_counts
+from segtool.core.masks import byte_counts, write_mask
+from segtool.rasterize.draw import draw_canvas, draw_rows
 from segtool.sources.shapes import ImageSource, Shape
 
 if TYPE_CHECKING:
@@ -59,6 +60,25 @@ def pixel_counts(mask: np.ndarray) -> dict[int, int]:
     else:
         counts = zip(*np.unique(mask, return_counts=True), strict=True)
     return {int(v): int(n) for v, n in counts if n}
+
+
+def write_exclusive(
+    shapes: tuple[Shape, ...], source: ImageSource, class_map: ClassMap, target: Path, level: int
+) -> dict[int, int]:
+    """Draw and write an exclusive label mask (16-bit past 255 classes) for `target`; returns
+    its pixels per value, counted in the same pass."""
+    if class_map.sixteen_bit:
+        import numpy as np
+
+        canvas = draw_canvas(shapes, source.height, source.width, class_map.value_of(), wide=True)
+        mask = np.asarray(canvas).astype(np.uint16)
+        write_mask(target, mask, class_map, atomic=False, level=level)
+        return pixel_counts(mask)
+    # An 8-bit mask is drawn straight into its PNG rows, which are encoded and counted as they
+    # are, never copied (nor numpy loaded).
+    rows = draw_rows(shapes, source.height, source.width, class_map.value_of())
+    write_mask(target, rows, class_map, atomic=False, level=level)
+    return rows.pixel_counts()
 
 
 def write_multilabel(
