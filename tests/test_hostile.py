@@ -995,7 +995,7 @@ CASES = [
         "train: disk full while writing the run keeps the old run",
         train_args(lambda w: w.root / "full" / "run", "--overwrite"),
         1,
-        _say("disk is full"),
+        _say("disk is full", lambda w: w.root / "full" / "run"),
         setup=copy_run_to_full,
         tmpfs=True,
     ),
@@ -1444,6 +1444,52 @@ def test_files_are_written_with_the_users_umask(tmp_path):
     for path in (tmp_path / "out").rglob("*"):
         expected = 0o755 if path.is_dir() else 0o644
         assert path.stat().st_mode & 0o777 == expected, path
+
+
+def test_a_full_disk_names_the_file_the_user_asked_for(tmp_path):
+    """A write through a handle on a full disk names no file; the message names the output
+    (``OUT/x``, not the temporary being built beside it)."""
+    import errno
+
+    from segtool.core.files import DiskFullError, OutputPlan, atomic_path
+
+    target = tmp_path / "summary.json"
+    with pytest.raises(OSError) as caught, atomic_path(target) as tmp:
+        tmp.write_text("partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert caught.value.filename == str(target) and not target.exists()
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    plan = OutputPlan(overwrite=True)
+    plan.write(out, folder=True, option="--out")
+    with (
+        pytest.raises(DiskFullError) as full,
+        plan.build(),
+        atomic_path(out.parent / plan.outputs[0].tmp.name / "config.json") as tmp,
+    ):
+        tmp.write_text("{")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert str(full.value).startswith(f"{out / 'config.json'}: the disk is full")
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_a_checkpoint_on_a_full_disk_is_a_disk_full_error(tmp_path):
+    """torch.save given a path reports a full disk as an opaque RuntimeError; segtool's
+    checkpoints go through a handle, so the user reads which file and that the disk is full."""
+    import torch
+
+    from segtool.core.files import os_error
+    from segtool.train.checkpoint import save_checkpoint
+
+    mount_tmpfs(tmp_path / "full", "256k")
+    target = tmp_path / "full" / "last.pt"
+    with pytest.raises(OSError) as caught:
+        save_checkpoint(target, {"weights": torch.zeros(200_000)})
+    message = str(os_error(caught.value))
+    assert message.startswith(f"{target}: the disk is full"), message
+    assert list((tmp_path / "full").iterdir()) == []
 
 
 def test_a_running_owner_keeps_its_temporary(tmp_path):

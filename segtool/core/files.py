@@ -163,10 +163,27 @@ class OutputPlan:
             yield self
             self.commit()
         except BaseException as exc:
+            if isinstance(exc, OSError):
+                self.name_outputs(exc)
             self.discard()
             if isinstance(exc, OSError):
                 raise os_error(exc, self.outputs[0].path if self.outputs else None) from exc
             raise
+
+    def name_outputs(self, exc: OSError) -> None:
+        """Make `exc` name the output the user asked for where it names one's temporary (a
+        full disk while writing ``.OUT.segtool-new-…/x`` is reported as ``OUT/x``)."""
+        name = exc.filename
+        if not isinstance(name, str | os.PathLike):
+            return
+        name = os.fspath(name)
+        for output in self.outputs:
+            if output.tmp is None:
+                continue
+            tmp = os.fspath(output.tmp)
+            if name == tmp or name.startswith(tmp + os.sep):
+                exc.filename = os.fspath(output.path) + name[len(tmp) :]
+                return
 
     def start(self) -> None:
         """Check, clear temporaries of killed runs, and create each output's temporary (a
@@ -247,13 +264,19 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary name beside `path`; on success rename it onto `path`, else delete it.
 
     Unlike `tempfile.mkstemp`, nothing is created with mode 0600: whoever writes the temporary
-    creates it, with the user's umask.
+    creates it, with the user's umask. An `OSError` from the block that names no file (a write
+    through a handle on a full disk) is given `path`'s name, so its message can say which file.
     """
     tmp = temp_name(path)
     remove_path(tmp)
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        # A write through a file handle (a full disk) names no file: name the one being written.
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
     finally:
         if os.path.lexists(tmp):
             remove_path(tmp)

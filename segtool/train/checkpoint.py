@@ -68,8 +68,18 @@ CHECKPOINT_KEYS = (
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write a checkpoint atomically: a temporary file beside it, then a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    # Through a Python file handle, so a full disk raises an OSError; torch's zip writer then
+    # fails to close and raises an opaque RuntimeError over it, which is unwrapped here.
+    try:
+        with atomic_path(path) as tmp, open(tmp, "xb") as handle:
+            torch.save(state, handle)
+    except RuntimeError as exc:
+        cause = exc.__context__
+        if not isinstance(cause, OSError):
+            raise
+        if cause.filename is None:
+            cause.filename = str(path)
+        raise cause from None
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

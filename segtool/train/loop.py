@@ -317,7 +317,9 @@ def fit(
             clock,
             warm_restart,
         )
-    except BaseException:
+    except BaseException as exc:
+        if isinstance(exc, OSError) and outputs is not None:
+            outputs.name_outputs(exc)
         publish_run(outputs, run_dir, keep=fresh)  # a new run that saved an epoch stays
         raise
     result.kept = publish_run(outputs, run_dir, keep=fresh or result.stopped != "interrupted")
