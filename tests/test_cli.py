@@ -290,6 +290,30 @@ def test_after_a_double_dash_every_argument_is_a_path(tmp_path, monkeypatch):
     assert not (tmp_path / "out2").exists()
 
 
+def test_a_value_starting_with_a_dash_belongs_to_its_option(tmp_path, monkeypatch):
+    # "--time-budget -5m" is the option and its (wrong) value, as "--time-budget=-5m" is: the
+    # user reads what is wrong with -5m, not that --time-budget lacks a value.
+    for args in (["--time-budget", "-5m"], ["--time-budget=-5m"]):
+        result = invoke(["train", tmp_path, "--out", tmp_path / "run", *args])
+        assert result.exit_code == 1 and "--time-budget '-5m': give a duration" in result.stderr
+    # A value may start with "-": a labels file called "-labels.txt".
+    monkeypatch.chdir(tmp_path)
+    write_labelme(tmp_path / "ann", "x", [shape("dog", [[0, 0], [3, 3]], "rectangle")])
+    (tmp_path / "-labels.txt").write_text("__ignore__\n_background_\ndog\n")
+    result = invoke(["rasterize", "ann", "out", "--labels", "-labels.txt"])
+    assert result.exit_code == 0, result.output
+    assert read_png(tmp_path / "out/masks/x.png")[0, 0] == 1
+    # A forgotten value is still one: the next option is not taken as it.
+    missing = invoke(["rasterize", "ann", "out2", "--labels", "--overwrite"])
+    assert not (tmp_path / "out2").exists()
+    assert missing.exit_code == 2 and "--labels: expected one argument" in missing.stderr
+    # After "--" nothing is an option or a value: a folder "--labels" and an output "-out".
+    (tmp_path / "ann").rename(tmp_path / "--labels")
+    after = invoke(["rasterize", "-j", "1", "--", "--labels", "-out"])
+    assert after.exit_code == 0, after.output
+    assert read_png(tmp_path / "-out/masks/x.png")[0, 0] == 1
+
+
 def test_usage_errors_show_control_characters_escaped(tmp_path):
     result = invoke(["rasterize", tmp_path, tmp_path / "o", "\x1b[2Jextra\x07"])
     assert result.exit_code == 2

@@ -102,6 +102,31 @@ def literal_paths(arguments: list[str]) -> list[str]:
     return [*arguments[:cut], *after]
 
 
+def attached_values(parser: argparse.ArgumentParser, arguments: list[str]) -> list[str]:
+    """`arguments` with a value that starts with ``-`` attached to its option.
+
+    argparse reads ``--time-budget -5m`` as an option missing its value (only plain negative
+    numbers are taken as values), so the user would read "expected one argument" instead of
+    what is wrong with ``-5m``. An option that takes one value, followed by something that is
+    not one of the command's options, is passed as ``--time-budget=-5m``."""
+    options = parser._option_string_actions  # argparse has no public table of them
+    joined: list[str] = []
+    tokens = iter(arguments)
+    for arg in tokens:
+        action = options.get(arg)
+        if arg == "--":  # paths only from here on
+            return [*joined, arg, *tokens]
+        if action is None or action.nargs is not None:  # not an option taking one value
+            joined.append(arg)
+            continue
+        value = next(tokens, None)
+        if value is not None and value.startswith("-") and value not in options:
+            joined.append(f"{arg}={value}")
+        else:
+            joined.extend(v for v in (arg, value) if v is not None)
+    return joined
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point: parse `argv` (default: the process's arguments), run the
     command, and exit with its code (0 done, 1 a user error, 2 a usage error, 130 Ctrl-C).
@@ -118,7 +143,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         top = root.parse_args(argv[: named + 1])
         parser = command_parser(top.command)  # imports the command's module
-        args = parser.parse_intermixed_args(literal_paths(argv[named + 1 :]))
+        args = parser.parse_intermixed_args(
+            literal_paths(attached_values(parser, argv[named + 1 :]))
+        )
     except KeyboardInterrupt:  # Ctrl-C right after Enter: as during the work, no traceback
         if "--debug" in argv:
             raise
