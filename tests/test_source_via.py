@@ -189,5 +189,6 @@ def test_region_without_class_is_named(tmp_path):
 
 
 def test_not_via(tmp_path):
-    with pytest.raises(SegtoolError, match="not a VIA 1.x/2.x file"):
+    # project and file alone are not a VIA 3 project (view and metadata are missing)
+    with pytest.raises(SegtoolError, match=r"not a VIA file \(VIA 1.x/2.x: .*; VIA 3: a project"):
         read_via(write(tmp_path, {"project": {}, "file": {}}))

@@ -24,8 +24,9 @@ def sniff_json(doc: Any) -> str | None:
         if isinstance(doc.get("images"), list) and isinstance(doc.get("annotations"), list):
             return "coco"
         from segtool.sources.via import via_entries  # readers load only when needed
+        from segtool.sources.via3 import is_via3
 
-        return "via" if via_entries(doc) is not None else None
+        return "via" if via_entries(doc) is not None or is_via3(doc) else None
     from segtool.sources.labelstudio import is_labelstudio
 
     return "labelstudio" if is_labelstudio(doc) else None

@@ -8,6 +8,8 @@ kept on the record (``problem``) so that every problem of a file can be listed t
 
 from __future__ import annotations
 
+import base64
+import binascii
 import posixpath
 import re
 from dataclasses import dataclass, field
@@ -112,3 +114,16 @@ def finite_number(value: Any) -> bool:
         and not isinstance(value, bool)
         and value - value == 0  # false for NaN and infinity
     )
+
+
+def decode_base64(data: str) -> bytes:
+    """The bytes of base64 text, a ``data:...;base64,`` URI's prefix dropped (embedded images).
+
+    Raises:
+        ValueError: the text is not base64.
+    """
+    payload = data.split(",", 1)[1] if data.startswith("data:") else data
+    try:
+        return base64.b64decode(payload, validate=False)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"the embedded image is not valid base64 ({exc})") from exc

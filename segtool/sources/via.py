@@ -1,14 +1,13 @@
 """VGG Image Annotator (VIA) JSON -> per-image records.
 
-Both styles are read: 1.x (``regions`` an object keyed "0", "1"…, images possibly embedded
-as ``base64_img_data``) and 2.x (``regions`` a list; an annotation export, or a saved project
-with ``_via_img_metadata``). A region's class is the value of one region attribute.
+1.x (``regions`` an object keyed "0", "1"…, images possibly embedded as ``base64_img_data``)
+and 2.x (``regions`` a list; an annotation export, or a saved project with
+``_via_img_metadata``) are read here; VIA 3 projects go to `segtool.sources.via3`. A region's
+class is the value of one region attribute.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import math
 from pathlib import Path
@@ -21,10 +20,12 @@ from segtool.sources.records import (
     PathEscapeError,
     basename_of,
     canonical_label,
+    decode_base64,
     finite_number,
     image_in_folder,
 )
 from segtool.sources.shapes import Shape
+from segtool.sources.via3 import is_via3, read_via3
 
 #: VIA region shapes segtool draws.
 SHAPE_NAMES = ("polygon", "polyline", "rect", "circle", "ellipse", "point")
@@ -168,17 +169,16 @@ def _embedded(entry: dict) -> bytes | None:
     data = entry.get("base64_img_data")
     if not isinstance(data, str) or not data:
         return None
-    payload = data.split(",", 1)[1] if data.startswith("data:") else data
     try:
-        return base64.b64decode(payload, validate=False)
-    except (binascii.Error, ValueError) as exc:
-        raise _RegionError(f"base64_img_data is not valid base64 ({exc})") from exc
+        return decode_base64(data)
+    except ValueError as exc:
+        raise _RegionError(f"base64_img_data: {exc}") from exc
 
 
 def read_via(
     path: Path, image_dir: Path | None = None, *, attribute: str | None = None
 ) -> list[ImageRecord]:
-    """Read a VIA 1.x or 2.x JSON file into one record per image entry.
+    """Read a VIA JSON file (1.x, 2.x or a VIA 3 project) into one record per image.
 
     Args:
         path: the VIA JSON file (annotation export or saved project).
@@ -190,18 +190,20 @@ def read_via(
         Records with shapes in region order; a record's ``problem`` names the bad region.
 
     Raises:
-        SegtoolError: not a VIA 1.x/2.x file, or no single class attribute.
+        SegtoolError: not a VIA file, or no single class attribute (VIA 3: see `read_via3`).
     """
     image_dir = path.parent if image_dir is None else image_dir
     try:
         doc = json.loads(path.read_bytes())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SegtoolError(f"{path}: not a readable JSON file ({exc})") from exc
+    if is_via3(doc):
+        return read_via3(path, doc, image_dir, attribute)
     entries = via_entries(doc)
     if entries is None:
         raise SegtoolError(
-            f"{path}: not a VIA 1.x/2.x file (image entries with filename and regions); VIA 3 "
-            f"projects are not read: export annotations as JSON from VIA 2"
+            f"{path}: not a VIA file (VIA 1.x/2.x: image entries with filename and regions; "
+            f"VIA 3: a project with project, file, view and metadata)"
         )
     attribute = choose_attribute(path, doc, entries, attribute)
     records = []
