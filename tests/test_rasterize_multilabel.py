@@ -316,8 +316,16 @@ def test_coco_export_multilabel_planes_match_pycocotools(tmp_path):
         both += int((planes[0] & planes[1]).sum())
     assert both > 0
     assert report.to_json()["overlaps"] == [{"classes": ["car", "road"], "pixels": both}]
-    with pytest.raises(SegtoolError, match="--instances reads labelme folders"):
-        rasterize_dir(path, tmp_path / "d2", image_dir=tmp_path / "pics", instances=True)
+    # Instance masks of an export are the same with a multi-label class map.
+    from tests.test_rasterize_instances import coco_reference
+
+    rasterize_dir(
+        path, tmp_path / "d2", image_dir=tmp_path / "pics", multilabel=True, instances=True, jobs=1
+    )
+    for img in doc["images"]:
+        stem = img["file_name"].split("/")[-1].rsplit(".", 1)[0]
+        ids = read_png(tmp_path / "d2" / "instances" / f"{stem}.png")
+        np.testing.assert_array_equal(ids, coco_reference(doc)[img["id"]])
 
 
 def test_split_counts_the_pixels_of_each_overlapping_class(tmp_path):

@@ -65,7 +65,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "Keep overlapping shapes of different classes: one bit per class in each mask.",
     )
     flag(
-        parser, "--instances", "Also write OUT/instances/<stem>.png, one id per object (group_id)."
+        parser,
+        "--instances",
+        "Also write OUT/instances/<stem>.png, one id per object (labelme: group_id; COCO: "
+        "annotation; CVAT: shape or group; VIA, Label Studio: region).",
     )
     flag(parser, "--preview", "Also write OUT/previews/<stem>.png colour pictures.")
     parser.add_argument(

@@ -115,11 +115,20 @@ def draw_canvas(
     Raises:
         KeyError: a label is missing from `value_of`.
     """
+    return draw_inked(
+        ((shape, value_of[shape.label]) for shape in shapes), height, width, wide=wide
+    )
+
+
+def draw_inked(
+    inked: Iterable[tuple[Shape, int]], height: int, width: int, *, wide: bool = False
+) -> Image.Image:
+    """Draw (shape, ink) pairs in order onto one canvas (mode ``L``; ``I`` when `wide`): the one
+    drawing loop behind class masks and instance masks, so both set the same pixels."""
     canvas = Image.new("I" if wide else "L", (width, height), 0)
     draw = ImageDraw.Draw(canvas)
     columns = None  # the canvas transposed, while COCO shapes are painted
-    for shape in shapes:
-        value = value_of[shape.label]
+    for shape, value in inked:
         if shape.shape_type == "coco":
             # COCO masks are pycocotools' runs down the columns: painted as slices of the
             # transposed canvas. The canvas moves between PIL and numpy only where kinds
@@ -265,9 +274,5 @@ def draw_instances(
     if len(objects) > 65535:
         raise ValueError(f"{len(objects)} objects do not fit a 16-bit instance mask (65535)")
     wide = len(objects) > 255
-    canvas = Image.new("I" if wide else "L", (width, height), 0)
-    draw = ImageDraw.Draw(canvas)
-    for shape, ink in inks:
-        _draw_shape(draw, canvas, shape, ink)
-    array = np.asarray(canvas)
+    array = np.asarray(draw_inked(inks, height, width, wide=wide))
     return (array.astype(np.uint16) if wide else array), objects

@@ -15,6 +15,7 @@ from segtool.core.classes import ClassMap
 from segtool.core.constants import IMAGES_DIR, MASK_SUFFIX, MASKS_DIR
 from segtool.core.errors import SegtoolError
 from segtool.core.images import FORMAT_SUFFIX, ImageReadError, displayed_size
+from segtool.rasterize.instances import INSTANCES_DIR, draw_objects, write_instances
 from segtool.rasterize.result import (
     FileResult,
     label_problem,
@@ -111,11 +112,11 @@ def process_record(
     images: str,
     level: int = png.DEFAULT_LEVEL,
     previews: bool = False,
-    **_: bool,
+    instances: bool = False,
 ) -> FileResult:
     """Check one record against `class_map` and, given `out`, write its mask (PNG `level`;
-    a multi-label mask, and with `previews` its picture, for a multi-label map) and image.
-    Instance masks (labelme only) are refused before this is called.
+    a multi-label mask, and with `previews` its picture, for a multi-label map), image and,
+    with `instances`, its instance mask (`segtool.rasterize.instances`).
 
     Never raises for a bad record: the problem comes back as ``FileResult.problem``.
     """
@@ -133,6 +134,14 @@ def process_record(
     result = FileResult(key, labels=sorted(record.labels))
     if out is None or class_map is None:
         return result
+    if instances:
+        try:
+            ids, objects = draw_objects(record.shapes, source.height, source.width)
+        except ValueError as exc:
+            where = f"{record.export}: image {record.name!r}"
+            return FileResult(key, problem=f"{where}: {exc}; split the image's annotations")
+        write_instances(out / INSTANCES_DIR / f"{record.stem}{MASK_SUFFIX}", ids)
+        result.objects = Counter(objects)
     if class_map.multilabel:
         result.pixels = write_multilabel(
             record.shapes, source, class_map, out, record.stem, previews

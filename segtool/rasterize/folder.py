@@ -18,7 +18,6 @@ from segtool.core.classes import (
     as_multilabel,
     derive_class_map,
     read_class_map,
-    voc_palette,
 )
 from segtool.core.constants import (
     CLASSES_FILE,
@@ -39,6 +38,7 @@ from segtool.rasterize.draw import (
     draw_shapes,
 )
 from segtool.rasterize.exports import process_record, read_export
+from segtool.rasterize.instances import INSTANCES_DIR, write_instances
 from segtool.rasterize.report import RasterizeReport, make_report
 from segtool.rasterize.result import (
     PREVIEWS_DIR,
@@ -57,8 +57,6 @@ if TYPE_CHECKING:
 
 #: Fewer files (without --jobs) are drawn in this process: workers would cost more than they save.
 MIN_FILES_FOR_WORKERS = 16
-#: Folder of the optional instance masks (``--instances``).
-INSTANCES_DIR = "instances"
 
 
 def _load_checked(path: Path, class_map: ClassMap | None) -> tuple[LabelmeFile, ImageSource]:
@@ -124,7 +122,7 @@ def process_file(
             ids, objects = draw_instances(ann.shapes, source.height, source.width)
         except ValueError as exc:
             return FileResult(path, problem=f"{path}: {exc}; split the image's annotations")
-        _write_instances(out / INSTANCES_DIR / f"{path.stem}{MASK_SUFFIX}", ids)
+        write_instances(out / INSTANCES_DIR / f"{path.stem}{MASK_SUFFIX}", ids)
         result.objects = Counter(label for label, _ in objects if label != IGNORE_LABEL)
     # `out` is a temporary folder renamed into place when complete: no per-file rename needed.
     target = out / MASKS_DIR / f"{path.stem}{MASK_SUFFIX}"
@@ -139,17 +137,6 @@ def process_file(
     result.shapes = Counter(s.label for s in ann.shapes)
     result.outside = sum(not s.inside(source.width, source.height) for s in ann.shapes)
     return result
-
-
-def _write_instances(path: Path, ids: np.ndarray) -> None:
-    """An instance mask as labelme writes one: 8-bit palette PNG (VOC colours), 16-bit past 255."""
-    import numpy as np
-    from PIL import Image
-
-    image = Image.fromarray(ids)
-    if ids.dtype == np.uint8:
-        image.putpalette(voc_palette(256).reshape(-1).tolist())
-    image.save(path, format="PNG", compress_level=1)
 
 
 def find_annotations(
@@ -281,8 +268,9 @@ def rasterize_dir(
         multilabel: write multi-label masks (a bit set per pixel, `segtool.core.multilabel`)
             in which overlapping shapes of different classes are all kept; also implied by a
             ``classes.json`` with ``"multilabel": true``.
-        instances: also write ``instances/<stem>.png``, one id per object (labelme2voc's
-            SegmentationObject), and count objects per class.
+        instances: also write ``instances/<stem>.png``, one id per object (labelme folders:
+            labelme2voc's SegmentationObject; exports: `segtool.rasterize.instances`), and
+            count objects per class.
         previews: also write ``previews/<stem>.png``, colour pictures of multi-label masks.
         png_level: mask PNG compression, 0..9: 0 none, 1 run-length matching (the default:
             fast, and small on masks), 2-9 full deflate (smaller files, slower).
@@ -318,16 +306,10 @@ def rasterize_dir(
         # The workers start (if the folder is large enough) while the search goes on.
         files = _sources(annotations, out, format, image_dir, via_attribute, crowd, workers)
         what = "annotation files" if isinstance(files[0], Path) else "images of the export"
-        if not isinstance(files[0], Path):
-            if instances:
-                raise SegtoolError(
-                    "--instances reads labelme folders (objects joined by group_id); drop it "
-                    "for export files"
-                )
-            if class_map is None:
-                # An export's labels are known once it is read: one pass checks and draws.
-                found = (label for r in files if not r.problem for label in r.labels)
-                class_map = derive_class_map(found, multilabel=multilabel)
+        if not isinstance(files[0], Path) and class_map is None:
+            # An export's labels are known once it is read: one pass checks and draws.
+            found = (label for r in files if not r.problem for label in r.labels)
+            class_map = derive_class_map(found, multilabel=multilabel)
         run = partial(
             _run,
             images=images,

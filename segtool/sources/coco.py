@@ -254,7 +254,8 @@ def read_coco(
             continue
         if is_crowd and crowd == "ignore":
             label = IGNORE_LABEL
-        entry["shapes"].append(RleShape(label, "coco", (), segmentation=ann["segmentation"]))
+        shape = RleShape(label, "coco", (), segmentation=ann["segmentation"], crowd=bool(is_crowd))
+        entry["shapes"].append(shape)
     for iid, wheres in orphans.items():
         more = f" (and {len(wheres) - 1} more)" if len(wheres) > 1 else ""
         records.append(

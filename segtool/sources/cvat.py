@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as StdElementTree
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +146,18 @@ def _shape(element: StdElementTree.Element) -> list[Shape]:
     return [_mask(label, element)]
 
 
+def _with_object(
+    shapes: list[Shape], element: StdElementTree.Element, k: int, groups: dict[str, int]
+) -> list[Shape]:
+    """`shapes` (of the `k`-th element) tagged with their object: CVAT's ``group_id`` (absent
+    or 0: no group) joins elements into one object, whatever their labels, as CVAT's own
+    exports merge a group into one instance; the object's key is its first element's position.
+    """
+    group = (element.get("group_id") or "").strip()
+    first = k if group in ("", "0") else groups.setdefault(group, k)
+    return [replace(shape, instance=first) for shape in shapes]
+
+
 def _parse(path: Path) -> StdElementTree.Element:
     try:
         return ElementTree.parse(path, forbid_dtd=True).getroot()
@@ -204,6 +217,7 @@ def read_cvat(path: Path, image_dir: Path | None = None) -> list[ImageRecord]:
         except PathEscapeError as exc:
             problem = f"{where}: {exc}; image names must be relative to the image folder"
         ordered: list[tuple[int, int, list[Shape]]] = []
+        groups: dict[str, int] = {}
         for k, child in enumerate(element):
             if problem or child.tag in SKIPPED_TAGS:
                 continue
@@ -216,7 +230,7 @@ def read_cvat(path: Path, image_dir: Path | None = None) -> list[ImageRecord]:
                 continue
             try:
                 z_order = int(child.get("z_order") or 0)
-                ordered.append((z_order, k, _shape(child)))
+                ordered.append((z_order, k, _with_object(_shape(child), child, k, groups)))
             except (_RegionError, ValueError) as exc:
                 problem = f"{region}: {exc}; fix or delete the region"
         ordered.sort(key=lambda item: (item[0], item[1]))

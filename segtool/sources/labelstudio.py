@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +176,14 @@ def _shape(result: dict, width: int, height: int) -> Shape:
     return Shape(label, "mask", ((0, 0), (width - 1, height - 1)), mask=alpha)
 
 
+def _object(result: dict, k: int, regions: dict[str, int]) -> int:
+    """The object of the `k`-th result: results sharing an ``id`` are one region (Label Studio
+    writes one result per control tag of a region), keyed by its first result's position."""
+    rid = result.get("id")
+    named = isinstance(rid, (str, int)) and not isinstance(rid, bool) and rid != ""
+    return regions.setdefault(str(rid), k) if named else k
+
+
 def _image_name(task: dict, image_dir: Path) -> str:
     data = task.get("data")
     ref = data.get("image") if isinstance(data, dict) else None
@@ -207,6 +216,7 @@ def _read_task(path: Path, task: dict, name: str, where: str, image_dir: Path) -
         results = _annotation(task)["result"]
         size = None
         shapes = []
+        regions: dict[str, int] = {}  # region id -> position of its first result
         for k, result in enumerate(results):
             kind = result.get("type") if isinstance(result, dict) else None
             if kind in NON_REGION_TYPES:
@@ -236,7 +246,7 @@ def _read_task(path: Path, task: dict, name: str, where: str, image_dir: Path) -
                 )
             size = here
             try:
-                shapes.append(_shape(result, *here))
+                shapes.append(replace(_shape(result, *here), instance=_object(result, k, regions)))
             except _RegionError as exc:
                 raise _RegionError(f"{region}: {exc}") from None
     except _RegionError as exc:

@@ -26,9 +26,11 @@ BACKGROUND_ALIASES = frozenset({BACKGROUND_NAME, "background"})
 
 @dataclass(frozen=True)
 class RleShape(Shape):
-    """A COCO segmentation (polygons or RLE), drawn through pycocotools as ``annToMask`` does."""
+    """A COCO segmentation (polygons or RLE), drawn through pycocotools as ``annToMask`` does;
+    ``crowd`` marks an ``iscrowd: 1`` region (many objects: never one instance)."""
 
     segmentation: Any = None
+    crowd: bool = False
 
     def inside(self, width: int, height: int) -> bool:
         """True unless a polygon vertex lies off the image (RLE masks always fit it)."""

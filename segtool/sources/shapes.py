@@ -19,13 +19,18 @@ class AnnotationError(ValueError):
 class Shape:
     """One shape: its label, type (labelme's names: polygon, rectangle, circle, line, linestrip,
     point, oriented_rectangle, mask), points in pixels as the file wrote them, for a ``mask``
-    shape its boolean patch, and the ``group_id`` that joins shapes into one object."""
+    shape its boolean patch, and the ``group_id`` that joins shapes into one object.
+
+    ``instance`` is set by export readers whose objects span several shapes (a CVAT group or
+    ``<points>`` element, a Label Studio region id): the file position of the object's first
+    element, shared by all its shapes. None: the shape is an object of its own."""
 
     label: str
     shape_type: str
     points: tuple[tuple[float, float], ...]
     mask: np.ndarray | None = None
     group_id: int | None = None
+    instance: int | None = None
 
     def inside(self, width: int, height: int) -> bool:
         """True when every point lies on the image (no clipping happens)."""
