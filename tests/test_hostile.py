@@ -992,10 +992,10 @@ CASES = [
         tmpfs=True,
     ),
     Case(
-        "train: disk full while writing the run keeps the old run",
+        "train: a disk without room for the checkpoints keeps the old run",
         train_args(lambda w: w.root / "full" / "run", "--overwrite"),
         1,
-        _say("disk is full", lambda w: w.root / "full" / "run"),
+        _say(lambda w: f"{w.root / 'full' / 'run'}: 0 MB free on its disk", "pass --out"),
         setup=copy_run_to_full,
         tmpfs=True,
     ),
@@ -1518,6 +1518,58 @@ def test_ctrl_c_during_rasterize_overwrite_keeps_the_old_dataset(base, tmp_path,
     assert result.exit_code == 130, result.output
     assert "Traceback" not in result.output
     assert snapshot(world.root) == before and not leftovers(world.root)
+
+
+def test_a_disk_filling_up_during_training_names_the_run_and_keeps_the_old_one(
+    base, tmp_path, monkeypatch
+):
+    # The room check passed, then the disk filled (another program wrote to it): the error
+    # names the file in the user's run folder, not in the temporary one beside it.
+    import errno
+
+    import segtool.train.loop as loop
+
+    world = World(tmp_path / "w")
+    shutil.copytree(base, world.root, symlinks=True)
+    before = snapshot(world.root)
+
+    def full(path, rows):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(loop, "write_metrics", full)
+    result = invoke(["train", world.ds, "--out", world.run, "--epochs", "1", *TINY, "--overwrite"])
+    assert result.exit_code == 1 and result.exception is None, result.output
+    assert f"{world.run / 'metrics.csv'}: the disk is full; nothing was replaced" in result.output
+    assert snapshot(world.root) == before and not leftovers(world.root)
+
+
+def test_the_room_check_counts_the_checkpoints_a_run_writes(tmp_path, monkeypatch):
+    import collections
+
+    import torch
+
+    from segtool.core.files import DiskFullError
+    from segtool.train import runfolder
+
+    model = torch.nn.Linear(1000, 1000)  # 1,001,000 float32 weights
+    need = 7 * 4 * 1_001_000 + 16 * 2**20  # last.pt (x3), the one beside it (x3), best (x1)
+    usage = collections.namedtuple("usage", "total used free")
+    room = {"free": need}
+    monkeypatch.setattr(runfolder.shutil, "disk_usage", lambda p: usage(0, 0, room["free"]))
+    runfolder.check_room(tmp_path, model, tmp_path / "run")  # exactly enough
+    room["free"] = need - 1
+    with pytest.raises(DiskFullError, match=f"{tmp_path / 'run'}: .* MB free"):
+        runfolder.check_room(tmp_path, model, tmp_path / "run")
+    # A resumed run replaces its own last.pt and best model: their space counts as free.
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(b"\0" * 3000)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model.safetensors").write_bytes(b"\0" * 1000)
+    room["free"] = need - 4000
+    runfolder.check_room(tmp_path, model, tmp_path / "run")
+    room["free"] = need - 4001
+    with pytest.raises(DiskFullError):
+        runfolder.check_room(tmp_path, model, tmp_path / "run")
 
 
 def test_ctrl_c_during_train_overwrite_keeps_the_old_run(base, tmp_path, monkeypatch):

@@ -37,6 +37,8 @@ from segtool.train.planning import (
 )
 from segtool.train.runfolder import (
     LAST_CHECKPOINT,
+    MODEL_DIR,
+    check_room,
     draw_curves,
     plan_run,
     publish_run,
@@ -215,7 +217,7 @@ def save_epoch(
 ) -> None:
     """The best model (when this epoch improved), metrics.csv, last.pt and curves.png."""
     if improved:
-        save_model(run.model, out / "model")
+        save_model(run.model, out / MODEL_DIR)
     write_metrics(out / "metrics.csv", progress.rows)
     save_checkpoint(
         out / LAST_CHECKPOINT,
@@ -351,6 +353,7 @@ def _train_into(
     progress = restore(run, state, out, config, warm_restart)
     records = partial(write_records, run_dir, dataset, config, class_map, data, run, dist.world)
     if dist.main:
+        check_room(run_dir, run.model, out)  # before the first epoch, not at its checkpoint
         records(record)
     reporter.start(
         {

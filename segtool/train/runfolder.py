@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import platform
+import shutil
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
@@ -12,9 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from segtool.core.constants import CLASSES_FILE, IMAGES_DIR, MASKS_DIR, SPLIT_FILE
 from segtool.core.errors import SegtoolError
-from segtool.core.files import OutputPlan, atomic_path, check_overwrite, write_json
+from segtool.core.files import DiskFullError, OutputPlan, atomic_path, check_overwrite, write_json
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from segtool.core.classes import ClassMap
     from segtool.train.build import Run, TrainingData
     from segtool.train.config import TrainConfig
@@ -22,6 +25,14 @@ if TYPE_CHECKING:
 
 #: Where the checkpoint that --resume continues from lives inside a run folder.
 LAST_CHECKPOINT = Path("checkpoints", "last.pt")
+#: The best model's folder inside a run folder.
+MODEL_DIR = "model"
+#: A run's disk use at its peak, in multiples of its model's weights: ``last.pt`` (the weights
+#: and AdamW's two moments) and the best model, while a new ``last.pt`` is written beside the
+#: old one (3 + 3 + 1).
+PEAK_WEIGHTS = 7
+#: Room for the rest of a run folder (metrics, curves, config and records).
+RUN_EXTRA_BYTES = 16 * 2**20
 #: The first columns of metrics.csv (per-class Dice columns follow).
 METRIC_COLUMNS = [
     "epoch",
@@ -180,6 +191,37 @@ def plan_run(
             raise SegtoolError(f"{out}: no such run to resume; drop --resume to start it")
         return None
     return plan
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
+
+
+def check_room(run_dir: Path, model: nn.Module, shown: Path) -> None:
+    """Refuse, before the first epoch, a run whose checkpoints will not fit on its disk.
+
+    Args:
+        run_dir: where the run is written (a resumed run's ``last.pt`` and best model there
+            are replaced as it goes, so their space counts as free).
+        model: the model (its weights set the size of every checkpoint).
+        shown: the run folder to name in the message (the user's ``--out``).
+
+    Raises:
+        DiskFullError: the disk has less free space than the run's peak use.
+    """
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    held = _size(run_dir / LAST_CHECKPOINT) + _size(run_dir / MODEL_DIR)
+    need = PEAK_WEIGHTS * weights + RUN_EXTRA_BYTES - held
+    free = shutil.disk_usage(run_dir).free
+    if free < need:
+        raise DiskFullError(
+            f"{shown}: {free / 2**20:.0f} MB free on its disk, but this run needs about "
+            f"{need / 2**20:.0f} MB (last.pt with the optimizer's state and the best model, and "
+            f"each new last.pt written beside the old one); free space, or pass --out on a disk "
+            f"with room"
+        )
 
 
 def publish_run(plan: OutputPlan | None, run_dir: Path, *, keep: bool) -> bool:

@@ -25,6 +25,7 @@ from segtool.train.build import Run, TrainingData, validation_loader
 from segtool.train.config import TrainConfig
 from segtool.train.data import to_model_input
 from segtool.train.model import load_model
+from segtool.train.runfolder import MODEL_DIR
 
 if TYPE_CHECKING:
     from segtool.train.build import Run, TrainingData
@@ -135,7 +136,7 @@ def tune_best_model(
     remove(out / THRESHOLDS_FILE)
     if not (config.tune_thresholds and finished):
         return None
-    best_model = load_model(out / "model").to(run.device)
+    best_model = load_model(out / MODEL_DIR).to(run.device)
     loader = validation_loader(config, class_map, data, run)
     thresholds = tune_thresholds(best_model, loader, class_map, run.device, amp_dtype=run.amp_dtype)
     write_json(out / THRESHOLDS_FILE, thresholds)
