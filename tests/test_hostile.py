@@ -1492,6 +1492,16 @@ def test_a_checkpoint_on_a_full_disk_is_a_disk_full_error(tmp_path):
     assert list((tmp_path / "full").iterdir()) == []
 
 
+def test_a_trained_run_is_written_with_the_users_umask(base):
+    # The trained model too: safetensors writes its file 0600, unreadable to the user's group.
+    mask = os.umask(0)
+    os.umask(mask)
+    files = [p for p in (base / "run").rglob("*") if p.is_file()]
+    assert any(p.name == "model.safetensors" for p in files)
+    for path in files:
+        assert path.stat().st_mode & 0o777 == 0o666 & ~mask, path
+
+
 def test_a_running_owner_keeps_its_temporary(tmp_path):
     from segtool.core.swap import clear_stale, temp_name
 

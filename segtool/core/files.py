@@ -354,6 +354,16 @@ def list_files(folder: Path, suffixes: Iterable[str]) -> list[Path]:
     )
 
 
+def give_user_mode(folder: Path) -> None:
+    """Give every file in `folder` the mode the user's umask gives new files (libraries that
+    write through a private temporary file leave it 0600, unreadable to the user's group)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(0o666 & ~mask)
+
+
 def remove(path: Path) -> None:
     """Delete a file or a folder tree (the callers have checked it may go)."""
     remove_path(path)

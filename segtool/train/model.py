@@ -13,7 +13,7 @@ from torch import nn
 from segtool.core.classes import mode_for, out_channels
 from segtool.core.constants import BINARY
 from segtool.core.errors import SegtoolError
-from segtool.core.files import output_folder
+from segtool.core.files import give_user_mode, output_folder
 from segtool.train.geometry import STRIDE
 
 __all__ = ["STRIDE"]
@@ -174,6 +174,7 @@ def save_model(model: nn.Module, folder: Path) -> None:
     atomically: written beside `folder`, then renamed onto it."""
     with output_folder(folder, overwrite=True) as tmp:
         model.save_pretrained(str(tmp))  # type: ignore[attr-defined]
+        give_user_mode(tmp)  # safetensors writes model.safetensors 0600
 
 
 def load_model(folder: Path) -> nn.Module:
