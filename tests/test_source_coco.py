@@ -258,3 +258,50 @@ def test_duplicate_file_names_are_refused(tmp_path):
 def test_not_a_coco_file(tmp_path):
     with pytest.raises(SegtoolError, match="not a COCO instances file"):
         read_coco(write(tmp_path, {"shapes": []}))
+
+
+@pytest.mark.parametrize(
+    ("ann", "expected"),
+    [
+        ({"image_id": [1], "category_id": 7}, "image_id [1] matches no"),
+        ({"image_id": 1, "category_id": {"id": 7}}, "category_id {'id': 7} matches no"),
+        ({"image_id": 1, "category_id": [7]}, "category_id [7] matches no"),
+    ],
+)
+def test_ids_that_are_lists_or_objects_match_nothing(tmp_path, ann, expected):
+    (found,) = problems(tmp_path, [{"id": 42, "segmentation": TRIANGLE, **ann}])
+    assert expected in found
+
+
+def test_a_category_id_that_is_a_list_is_refused(tmp_path):
+    doc = {"images": [BASE_IMAGE], "annotations": [], "categories": [{"id": [7], "name": "cat"}]}
+    with pytest.raises(SegtoolError, match=r"categories\[0\] \('cat'\) has the id \[7\]"):
+        read_coco(write(tmp_path, doc))
+
+
+@pytest.mark.parametrize("far", [1e12, 1e300, -1e9, 10 + 1025])
+def test_vertices_far_outside_the_image_are_refused(tmp_path, far):
+    """pycocotools walks each edge in C ints at 5x: such a vertex crashes the process."""
+    ann = {"id": 42, "image_id": 1, "category_id": 7, "segmentation": [[0, 0, far, 0, 5, 5]]}
+    (found,) = problems(tmp_path, [ann])
+    assert "polygon 0: vertex" in found and "far outside the 10 x 10 image" in found
+
+
+def test_vertices_outside_the_image_within_reach_match_pycocotools(tmp_path):
+    doc = {
+        "images": [BASE_IMAGE],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 7, "segmentation": [[-900, -3, 1030, 4, 5, 9]]}
+        ],
+        "categories": CATEGORIES,
+    }
+    (record,) = read_coco(write(tmp_path, doc))
+    assert record.problem is None
+    expected = reference_masks(doc, {7: 1, 3: 2, 9: 0}, None)["a.jpg"]
+    np.testing.assert_array_equal(draw(record), expected)
+
+
+def test_a_category_id_written_as_a_string_names_the_number(tmp_path):
+    ann = {"id": 42, "image_id": 1, "category_id": "7", "segmentation": TRIANGLE}
+    (found,) = problems(tmp_path, [ann])
+    assert "category_id '7' matches no category (the category's id is 7" in found

@@ -33,10 +33,35 @@ from segtool.sources.records import (
 #: How ``iscrowd: 1`` regions are painted: the ignore value (COCO scores nothing there) or
 #: their category's class.
 CROWD_MODES = ("ignore", "class")
+#: How far beyond the image's edges a polygon vertex may lie, in image sizes (and at least
+#: `_MIN_REACH` pixels). pycocotools walks every edge at 5x resolution in C ints: a vertex
+#: 1e12 pixels out overflows them and exhausts memory (a crash), so such files are refused.
+_REACH, _MIN_REACH = 4, 1024
 
 
 def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+#: The key of a list or object id: it matches no image or category.
+_NO_MATCH = object()
+
+
+def _key(value: Any) -> Any:
+    """An id as a table key; a list or object (which JSON allows) matches nothing."""
+    return _NO_MATCH if isinstance(value, (list, dict)) else value
+
+
+def _far_vertex(poly: list, height: int, width: int) -> str | None:
+    """A vertex of `poly` too far outside the image for pycocotools to draw, if any."""
+    reach = max(_MIN_REACH, _REACH * max(height, width))
+    for x, y in zip(poly[0::2], poly[1::2], strict=True):
+        if not (-reach <= x <= width - 1 + reach and -reach <= y <= height - 1 + reach):
+            return (
+                f"vertex ({x:g}, {y:g}) lies far outside the {width} x {height} image (more "
+                f"than {reach} pixels beyond its edge); the coordinates are damaged, fix them"
+            )
+    return None
 
 
 def rle_counts(counts: str | bytes) -> np.ndarray:
@@ -94,6 +119,9 @@ def check_segmentation(segm: Any, height: int, width: int) -> str | None:
                 return f"polygon {j} has an odd number of coordinates ({len(poly)}); fix it"
             if len(poly) < 6:
                 return f"polygon {j} has {len(poly) // 2} point(s); a polygon needs at least 3"
+            far = _far_vertex(poly, height, width)
+            if far:
+                return f"polygon {j}: {far}"
         return None
     if not isinstance(segm, dict) or "counts" not in segm or "size" not in segm:
         return "segmentation is neither a list of polygons nor an RLE {size, counts}"
@@ -186,6 +214,47 @@ def _image_table(path: Path, doc: dict, image_dir: Path) -> tuple[dict, list[Ima
     return images, broken
 
 
+def _categories(path: Path, doc: dict) -> dict[Any, str]:
+    """Category id -> class name.
+
+    Raises:
+        SegtoolError: a category without a name, with a list or object id, or an id used twice.
+    """
+    categories: dict[Any, str] = {}
+    for i, cat in enumerate(doc["categories"]):
+        if not isinstance(cat, dict) or not isinstance(cat.get("name"), str) or not cat["name"]:
+            raise SegtoolError(f"{path}: categories[{i}] has no name; fix the export")
+        cid = cat.get("id")
+        if isinstance(cid, (list, dict)):
+            raise SegtoolError(
+                f"{path}: categories[{i}] ({cat['name']!r}) has the id {cid!r}; a category id "
+                f"is a number, so fix the export"
+            )
+        if cid in categories:
+            raise SegtoolError(f"{path}: category id {cid!r} is used twice; fix it")
+        categories[cid] = canonical_label(cat["name"])
+    return categories
+
+
+def _annotation_problem(ann: dict, label: str | None, categories: dict, entry: dict) -> str | None:
+    """What is wrong with one annotation of an image entry, if anything."""
+    is_crowd = ann.get("iscrowd", 0)
+    if label is None:
+        cid = ann.get("category_id")
+        alike = [
+            f" (the category's id is {k!r}: a number and a string differ)"
+            for k in categories
+            if str(k) == str(cid)
+        ]
+        return (
+            f"category_id {cid!r} matches no category{''.join(alike[:1])}; add it "
+            f'to "categories" or fix the annotation'
+        )
+    if is_crowd not in (0, 1) or isinstance(is_crowd, bool):
+        return f"iscrowd {is_crowd!r} is not 0 or 1"
+    return check_segmentation(ann.get("segmentation"), entry["height"], entry["width"])
+
+
 def read_coco(
     path: Path, image_dir: Path | None = None, *, crowd: str = "ignore"
 ) -> list[ImageRecord]:
@@ -218,37 +287,22 @@ def read_coco(
             f'{path}: not a COCO instances file (needs "images", "annotations" and '
             f'"categories" lists)'
         )
-    categories: dict[Any, str] = {}
-    for i, cat in enumerate(doc["categories"]):
-        if not isinstance(cat, dict) or not isinstance(cat.get("name"), str) or not cat["name"]:
-            raise SegtoolError(f"{path}: categories[{i}] has no name; fix the export")
-        if cat.get("id") in categories:
-            raise SegtoolError(f"{path}: category id {cat.get('id')!r} is used twice; fix it")
-        categories[cat.get("id")] = canonical_label(cat["name"])
+    categories = _categories(path, doc)
     images, records = _image_table(path, doc, image_dir)
-    orphans: dict[Any, list[str]] = defaultdict(list)
+    orphans: dict[str, list[str]] = defaultdict(list)  # by the image_id's repr
     for i, ann in enumerate(doc["annotations"]):
         if not isinstance(ann, dict):
             raise SegtoolError(f"{path}: annotations[{i}] is not an object; fix the export")
         where = f"annotation {ann.get('id', i)!r}"
-        entry = images.get(ann.get("image_id"))
+        entry = images.get(_key(ann.get("image_id")))
         if entry is None:
-            orphans[ann.get("image_id")].append(where)
+            orphans[repr(ann.get("image_id"))].append(where)
             continue
         if entry["problem"]:
             continue
-        problem = None
-        label = categories.get(ann.get("category_id"))
+        label = categories.get(_key(ann.get("category_id")))
         is_crowd = ann.get("iscrowd", 0)
-        if label is None:
-            problem = (
-                f"category_id {ann.get('category_id')!r} matches no category; add it to "
-                f'"categories" or fix the annotation'
-            )
-        elif is_crowd not in (0, 1) or isinstance(is_crowd, bool):
-            problem = f"iscrowd {is_crowd!r} is not 0 or 1"
-        else:
-            problem = check_segmentation(ann.get("segmentation"), entry["height"], entry["width"])
+        problem = _annotation_problem(ann, label, categories, entry)
         if problem:
             entry["problem"] = f"{where}: {problem}"
             continue
@@ -261,11 +315,11 @@ def read_coco(
         records.append(
             ImageRecord(
                 export=path,
-                name=f"image_id {iid!r}",
+                name=f"image_id {iid}",
                 image=None,
                 width=None,
                 height=None,
-                problem=f'{wheres[0]}{more}: image_id {iid!r} matches no entry in "images"; '
+                problem=f'{wheres[0]}{more}: image_id {iid} matches no entry in "images"; '
                 f"add the image or delete the annotation",
             )
         )
