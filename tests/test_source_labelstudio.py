@@ -261,3 +261,53 @@ def test_two_labels_and_no_label(tmp_path):
 def test_not_labelstudio(tmp_path):
     with pytest.raises(SegtoolError, match="not a Label Studio JSON export"):
         read_labelstudio(write(tmp_path, {"images": []}))
+
+
+def test_a_brush_count_claiming_gigabytes_is_refused_before_decoding(tmp_path):
+    import tracemalloc
+
+    brush = brush_result(np.ones((4, 5), bool), "cat")
+    brush["value"]["rle"][:4] = [255, 255, 255, 255]  # the 32-bit value count: 4 G values
+    tracemalloc.start()
+    try:
+        (record,) = read_labelstudio(write(tmp_path, [task([brush])]))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "holds 4294967295 values, not 5 x 4 x 4 (RGBA)" in record.problem
+    assert peak < 50_000_000
+
+
+@pytest.mark.parametrize("rle", [["a", "b"], [True, None], [1.5, 2], [[1, 2]], [256]])
+def test_brush_rle_of_non_bytes_is_named(tmp_path, rle):
+    brush = brush_result(np.ones((4, 5), bool), "cat")
+    brush["value"]["rle"] = rle
+    (record,) = read_labelstudio(write(tmp_path, [task([brush])]))
+    assert "brush rle is damaged (the rle holds values outside 0..255)" in record.problem
+
+
+@pytest.mark.parametrize("rotation", ["30", math.inf, math.nan, [1]])
+def test_ellipse_rotation_that_is_no_number_is_named(tmp_path, rotation):
+    ellipse = {
+        "type": "ellipselabels",
+        "original_width": W,
+        "original_height": H,
+        "value": {"x": 50, "y": 50, "radiusX": 10, "radiusY": 5, "ellipselabels": ["cat"]},
+    }
+    ellipse["value"]["rotation"] = rotation
+    (record,) = read_labelstudio(write(tmp_path, [task([ellipse])]))
+    assert f"rotation={rotation!r} is not a number" in record.problem
+
+
+@pytest.mark.parametrize("image", ["http://host/", "/data/upload/..", "."])
+def test_an_image_reference_without_a_file_name_is_named(tmp_path, image):
+    (record,) = read_labelstudio(write(tmp_path, [task([], image=image)]))
+    assert f"its data.image {image!r} names no file" in record.problem
+    assert record.image is None
+
+
+def test_an_original_size_that_is_not_whole_is_named(tmp_path):
+    brush = brush_result(np.ones((4, 5), bool), "cat")
+    brush["original_width"] = 5.0
+    (record,) = read_labelstudio(write(tmp_path, [task([brush])]))
+    assert "original_width/height (5.0, 4) are not positive whole numbers" in record.problem

@@ -53,19 +53,25 @@ def is_labelstudio(doc: Any) -> bool:
     )
 
 
-def decode_brush_rle(data: list[int]) -> np.ndarray:
+def decode_brush_rle(data: list[int], size: tuple[int, int] | None = None) -> np.ndarray:
     """Decode Label Studio's brush RLE (the ``rle-pack`` bit stream) into its flat values.
 
     Stream: 32-bit value count, 5-bit word size - 1, four 4-bit run-length widths - 1; then
     blocks: 1 flag bit, 2-bit width selector, a run length - 1; a repeated block holds one
     word, a literal block one word per value. Bits are read most significant first.
 
+    Args:
+        data: the stream's bytes, as Label Studio writes them (a list of 0..255).
+        size: (width, height) of the image: the stream must hold width x height x 4 values,
+            checked before anything is decoded, so a damaged count cannot claim gigabytes.
+
     Raises:
-        ValueError: the stream is cut short or the bytes are not bytes.
+        ValueError: the stream is cut short, the bytes are not bytes, or it holds another
+            number of values than `size` needs.
     """
-    raw = np.asarray(data)
-    if raw.ndim != 1 or (raw.size and (raw.min() < 0 or raw.max() > 255)):
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in data):
         raise ValueError("the rle holds values outside 0..255")
+    raw = np.asarray(data, np.int64).reshape(-1)
     bits = np.unpackbits(raw.astype(np.uint8))
     weights = 1 << np.arange(32, dtype=np.int64)[::-1]
     pos = 0
@@ -79,6 +85,11 @@ def decode_brush_rle(data: list[int]) -> np.ndarray:
         return value
 
     total = read(32)
+    if size is not None and total != size[0] * size[1] * 4:
+        raise ValueError(
+            f"it holds {total} values, not {size[0]} x {size[1]} x 4 (RGBA); the size "
+            f"disagrees with the image"
+        )
     word = read(5) + 1
     widths = [read(4) + 1 for _ in range(4)]
     out = np.zeros(total, np.uint8 if word <= 8 else np.uint32)
@@ -155,7 +166,10 @@ def _shape(result: dict, width: int, height: int) -> Shape:
     if kind == "ellipselabels":
         x, y, rx, ry = _percent(value, "x", "y", "radiusX", "radiusY")
         _check_inside([(x - rx, y - ry), (x + rx, y + ry)])
-        return ellipse_shape(label, x * sx, y * sy, rx * sx, ry * sy, value.get("rotation", 0) or 0)
+        rotation = value.get("rotation", 0) or 0
+        if not finite_number(rotation):
+            raise _RegionError(f"rotation={rotation!r} is not a number")
+        return ellipse_shape(label, x * sx, y * sy, rx * sx, ry * sy, rotation)
     if kind == "keypointlabels":
         x, y = _percent(value, "x", "y")
         _check_inside([(x, y)])
@@ -164,14 +178,9 @@ def _shape(result: dict, width: int, height: int) -> Shape:
     if value.get("format") != "rle" or not isinstance(value.get("rle"), list):
         raise _RegionError("a brush region needs value.format 'rle' and a value.rle list")
     try:
-        flat = decode_brush_rle(value["rle"])
+        flat = decode_brush_rle(value["rle"], (width, height))
     except ValueError as exc:
         raise _RegionError(f"its brush rle is damaged ({exc})") from exc
-    if flat.size != width * height * 4:
-        raise _RegionError(
-            f"its brush rle holds {flat.size} values, not {width} x {height} x 4 (RGBA); the "
-            f"size disagrees with the image"
-        )
     alpha = flat.reshape(height, width, 4)[:, :, 3] > 0
     return Shape(label, "mask", ((0, 0), (width - 1, height - 1)), mask=alpha)
 
@@ -193,6 +202,8 @@ def _image_name(task: dict, image_dir: Path) -> str:
     if not isinstance(ref, str) or not ref:
         raise _RegionError("its data names no image (expected data.image)")
     name = basename_of(ref)
+    if name in ("", ".", ".."):
+        raise _RegionError(f"its data.image {ref!r} names no file; point it at the image file")
     match = _UPLOAD_PREFIX.match(name)
     if match and not (image_dir / name).exists() and (image_dir / match[1]).exists():
         name = match[1]  # the file as the user has it, before Label Studio's upload prefix
@@ -233,7 +244,9 @@ def _read_task(path: Path, task: dict, name: str, where: str, image_dir: Path) -
                 )
             here = (result.get("original_width"), result.get("original_height"))
             if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in here):
-                raise _RegionError(f"{region}: original_width/height {here!r} are missing")
+                raise _RegionError(
+                    f"{region}: original_width/height {here!r} are not positive whole numbers"
+                )
             if size is not None and here != size:
                 raise _RegionError(
                     f"{region}: original size {here[0]} x {here[1]} disagrees with another "
