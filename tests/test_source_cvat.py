@@ -214,3 +214,37 @@ def test_bad_regions_are_named(tmp_path, shape, expected):
 def test_video_export_is_refused(tmp_path):
     with pytest.raises(SegtoolError, match="CVAT for images 1.1"):
         read_cvat(write(tmp_path, "<annotations><track id='0' label='car'/></annotations>"))
+
+
+@pytest.mark.parametrize(
+    ("shape", "expected"),
+    [
+        ('<box label="car" xtl="0" ytl="0" xbr="2" ybr="2" rotation="nan"/>', "rotation='nan'"),
+        ('<box label="car" xtl="0" ytl="0" xbr="2" ybr="2" rotation="inf"/>', "rotation='inf'"),
+        ('<box label="car" xtl="0" ytl="0" xbr="2" ybr="2" rotation="x"/>', "rotation='x' is"),
+        ('<ellipse label="car" cx="1" cy="1" rx="1" ry="1" rotation="nan"/>', "rotation='nan'"),
+        ('<polygon label="car" points="0,0;1,1;2,0" z_order="1.5"/>', "z_order '1.5' is not"),
+        # A mask box claiming gigabytes, or placed where no integer reaches, is damaged.
+        (
+            '<mask label="car" rle="0,4" left="-1e300" top="0" width="2" height="2"/>',
+            "its box (left -1e+300, top 0) cannot be a mask of this image",
+        ),
+        (
+            '<mask label="car" rle="0,10000000000" left="0" top="0" width="100000" '
+            'height="100000"/>',
+            "its box (100000 x 100000 = 10,000,000,000 pixels is over the limit",
+        ),
+    ],
+)
+def test_numbers_that_cannot_be_drawn_are_named(tmp_path, shape, expected):
+    (record,) = read_cvat(write(tmp_path, cvat_xml([("a.jpg", 4, 4, [shape])])))
+    assert expected in record.problem
+    assert "image 'a.jpg', <" in record.problem
+
+
+def test_an_image_without_a_size_reads_none_of_its_shapes(tmp_path):
+    shape = (
+        '<mask label="car" rle="0,10000000000" left="0" top="0" width="100000" height="100000"/>'
+    )
+    (record,) = read_cvat(write(tmp_path, cvat_xml([("a.jpg", "", 4, [shape])])))
+    assert "width/height '' x '4' are not whole numbers" in record.problem

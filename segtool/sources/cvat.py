@@ -16,6 +16,7 @@ import numpy as np
 from defusedxml import DefusedXmlException, ElementTree
 
 from segtool.core.errors import SegtoolError
+from segtool.core.limits import size_problem
 from segtool.sources.records import (
     ImageRecord,
     PathEscapeError,
@@ -28,6 +29,8 @@ from segtool.sources.shapes import Shape
 SHAPE_TAGS = ("polygon", "box", "polyline", "points", "ellipse", "mask")
 #: Elements inside ``<image>`` that carry no pixels (an image-level tag).
 SKIPPED_TAGS = ("tag",)
+#: A mask box's left or top farther from the image than this is damaged (no image is so wide).
+_FAR = 2**31
 
 
 class _RegionError(ValueError):
@@ -43,6 +46,11 @@ def _float(element: StdElementTree.Element, name: str) -> float:
     if not math.isfinite(value):
         raise _RegionError(f"attribute {name}={raw!r} is not finite")
     return value
+
+
+def _rotation(element: StdElementTree.Element) -> float:
+    """A shape's ``rotation`` in degrees (0 when absent)."""
+    return _float(element, "rotation") if element.get("rotation") else 0.0
 
 
 def _points(element: StdElementTree.Element) -> tuple[tuple[float, float], ...]:
@@ -104,6 +112,12 @@ def _mask(label: str, element: StdElementTree.Element) -> Shape:
     if not all(v.is_integer() for v in box) or box[2] < 1 or box[3] < 1:
         raise _RegionError(f"left/top/width/height {box} are not whole numbers with a size")
     left, top, width, height = (int(v) for v in box)
+    # The part of the box off the image is clipped (as labelme clips a mask shape), but a box
+    # claiming gigabytes, or placed where no integer reaches, is a damaged file.
+    too_big = size_problem(width, height)
+    if too_big or max(abs(left), abs(top)) > _FAR:
+        where = too_big or f"left {left:g}, top {top:g}"
+        raise _RegionError(f"its box ({where}) cannot be a mask of this image; re-export")
     if any(c < 0 for c in counts) or sum(counts) != width * height:
         raise _RegionError(
             f"its rle covers {sum(counts)} pixels, not its box's {width} x {height}; re-export"
@@ -134,7 +148,7 @@ def _shape(element: StdElementTree.Element) -> list[Shape]:
         return [Shape(label, "point", (p,)) for p in _points(element)]
     if tag == "box":
         x1, y1, x2, y2 = (_float(element, k) for k in ("xtl", "ytl", "xbr", "ybr"))
-        rotation = float(element.get("rotation") or 0)
+        rotation = _rotation(element)
         if rotation % 360 == 0:
             return [Shape(label, "rectangle", ((x1, y1), (x2, y2)))]
         pivot = ((x1 + x2) / 2, (y1 + y2) / 2)
@@ -142,7 +156,7 @@ def _shape(element: StdElementTree.Element) -> list[Shape]:
         return [Shape(label, "oriented_rectangle", corners)]
     if tag == "ellipse":
         cx, cy, rx, ry = (_float(element, k) for k in ("cx", "cy", "rx", "ry"))
-        return [ellipse_shape(label, cx, cy, rx, ry, float(element.get("rotation") or 0))]
+        return [ellipse_shape(label, cx, cy, rx, ry, _rotation(element))]
     return [_mask(label, element)]
 
 
@@ -212,6 +226,11 @@ def read_cvat(path: Path, image_dir: Path | None = None) -> list[ImageRecord]:
         except ValueError:
             width = height = None
         problem, image = None, None
+        if width is None or height is None:
+            problem = (
+                f"{where}: width/height {element.get('width')!r} x {element.get('height')!r} "
+                f"are not whole numbers"
+            )
         try:
             image = image_in_folder(image_dir, name)
         except PathEscapeError as exc:
@@ -229,14 +248,14 @@ def read_cvat(path: Path, image_dir: Path | None = None) -> list[ImageRecord]:
                 )
                 continue
             try:
-                z_order = int(child.get("z_order") or 0)
+                z_order = _float(child, "z_order") if child.get("z_order") else 0
+                if not float(z_order).is_integer():
+                    raise _RegionError(f"z_order {child.get('z_order')!r} is not a whole number")
                 ordered.append((z_order, k, _with_object(_shape(child), child, k, groups)))
             except (_RegionError, ValueError) as exc:
                 problem = f"{region}: {exc}; fix or delete the region"
         ordered.sort(key=lambda item: (item[0], item[1]))
         shapes = tuple(s for _, _, group in ordered for s in group)
-        if width is None and problem is None:
-            problem = f"{where}: width/height {element.get('width')!r} x {element.get('height')!r} are not whole numbers"
         records.append(
             ImageRecord(
                 path, name, image, width, height, shapes if not problem else (), problem=problem
