@@ -224,6 +224,7 @@ def test_video_export_is_refused(tmp_path):
         ('<box label="car" xtl="0" ytl="0" xbr="2" ybr="2" rotation="x"/>', "rotation='x' is"),
         ('<ellipse label="car" cx="1" cy="1" rx="1" ry="1" rotation="nan"/>', "rotation='nan'"),
         ('<polygon label="car" points="0,0;1,1;2,0" z_order="1.5"/>', "z_order '1.5' is not"),
+        ('<mask label="car" rle="5,-1" left="0" top="0" width="2" height="2"/>', "negative run"),
         # A mask box claiming gigabytes, or placed where no integer reaches, is damaged.
         (
             '<mask label="car" rle="0,4" left="-1e300" top="0" width="2" height="2"/>',

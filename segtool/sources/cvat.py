@@ -118,7 +118,9 @@ def _mask(label: str, element: StdElementTree.Element) -> Shape:
     if too_big or max(abs(left), abs(top)) > _FAR:
         where = too_big or f"left {left:g}, top {top:g}"
         raise _RegionError(f"its box ({where}) cannot be a mask of this image; re-export")
-    if any(c < 0 for c in counts) or sum(counts) != width * height:
+    if any(c < 0 for c in counts):
+        raise _RegionError("its rle holds a negative run length; re-export")
+    if sum(counts) != width * height:
         raise _RegionError(
             f"its rle covers {sum(counts)} pixels, not its box's {width} x {height}; re-export"
         )
