@@ -12,7 +12,6 @@ a box.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,13 @@ from segtool.core.constants import IGNORE_LABEL
 from segtool.core.errors import SegtoolError
 from segtool.sources.records import (
     ImageRecord,
+    JsonFileError,
     PathEscapeError,
     RleShape,
     canonical_label,
     finite_number,
     image_in_folder,
+    load_json,
 )
 
 #: How ``iscrowd: 1`` regions are painted: the ignore value (COCO scores nothing there) or
@@ -169,11 +170,9 @@ def coco_runs(segm: Any, height: int, width: int) -> np.ndarray:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_bytes())
-    except OSError as exc:
-        raise SegtoolError(f"{path}: cannot read the file ({exc})") from exc
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SegtoolError(f"{path}: not valid JSON ({exc}); fix or re-export the file") from exc
+        return load_json(path)
+    except JsonFileError as exc:
+        raise SegtoolError(f"{path}: {exc}; fix or re-export the file") from exc
 
 
 def _image_table(path: Path, doc: dict, image_dir: Path) -> tuple[dict, list[ImageRecord]]:

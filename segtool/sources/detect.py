@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
+import codecs
 from pathlib import Path
 from typing import Any
 
 from segtool.core.errors import SegtoolError
+from segtool.sources.records import JsonFileError, load_json
 
 #: Every format ``segtool rasterize --format`` accepts (``auto`` detects).
 FORMATS = ("labelme", "coco", "cvat", "via", "labelstudio")
@@ -14,6 +15,8 @@ FORMATS = ("labelme", "coco", "cvat", "via", "labelstudio")
 _MAX_SNIFFED = 3
 #: How much of an XML file is read to recognise it.
 _XML_SNIFF_BYTES = 4096
+#: How `load_json`'s messages start (a ``.json`` file that is no JSON at all).
+_JSON_PROBLEMS = ("cannot read", "not UTF-8", "not valid JSON", "JSON nested")
 
 
 def sniff_json(doc: Any) -> str | None:
@@ -45,15 +48,22 @@ def describe_json(doc: Any) -> str:
 def sniff_file(path: Path) -> tuple[str | None, str]:
     """(format or None, what the file looks like) for one file."""
     if path.suffix.lower() == ".xml":
-        head = path.read_bytes()[:_XML_SNIFF_BYTES].decode("utf-8", "replace")
+        raw = path.read_bytes()[:_XML_SNIFF_BYTES]
+        utf16 = raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+        head = raw.decode("utf-16" if utf16 else "utf-8", "replace")
         if "<annotations" in head:
             return "cvat", "a CVAT XML file"
         return None, "an XML file without CVAT's <annotations> root"
     try:
-        doc = json.loads(path.read_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None, "neither JSON nor XML"
+        doc = load_json(path)
+    except JsonFileError as exc:
+        return None, str(exc)
     return sniff_json(doc), describe_json(doc)
+
+
+def _failed_json(path: Path, looks: str) -> bool:
+    """True when `looks` (from `sniff_file`) says that a ``.json`` file failed to parse."""
+    return path.suffix.lower() == ".json" and looks.startswith(_JSON_PROBLEMS)
 
 
 def detect(source: Path) -> tuple[str, Path]:
@@ -72,6 +82,8 @@ def detect(source: Path) -> tuple[str, Path]:
             raise SegtoolError(
                 f"{source}: a single labelme file; pass the folder that holds the labelme files"
             )
+        if found is None and _failed_json(source, looks):
+            raise SegtoolError(f"{source}: {looks}; fix or re-export the file")
         if found is None:
             raise SegtoolError(
                 f"{source}: {looks}, which is none of the formats segtool reads ({formats}); "

@@ -8,7 +8,6 @@ alpha channel is the stroke.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +17,14 @@ import numpy as np
 
 from segtool.core.errors import SegtoolError
 from segtool.sources.cvat import ellipse_shape, rotated_corners
-from segtool.sources.records import ImageRecord, basename_of, canonical_label, finite_number
+from segtool.sources.records import (
+    ImageRecord,
+    JsonFileError,
+    basename_of,
+    canonical_label,
+    finite_number,
+    load_json,
+)
 from segtool.sources.shapes import Shape
 
 #: Result types that are regions, and the value key that holds their labels.
@@ -286,9 +292,9 @@ def read_labelstudio(path: Path, image_dir: Path | None = None) -> list[ImageRec
     """
     image_dir = path.parent if image_dir is None else image_dir
     try:
-        doc = json.loads(path.read_bytes())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SegtoolError(f"{path}: not a readable JSON file ({exc})") from exc
+        doc = load_json(path)
+    except JsonFileError as exc:
+        raise SegtoolError(f"{path}: {exc}; fix or re-export the file") from exc
     if not is_labelstudio(doc):
         raise SegtoolError(f"{path}: not a Label Studio JSON export (a list of tasks)")
     records, names = [], {}

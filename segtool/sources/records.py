@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import posixpath
 import re
 from dataclasses import dataclass, field
@@ -129,3 +130,27 @@ def decode_base64(data: str) -> bytes:
         return base64.b64decode(payload, validate=False)
     except (binascii.Error, ValueError) as exc:
         raise ValueError(f"the embedded image is not valid base64 ({exc})") from exc
+
+
+class JsonFileError(ValueError):
+    """An export file that cannot be parsed as JSON; the message says why, without the path."""
+
+
+def load_json(path: Path) -> Any:
+    """Parse an export's JSON: UTF-8 (with or without a byte-order mark), UTF-16 or UTF-32.
+
+    Raises:
+        JsonFileError: unreadable, not text, not JSON (with the line and column), or nested
+            too deeply to be an export.
+    """
+    try:
+        return json.loads(path.read_bytes())
+    except OSError as exc:
+        raise JsonFileError(f"cannot read the file ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise JsonFileError(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno} column {exc.colno}"
+        raise JsonFileError(f"not valid JSON ({exc.msg}: {where})") from exc
+    except RecursionError as exc:
+        raise JsonFileError("JSON nested too deeply to be an export") from exc

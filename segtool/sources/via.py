@@ -8,7 +8,6 @@ class is the value of one region attribute.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,14 @@ from segtool.core.errors import SegtoolError
 from segtool.sources.cvat import ellipse_shape
 from segtool.sources.records import (
     ImageRecord,
+    JsonFileError,
     PathEscapeError,
     basename_of,
     canonical_label,
     decode_base64,
     finite_number,
     image_in_folder,
+    load_json,
 )
 from segtool.sources.shapes import Shape
 from segtool.sources.via3 import is_via3, read_via3
@@ -194,9 +195,9 @@ def read_via(
     """
     image_dir = path.parent if image_dir is None else image_dir
     try:
-        doc = json.loads(path.read_bytes())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SegtoolError(f"{path}: not a readable JSON file ({exc})") from exc
+        doc = load_json(path)
+    except JsonFileError as exc:
+        raise SegtoolError(f"{path}: {exc}; fix or re-export the file") from exc
     if is_via3(doc):
         return read_via3(path, doc, image_dir, attribute)
     entries = via_entries(doc)
