@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from segtool.core.errors import SegtoolError
 from segtool.rasterize.draw import draw_shapes
@@ -192,3 +192,33 @@ def test_not_via(tmp_path):
     # project and file alone are not a VIA 3 project (view and metadata are missing)
     with pytest.raises(SegtoolError, match=r"not a VIA file \(VIA 1.x/2.x: .*; VIA 3: a project"):
         read_via(write(tmp_path, {"project": {}, "file": {}}))
+
+
+@pytest.mark.parametrize("value", [3, ["balloon"], True])
+def test_a_class_value_that_is_not_text_is_named(tmp_path, value):
+    regions = [
+        {
+            "shape_attributes": {"name": "point", "cx": 1, "cy": 1},
+            "region_attributes": {"class": value},
+        }
+    ]
+    (record,) = read_via(write(tmp_path, via_doc(regions, style="2")))
+    assert f"region 0: region attribute 'class' holds {value!r}, not a class name" in record.problem
+
+
+@pytest.mark.parametrize("r", [1e12, 1e200, 1e300])
+def test_a_circle_too_large_to_square_draws_as_any_huge_circle(tmp_path, r):
+    """labelme's radius formula overflows past 1e154; PIL draws nothing for a huge circle, so
+    such a circle draws as one of radius 1e12 does (and counts as reaching off the image)."""
+    regions = [
+        {
+            "shape_attributes": {"name": "circle", "cx": 3, "cy": 3, "r": r},
+            "region_attributes": {"class": "balloon"},
+        }
+    ]
+    (record,) = read_via(write(tmp_path, via_doc(regions, style="2")))
+    mask = draw_shapes(record.shapes, 8, 9, VALUES)
+    huge = Image.new("L", (9, 8))
+    ImageDraw.Draw(huge).ellipse([3 - 1e12, 3 - 1e12, 3 + 1e12, 3 + 1e12], fill=1, outline=1)
+    np.testing.assert_array_equal(mask, np.asarray(huge))
+    assert not record.shapes[0].inside(9, 8)

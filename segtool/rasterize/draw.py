@@ -33,7 +33,10 @@ def _draw_shape(draw: ImageDraw.ImageDraw, canvas: Image.Image, shape: Shape, va
         )
     elif kind == "circle":
         (cx, cy), (px, py) = xy
-        d = math.sqrt((cx - px) ** 2 + (cy - py) ** 2)
+        try:
+            d = math.sqrt((cx - px) ** 2 + (cy - py) ** 2)  # labelme's formula, to the last bit
+        except OverflowError:  # a radius past 1e154: PIL draws nothing for it, as for 1e12
+            d = math.inf
         draw.ellipse([cx - d, cy - d, cx + d, cy + d], fill=value, outline=value)
     elif kind == "line":
         draw.line(xy, fill=value, width=LINE_WIDTH)

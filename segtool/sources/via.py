@@ -103,6 +103,10 @@ def _label(attrs: Any, attribute: str) -> str:
                 f"({', '.join(map(repr, chosen)) or 'none'}); tick exactly one"
             )
         value = chosen[0]
+    if value is not None and not isinstance(value, str):
+        raise _RegionError(
+            f"region attribute {attribute!r} holds {value!r}, not a class name; set it in VIA"
+        )
     if not isinstance(value, str) or not value.strip():
         raise _RegionError(f"it has no class (region attribute {attribute!r} is empty); set it")
     return canonical_label(value.strip())
