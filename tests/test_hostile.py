@@ -564,6 +564,30 @@ R, S, T, P, E = "rasterize", "split", "train", "predict", "evaluate"
 LBL = ["--labels", lambda w: w.labels]
 
 
+def images_apart(w: World) -> None:
+    """data/pics/ holds an image and the user's notes; exp/c.json (COCO) and ann2/p.json
+    (labelme, imagePath ../data/pics/p.png) read that image from outside their own folder."""
+    pics = w.root / "data" / "pics"
+    pics.mkdir(parents=True)
+    Image.fromarray(scene(3)[0]).save(pics / "p.png")
+    (pics / "notes.txt").write_text("mine")
+    coco = {
+        "images": [{"id": 1, "file_name": "p.png", "width": 32, "height": 32}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "segmentation": [[2, 2, 20, 2, 9, 20]]}
+        ],
+        "categories": [{"id": 1, "name": "cat"}],
+    }
+    (w.root / "exp").mkdir()
+    (w.root / "exp" / "c.json").write_text(json.dumps(coco))
+    (w.root / "ann2").mkdir()
+    write_labelme(w.root / "ann2", "p", [shape("cat", [[2, 2], [10, 2], [10, 9]])], (32, 32))
+    doc = json.loads((w.root / "ann2" / "p.json").read_text())
+    doc["imagePath"] = "../data/pics/p.png"
+    (w.root / "ann2" / "p.json").write_text(json.dumps(doc))
+    (w.root / "ann2" / "p.png").unlink()
+
+
 def cmd(*parts) -> Args:
     return lambda w: [p(w) if callable(p) else p for p in parts]
 
@@ -749,6 +773,55 @@ CASES = [
         _say("disk is full"),
         setup=full_place("64k", 4096),
         tmpfs=True,
+    ),
+    Case(
+        "rasterize: OUT is the --image-dir of an export (--overwrite)",
+        cmd(
+            R,
+            lambda w: w.root / "exp" / "c.json",
+            lambda w: w.root / "data" / "pics",
+            "--image-dir",
+            lambda w: w.root / "data" / "pics",
+            "--overwrite",
+        ),
+        1,
+        _say("is the image folder", lambda w: w.root / "data" / "pics"),
+        setup=images_apart,
+    ),
+    Case(
+        "rasterize: OUT contains an export's --image-dir (--overwrite)",
+        cmd(
+            R,
+            lambda w: w.root / "exp" / "c.json",
+            lambda w: w.root / "data",
+            "--image-dir",
+            lambda w: w.root / "data" / "pics",
+            "--overwrite",
+        ),
+        1,
+        _say("contains the image folder", lambda w: w.root / "data" / "pics"),
+        setup=images_apart,
+    ),
+    Case(
+        "rasterize: OUT is the folder labelme's imagePath points into (--overwrite)",
+        cmd(R, lambda w: w.root / "ann2", lambda w: w.root / "data" / "pics", "--overwrite"),
+        1,
+        _say("is the images folder", "pics"),
+        setup=images_apart,
+    ),
+    Case(
+        "rasterize: OUT inside an export's image folder is fine",
+        cmd(
+            R,
+            lambda w: w.root / "exp" / "c.json",
+            lambda w: w.root / "data" / "pics" / "ds",
+            "--image-dir",
+            lambda w: w.root / "data" / "pics",
+        ),
+        0,
+        _say("1 masks written"),
+        outputs=("data/pics/ds",),
+        setup=images_apart,
     ),
     # --- split -------------------------------------------------------------------------------
     Case("split: --val nan", cmd(S, lambda w: w.ds, "--val", "nan", "--overwrite"), 1, _say("nan")),

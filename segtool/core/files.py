@@ -313,8 +313,10 @@ def check_output(
     folder: bool = True,
     option: str = "OUT",
     inputs: Iterable[tuple[str, Path | None]] = (),
+    apart: Iterable[tuple[str, Path]] = (),
 ) -> None:
-    """Run `OutputPlan.check` for one output before any work starts (nothing is touched).
+    """Run `OutputPlan.check` for one output before any work starts (nothing is touched);
+    `apart`: folders read for some files only (`out` may lie inside one, not be or contain it).
 
     Raises:
         SegtoolError: as `OutputPlan.check`.
@@ -322,6 +324,8 @@ def check_output(
     plan = OutputPlan(overwrite=overwrite)
     for what, path in inputs:
         plan.read(what, path)
+    for what, path in apart:
+        plan.read(what, path, files_only=True)
     plan.write(out, folder=folder, option=option)
     plan.check()
 

@@ -131,7 +131,7 @@ def process_record(
         problem = label_problem(record.labels, frozenset(class_map.names))
         if problem:
             return FileResult(key, problem=f"{record.export}: image {record.name!r}: {problem}")
-    result = FileResult(key, labels=sorted(record.labels))
+    result = FileResult(key, labels=sorted(record.labels), image=source.file)
     if out is None or class_map is None:
         return result
     if instances:

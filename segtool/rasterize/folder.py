@@ -114,7 +114,7 @@ def process_file(
         ann, source = _load_checked(path, class_map)
     except AnnotationError as exc:
         return FileResult(path, problem=f"{path}: {exc}")
-    result = FileResult(path, labels=sorted(ann.labels))
+    result = FileResult(path, labels=sorted(ann.labels), image=source.file)
     if out is None or class_map is None:
         return result
     if instances:
@@ -291,7 +291,8 @@ def rasterize_dir(
     if png_level not in png.LEVELS:
         raise SegtoolError(f"--png-level {png_level} is not one of 0..9")
     inputs = [("the annotations folder", annotations), ("the labels file", labels)]
-    check_output(out, overwrite, inputs=inputs)
+    apart = [("the image folder", image_dir)] if image_dir is not None else []
+    check_output(out, overwrite, inputs=inputs, apart=apart)
     class_map = read_class_map(labels) if labels is not None else None
     if class_map is not None and multilabel:
         try:
@@ -343,6 +344,9 @@ def rasterize_dir(
                 # One pass checks and draws; the temporary folder is dropped if any file is bad.
                 results = run(files, class_map, tmp, phase="rasterize")
                 _refuse_invalid(results, len(files), annotations, skip_invalid, what)
+            # OUT replaced by the new dataset must not take the folder of an image with it.
+            folders = {("the images folder", r.image.parent) for r in results if r.image}
+            check_output(out, overwrite, inputs=inputs, apart=folders)
             report = make_report(results, out, class_map, source, instances)
             class_map.save(tmp / CLASSES_FILE)
             write_json(tmp / REPORT_FILE, report.to_json())

@@ -46,6 +46,8 @@ class FileResult:
     objects: Counter = field(default_factory=Counter)
     outside: int = 0
     warnings: list[str] = field(default_factory=list)
+    #: the image file read (its folder must not be replaced by the output)
+    image: Path | None = None
 
 
 def pixel_counts(mask: np.ndarray) -> dict[int, int]:
