@@ -233,3 +233,42 @@ def test_command_refuses_a_bad_mask_with_one_line(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "a.png: 5 x 3" in lines[0]
     assert not (tmp_path / "ds").exists()
+
+
+def test_a_mask_over_the_pixel_limit_is_refused_before_decoding(tmp_path, monkeypatch):
+    """A 1-bit PNG of a few bytes can claim 160,000 pixels (400 M in the wild)."""
+    from segtool.core.limits import MAX_PIXELS_ENV
+
+    monkeypatch.setenv(MAX_PIXELS_ENV, "1000")
+    write_image(tmp_path / "src" / "images" / "a.jpg", 5, 4)
+    put_mask(tmp_path / "src" / "masks" / "a.png", np.zeros((400, 400), bool), mode="1")
+    with pytest.raises(SegtoolError, match=r"masks/a.png: .*(over the limit|exceeds limit)"):
+        import_masks(tmp_path / "src", None, tmp_path / "out", jobs=1)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_voc_image_list_that_is_not_text_is_named(tmp_path):
+    root = tmp_path / "VOC2012"
+    write_image(root / "JPEGImages" / "a.jpg", 9, 8)
+    put_mask(root / "SegmentationClass" / "a.png", np.zeros((8, 9), np.uint8))
+    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (root / "ImageSets" / "Segmentation" / "train.txt").write_bytes(b"\xff\xfe\x00junk")
+    with pytest.raises(SegtoolError, match=r"Segmentation/train.txt: not a readable list"):
+        import_masks(root, None, tmp_path / "out", jobs=1)
+
+
+def test_a_colour_table_with_a_byte_order_mark_is_read(tmp_path):
+    colors = tmp_path / "label_colors.txt"
+    colors.write_bytes(b"\xef\xbb\xbf0 0 0 Void\r\n128 64 128 Road\r\n")
+    rgb = np.array([[[0, 0, 0], [128, 64, 128]]], np.uint8)
+    pair(tmp_path / "src", "a", rgb)
+    report = import_masks(tmp_path / "src", None, tmp_path / "out", colors=colors, jobs=1)
+    assert report.class_map.names == ("_background_", "Void", "Road")
+
+
+def test_a_colour_table_nested_too_deeply_is_named(tmp_path):
+    colors = tmp_path / "classes.json"
+    colors.write_text("[" * 100_000 + "]" * 100_000)
+    pair(tmp_path / "src", "a", np.zeros((2, 2, 3), np.uint8))
+    with pytest.raises(SegtoolError, match=r"classes.json: not a classes.json with a color"):
+        import_masks(tmp_path / "src", None, tmp_path / "out", colors=colors, jobs=1)

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from segtool.core.constants import BACKGROUND_NAME, IMAGE_SUFFIXES
 from segtool.core.errors import SegtoolError
+from segtool.core.images import ImageReadError, open_image
 from segtool.sources.records import canonical_label
 
 #: PASCAL VOC's classes, by mask value; 255 marks VOC's "void" border pixels (ignored).
@@ -120,7 +120,13 @@ def _voc_split(root: Path) -> dict[str, str]:
     for name in SPLIT_ALIASES:
         path = lists / f"{name}.txt"
         if path.is_file():
-            for line in path.read_text(encoding="utf-8").split():
+            try:
+                text = path.read_text(encoding="utf-8-sig")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise SegtoolError(
+                    f"{path}: not a readable list of image names ({exc}); fix or delete it"
+                ) from exc
+            for line in text.split():
                 where.setdefault(line.strip(), name)
     return where
 
@@ -248,7 +254,7 @@ def read_colors(path: Path) -> tuple[dict[Color, str], list[str]]:
         SegtoolError: unreadable file, a malformed line, or a colour given twice.
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise SegtoolError(f"{path}: cannot read the colour table ({exc})") from exc
     entries: list[tuple[Color, str]] = []
@@ -256,7 +262,7 @@ def read_colors(path: Path) -> tuple[dict[Color, str], list[str]]:
         try:
             doc = json.loads(text)
             entries = [(tuple(c["color"]), c["name"]) for c in doc["classes"]]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        except (json.JSONDecodeError, KeyError, TypeError, RecursionError) as exc:
             raise SegtoolError(
                 f"{path}: not a classes.json with a color for every class ({exc})"
             ) from exc
@@ -295,7 +301,7 @@ def read_values(path: Path) -> tuple[np.ndarray, bool]:
         SegtoolError: unreadable file.
     """
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:  # over the pixel limit: refused before decoding
             mode = img.mode
             if mode in ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr"):
                 rgb = np.asarray(img.convert("RGB")).astype(np.uint32)
@@ -303,6 +309,8 @@ def read_values(path: Path) -> tuple[np.ndarray, bool]:
             if mode in ("LA", "PA"):
                 img = img.getchannel(0)
             array = np.asarray(img)
+    except ImageReadError as exc:
+        raise SegtoolError(f"{path}: {exc}") from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise SegtoolError(f"{path}: not a readable mask image ({exc}); re-export it") from exc
     if array.dtype == bool:
