@@ -161,6 +161,16 @@ COCO_BAD = {
         "leaves the image folder",
     ),
     "image size disagrees": ({"images": [{**IMAGE_1, "width": 13}]}, "is 12 x 10 (width x height"),
+    # Masks A.png and a.png are one file on macOS and Windows, and later steps refuse them.
+    "stems differing in case": (
+        {"images": [IMAGE_1, {**IMAGE_1, "id": 2, "file_name": "A.png"}]},
+        "images 'a.jpg' and 'A.png' would both write masks/A.png on a case-insensitive disk",
+    ),
+    # masks/.a.png would be a hidden file, which every later step skips.
+    "hidden mask name": (
+        {"images": [{**IMAGE_1, "file_name": "sub/.a.jpg"}]},
+        "image 'sub/.a.jpg' would write the hidden file masks/.a.png",
+    ),
 }
 
 

@@ -61,17 +61,33 @@ def read_export(
         from segtool.sources.labelstudio import read_labelstudio
 
         records = read_labelstudio(path, image_dir)
-    seen: dict[str, str] = {}
+    _check_mask_names(path, records)
+    return records
+
+
+def _check_mask_names(path: Path, records: list[ImageRecord]) -> None:
+    """Refuse two images whose masks would share a name (a case-insensitive disk included), and
+    an image whose mask would be a hidden file, which every later step skips."""
+    seen: dict[str, ImageRecord] = {}
     for record in records:
         if record.image is None and record.data is None:
             continue  # a record that only carries a problem
-        if record.stem in seen:
+        mask = f"masks/{record.stem}{MASK_SUFFIX}"
+        if record.stem.startswith("."):
             raise SegtoolError(
-                f"{path}: images {seen[record.stem]!r} and {record.name!r} would both write "
-                f"masks/{record.stem}{MASK_SUFFIX}; masks are named by file stem, so rename one"
+                f"{path}: image {record.name!r} would write the hidden file {mask}, which "
+                f"split, train and evaluate skip; rename the image without the leading dot"
             )
-        seen[record.stem] = record.name
-    return records
+        other = seen.get(record.stem.casefold())
+        if other is not None:
+            case = (
+                "" if other.stem == record.stem else " on a case-insensitive disk (macOS, Windows)"
+            )
+            raise SegtoolError(
+                f"{path}: images {other.name!r} and {record.name!r} would both write "
+                f"{mask}{case}; masks are named by file stem, so rename one"
+            )
+        seen[record.stem.casefold()] = record
 
 
 def resolve_record_image(record: ImageRecord) -> ImageSource:
