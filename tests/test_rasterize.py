@@ -597,6 +597,12 @@ def test_not_a_labelme_file(tmp_path, labels_txt):
         (shape("cat", [[0, 0], ["x", 1], [2, 2]]), r"point \['x', 1\] is not a pair of numbers"),
         (shape("cat", [[0, 0], [1, 1], [2, 2, 3]]), "is not a pair of numbers"),
         (shape("cat", [[0, 0], [1e400, 1], [2, 2]]), "not finite"),
+        # JSON integers too large for a float: PIL cannot take them (they stopped the run).
+        (shape("cat", [[0, 0], [10**400, 1], [2, 2]]), "not finite"),
+        (shape("cat", [[0, 0], [10**400, 1], [2, 2], []]), "not finite"),
+        (shape("cat", [[0, 0], [10**400, 1], [2, 2], [1, 2, 3]]), "not finite"),
+        (shape("cat", [[10**400, -(10**400)], [1, 1], [2, 2]]), "not finite"),
+        (shape("cat", [[0, 0], [10**400, 1]], "circle"), "not finite"),
         (shape("cat", [[0, 0], [1, 1], [2, 2]], "hexagon"), "unknown shape_type 'hexagon'"),
         (shape("cat", [[0, 0], [1, 1], [2, 2]], ["polygon"]), r"unknown shape_type \['polygon'\]"),
         (shape("bird", [[0, 0], [1, 1], [2, 2]]), "label 'bird' is not in the class map"),

@@ -305,3 +305,9 @@ def test_a_category_id_written_as_a_string_names_the_number(tmp_path):
     ann = {"id": 42, "image_id": 1, "category_id": "7", "segmentation": TRIANGLE}
     (found,) = problems(tmp_path, [ann])
     assert "category_id '7' matches no category (the category's id is 7" in found
+
+
+def test_an_integer_too_large_for_a_float_is_named(tmp_path):
+    ann = {"id": 42, "image_id": 1, "category_id": 7, "segmentation": [[0, 0, 10**400, 0, 5, 5]]}
+    (found,) = problems(tmp_path, [ann])
+    assert "polygon 0 is not a flat list of finite numbers" in found

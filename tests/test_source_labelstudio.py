@@ -311,3 +311,18 @@ def test_an_original_size_that_is_not_whole_is_named(tmp_path):
     brush["original_width"] = 5.0
     (record,) = read_labelstudio(write(tmp_path, [task([brush])]))
     assert "original_width/height (5.0, 4) are not positive whole numbers" in record.problem
+
+
+def test_integers_too_large_for_a_float_are_named(tmp_path):
+    brush = brush_result(np.ones((4, 5), bool), "cat")
+    brush["original_width"] = 10**400
+    (record,) = read_labelstudio(write(tmp_path, [task([brush])]))
+    assert "original_width/height (1000" in record.problem
+    poly = {
+        "type": "polygonlabels",
+        "original_width": W,
+        "original_height": H,
+        "value": {"points": [[0, 0], [10**400, 0], [50, 50]], "polygonlabels": ["cat"]},
+    }
+    (record,) = read_labelstudio(write(tmp_path, [task([poly])]))
+    assert "points are not a list of [x %, y %]" in record.problem

@@ -222,3 +222,14 @@ def test_a_circle_too_large_to_square_draws_as_any_huge_circle(tmp_path, r):
     ImageDraw.Draw(huge).ellipse([3 - 1e12, 3 - 1e12, 3 + 1e12, 3 + 1e12], fill=1, outline=1)
     np.testing.assert_array_equal(mask, np.asarray(huge))
     assert not record.shapes[0].inside(9, 8)
+
+
+def test_an_integer_too_large_for_a_float_is_named(tmp_path):
+    regions = [
+        {
+            "shape_attributes": {"name": "circle", "cx": 3, "cy": 3, "r": 10**400},
+            "region_attributes": {"class": "balloon"},
+        }
+    ]
+    (record,) = read_via(write(tmp_path, via_doc(regions, style="2")))
+    assert "shape attribute r=1000" in record.problem and "is not a number" in record.problem

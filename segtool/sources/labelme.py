@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from segtool.core.constants import IMAGE_SUFFIXES
 from segtool.core.images import FORMAT_SUFFIX, ImageReadError, displayed_size, open_image
 from segtool.sources.detect import describe_json, sniff_json
+from segtool.sources.records import finite_number
 from segtool.sources.shapes import AnnotationError, ImageSource, Shape
 
 if TYPE_CHECKING:
@@ -57,19 +58,23 @@ def _number(value: Any) -> bool:
 
 
 def _parse_points(raw: Any, where: str) -> tuple[tuple[float, float], ...]:
-    # Fast path for well-formed points (the common case): plain type checks, and x - x == 0
-    # holds for every finite number but not for NaN or infinity. The points keep the JSON's
-    # own numbers (int or float), which is what labelme hands to PIL.
-    if isinstance(raw, list) and all(
-        type(p) is list
-        and len(p) == 2
-        and type(p[0]) in _NUMBER_TYPES
-        and type(p[1]) in _NUMBER_TYPES
-        and p[0] - p[0] == 0
-        and p[1] - p[1] == 0
-        for p in raw
-    ):
-        return tuple((p[0], p[1]) for p in raw)
+    # Fast path for well-formed points (the common case): plain type checks, and x * 0.0 == 0
+    # holds for every finite number but not for NaN or infinity (an integer too large for a
+    # float raises, and the slow path names it). The points keep the JSON's own numbers (int
+    # or float), which is what labelme hands to PIL.
+    try:
+        if isinstance(raw, list) and all(
+            type(p) is list
+            and len(p) == 2
+            and type(p[0]) in _NUMBER_TYPES
+            and type(p[1]) in _NUMBER_TYPES
+            and p[0] * 0.0 == 0
+            and p[1] * 0.0 == 0
+            for p in raw
+        ):
+            return tuple((p[0], p[1]) for p in raw)
+    except OverflowError:
+        pass
     if not isinstance(raw, list):
         raise AnnotationError(f"{where}: points {raw!r:.60} is not a list of [x, y]; fix the shape")
     points = []
@@ -78,9 +83,10 @@ def _parse_points(raw: Any, where: str) -> tuple[tuple[float, float], ...]:
             raise AnnotationError(
                 f"{where}: point {point!r:.60} is not a pair of numbers [x, y]; fix the shape"
             )
-        if not all(math.isfinite(v) for v in point):
+        if not all(map(finite_number, point)):
             raise AnnotationError(
-                f"{where}: point {point!r} is not finite (NaN or infinity); fix or delete the shape"
+                f"{where}: point {point!r:.80} is not finite (NaN, infinity or past 1e308); fix "
+                f"or delete the shape"
             )
         points.append((point[0], point[1]))
     return tuple(points)
@@ -188,7 +194,8 @@ def _plain_shapes(raws: list) -> tuple[Shape, ...] | None:
     if not set(map(type, coordinates)) <= _NUMBERS:
         return None
     try:
-        if not math.isfinite(sum(coordinates)):
+        # Summed as floats: a huge integer raises even when another cancels it exactly.
+        if not math.isfinite(sum(coordinates, 0.0)):
             return None  # a NaN or infinity (or finite numbers whose sum overflows)
     except OverflowError:
         return None  # an integer too large for a float

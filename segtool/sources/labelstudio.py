@@ -249,7 +249,7 @@ def _read_task(path: Path, task: dict, name: str, where: str, image_dir: Path) -
                     f"{', '.join(REGION_TYPES)}"
                 )
             here = (result.get("original_width"), result.get("original_height"))
-            if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in here):
+            if not all(isinstance(v, int) and finite_number(v) and v > 0 for v in here):
                 raise _RegionError(
                     f"{region}: original_width/height {here!r} are not positive whole numbers"
                 )

@@ -111,12 +111,14 @@ def basename_of(reference: str) -> str:
 
 
 def finite_number(value: Any) -> bool:
-    """True for an int or float that is neither bool, NaN nor infinite."""
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and value - value == 0  # false for NaN and infinity
-    )
+    """True for an int or float that is neither bool, NaN, infinite nor an integer too large
+    for a float (JSON allows 400-digit integers; PIL and pycocotools cannot take them)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return value * 0.0 == 0  # false for NaN and infinity
+    except OverflowError:  # an integer past 1.8e308
+        return False
 
 
 def decode_base64(data: str) -> bytes:
