@@ -311,3 +311,9 @@ def test_an_integer_too_large_for_a_float_is_named(tmp_path):
     ann = {"id": 42, "image_id": 1, "category_id": 7, "segmentation": [[0, 0, 10**400, 0, 5, 5]]}
     (found,) = problems(tmp_path, [ann])
     assert "polygon 0 is not a flat list of finite numbers" in found
+
+
+def test_an_image_id_written_as_a_string_names_the_number(tmp_path):
+    ann = {"id": 42, "image_id": "1", "category_id": 7, "segmentation": TRIANGLE}
+    (found,) = problems(tmp_path, [ann])
+    assert "image_id '1' matches no entry in \"images\" (image 1: a number and a string" in found

@@ -12,7 +12,6 @@ a box.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -288,14 +287,15 @@ def read_coco(
         )
     categories = _categories(path, doc)
     images, records = _image_table(path, doc, image_dir)
-    orphans: dict[str, list[str]] = defaultdict(list)  # by the image_id's repr
+    orphans: dict[str, tuple[Any, list[str]]] = {}  # by the image_id's repr
     for i, ann in enumerate(doc["annotations"]):
         if not isinstance(ann, dict):
             raise SegtoolError(f"{path}: annotations[{i}] is not an object; fix the export")
         where = f"annotation {ann.get('id', i)!r}"
         entry = images.get(_key(ann.get("image_id")))
         if entry is None:
-            orphans[repr(ann.get("image_id"))].append(where)
+            value = ann.get("image_id")
+            orphans.setdefault(repr(value), (value, []))[1].append(where)
             continue
         if entry["problem"]:
             continue
@@ -309,8 +309,10 @@ def read_coco(
             label = IGNORE_LABEL
         shape = RleShape(label, "coco", (), segmentation=ann["segmentation"], crowd=bool(is_crowd))
         entry["shapes"].append(shape)
-    for iid, wheres in orphans.items():
+    for iid, (value, wheres) in orphans.items():
         more = f" (and {len(wheres) - 1} more)" if len(wheres) > 1 else ""
+        alike = [k for k in images if str(k) == str(value)]
+        hint = f" (image {alike[0]!r}: a number and a string differ)" if alike else ""
         records.append(
             ImageRecord(
                 export=path,
@@ -318,7 +320,7 @@ def read_coco(
                 image=None,
                 width=None,
                 height=None,
-                problem=f'{wheres[0]}{more}: image_id {iid} matches no entry in "images"; '
+                problem=f'{wheres[0]}{more}: image_id {iid} matches no entry in "images"{hint}; '
                 f"add the image or delete the annotation",
             )
         )
