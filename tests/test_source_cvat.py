@@ -249,3 +249,10 @@ def test_an_image_without_a_size_reads_none_of_its_shapes(tmp_path):
     )
     (record,) = read_cvat(write(tmp_path, cvat_xml([("a.jpg", "", 4, [shape])])))
     assert "width/height '' x '4' are not whole numbers" in record.problem
+
+
+@pytest.mark.parametrize("encoding", ["UTF-7", "bogus"])
+def test_an_encoding_expat_cannot_read_is_named(tmp_path, encoding):
+    text = f'<?xml version="1.0" encoding="{encoding}"?><annotations/>'
+    with pytest.raises(SegtoolError, match=r"annotations.xml: an XML encoding .*save it as UTF-8"):
+        read_cvat(write(tmp_path, text))

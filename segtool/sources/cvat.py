@@ -184,6 +184,10 @@ def _parse(path: Path) -> StdElementTree.Element:
         ) from exc
     except StdElementTree.ParseError as exc:
         raise SegtoolError(f"{path}: not well-formed XML ({exc}); re-export it") from exc
+    except (ValueError, LookupError) as exc:  # an encoding expat cannot read (UTF-7, unknown)
+        raise SegtoolError(
+            f"{path}: an XML encoding segtool cannot read ({exc}); save it as UTF-8"
+        ) from exc
     except OSError as exc:
         raise SegtoolError(f"{path}: cannot read the file ({exc})") from exc
 
