@@ -326,3 +326,13 @@ def test_integers_too_large_for_a_float_are_named(tmp_path):
     }
     (record,) = read_labelstudio(write(tmp_path, [task([poly])]))
     assert "points are not a list of [x %, y %]" in record.problem
+
+
+def test_an_original_size_over_the_pixel_limit_is_refused_before_decoding(tmp_path, monkeypatch):
+    """A brush stream of a few hundred bytes can fill a size-consistent 4 G value canvas."""
+    from segtool.core.limits import MAX_PIXELS_ENV
+
+    monkeypatch.setenv(MAX_PIXELS_ENV, "19")
+    brush = brush_result(np.ones((4, 5), bool), "cat")
+    (record,) = read_labelstudio(write(tmp_path, [task([brush])]))
+    assert "original size 5 x 4 = 20 pixels is over the limit of 19" in record.problem

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from segtool.core.errors import SegtoolError
+from segtool.core.limits import size_problem
 from segtool.sources.cvat import ellipse_shape, rotated_corners
 from segtool.sources.records import (
     ImageRecord,
@@ -253,6 +254,9 @@ def _read_task(path: Path, task: dict, name: str, where: str, image_dir: Path) -
                 raise _RegionError(
                     f"{region}: original_width/height {here!r} are not positive whole numbers"
                 )
+            too_big = size_problem(*here)  # before a brush is decoded at that size
+            if too_big:
+                raise _RegionError(f"{region}: original size {too_big}")
             if size is not None and here != size:
                 raise _RegionError(
                     f"{region}: original size {here[0]} x {here[1]} disagrees with another "
