@@ -714,3 +714,13 @@ def test_unused_class_map_entries_still_written(tmp_path):
         tmp_path / "ann", tmp_path / "ds", labels=tmp_path / "classes.json", jobs=1
     )
     assert report.to_json()["classes"]["y"]["pixels"] == 0
+
+
+def test_an_image_name_the_system_refuses_is_not_found(tmp_path, labels_txt):
+    """An imagePath over 255 bytes: one invalid file (--skip-invalid skips it), not a crash."""
+    write_labelme(tmp_path / "ann", "x", [shape("cat", [[0, 0], [3, 3]], "rectangle")])
+    doc = json.loads((tmp_path / "ann" / "x.json").read_text())
+    doc["imagePath"] = "b" * 300 + ".png"
+    doc["imageData"] = None
+    (tmp_path / "ann" / "x.json").write_text(json.dumps(doc))
+    _fails(tmp_path, labels_txt, r"x.json: image .*bbb.png not found and the JSON has no imageData")

@@ -166,6 +166,11 @@ COCO_BAD = {
         {"images": [IMAGE_1, {**IMAGE_1, "id": 2, "file_name": "A.png"}]},
         "images 'a.jpg' and 'A.png' would both write masks/A.png on a case-insensitive disk",
     ),
+    # A name the system refuses (over 255 bytes) is an image not found, not the end of the run.
+    "file_name too long": (
+        {"images": [{**IMAGE_1, "file_name": "x" * 300 + ".jpg"}]},
+        "x.jpg' not found in",
+    ),
     # masks/.a.png would be a hidden file, which every later step skips.
     "hidden mask name": (
         {"images": [{**IMAGE_1, "file_name": "sub/.a.jpg"}]},

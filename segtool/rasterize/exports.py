@@ -23,7 +23,7 @@ from segtool.rasterize.result import (
     write_exclusive,
     write_multilabel,
 )
-from segtool.sources.records import ImageRecord
+from segtool.sources.records import ImageRecord, is_file
 from segtool.sources.shapes import ImageSource
 
 
@@ -100,7 +100,7 @@ def resolve_record_image(record: ImageRecord) -> ImageSource:
         if record.data is not None:
             width, height, fmt = displayed_size(record.data)
             source = ImageSource(width, height, None, record.data, FORMAT_SUFFIX.get(fmt, ".img"))
-        elif record.image is None or not record.image.is_file():
+        elif record.image is None or not is_file(record.image):
             folder = record.image.parent if record.image is not None else "the image folder"
             raise ValueError(
                 f"image {record.name!r} not found in {folder}; pass --image-dir with the "

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from segtool.core.constants import IMAGE_SUFFIXES
 from segtool.core.images import FORMAT_SUFFIX, ImageReadError, displayed_size, open_image
 from segtool.sources.detect import describe_json, sniff_json
-from segtool.sources.records import finite_number
+from segtool.sources.records import finite_number, is_file
 from segtool.sources.shapes import AnnotationError, ImageSource, Shape
 
 if TYPE_CHECKING:
@@ -270,7 +270,7 @@ def resolve_image(ann: LabelmeFile) -> ImageSource:
         AnnotationError: no image, an unreadable one, or a size that disagrees with the JSON.
     """
     path = ann.image_path
-    usable_path = path is not None and path.is_file() and path.resolve() != ann.path.resolve()
+    usable_path = path is not None and is_file(path) and path.resolve() != ann.path.resolve()
     try:
         if ann.image_data is not None:
             width, height, fmt = displayed_size(ann.image_data)

@@ -100,6 +100,15 @@ def image_in_folder(folder: Path, name: str) -> Path:
     return folder / normal
 
 
+def is_file(path: Path) -> bool:
+    """``path.is_file()``, False too for a name the system refuses (too long, a NUL byte), so
+    that an annotation naming such a file is "not found" rather than the end of the run."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def basename_of(reference: str) -> str:
     """The file name at the end of a path or URL (``/data/upload/3/a.jpg`` -> ``a.jpg``)."""
     text = reference.replace("\\", "/")
