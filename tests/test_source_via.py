@@ -233,3 +233,22 @@ def test_an_integer_too_large_for_a_float_is_named(tmp_path):
     ]
     (record,) = read_via(write(tmp_path, via_doc(regions, style="2")))
     assert "shape attribute r=1000" in record.problem and "is not a number" in record.problem
+
+
+@pytest.mark.parametrize(
+    ("filename", "expected"),
+    [
+        ("/home/me/a.jpg", "image path '/home/me/a.jpg' is absolute; file names must be relative"),
+        ("../a.jpg", "leaves the image folder; file names must be relative to the image folder"),
+        ("https://x.org/", "image path '' names no file; file names must be relative"),
+    ],
+)
+def test_a_file_name_outside_the_image_folder_says_how_to_fix_it(tmp_path, filename, expected):
+    regions = [
+        {
+            "shape_attributes": {"name": "point", "cx": 1, "cy": 1},
+            "region_attributes": {"class": "balloon"},
+        }
+    ]
+    (record,) = read_via(write(tmp_path, via_doc(regions, style="2", filename=filename)))
+    assert expected in record.problem

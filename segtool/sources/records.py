@@ -78,6 +78,10 @@ def canonical_label(name: str) -> str:
     return BACKGROUND_NAME if name.strip().lower() in BACKGROUND_ALIASES else name
 
 
+#: The fix for an image name that leaves the image folder (VIA files).
+RELATIVE_NAMES = "file names must be relative to the image folder (--image-dir)"
+
+
 class PathEscapeError(ValueError):
     """An image path in an export points outside the image folder."""
 
@@ -95,7 +99,9 @@ def image_in_folder(folder: Path, name: str) -> Path:
     if text.startswith("/") or re.match(r"^[A-Za-z]:", text):
         raise PathEscapeError(f"image path {name!r} is absolute")
     normal = posixpath.normpath(text)
-    if normal == ".." or normal.startswith("../") or normal in ("", "."):
+    if normal in ("", ".") or text.endswith("/"):
+        raise PathEscapeError(f"image path {name!r} names no file")
+    if normal == ".." or normal.startswith("../"):
         raise PathEscapeError(f"image path {name!r} leaves the image folder")
     return folder / normal
 

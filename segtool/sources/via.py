@@ -15,6 +15,7 @@ from typing import Any
 from segtool.core.errors import SegtoolError
 from segtool.sources.cvat import ellipse_shape
 from segtool.sources.records import (
+    RELATIVE_NAMES,
     ImageRecord,
     JsonFileError,
     PathEscapeError,
@@ -227,7 +228,9 @@ def read_via(
             image = image_in_folder(image_dir, name)
             data = _embedded(entry)
             regions = _regions(entry)
-        except (PathEscapeError, _RegionError) as exc:
+        except PathEscapeError as exc:
+            problem, regions = f"{where}: {exc}; {RELATIVE_NAMES}", []
+        except _RegionError as exc:
             problem, regions = f"{where}: {exc}", []
         for k, region in enumerate(regions):
             attrs = region.get("shape_attributes") if isinstance(region, dict) else None

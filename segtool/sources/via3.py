@@ -19,6 +19,7 @@ from typing import Any
 from segtool.core.errors import SegtoolError
 from segtool.sources.cvat import ellipse_shape
 from segtool.sources.records import (
+    RELATIVE_NAMES,
     ImageRecord,
     PathEscapeError,
     basename_of,
@@ -331,7 +332,9 @@ def _record(
         image = image_in_folder(image_dir, name)
         if entry.get("loc") == _LOC_INLINE:
             data = decode_base64(str(entry.get("src")))
-    except (PathEscapeError, ValueError) as exc:
+    except PathEscapeError as exc:
+        problem, regions = f"{where}: {exc}; {RELATIVE_NAMES}", []
+    except ValueError as exc:
         problem, regions = f"{where}: {exc}", []
     for mid, region in regions:
         av = region.get("av")
