@@ -177,6 +177,8 @@ HAND_SHAPES = [
     ([7, 0, 0, 4, 0, 4, 3], Shape("car", "polygon", ((0, 0), (4, 0), (4, 3)))),
     # extreme points left (1, 4), top (3, 2), right (6, 5), bottom (2, 7) -> box (1, 2)-(6, 7)
     ([8, 1, 4, 3, 2, 6, 5, 2, 7], Shape("car", "rectangle", ((1, 2), (6, 7)))),
+    # VIA takes the four extreme points in any order: bottom, right, left, top here
+    ([8, 2, 7, 6, 5, 1, 4, 3, 2], Shape("car", "rectangle", ((1, 2), (6, 7)))),
     # (0, 5), (10, 5), (5, 0) lie on the circle about (5, 5) of radius 5
     ([9, 0, 5, 10, 5, 5, 0], Shape("car", "circle", ((5, 5), (10, 5)))),
 ]
@@ -240,6 +242,11 @@ BAD_VALUES = {
         "has 2 options ticked ('0,1'); tick exactly one",
     ),
     "empty text": ({"type": 1, "options": {}}, "  ", "it has no class (attribute 'kind' is empty)"),
+    "number in a text": (
+        {"type": 1, "options": {}},
+        5,
+        "attribute 'kind' holds the number 5, not a text; type the class in VIA",
+    ),
 }
 
 
@@ -353,6 +360,10 @@ REFUSED = {
         lambda d: d["metadata"]["1_m0"].update(z=[2, 6.5], xy=[]),
         "metadata '1_m0' has the time span z = [2, 6.5] (a temporal segment or a video frame); "
         "segtool reads VIA 3 image projects",
+    ),
+    "file entry not an object": (
+        lambda d: d["file"].update({"1": "a.jpg"}),
+        "file id 1 is 'a.jpg', not an object with fname and type; add the file again in VIA",
     ),
     "missing view": (
         lambda d: d["metadata"]["1_m0"].update(vid="9"),

@@ -210,7 +210,11 @@ def region_label(definition: dict, value: Any) -> str:
     if not isinstance(value, (str, int)) or isinstance(value, bool):
         raise _RegionError(f"attribute {name!r} holds {value!r}, not a text or an option id")
     if definition.get("type") == _TEXT:
-        if not isinstance(value, str) or not value.strip():
+        if not isinstance(value, str):
+            raise _RegionError(
+                f"attribute {name!r} holds the number {value!r}, not a text; type the class in VIA"
+            )
+        if not value.strip():
             raise _RegionError(f"it has no class (attribute {name!r} is empty); set it in VIA")
         return canonical_label(value.strip())
     options = definition.get("options")
@@ -242,10 +246,15 @@ _NOT_IMAGES = (
 def _check_files(path: Path, doc: dict) -> None:
     """Refuse a project holding anything but images."""
     for fid, entry in doc["file"].items():
-        kind = entry.get("type") if isinstance(entry, dict) else None
+        if not isinstance(entry, dict):
+            raise SegtoolError(
+                f"{path}: file id {fid} is {entry!r}, not an object with fname and type; add "
+                f"the file again in VIA"
+            )
+        kind = entry.get("type")
         if kind != _IMAGE:
             what = _FILE_TYPES.get(kind, f"a file of type {kind!r}")
-            name = entry.get("fname") if isinstance(entry, dict) else None
+            name = entry.get("fname")
             raise SegtoolError(f"{path}: file {name!r} (file id {fid}) is {what}; {_NOT_IMAGES}")
 
 
