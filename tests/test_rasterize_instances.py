@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 from pycocotools.coco import COCO
 
 from segtool.rasterize.folder import rasterize_dir
@@ -226,6 +227,24 @@ def test_cvat_instances_follow_groups_and_z_order(tmp_path):
     classes = json.loads((ds / "rasterize_report.json").read_text())["classes"]
     # Objects count under their first shape drawn: the mixed group 7 is a road.
     assert (classes["car"]["objects"], classes["road"]["objects"]) == (2, 3)
+
+
+def test_cvat_group_id_0_is_no_group_and_the_mask_is_a_voc_palette_png(tmp_path):
+    # CVAT writes group_id="0" on ungrouped shapes: each is an object of its own.
+    elements = [
+        ('<box label="car" xtl="1" ytl="1" xbr="4" ybr="4" group_id="0"/>', 0, 1,
+         [("box", (1, 1, 4, 4, 0, (0, 0)))]),
+        ('<box label="car" xtl="8" ytl="8" xbr="12" ybr="12" group_id="0"/>', 0, 2,
+         [("box", (8, 8, 12, 12, 0, (0, 0)))]),
+    ]  # fmt: skip
+    path = write_cvat(tmp_path, elements)
+    ds, _ = both_masks(tmp_path, path, labels=labels_file(tmp_path))
+    np.testing.assert_array_equal(read_png(ds / "instances" / "a.png"), cvat_expected(elements))
+    with Image.open(ds / "instances" / "a.png") as image:
+        assert image.mode == "P"
+        palette = image.getpalette()
+    # VOC's colours, as labelme writes SegmentationObject: 1 dark red, 255 (ignore) void.
+    assert palette[3:6] == [128, 0, 0] and palette[255 * 3 : 256 * 3] == [224, 224, 192]
 
 
 def test_cli_writes_cvat_instances_and_counts_objects(tmp_path):
