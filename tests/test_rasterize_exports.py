@@ -13,7 +13,7 @@ from pycocotools.coco import COCO
 from segtool.cli.rasterize import FORMATS as CLI_FORMATS
 from segtool.sources.detect import FORMATS
 from tests.cli import invoke
-from tests.conftest import read_png, write_image
+from tests.conftest import read_png, shape, write_image, write_labelme
 from tests.test_source_labelstudio import brush_result
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -338,3 +338,27 @@ def test_missing_image_points_at_image_dir(tmp_path):
     result = rasterize(tmp_path / "instances.json", tmp_path / "ds")
     check_refused(result, "instances.json", "image 'a.jpg' not found", tmp_path)
     assert "--image-dir" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("source", "option", "used_by"),
+    [
+        ("coco", ["--via-attribute", "kind"], "via"),
+        ("labelme", ["--crowd", "class"], "coco"),
+        ("labelme", ["--image-dir", "pics"], "coco, cvat, via, labelstudio"),
+    ],
+)
+def test_an_option_the_source_does_not_read_is_refused(tmp_path, source, option, used_by):
+    # Given for another source, the option would be silently ignored: the user would believe
+    # the masks follow it.
+    sources = {"coco": coco_tree(tmp_path, coco_doc()), "labelme": tmp_path / "ann"}
+    write_labelme(sources["labelme"], "x", [shape("dog", [[0, 0], [3, 3]], "rectangle")])
+    result = rasterize(sources[source], tmp_path / "ds", *option)
+    assert result.exit_code == 1, result.output
+    expected = f"a {source} source does not use {option[0]} (it is for {used_by}); drop it"
+    assert expected in result.stderr and not (tmp_path / "ds").exists()
+    # Where the options apply, they are taken.
+    ok = rasterize(
+        sources["coco"], tmp_path / "ds", "--image-dir", tmp_path / "pics", "--crowd", "class"
+    )
+    assert ok.exit_code == 0, ok.output

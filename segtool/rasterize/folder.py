@@ -206,6 +206,14 @@ def _refuse_invalid(
         raise SegtoolError(f"{annotations}: no valid annotation file left to convert")
 
 
+#: Options only some sources read: given for another, they would be silently ignored.
+SOURCE_OPTIONS = {
+    "--image-dir": ("coco", "cvat", "via", "labelstudio"),
+    "--via-attribute": ("via",),
+    "--crowd": ("coco",),
+}
+
+
 def _sources(
     annotations: Path,
     out: Path,
@@ -219,6 +227,17 @@ def _sources(
     check_choice("format", format, ("auto", *FORMATS))
     if format == "auto":
         format, annotations = detect(annotations)
+    given = {
+        "--image-dir": image_dir is not None,
+        "--via-attribute": via_attribute is not None,
+        "--crowd": crowd != "ignore",
+    }
+    for option, formats in SOURCE_OPTIONS.items():
+        if given[option] and format not in formats:
+            raise SegtoolError(
+                f"{annotations}: a {format} source does not use {option} (it is for "
+                f"{', '.join(formats)}); drop it"
+            )
     if format == "labelme":
         return find_annotations(annotations, exclude=[out], on_found=workers.found)
     records = read_export(format, annotations, image_dir, via_attribute=via_attribute, crowd=crowd)
