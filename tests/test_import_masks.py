@@ -235,6 +235,17 @@ def test_command_refuses_a_bad_mask_with_one_line(tmp_path):
     assert not (tmp_path / "ds").exists()
 
 
+def test_values_and_colors_together_are_a_usage_error(tmp_path):
+    from tests.cli import invoke
+
+    write_image(tmp_path / "src" / "images" / "a.jpg", 5, 4)
+    put_mask(tmp_path / "src" / "masks" / "a.png", np.zeros((4, 5), np.uint8))
+    args = ["import-masks", tmp_path / "src", tmp_path / "ds", "--values", "0=_background_"]
+    result = invoke([*args, "--colors", tmp_path / "colors.txt"])
+    assert result.exit_code == 2 and "--colors: not allowed with argument --values" in result.stderr
+    assert not (tmp_path / "ds").exists()
+
+
 def test_a_mask_over_the_pixel_limit_is_refused_before_decoding(tmp_path, monkeypatch):
     """A 1-bit PNG of a few bytes can claim 160,000 pixels (400 M in the wild)."""
     from segtool.core.limits import MAX_PIXELS_ENV

@@ -40,13 +40,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="An image folder and a mask folder (paired by file stem), or the root of a "
         "VOC tree or of train/ val/ test/ split folders; then the dataset folder to write.",
     )
-    parser.add_argument(
+    table = parser.add_mutually_exclusive_group()  # one class table: by value or by colour
+    table.add_argument(
         "--values",
         metavar="TABLE",
         help="Mask value (palette index) -> class, e.g. '0=_background_,255=membrane'; "
         "__ignore__ names the ignore value.",
     )
-    parser.add_argument(
+    table.add_argument(
         "--colors",
         type=path_arg,
         metavar="FILE",
