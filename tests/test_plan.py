@@ -3,6 +3,7 @@ dataset's fingerprint measured from real files; fitting a time budget."""
 
 from __future__ import annotations
 
+import csv
 import json
 import time
 
@@ -171,7 +172,12 @@ def test_a_time_budget_run_ends_near_its_budget(tmp_path):
     tic = time.monotonic()
     result = fit(dataset, tmp_path / "run", time_budget=20, workers=0, clock=tic)
     elapsed = time.monotonic() - tic
-    assert 0.7 * 20 < elapsed < 1.3 * 20, elapsed  # loose: the machine is shared
+    # The run re-plans after every epoch from the epochs' mean time, so it ends within about an
+    # epoch of its budget. The margin is the longest epoch measured, not a share of the budget:
+    # on a loaded machine epochs slow down, and so may the last one.
+    with open(tmp_path / "run" / "metrics.csv") as fh:
+        longest = max(float(row["seconds"]) for row in csv.DictReader(fh))
+    assert 20 - 1.5 * longest < elapsed < 20 + 1.5 * longest, (elapsed, longest)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["options"]["time_budget"] == 20
     assert config["options"]["epochs"] == result.epochs_done
