@@ -252,3 +252,19 @@ def test_a_file_name_outside_the_image_folder_says_how_to_fix_it(tmp_path, filen
     ]
     (record,) = read_via(write(tmp_path, via_doc(regions, style="2", filename=filename)))
     assert expected in record.problem
+
+
+def test_an_embedded_image_that_is_no_image_is_named_without_python_internals(tmp_path):
+    from tests.cli import invoke
+
+    square = {"name": "rect", "x": 0, "y": 0, "width": 3, "height": 3}
+    region = {"shape_attributes": square, "region_attributes": {"class": "balloon"}}
+    data = "data:image/png;base64," + base64.b64encode(b"not an image").decode()
+    path = write(tmp_path, via_doc([region], style="1", filename="a.png", base64_img_data=data))
+    result = invoke(["rasterize", path, tmp_path / "ds"])
+    assert result.exit_code == 1 and result.exception is None, result.output
+    assert "image 'a.png': not a readable image (the embedded image is in no format" in (
+        " ".join(result.output.split())
+    )
+    assert "BytesIO" not in result.output and " at 0x" not in result.output
+    assert not (tmp_path / "ds").exists()

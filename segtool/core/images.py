@@ -54,6 +54,13 @@ def open_image(source: Path | bytes) -> Image.Image:
         raise ImageReadError("the image file does not exist") from exc
     except Image.DecompressionBombError as exc:
         raise ImageReadError(f"{exc}; if the image is genuine, raise --max-pixels") from exc
+    except Image.UnidentifiedImageError as exc:
+        if not isinstance(source, bytes):
+            raise ImageReadError(f"not a readable image ({exc})") from exc
+        # PIL names the in-memory buffer (<_io.BytesIO object at 0x...>): say what it held.
+        raise ImageReadError(
+            "not a readable image (the embedded image is in no format segtool reads)"
+        ) from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageReadError(f"not a readable image ({exc})") from exc
     try:
