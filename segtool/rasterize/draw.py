@@ -98,10 +98,7 @@ def draw_shapes(
     Raises:
         KeyError: a label is missing from `value_of`.
     """
-    import numpy as np
-
-    array = np.asarray(draw_canvas(shapes, height, width, value_of, wide=wide))
-    return array.astype(np.uint16) if wide else array
+    return draw_ids(((shape, value_of[shape.label]) for shape in shapes), height, width, wide=wide)
 
 
 def draw_canvas(
@@ -261,8 +258,6 @@ def draw_instances(
     Raises:
         ValueError: more than 65535 objects in one image.
     """
-    import numpy as np
-
     objects: list[tuple[str, int | None]] = []
     numbers: dict[tuple, int] = {}
     inks = []
@@ -276,6 +271,14 @@ def draw_instances(
         inks.append((shape, 0 if shape.label == IGNORE_LABEL else numbers[key]))
     if len(objects) > 65535:
         raise ValueError(f"{len(objects)} objects do not fit a 16-bit instance mask (65535)")
-    wide = len(objects) > 255
-    array = np.asarray(draw_inked(inks, height, width, wide=wide))
-    return (array.astype(np.uint16) if wide else array), objects
+    return draw_ids(inks, height, width, wide=len(objects) > 255), objects
+
+
+def draw_ids(
+    inked: Iterable[tuple[Shape, int]], height: int, width: int, *, wide: bool
+) -> np.ndarray:
+    """`draw_inked` as an id array: uint8, or uint16 when `wide` (an instance mask)."""
+    import numpy as np
+
+    array = np.asarray(draw_inked(inked, height, width, wide=wide))
+    return array.astype(np.uint16) if wide else array

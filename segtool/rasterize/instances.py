@@ -4,7 +4,7 @@ labelme folders follow labelme2voc's SegmentationObject (`draw.draw_instances`).
 files the object is what the format's own tools call one (COCO: an annotation; CVAT: a shape,
 or the shapes sharing a ``group_id``; VIA: a region; Label Studio: the results sharing an
 ``id``), numbered 1..N in the order the objects appear in the file and drawn with the class
-mask's own drawing loop (`draw.draw_inked`), shape for shape in the same order, so the two
+mask's own drawing loop (`draw.draw_inked`, through `draw.draw_ids`), shape for shape in the same order, so the two
 masks agree pixel for pixel: 0 where the class mask is background, the ignore value where it
 is ignore, an object id elsewhere. COCO crowd regions (``iscrowd: 1``) hold many objects, so
 they are the ignore value whatever ``--crowd`` paints in the class mask.
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from segtool.core.classes import voc_palette
 from segtool.core.constants import BACKGROUND_NAME, IGNORE_INDEX, IGNORE_INDEX_16, IGNORE_LABEL
-from segtool.rasterize.draw import draw_inked
+from segtool.rasterize.draw import draw_ids
 from segtool.sources.shapes import Shape
 
 if TYPE_CHECKING:
@@ -64,8 +64,6 @@ def draw_objects(shapes: Sequence[Shape], height: int, width: int) -> tuple[np.n
     Raises:
         ValueError: more than `MAX_OBJECTS` objects.
     """
-    import numpy as np
-
     number, labels = number_objects(shapes)
     if len(labels) > MAX_OBJECTS:
         raise ValueError(f"{len(labels)} objects do not fit a 16-bit instance mask ({MAX_OBJECTS})")
@@ -80,8 +78,7 @@ def draw_objects(shapes: Sequence[Shape], height: int, width: int) -> tuple[np.n
         else:
             ink = number[index if shape.instance is None else shape.instance]
         inks.append((shape, ink))
-    array = np.asarray(draw_inked(inks, height, width, wide=wide))
-    return (array.astype(np.uint16) if wide else array), labels
+    return draw_ids(inks, height, width, wide=wide), labels
 
 
 def write_instances(path: Path, ids: np.ndarray) -> None:
