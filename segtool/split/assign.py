@@ -7,7 +7,6 @@ existing image to another split, and the held-out images stay held out.
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -17,13 +16,23 @@ import numpy as np
 from segtool.core.classes import ClassMap, read_classes_json
 from segtool.core.constants import CLASSES_FILE, IGNORE_INDEX, IMAGES_DIR, MASKS_DIR, SPLIT_FILE
 from segtool.core.dataset import SPLIT_NAMES, find_pairs
-from segtool.core.errors import SegtoolError
 from segtool.core.files import OutputPlan, write_json
 from segtool.core.masks import binary_255_error, read_mask
 from segtool.core.multilabel import read_multilabel_values
 from segtool.core.parallel import default_jobs, imap_jobs
 from segtool.sources.nifti import check_cases, read_label
 from segtool.sources.volume_folder import VolumeDataset, is_volume_folder, read_volume_dataset
+from segtool.split.amounts import (
+    SMALL_SPLIT,
+    check_amounts,
+    check_fractions,
+    counts,
+    is_count,
+    strata,
+    take_in_order,
+)
+
+__all__ = ["check_fractions", "make_split", "split_dataset"]
 
 
 def _unit(seed: int, stem: str) -> float:
@@ -32,23 +41,36 @@ def _unit(seed: int, stem: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def check_fractions(val: float, test: float) -> None:
-    """Raise unless 0 <= val, 0 <= test and val + test < 1 (NaN and infinity are refused)."""
-    if not (math.isfinite(val) and math.isfinite(test)) or val < 0 or test < 0 or val + test >= 1:
-        raise SegtoolError(
-            f"--val {val} and --test {test} must be >= 0 and sum to less than 1 "
-            f"(the rest is the training set); e.g. --val 0.15 --test 0.15"
-        )
+def make_split(
+    stems: list[str],
+    val: float = 0.15,
+    test: float = 0.15,
+    seed: int = 0,
+    groups: dict[str, str] | None = None,
+) -> dict:
+    """Assign stems to splits.
 
+    Two fractions and no `groups`: hash value < test -> test, < test + val -> val, else train
+    (adding stems never moves an old one). A count (``val=6``) or `groups` (stem -> stratum,
+    see `amounts.strata`): exactly that many, shared among the groups, each group's stems
+    taken in hash order (`amounts.take_in_order`).
 
-def make_split(stems: list[str], val: float = 0.15, test: float = 0.15, seed: int = 0) -> dict:
-    """Assign stems to splits: hash value < test -> test, < test + val -> val, else train."""
-    check_fractions(val, test)
+    Raises:
+        SegtoolError: an amount that is neither a fraction nor a whole count, or amounts that
+            leave nothing to train on.
+    """
+    check_amounts(val, test)
     split: dict = {"seed": seed, **{name: [] for name in SPLIT_NAMES}}
-    for stem in sorted(stems):
-        u = _unit(seed, stem)
-        split["test" if u < test else "val" if u < test + val else "train"].append(stem)
-    return split
+    if groups is None and not is_count(val) and not is_count(test):
+        for stem in sorted(stems):
+            u = _unit(seed, stem)
+            split["test" if u < test else "val" if u < test + val else "train"].append(stem)
+        return split
+    val_n, test_n = counts(len(stems), val, test)
+    ranked: dict[str, list[str]] = {}
+    for stem in sorted(stems, key=lambda s: (_unit(seed, s), s)):
+        ranked.setdefault(groups.get(stem, "") if groups else "", []).append(stem)
+    return {"seed": seed, **take_in_order(ranked, val_n, test_n)}
 
 
 @dataclass
@@ -85,20 +107,25 @@ def split_dataset(
     val: float = 0.15,
     test: float = 0.15,
     seed: int = 0,
+    stratify: bool = False,
     overwrite: bool = False,
     jobs: int | None = None,
 ) -> SplitResult:
     """Write ``DATASET/split.json`` and count each class's pixels per split.
+
+    `val` and `test` are fractions (0.15) or exact counts (6). With `stratify`, the images are
+    grouped by the rarest class each holds and every group is shared out among the splits
+    (`amounts.take_in_order`), so a class held by few images still reaches val and test.
 
     On a volume folder (``dataset.json``: Decathlon or nnU-Net v2 layout) the names split are
     cases (patients), so the slices of one case are never in two splits, and the counts are
     voxels; every case is checked first.
 
     Raises:
-        SegtoolError: bad fractions, no pairs, 0/255 masks, or an existing split without
-            `overwrite`.
+        SegtoolError: bad fractions or counts, no pairs, 0/255 masks, or an existing split
+            without `overwrite`.
     """
-    check_fractions(val, test)
+    check_amounts(val, test)
     path = dataset / SPLIT_FILE
     plan = OutputPlan(overwrite=overwrite)
     plan.read("the images folder", dataset / IMAGES_DIR)
@@ -106,63 +133,92 @@ def split_dataset(
     plan.read("the class map", dataset / CLASSES_FILE)
     target = plan.write(path, folder=False, option="split.json")
     plan.check()
+    jobs = jobs or default_jobs()
     if is_volume_folder(dataset):
-        return _split_volumes(read_volume_dataset(dataset), path, val, test, seed, jobs)
-    pairs, lonely = find_pairs(dataset, skip_unpaired=True)
-    split = make_split([p.stem for p in pairs], val, test, seed)
+        volumes = read_volume_dataset(dataset)
+        check_cases(volumes, jobs=jobs)
+        cases = list(volumes.cases)
+        hists = list(imap_jobs(partial(_voxels, volumes=volumes), cases, jobs))
+        names, class_map, lonely = [c.case for c in cases], volumes.class_map, []
+    else:
+        pairs, lonely = find_pairs(dataset, skip_unpaired=True)
+        names = [p.stem for p in pairs]
+        class_map, hists = _mask_histograms(dataset, pairs, jobs)
+    held = {n: (h[1:].nonzero()[0] + 1).tolist() for n, h in zip(names, hists, strict=True)}
+    split = make_split(names, val, test, seed, strata(held) if stratify else None)
+    where = {name: part for part in SPLIT_NAMES for name in split[part]}
+    k = len(hists[0]) if hists else 0
+    pixels = {part: np.zeros(k, dtype=np.int64) for part in SPLIT_NAMES}
+    for name, hist in zip(names, hists, strict=True):
+        pixels[where[name]] += hist
+    notes = [f"left out of the split: {line}" for line in lonely]
+    notes += _balance_notes(split, pixels, class_map, (val, test), stratify)
+    with plan.build():
+        write_json(target.tmp, split)
+    return SplitResult(path, split, pixels, class_map, notes)
+
+
+def _mask_histograms(
+    dataset: Path, pairs: list, jobs: int
+) -> tuple[ClassMap | None, list[np.ndarray]]:
+    """The dataset's class map and each mask's pixels per class (0/255 masks refused)."""
     classes_path = dataset / CLASSES_FILE
     class_map = read_classes_json(classes_path) if classes_path.is_file() else None
     k = class_map.num_classes if class_map else 256
     ignore = class_map.ignore_index if class_map else IGNORE_INDEX
-    where = {stem: name for name in SPLIT_NAMES for stem in split[name]}
-    pixels = {name: np.zeros(k, dtype=np.int64) for name in SPLIT_NAMES}
-    ignored = 0
-    masks = [p.mask for p in pairs]
     multilabel = bool(class_map and class_map.multilabel)
     work = partial(_histogram, num_classes=k, ignore_index=ignore, multilabel=multilabel)
-    for pair, (hist, n_ignored) in zip(
-        pairs, imap_jobs(work, masks, jobs or default_jobs()), strict=True
-    ):
-        pixels[where[pair.stem]] += hist
+    hists, ignored = [], 0
+    for hist, n_ignored in imap_jobs(work, [p.mask for p in pairs], jobs):
+        hists.append(hist)
         ignored += n_ignored
-    foreground = sum(int(p[1:].sum()) for p in pixels.values())
-    if foreground == 0 and ignored:
+    if ignored and not any(h[1:].any() for h in hists):
         error = binary_255_error(dataset / MASKS_DIR, ignore)
         if error:
             raise error
-    notes = [f"left out of the split: {line}" for line in lonely]
-    fractions = {"val": val, "test": test, "train": 1 - val - test}
-    for name in SPLIT_NAMES:
-        if fractions[name] > 0 and not split[name]:
+    return class_map, hists
+
+
+def _balance_notes(
+    split: dict,
+    pixels: dict[str, np.ndarray],
+    class_map: ClassMap | None,
+    amounts: tuple[float, float],
+    stratify: bool,
+) -> list[str]:
+    """Warnings: a split asked for but empty or under 5 % of the data, and a class that the
+    data holds but val or test does not."""
+    total = sum(len(split[part]) for part in SPLIT_NAMES)
+    asked = dict(zip(("val", "test"), amounts, strict=True))
+    notes = []
+    for part in SPLIT_NAMES:
+        n = len(split[part])
+        if part != "train" and not asked[part]:
+            continue
+        if n == 0:
+            option = part if part != "train" else "val"
             notes.append(
-                f"the {name} split is empty: the hash split of {len(pairs)} images left no "
-                f"image in it; raise --{name if name != 'train' else 'val'} (now "
-                f"{fractions[name]:g}), try another --seed, or add images"
+                f"the {part} split is empty: the split of {total} images left no image in "
+                f"it; change --{option} (now {asked[option]:g}), try another --seed, or add "
+                f"images"
             )
-    with plan.build():
-        write_json(target.tmp, split)
-    return SplitResult(path, split, pixels, class_map, notes)
+        elif n < SMALL_SPLIT * total:
+            notes.append(
+                f"the {part} split holds {n} of {total} images ({n / total:.1%}): its scores "
+                f"will be noisy; give a count (--{part} 6) or a larger fraction"
+            )
+    names = class_map.names if class_map else ()
+    held = sum(pixels.values())
+    for part in ("val", "test"):
+        missing = [c for c in range(1, len(names)) if held[c] and not pixels[part][c]]
+        if split[part] and missing:
+            listed = ", ".join(repr(names[c]) for c in missing)
+            hint = "" if stratify else "; --stratify shares each class out among the splits"
+            notes.append(f"no {part} image holds {listed}{hint}")
+    return notes
 
 
 def _voxels(case, volumes: VolumeDataset) -> np.ndarray:
     label = read_label(case.label, volumes.class_map, volumes.label_ignore)
     k = volumes.class_map.num_classes
     return np.bincount(label.ravel(), minlength=k)[:k]
-
-
-def _split_volumes(
-    volumes: VolumeDataset, path: Path, val: float, test: float, seed: int, jobs: int | None
-) -> SplitResult:
-    """Split the cases of a volume folder with `make_split`; count voxels per class."""
-    jobs = jobs or default_jobs()
-    check_cases(volumes, jobs=jobs)
-    cases = list(volumes.cases)
-    split = make_split([c.case for c in cases], val, test, seed)
-    where = {case: name for name in SPLIT_NAMES for case in split[name]}
-    k = volumes.class_map.num_classes
-    voxels = {name: np.zeros(k, dtype=np.int64) for name in SPLIT_NAMES}
-    counts = imap_jobs(partial(_voxels, volumes=volumes), cases, jobs)
-    for case, hist in zip(cases, counts, strict=True):
-        voxels[where[case.case]] += hist
-    write_json(path, split)
-    return SplitResult(path, split, voxels, volumes.class_map)
