@@ -317,3 +317,35 @@ def test_an_image_id_written_as_a_string_names_the_number(tmp_path):
     ann = {"id": 42, "image_id": "1", "category_id": 7, "segmentation": TRIANGLE}
     (found,) = problems(tmp_path, [ann])
     assert "image_id '1' matches no entry in \"images\" (image 1: a number and a string" in found
+
+
+def test_iscrowd_written_as_a_json_boolean_is_read(tmp_path):
+    """COCO Annotator writes ``"iscrowd": false``; pycocotools reads it as 0."""
+    square = {"size": [6, 6], "counts": [14, 2, 20]}
+    anns = [
+        {"id": 1, "image_id": 1, "category_id": 7, "segmentation": [[1, 1, 4, 1, 4, 4]]},
+        {"id": 2, "image_id": 1, "category_id": 3, "segmentation": square},
+    ]
+    image = {"id": 1, "file_name": "a.jpg", "height": 6, "width": 6}
+    masks = {}
+    for spelling in (0, False, 1, True):
+        doc = {
+            "images": [image],
+            "annotations": [anns[0], {**anns[1], "iscrowd": spelling}],
+            "categories": CATEGORIES,
+        }
+        (record,) = read_coco(write(tmp_path, doc))
+        assert record.problem is None
+        masks[spelling] = draw(record)
+        expected = reference_masks(doc, {7: 1, 3: 2, 9: 0}, 255)["a.jpg"]
+        np.testing.assert_array_equal(masks[spelling], expected)  # pycocotools agrees
+    assert masks[0][2, 2] == 2 and masks[1][2, 2] == 255
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"), [("yes", '"yes"'), (None, "null"), (2, "2"), ([1], "[1]")]
+)
+def test_a_bad_iscrowd_is_shown_as_the_file_spells_it(tmp_path, value, shown):
+    ann = {"id": 42, "image_id": 1, "category_id": 7, "segmentation": TRIANGLE, "iscrowd": value}
+    (found,) = problems(tmp_path, [ann])
+    assert f"annotation 42: iscrowd {shown} is not 0 or 1 (or false or true)" in found

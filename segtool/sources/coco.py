@@ -27,6 +27,7 @@ from segtool.sources.records import (
     canonical_label,
     finite_number,
     image_in_folder,
+    json_text,
     load_json,
 )
 
@@ -248,8 +249,8 @@ def _annotation_problem(ann: dict, label: str | None, categories: dict, entry: d
             f"category_id {cid!r} matches no category{''.join(alike[:1])}; add it "
             f'to "categories" or fix the annotation'
         )
-    if is_crowd not in (0, 1) or isinstance(is_crowd, bool):
-        return f"iscrowd {is_crowd!r} is not 0 or 1"
+    if is_crowd not in (0, 1):  # JSON's true and false too, as COCO Annotator writes them
+        return f"iscrowd {json_text(is_crowd)} is not 0 or 1 (or false or true)"
     return check_segmentation(ann.get("segmentation"), entry["height"], entry["width"])
 
 

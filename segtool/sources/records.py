@@ -171,3 +171,10 @@ def load_json(path: Path) -> Any:
         raise JsonFileError(f"not valid JSON ({exc.msg}: {where})") from exc
     except RecursionError as exc:
         raise JsonFileError("JSON nested too deeply to be an export") from exc
+
+
+def json_text(value: Any, limit: int = 60) -> str:
+    """`value` as the export file spells it (``false``, ``"yes"``, ``null``), not as Python
+    prints it (``False``, ``'yes'``, ``None``), cut to `limit` characters."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
