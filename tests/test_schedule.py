@@ -7,10 +7,11 @@ import itertools
 import math
 
 import pytest
+import torch
 
 from segtool.train.loop import fit
 from segtool.train.runfolder import read_metrics
-from segtool.train.schedule import FLOOR, WarmupCosine
+from segtool.train.schedule import FLOOR, WarmupCosine, warmup_steps
 from tests.synthetic import make_dataset
 from tests.test_train import FAST, StopAfter
 
@@ -94,6 +95,36 @@ def test_resume_with_a_warm_restart(easy, tmp_path):
     run = tmp_path / "run"
     fit(easy, run, plan=False, epochs=3, **FAST)
     fit(easy, run, resume=True, epochs=5, warm_restart=True)
-    rates = _rates(run)
-    assert rates[3] < 0.05 * FAST["lr"]  # epoch 3 ended at the floor ...
-    assert rates[4] == pytest.approx(FAST["lr"], rel=0.05)  # ... and one epoch warmed it up
+    rates = _rates(run)  # the rate at each epoch's first step
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    n = state["scheduler"]["last_epoch"] // 5  # steps per epoch
+    w = warmup_steps(2 * n, n, 1.0)  # the restart warms up over a tenth of its two epochs
+    assert rates[3] == pytest.approx(FAST["lr"] * FLOOR)  # the first run ended at the floor;
+    # the restart warmed up to the peak in w steps and decays to the floor at the end of epoch 5
+    progress = (n - w) / (2 * n - w)
+    cosine = FLOOR + (1 - FLOOR) * 0.5 * (1 + math.cos(math.pi * progress))
+    assert rates[4] == pytest.approx(FAST["lr"] * cosine)
+
+
+@pytest.mark.parametrize(
+    ("epochs", "per_epoch", "warmup_epochs", "expected"),
+    [
+        (30, 20, 1.0, 20),  # a long run: one epoch (3 % of 600 steps)
+        (1, 20, 1.0, 2),  # one planned epoch: 10 % of its 20 steps, not all of them
+        (3, 20, 1.0, 6),  # three epochs: 10 % of 60
+        (2, 3, 1.0, 1),  # 6 steps: ceil(0.6), one step
+        (10, 20, 0.0, 1),  # no warm-up asked: still one step (the rate starts at the peak)
+        (10, 20, 0.5, 10),  # half an epoch, under 10 % of 200
+    ],
+)
+def test_the_warmup_is_at_most_a_tenth_of_the_run(epochs, per_epoch, warmup_epochs, expected):
+    assert warmup_steps(epochs * per_epoch, per_epoch, warmup_epochs) == expected
+
+
+def test_a_one_epoch_run_trains_at_its_peak_and_ends_at_the_floor():
+    total = 20
+    s = WarmupCosine(total, warmup_steps(total, total, 1.0))
+    rates = [s(i) for i in range(total)]
+    assert rates[1] == 1.0 and max(rates) == 1.0  # the peak in the second step
+    assert sum(r > 0.5 for r in rates) >= total // 2  # half the run above half the peak
+    assert s(total) == pytest.approx(FLOOR)

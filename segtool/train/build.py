@@ -32,7 +32,7 @@ from segtool.train.data import (
 from segtool.train.distributed import Dist
 from segtool.train.losses import LOSSES, build_loss
 from segtool.train.model import build_model, check_names
-from segtool.train.schedule import WarmupCosine
+from segtool.train.schedule import WarmupCosine, warmup_steps
 from segtool.train.transforms import PRESETS, build_augmentation
 from segtool.train.volume_data import VolumeData, volume_datasets
 from segtool.train.volumes import AXES
@@ -274,7 +274,7 @@ def build_run(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
     total = steps * config.epochs
-    warmup = max(1, min(int(config.warmup_epochs * steps), total // 2))
+    warmup = warmup_steps(total, steps, config.warmup_epochs)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(total, warmup))
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     train_model: nn.Module = model

@@ -46,6 +46,7 @@ from segtool.train.runfolder import (
     write_metrics,
     write_records,
 )
+from segtool.train.schedule import warmup_steps
 from segtool.train.steps import NonFiniteLoss, Reporter, scores, train_one_epoch, validate
 from segtool.train.thresholds import tune_best_model
 from segtool.train.volume_data import load_volume_data, sum_cases, volume_scores
@@ -105,7 +106,8 @@ def restore(
     schedule, step = run.scheduler.lr_lambdas[0], run.scheduler.last_epoch
     total = len(run.train_loader) * config.epochs
     if warm_restart:
-        schedule.restart(step, total, int(config.warmup_epochs * len(run.train_loader)))
+        steps = len(run.train_loader)
+        schedule.restart(step, total, warmup_steps(total - step, steps, config.warmup_epochs))
     elif schedule.total != total:
         schedule.retarget(step, total)
     run.scaler.load_state_dict(state["scaler"])

@@ -14,6 +14,15 @@ import math
 
 #: The rate a schedule ends at, as a share of the peak.
 FLOOR = 0.01
+#: The warm-up's largest share of a run's planned steps, so that a short run (a time budget
+#: of one or two epochs) trains mostly at and down from its peak rate, not warming up.
+WARMUP_SHARE = 0.1
+
+
+def warmup_steps(total: int, per_epoch: int, warmup_epochs: float) -> int:
+    """The warm-up of a run of `total` steps: `warmup_epochs` epochs of `per_epoch` steps, at
+    most `WARMUP_SHARE` of the run, at least one step."""
+    return max(1, min(round(warmup_epochs * per_epoch), math.ceil(WARMUP_SHARE * total)))
 
 
 class WarmupCosine:
