@@ -1,14 +1,17 @@
 """segtool rasterize and evaluate as a user runs them: whole processes, start-up included.
 
 Three comparisons on synthetic folders, each timed as separate processes launched from here
-(interpreter start-up, imports, discovery, the work and the report all count):
+(interpreter start-up, imports, discovery, the work and the report all count). The folders are
+large (2,000 files by default, ``--files``), so that start-up is a small share of the work, as
+on a user's dataset:
 
-1. rasterize, 200 images 1024x768 with 30 polygons each: a labelme2voc-style script (labelme's
-   algorithm: read the JSON, decode the image for its size, one full-size canvas per shape,
-   save the palette PNG) against ``segtool rasterize``; masks compared pixel for pixel.
-2. the same with 60 images of 150 polygons each.
-3. evaluate, 200 prediction/reference pairs 512x512, 5 classes: a torchmetrics ``DiceScore`` +
-   ``MeanIoU`` loop against ``segtool evaluate --no-hd95``; per-class Dice and IoU compared.
+1. rasterize, 2,000 images 1024x768 with 30 polygons each: a labelme2voc-style script
+   (labelme's algorithm: read the JSON, decode the image for its size, one full-size canvas per
+   shape, save the palette PNG) against ``segtool rasterize``; masks compared pixel for pixel.
+2. the same with 150 polygons each.
+3. evaluate, 2,000 prediction/reference pairs 512x512, 5 classes: a torchmetrics
+   ``DiceScore`` + ``MeanIoU`` loop against ``segtool evaluate --no-hd95``; per-class Dice and
+   IoU compared.
 
 Each comparison also measures the machine's limit for the job: the start-up of a bare
 interpreter that imports what the work needs (json, PIL and zlib-ng; numpy, PIL and zlib-ng),
@@ -22,7 +25,8 @@ one core: no process can do less).
 segtool's bytecode is compiled first, as installing it does. The machine is shared, so the
 sides run interleaved, several rounds, and the best time and the range are printed.
 
-    python benchmarks/bench_whole.py [--rounds 3] [--jobs 2] [--cases r30 r150 eval] [--json F]
+    python benchmarks/bench_whole.py [--rounds 3] [--jobs 2] [--files 2000]
+                                     [--cases r30 r150 eval] [--json F]
 """
 
 from __future__ import annotations
@@ -463,6 +467,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--cases", nargs="+", default=["r30", "r150", "eval"])
+    parser.add_argument("--files", type=int, default=2000, help="annotation files / mask pairs")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--segtool-path", help="run the segtool of this checkout instead")
     args = parser.parse_args()
@@ -476,11 +481,11 @@ def main() -> None:
         tmp = Path(tmp)
         for case in args.cases:
             if case == "r30":
-                rows.append(bench_rasterize(tmp, 200, 30, args.rounds, args.jobs))
+                rows.append(bench_rasterize(tmp, args.files, 30, args.rounds, args.jobs))
             elif case == "r150":
-                rows.append(bench_rasterize(tmp, 60, 150, args.rounds, args.jobs))
+                rows.append(bench_rasterize(tmp, args.files, 150, args.rounds, args.jobs))
             elif case == "eval":
-                rows.append(bench_evaluate(tmp, 200, 512, args.rounds, args.jobs))
+                rows.append(bench_evaluate(tmp, args.files, 512, args.rounds, args.jobs))
             else:
                 raise SystemExit(f"unknown case {case!r}; use r30, r150 or eval")
     if args.json:

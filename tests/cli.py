@@ -27,8 +27,13 @@ class Result:
         return self.stdout + self.stderr
 
 
+#: A wide terminal: each of typer's usage errors fits on one line, as tests read it.
+WIDE = {"COLUMNS": "300"}
+
+
 def invoke(args: list, env: dict[str, str] | None = None) -> Result:
     """Run ``segtool ARGS`` (each argument as text) with `env` added to the environment."""
+    env = {**WIDE, **(env or {})}
     saved = {key: os.environ.get(key) for key in env or {}}
     os.environ.update(env or {})
     out, err = io.StringIO(), io.StringIO()

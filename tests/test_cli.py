@@ -15,11 +15,15 @@ def test_help_and_version_do_not_import_torch():
     code = (
         "import sys\n"
         "from tests.cli import invoke\n"
-        "for command in ([], ['rasterize'], ['split'], ['train'], ['predict'], ['evaluate']):\n"
+        "from segtool.cli.app import COMMANDS\n"
+        "assert invoke(['--help']).exit_code == 0\n"
+        "loaded = [c.module for c in COMMANDS.values() if c.module in sys.modules]\n"
+        "assert loaded == [], loaded  # the list of commands imports none of them\n"
+        "for command in ([], *([name] for name in COMMANDS)):\n"
         "    args = [*command, '--help']\n"
         "    assert invoke(args).exit_code == 0\n"
-        "heavy = [m for m in ('torch', 'segmentation_models_pytorch', 'albumentations') "
-        "if m in sys.modules]\n"
+        "heavy = ('torch', 'segmentation_models_pytorch', 'albumentations', 'numpy', 'PIL')\n"
+        "heavy = [m for m in heavy if m in sys.modules]\n"
         "print(heavy)\n"
     )
     result = subprocess.run(
@@ -144,27 +148,27 @@ def test_train_options_cover_the_config_and_show_its_defaults():
     from dataclasses import fields
 
     from segtool.cli import train as train_cli
-    from segtool.cli.app import command_parser
+    from segtool.cli.app import load_command
     from segtool.train.config import PLANNED, TrainConfig
 
-    train_parser = command_parser("train")
-    panel_of = {
-        action.dest: group.title
-        for group in train_parser._action_groups
-        for action in group._group_actions
-    }
-    help_of = {action.dest: action.help for action in train_parser._actions}
+    params = {p.name: p for p in load_command("train").params}
     defaults = TrainConfig()
+    assert set(train_cli.OPTIONS) == {f.name for f in fields(TrainConfig)}  # one entry each
     for field in fields(TrainConfig):
-        assert field.name in help_of, f"TrainConfig.{field.name} has no segtool train option"
-        assert panel_of[field.name] in train_cli.PANELS, f"--{field.name} needs a help panel"
+        assert field.name in params, f"TrainConfig.{field.name} has no segtool train option"
+        option = params[field.name]
+        assert option.opts[0] == "--" + field.name.replace("_", "-")
+        assert option.rich_help_panel in train_cli.PANELS, f"--{field.name} needs a help panel"
+        assert option.default in (None, False)  # unset: the plan or the config decides
         value = getattr(defaults, field.name)
         if field.name in PLANNED:  # the plan chooses it when it is not given
-            assert "[default: planned]" in help_of[field.name], field.name
+            assert "\\[default: planned]" in option.help, field.name
         elif value is not None and not isinstance(value, bool):
-            assert f"[default: {value}]" in help_of[field.name], field.name
+            assert f"\\[default: {value}]" in option.help, field.name
     shown = invoke(["train", "--help"]).stdout
-    assert all(f"\n{panel}:" in shown for panel in train_cli.PANELS) and "--focal-gamma" in shown
+    assert all(f"─ {panel} ─" in shown for panel in train_cli.PANELS) and "--focal-gamma" in shown
+    # The help's markup is rich's: the defaults are shown as text, not taken for markup tags.
+    assert "[default: planned]" in shown and "[default: 0.3]" in shown
 
 
 def test_every_command_is_listed_with_its_own_summary():
@@ -175,17 +179,17 @@ def test_every_command_is_listed_with_its_own_summary():
     listed = invoke(["--help"]).stdout
     for name, command in COMMANDS.items():
         module = importlib.import_module(command.module)
-        assert command.summary == module.HELP.splitlines()[0], name
+        assert command.summary == module.command.__doc__.splitlines()[0], name
         assert name in listed and command.summary in listed
 
 
 def test_bounded_options_and_choices_are_usage_errors(tmp_path):
     train = ["train", tmp_path, "--out", tmp_path / "o"]
     for args, says in (
-        (["rasterize", tmp_path, tmp_path / "o", "--png-level", "10"], "give a value from 0 to 9"),
-        (["rasterize", tmp_path, tmp_path / "o", "--jobs", "0"], "0 is out of range; give a"),
-        (["rasterize", tmp_path, tmp_path / "o", "--jobs", "two"], "'two' is not an int"),
-        (["rasterize", tmp_path, tmp_path / "o", "-j", "100000"], "100000 is out of range; give"),
+        (["rasterize", tmp_path, tmp_path / "o", "--png-level", "10"], "less than or equal to 9"),
+        (["rasterize", tmp_path, tmp_path / "o", "--jobs", "0"], "greater than or equal to 1"),
+        (["rasterize", tmp_path, tmp_path / "o", "--jobs", "two"], "valid integer"),
+        (["rasterize", tmp_path, tmp_path / "o", "-j", "100000"], "less than or equal to"),
         (["evaluate", tmp_path, tmp_path, "--gallery", "-1"], "--gallery"),
         (["evaluate", tmp_path], "pass PRED and GT folders"),
         # Options of the other form of evaluate would be ignored: refused instead.
@@ -196,23 +200,23 @@ def test_bounded_options_and_choices_are_usage_errors(tmp_path):
         (["evaluate", "--model", tmp_path, tmp_path, "--classes", tmp_path], "--classes scores"),
         (["predict", tmp_path, tmp_path, tmp_path / "o", "--overlap", ".5"], "add --tile or drop"),
         (["import-masks", tmp_path], "pass IMAGES MASKS OUT or ROOT OUT, not 1 path(s)"),
-        (["split", tmp_path, "--val", "x"], "invalid float value: 'x'"),
+        (["split", tmp_path, "--val", "x"], "'--val': Input should be a valid number"),
         (["train", tmp_path], "--out"),
         # An empty path is the current folder to pathlib: --out "$UNSET" must not name it.
-        (["rasterize", tmp_path, ""], "argument OUT: '' is an empty path"),
-        ([*train[:3], "", "--overwrite"], "argument --out: '' is an empty path"),
-        (["evaluate", tmp_path, tmp_path, "--out", ""], "argument --out: '' is an empty path"),
+        (["rasterize", tmp_path, ""], "'OUT': '' is an empty path"),
+        ([*train[:3], "", "--overwrite"], "'--out': '' is an empty path"),
+        (["evaluate", tmp_path, tmp_path, "--out", ""], "'--out': '' is an empty path"),
         # Numbers a run cannot use: refused before anything starts, not deep inside torch.
-        ([*train, "--lr", "nan"], "argument --lr: 'nan' is not a finite number"),
+        ([*train, "--lr", "nan"], "'--lr': 'nan' is not a finite number"),
         ([*train, "--warmup-epochs", "inf"], "'inf' is not a finite number"),
-        ([*train, "--fg-crop", "1e400"], "argument --fg-crop: '1e400' is not a finite number"),
-        ([*train, "--bce-weight", "-1"], "argument --bce-weight: -1 is out of range; give 0"),
+        ([*train, "--fg-crop", "1e400"], "'--fg-crop': '1e400' is not a finite number"),
+        ([*train, "--bce-weight", "-1"], "'--bce-weight': -1 is out of range; give 0"),
         ([*train, "--fg-crop", "2"], "give a value from 0 to 1"),
-        ([*train, "--seed", "-1"], "argument --seed: -1 is out of range"),
+        ([*train, "--seed", "-1"], "'--seed': Input should be greater than or equal to 0"),
     ):
         result = invoke(args)
         assert result.exit_code == 2, (args, result.output)
-        assert says in result.stderr and result.stderr.startswith("usage: segtool"), result.stderr
+        assert says in result.stderr and result.stderr.startswith("Usage: segtool"), result.stderr
         assert not (tmp_path / "o").exists()
 
 
@@ -253,13 +257,14 @@ def test_user_strings_cannot_drive_the_terminal(capsys):
 def test_no_command_shows_the_commands_and_an_unknown_one_is_a_usage_error():
     alone = invoke(["--debug"])
     assert alone.exit_code == 2
-    assert alone.stderr.splitlines()[-1].endswith("required: COMMAND"), alone.stderr
+    assert "Missing command." in alone.stderr, alone.stderr
     listed = invoke([])
     assert listed.exit_code == 0 and "rasterize" in listed.stdout and "evaluate" in listed.stdout
     unknown = invoke(["rasterise", "a", "b"])
-    assert unknown.exit_code == 2 and "invalid choice: 'rasterise'" in unknown.stderr
+    assert unknown.exit_code == 2 and "No such command 'rasterise'" in unknown.stderr
+    assert "Did you mean 'rasterize'?" in unknown.stderr
     guessed = invoke(["rasterize", "a", "b", "--over"])  # no option is guessed from a prefix
-    assert guessed.exit_code == 2 and "unrecognized arguments: --over" in guessed.stderr
+    assert guessed.exit_code == 2 and "No such option: --over" in guessed.stderr
 
 
 def test_options_may_come_between_paths(tmp_path):
@@ -286,7 +291,7 @@ def test_after_a_double_dash_every_argument_is_a_path(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert read_png(tmp_path / "--out/masks/x.png")[0, 0] == 1
     extra = invoke(["rasterize", "--", "-ann", "out2", "-j1"])  # an option after "--" is a path
-    assert extra.exit_code == 2 and "unrecognized arguments: ./-j1" in extra.stderr
+    assert extra.exit_code == 2 and "unexpected extra argument(s) (-j1)" in extra.stderr
     assert not (tmp_path / "out2").exists()
 
 
@@ -306,7 +311,7 @@ def test_a_value_starting_with_a_dash_belongs_to_its_option(tmp_path, monkeypatc
     # A forgotten value is still one: the next option is not taken as it.
     missing = invoke(["rasterize", "ann", "out2", "--labels", "--overwrite"])
     assert not (tmp_path / "out2").exists()
-    assert missing.exit_code == 2 and "--labels: expected one argument" in missing.stderr
+    assert missing.exit_code == 2 and "'--labels' requires an argument" in missing.stderr
     # After "--" nothing is an option or a value: a folder "--labels" and an output "-out".
     (tmp_path / "ann").rename(tmp_path / "--labels")
     after = invoke(["rasterize", "-j", "1", "--", "--labels", "-out"])
@@ -318,7 +323,7 @@ def test_usage_errors_show_control_characters_escaped(tmp_path):
     result = invoke(["rasterize", tmp_path, tmp_path / "o", "\x1b[2Jextra\x07"])
     assert result.exit_code == 2
     assert "\x1b" not in result.stderr and "\x07" not in result.stderr
-    assert "unrecognized arguments: \\x1b[2Jextra\\x07" in result.stderr
+    assert "unexpected extra argument(s) (\\x1b[2Jextra\\x07)" in result.stderr
 
 
 def test_a_reader_that_stops_reading_ends_the_command_quietly(tmp_path):
@@ -438,7 +443,30 @@ def test_ctrl_c_while_the_command_loads_is_exit_130_without_a_traceback(monkeypa
     def slow_import(name):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(app, "command_parser", slow_import)
+    monkeypatch.setattr(app, "load_command", slow_import)
     result = invoke(["rasterize", "a", "b"])
     assert result.exit_code == 130 and result.exception is None
     assert result.stderr == "interrupted\n"
+
+
+def test_shell_completion_offers_commands_options_and_choices():
+    from segtool.cli.train import LOSSES
+
+    def complete(words: str) -> list[str]:
+        env = {"_SEGTOOL_COMPLETE": "complete_bash", "COMP_WORDS": words}
+        result = invoke([], env={**env, "COMP_CWORD": str(len(words.split(" ")) - 1)})
+        assert result.exit_code == 0, result.output
+        return result.stdout.split()
+
+    assert complete("segtool ras") == ["rasterize"]
+    assert complete("segtool train data --focal") == ["--focal-gamma"]
+    assert complete("segtool train data --loss ") == list(LOSSES)
+    assert "--install-completion" in invoke(["--help"]).stdout
+
+
+def test_markup_in_a_user_string_is_printed_as_it_is(tmp_path):
+    # rich draws the usage errors: a name holding rich markup is text, not a style.
+    result = invoke(["rasterize", tmp_path, tmp_path / "o", "[bold]x[/bold]"])
+    assert result.exit_code == 2 and "extra argument(s) ([bold]x[/bold])" in result.stderr
+    missing = invoke(["rasterize", tmp_path / "[red]ann[/red]", tmp_path / "o"])
+    assert missing.exit_code == 1 and "[red]ann[/red]: no such file" in missing.stderr

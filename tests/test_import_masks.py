@@ -242,7 +242,7 @@ def test_values_and_colors_together_are_a_usage_error(tmp_path):
     put_mask(tmp_path / "src" / "masks" / "a.png", np.zeros((4, 5), np.uint8))
     args = ["import-masks", tmp_path / "src", tmp_path / "ds", "--values", "0=_background_"]
     result = invoke([*args, "--colors", tmp_path / "colors.txt"])
-    assert result.exit_code == 2 and "--colors: not allowed with argument --values" in result.stderr
+    assert result.exit_code == 2 and "--colors: not allowed with --values" in result.stderr
     assert not (tmp_path / "ds").exists()
 
 

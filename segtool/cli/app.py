@@ -1,32 +1,29 @@
-"""The ``segtool`` command: one sub-command per pipeline step, on argparse.
+"""The ``segtool`` command: one sub-command per pipeline step, on typer.
 
-Only the command being run is imported (its module declares its options in ``configure`` and
-does its work in ``run``); ``segtool --help`` lists every command from the table below without
-importing any, and nothing heavy (torch, numpy) loads before a command needs it.
+Only the command being run is imported: ``segtool --help`` lists every command from the table
+below (its summary only), and a command's module is loaded when it runs or shows its help.
+Nothing heavy (torch, numpy, PIL) loads before a command needs it.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
+import itertools
 import sys
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Annotated, Any, NamedTuple
+
+import typer
+from typer.core import TyperCommand, TyperGroup
 
 from segtool import __version__
-from segtool.cli.common import (
-    ArgumentParser,
-    HelpFormatter,
-    State,
-    UsageError,
-    interrupted,
-    run_command,
-)
+from segtool.cli.common import UsageError, clean, interrupted, run_command
 
 
 class Command(NamedTuple):
-    """A sub-command: its module and the one-line summary ``segtool --help`` shows (the first
-    line of the module's ``HELP``; a test keeps the two equal)."""
+    """A sub-command: its module (which holds the function ``command``) and the one-line
+    summary ``segtool --help`` shows (the first line of the function's docstring; a test keeps
+    the two equal)."""
 
     module: str
     summary: str
@@ -45,86 +42,116 @@ COMMANDS = {
     "evaluate": Command("segtool.cli.evaluate", "Score predicted label masks against references."),
 }
 
-DESCRIPTION = """\
-Polygon annotations to a trained segmentation model and an honest score.
-
-rasterize -> split -> train -> predict / evaluate. Each command's --help shows an example."""
-
-
-def root_parser() -> argparse.ArgumentParser:
-    """``segtool [--debug] COMMAND``: it reads the arguments up to the command's name; the rest
-    are the command's own, for its parser."""
-    width = max(len(name) for name in COMMANDS) + 2
-    listing = "\n".join(f"  {name:<{width}}{c.summary}" for name, c in COMMANDS.items())
-    parser = ArgumentParser(
-        prog="segtool",
-        usage="%(prog)s [--debug] COMMAND [arguments and options]",
-        description=DESCRIPTION,
-        epilog=f"commands:\n{listing}",
-        formatter_class=HelpFormatter,
-        allow_abbrev=False,
-    )
-    parser.add_argument("--debug", action="store_true", help="Show the full traceback on errors.")
-    parser.add_argument("--version", action="version", version=f"segtool {__version__}")
-    parser.add_argument(
-        "command", metavar="COMMAND", choices=COMMANDS, help="One of the commands below."
-    )
-    return parser
+#: Options every command takes, before or after its name.
+GLOBAL_FLAGS = ("--debug",)
+#: typer's settings for every command: -h is --help too, and rich markup in help texts.
+SETTINGS: dict[str, Any] = {"context_settings": {"help_option_names": ["-h", "--help"]}}
 
 
-def command_parser(name: str) -> argparse.ArgumentParser:
-    """The parser of the command `name` (its module imported now), set to run it."""
+class SegtoolCommand(TyperCommand):
+    """A typer command with segtool's error boundary (`run_command`) around its work."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        """Parse as click does (a value may start with ``-``: ``--time-budget -5m``), except
+        that an option followed by another of the command's options lacks its value: the user
+        forgot it (``--labels --overwrite``), and nothing is taken as a file name."""
+        names = {*GLOBAL_FLAGS}
+        takes_value = set()
+        for param in self.get_params(ctx):
+            if param.param_type_name == "option":
+                names.update(param.opts, param.secondary_opts)
+                if not (param.is_flag or param.count):
+                    takes_value.update(param.opts)
+        for arg, following in itertools.pairwise(args):
+            if arg == "--":
+                break
+            if arg in takes_value and following in names:
+                ctx.fail(f"Option {arg!r} requires an argument (got the option {following}).")
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        """Run the command; a user error is one red line and exit code 1, Ctrl-C 130, options
+        that do not go together a usage error (exit code 2)."""
+        debug = bool(ctx.find_root().params.get("debug"))
+        try:
+            code = run_command(lambda: TyperCommand.invoke(self, ctx), debug)
+        except UsageError as exc:
+            ctx.fail(clean(exc))
+        if code:
+            raise typer.Exit(code)
+
+
+class Commands(TyperGroup):
+    """segtool's commands, each loaded when it is run (or its help or completion is shown);
+    listing them needs only the table."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        for name, entry in COMMANDS.items():  # what --help lists and typos are matched against
+            self.commands[name] = TyperCommand(name, help=entry.summary, **SETTINGS)
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        """No arguments: the help. ``--debug`` after the command's name is taken as given
+        before it (where users add it when an error line asks for it)."""
+        if not args:
+            args = ["--help"]
+        end = args.index("--") if "--" in args else len(args)
+        flags = [arg for arg in args[:end] if arg in GLOBAL_FLAGS]
+        rest = [arg for arg in args[:end] if arg not in GLOBAL_FLAGS]
+        return super().parse_args(ctx, [*flags, *rest, *args[end:]])
+
+    def resolve_command(
+        self, ctx: typer.Context, args: list[str]
+    ) -> tuple[str | None, Any, list[str]]:
+        """The command named first in `args`, its module imported now."""
+        name, command, rest = super().resolve_command(ctx, args)
+        if name in COMMANDS:
+            try:
+                command = load_command(name)
+            except KeyboardInterrupt:  # Ctrl-C right after Enter: as during the work
+                if ctx.params.get("debug"):
+                    raise
+                raise typer.Exit(interrupted()) from None
+        return name, command, rest
+
+
+def load_command(name: str) -> Any:
+    """The click command of `name`, built from its module's ``command`` function."""
     module = importlib.import_module(COMMANDS[name].module)
-    parser = ArgumentParser(
-        prog=f"segtool {name}",
-        description=module.HELP,
-        formatter_class=HelpFormatter,
-        allow_abbrev=False,  # --over is not --overwrite: no option is guessed
-    )
-    module.configure(parser)
-    # --debug is a global option, also taken after the command (where users add it when told).
-    parser.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
-    parser.set_defaults(run=module.run)
-    return parser
+    one = typer.Typer(add_completion=False, rich_markup_mode="rich")
+    one.command(name, cls=SegtoolCommand, **SETTINGS)(module.command)
+    return typer.main.get_command(one)
 
 
-def literal_paths(arguments: list[str]) -> list[str]:
-    """The command's `arguments` with a ``--`` taken out and each path after it that starts with
-    ``-`` written as ``./-name`` (the same path), so that no parse reads it as an option.
-
-    ``segtool rasterize -- -annotations out/`` names a folder called ``-annotations``; argparse's
-    intermixed parse would drop the ``--`` and then refuse the name as an unknown option. Every
-    positional argument of every command is a path, and ``Path("./-a") == Path("-a")``."""
-    if "--" not in arguments:
-        return arguments
-    cut = arguments.index("--")
-    after = [f"./{arg}" if arg.startswith("-") else arg for arg in arguments[cut + 1 :]]
-    return [*arguments[:cut], *after]
+def _version(shown: bool) -> None:
+    if shown:
+        typer.echo(f"segtool {__version__}")
+        raise typer.Exit()
 
 
-def attached_values(parser: argparse.ArgumentParser, arguments: list[str]) -> list[str]:
-    """`arguments` with a value that starts with ``-`` attached to its option.
+app = typer.Typer(
+    cls=Commands,
+    name="segtool",
+    rich_markup_mode="rich",
+    pretty_exceptions_show_locals=False,  # a traceback (--debug) never prints the user's data
+    **SETTINGS,
+)
 
-    argparse reads ``--time-budget -5m`` as an option missing its value (only plain negative
-    numbers are taken as values), so the user would read "expected one argument" instead of
-    what is wrong with ``-5m``. An option that takes one value, followed by something that is
-    not one of the command's options, is passed as ``--time-budget=-5m``."""
-    options = parser._option_string_actions  # argparse has no public table of them
-    joined: list[str] = []
-    tokens = iter(arguments)
-    for arg in tokens:
-        action = options.get(arg)
-        if arg == "--":  # paths only from here on
-            return [*joined, arg, *tokens]
-        if action is None or action.nargs is not None:  # not an option taking one value
-            joined.append(arg)
-            continue
-        value = next(tokens, None)
-        if value is not None and value.startswith("-") and value not in options:
-            joined.append(f"{arg}={value}")
-        else:
-            joined.extend(v for v in (arg, value) if v is not None)
-    return joined
+
+@app.callback()
+def segtool(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the full traceback on errors.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """Polygon annotations to a trained segmentation model and an honest score.
+
+    rasterize -> split -> train -> predict / evaluate. Each command's --help shows an example.
+    """
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -132,27 +159,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     command, and exit with its code (0 done, 1 a user error, 2 a usage error, 130 Ctrl-C).
 
     Options may come before, between and after a command's paths (as in
-    ``segtool import-masks images/ --images link masks/ out/``)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    root = root_parser()
-    if not argv:
-        root.print_help()
-        raise SystemExit(0)
-    # The root's own options come before the command's name; all after it is the command's.
-    named = next((i for i, arg in enumerate(argv) if not arg.startswith("-")), len(argv))
-    try:
-        top = root.parse_args(argv[: named + 1])
-        parser = command_parser(top.command)  # imports the command's module
-        args = parser.parse_intermixed_args(
-            literal_paths(attached_values(parser, argv[named + 1 :]))
-        )
-    except KeyboardInterrupt:  # Ctrl-C right after Enter: as during the work, no traceback
-        if "--debug" in argv:
-            raise
-        raise SystemExit(interrupted()) from None
-    State.debug = top.debug or args.debug
-    try:
-        code = run_command(args.run, args)
-    except UsageError as exc:
-        parser.error(str(exc))  # the command's usage line and the message; exit code 2
-    raise SystemExit(code)
+    ``segtool import-masks images/ --images link masks/ out/``); after ``--`` every argument
+    is a path."""
+    app(args=list(sys.argv[1:] if argv is None else argv), prog_name="segtool")

@@ -1,15 +1,14 @@
 """What every command shares: its options, the output lines and tables, the error boundary and
 the progress bar.
 
-The command line is argparse's, and output is written straight to the streams: a user runs
-``segtool rasterize`` on a folder that takes a fraction of a second, so nothing is imported
-that the command does not use (rich is loaded only to draw a progress bar on a terminal, and by
-``segtool train``).
+The options shared by several commands are typer ``Annotated`` types, declared here once.
+Results are written straight to the streams (rich is loaded only to draw a progress bar on a
+terminal, for help, and by ``segtool train``): nothing is imported that the command does not
+use.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import os
@@ -17,7 +16,9 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Annotated, Any, Literal, TextIO
+
+import typer
 
 from segtool.core.constants import IMAGE_MODES
 from segtool.core.errors import InvalidInputError, SegtoolError
@@ -30,81 +31,36 @@ class UsageError(SegtoolError):
     """Options that do not go together: shown with the command's usage, exit code 2."""
 
 
-class State:
-    """Options of the top-level command, read by the error boundary."""
-
-    debug: bool = False
-
-
 # --- options -------------------------------------------------------------------------------
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse's parser, its usage errors printed with the user's text made safe (an unknown
-    argument is echoed back, and may hold control characters)."""
-
-    def error(self, message: str) -> NoReturn:
-        """Print the usage and `message` on stderr, then exit with code 2."""
-        self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {clean(message)}\n")
-
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """argparse's help, with the description's line breaks kept and each option's default shown
-    (unless it is None or False, or the help already names it)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        default = action.default
-        hidden = default is None or default is False or default == argparse.SUPPRESS
-        if "[default" in text or hidden or not action.option_strings:
-            return text
-        return f"{text} [default: {default}]"
-
-
-def bounded(kind: type, low: float | None = None, high: float | None = None) -> Callable:
-    """An argparse type: a finite `kind` (int or float) between `low` and `high`, inclusive."""
-
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            article = "an" if kind is int else "a"
-            raise argparse.ArgumentTypeError(f"{text!r} is not {article} {kind.__name__}") from None
-        if value != value or value in (math.inf, -math.inf):  # nan, inf, 1e400
-            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-        if (low is not None and value < low) or (high is not None and value > high):
-            span = f"a value from {low} to {high}" if high is not None else f"{low} or more"
-            raise argparse.ArgumentTypeError(f"{text} is out of range; give {span}")
-        return value
-
-    parse.__name__ = kind.__name__  # argparse names the type in its messages
-    return parse
-
-
 def path_arg(text: str) -> Path:
-    """An argparse type: a path, not empty (``Path("")`` is the current folder, which an unset
-    shell variable, ``--out "$RUN"``, would otherwise name)."""
+    """An option's parser: a path, not empty (``Path("")`` is the current folder, which an
+    unset shell variable, ``--out "$RUN"``, would otherwise name)."""
+    if isinstance(text, Path):
+        return text
     if not text:
-        raise argparse.ArgumentTypeError(f"{text!r} is an empty path; name a file or folder")
+        raise typer.BadParameter(f"{text!r} is an empty path; name a file or folder")
     return Path(text)
 
 
-def flag(parser: Any, name: str, help: str) -> None:
-    """An on/off option, off unless given."""
-    parser.add_argument(name, action="store_true", help=help)
+def finite(low: float | None = None, high: float | None = None) -> Callable[[str], float]:
+    """An option's parser: a finite number between `low` and `high`, inclusive (typer's own
+    ranges let ``inf`` and ``1e400`` through, which no run can use)."""
 
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise typer.BadParameter(f"{text!r} is not a number") from None
+        if not math.isfinite(value):  # nan, inf, 1e400
+            raise typer.BadParameter(f"{text!r} is not a finite number")
+        if (low is not None and value < low) or (high is not None and value > high):
+            span = f"a value from {low:g} to {high:g}" if high is not None else f"{low:g} or more"
+            raise typer.BadParameter(f"{text} is out of range; give {span}")
+        return value
 
-def add_jobs(parser: Any) -> None:
-    """The --jobs option of every command that spreads files over worker processes: at most
-    `max_jobs`, as each worker is a process started before any work is done."""
-    parser.add_argument(
-        "--jobs",
-        "-j",
-        type=bounded(int, 1, max_jobs()),
-        metavar="N",
-        help="Worker processes [default: all cores].",
-    )
+    return parse
 
 
 def max_jobs() -> int:
@@ -115,25 +71,50 @@ def max_jobs() -> int:
     return max(32, 4 * default_jobs())
 
 
-def add_max_pixels(parser: Any) -> None:
-    """The --max-pixels option of every command that reads images or masks."""
-    parser.add_argument(
-        "--max-pixels",
-        type=bounded(int, 1),
+def path_argument(metavar: str, help: str) -> Any:
+    """A path argument (an empty one is refused), shown as `metavar`, with its `help`."""
+    return typer.Argument(parser=path_arg, metavar=metavar, help=help, show_default=False)
+
+
+def flag(name: str, help: str, **kwargs: Any) -> Any:
+    """An on/off option, off unless given (no ``--no-`` form)."""
+    return typer.Option(name, help=help, show_default=False, **kwargs)
+
+
+def path_option(*names: str, help: str, metavar: str, **kwargs: Any) -> Any:
+    """A path option (an empty one is refused) with its `help`."""
+    return typer.Option(*names, parser=path_arg, help=help, metavar=metavar, **kwargs)
+
+
+#: --jobs, of every command that spreads files over worker processes (each a process started
+#: before any work is done, so at most `max_jobs`).
+Jobs = Annotated[
+    int | None,
+    typer.Option(
+        "--jobs", "-j", min=1, max=max_jobs(), metavar="N", help="Worker processes.",
+        show_default="all cores",
+    ),
+]  # fmt: skip
+
+
+def max_pixels_option(**kwargs: Any) -> Any:
+    """--max-pixels, of every command that reads images or masks."""
+    return typer.Option(
+        min=1,
         metavar="N",
-        help="Refuse images larger than this many pixels (decompression bombs) "
-        f"[default: {DEFAULT_MAX_PIXELS}].",
+        show_default=str(DEFAULT_MAX_PIXELS),
+        help="Refuse images larger than this many pixels (decompression bombs).",
+        **kwargs,
     )
 
 
-def add_images(parser: Any) -> None:
-    """The --images option of every command that writes a dataset folder."""
-    parser.add_argument(
-        "--images",
-        choices=IMAGE_MODES,
-        default="copy",
-        help="Copy, hard-link or leave out the original images.",
-    )
+MaxPixels = Annotated[int | None, max_pixels_option()]
+#: --overwrite, of the commands that write a folder OUT.
+Overwrite = Annotated[bool, flag("--overwrite", "Replace OUT if it exists.")]
+#: --images, of every command that writes a dataset folder.
+Images = Annotated[
+    Literal[IMAGE_MODES], typer.Option(help="Copy, hard-link or leave out the original images.")
+]
 
 
 def use_max_pixels(limit: int | None) -> None:
@@ -235,22 +216,22 @@ def _numeric(cell: str) -> bool:
 # --- errors --------------------------------------------------------------------------------
 
 
-def run_command(fn: Callable[[argparse.Namespace], None], args: argparse.Namespace) -> int:
-    """The one place where exceptions become exit codes: a user error is one red line and exit
-    code 1 (with the traceback under ``--debug``); Ctrl-C is exit code 130. An error from the
-    operating system (full disk, read-only place, a file where a folder should be) is a user
-    error too; anything else is still one line, which asks for ``--debug`` and a report.
+def run_command(work: Callable[[], None], debug: bool) -> int:
+    """The one place where exceptions become exit codes: run `work`; a user error is one red
+    line and exit code 1 (with the traceback when `debug`); Ctrl-C is exit code 130. An error
+    from the operating system (full disk, read-only place, a file where a folder should be) is
+    a user error too; anything else is still one line, which asks for ``--debug`` and a report.
     `UsageError` is re-raised for the caller to show with the usage (exit code 2)."""
     try:
-        fn(args)
+        work()
     except UsageError:
         raise
     except KeyboardInterrupt:
-        if State.debug:
+        if debug:
             raise
         return interrupted()
     except Exception as exc:
-        if State.debug:
+        if debug:
             raise
         error_line(exc)
         return 1

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-import argparse
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Annotated, Literal
+
+import typer
 
 from segtool.cli.common import (
+    Jobs,
+    MaxPixels,
     UsageError,
-    add_jobs,
-    add_max_pixels,
-    bounded,
     flag,
     note,
     path_arg,
+    path_argument,
+    path_option,
     progress_bar,
     say,
     table,
@@ -19,17 +24,6 @@ from segtool.cli.common import (
     warn,
 )
 from segtool.core.constants import DEVICES
-
-HELP = """\
-Score predicted label masks against references.
-
-Dice, IoU, precision, recall and HD95. Two forms: segtool evaluate PRED GT scores two folders
-of masks; segtool evaluate --model RUN DATASET --split test predicts the run's held-out split
-of the dataset first; segtool evaluate --model RUN OTHER scores all of a separate test folder
-(refused if it holds training images). Writes summary.json and per_image.csv, prints a table.
-
-example:
-  segtool evaluate --model run/ dataset/ --gallery 8"""
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -97,78 +91,95 @@ def print_summary(summary: dict, title: str) -> None:
         say(line)
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    """The options of ``segtool evaluate``."""
-    parser.usage = "%(prog)s PRED GT [options] | %(prog)s --model RUN DATASET [options]"
-    parser.add_argument(
-        "first",
-        type=path_arg,
-        metavar="PRED",
-        help="Folder of predicted PNG masks (with --model: the DATASET).",
-    )
-    parser.add_argument(
-        "references",
-        type=path_arg,
-        nargs="?",
-        metavar="GT",
-        help="Folder of reference PNG masks (e.g. dataset/masks).",
-    )
-    parser.add_argument(
-        "--model",
-        type=path_arg,
-        metavar="RUN",
-        help="A run folder: predict the --split of DATASET, then score it.",
-    )
-    parser.add_argument(
-        "--split",
-        metavar="NAME",
-        help="With --model on the run's own dataset: test (default), val, all (not train) "
-        "or train (by name). Another folder is a separate test set, scored whole.",
-    )
-    parser.add_argument(
-        "--classes",
-        type=path_arg,
-        metavar="FILE",
-        help="classes.json [default: the one beside or in GT].",
-    )
-    parser.add_argument(
-        "--out",
-        dest="out_dir",
-        type=path_arg,
-        metavar="DIR",
-        help="Where the report goes [default: PRED, or RUN/evaluation/SPLIT].",
-    )
-    parser.add_argument(
-        "--hd95",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="Compute HD95 (the slowest metric). [default: on]",
-    )
-    parser.add_argument(
-        "--gallery",
-        type=bounded(int, 0),
-        default=0,
-        metavar="N",
-        help="Draw the N images with the lowest Dice into OUT/gallery/.",
-    )
-    add_jobs(parser)
-    flag(parser, "--allow-missing", "Score references without a prediction as empty.")
-    parser.add_argument(
-        "--device", choices=DEVICES, help="With --model: the device. [default: auto]"
-    )
-    flag(parser, "--tta", "With --model: average flipped predictions.")
-    parser.add_argument(
-        "--regions",
-        metavar="REGIONS",
-        help='Score unions of class ids as overlapping regions, e.g. "whole=1,2,3;core=2,3".',
-    )
-    flag(parser, "--overwrite", "Replace an existing report (and, with --model, predictions).")
-    add_max_pixels(parser)
+def command(
+    pred: Annotated[
+        Path,
+        path_argument("PRED", "Folder of predicted PNG masks (with --model: the DATASET)."),
+    ],
+    gt: Annotated[
+        Path | None,
+        typer.Argument(
+            parser=path_arg,
+            metavar="GT",
+            show_default=False,
+            help="Folder of reference PNG masks (e.g. dataset/masks).",
+        ),
+    ] = None,
+    model: Annotated[
+        Path | None,
+        path_option(
+            help="A run folder: predict the --split of DATASET, then score it.", metavar="RUN"
+        ),
+    ] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            help="With --model on the run's own dataset: test (default), val, all (not train) "
+            "or train (by name). Another folder is a separate test set, scored whole.",
+        ),
+    ] = None,
+    classes: Annotated[
+        Path | None,
+        path_option(help="classes.json.", metavar="FILE", show_default="the one beside or in GT"),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        path_option(
+            "--out",
+            help="Where the report goes.",
+            metavar="DIR",
+            show_default="PRED, or RUN/evaluation/SPLIT",
+        ),
+    ] = None,
+    hd95: Annotated[
+        bool, typer.Option("--hd95/--no-hd95", help="Compute HD95 (the slowest metric).")
+    ] = True,
+    gallery: Annotated[
+        int,
+        typer.Option(
+            min=0, metavar="N", help="Draw the N images with the lowest Dice into OUT/gallery/."
+        ),
+    ] = 0,
+    jobs: Jobs = None,
+    allow_missing: Annotated[
+        bool, flag("--allow-missing", "Score references without a prediction as empty.")
+    ] = False,
+    device: Annotated[
+        Literal[DEVICES] | None,
+        typer.Option(help="With --model: the device.", show_default="auto"),
+    ] = None,
+    tta: Annotated[bool, flag("--tta", "With --model: average flipped predictions.")] = False,
+    regions: Annotated[
+        str | None,
+        typer.Option(
+            metavar="REGIONS",
+            help='Score unions of class ids as overlapping regions, e.g. "whole=1,2,3;core=2,3".',
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool,
+        flag("--overwrite", "Replace an existing report (and, with --model, predictions)."),
+    ] = False,
+    max_pixels: MaxPixels = None,
+) -> None:
+    """Score predicted label masks against references.
+
+    Dice, IoU, precision, recall and HD95. Two forms: segtool evaluate PRED GT scores two
+    folders of masks; segtool evaluate --model RUN DATASET --split test predicts the run's
+    held-out split of the dataset first; segtool evaluate --model RUN OTHER scores all of a
+    separate test folder (refused if it holds training images). Writes summary.json and
+    per_image.csv, prints a table.
+
+    example:
+      segtool evaluate --model run/ dataset/ --gallery 8
+    """
+    _evaluate(SimpleNamespace(**locals()))
 
 
-def run(args: argparse.Namespace) -> None:
+def _evaluate(args: SimpleNamespace) -> None:
     """Score (predicting first with --model), then print the table and where the report went."""
-    first, references, model, split = args.first, args.references, args.model, args.split
+    first, references, model, split = args.pred, args.gt, args.model, args.split
     use_max_pixels(args.max_pixels)
     with progress_bar() as on_progress:
         if model is not None:
@@ -192,7 +203,7 @@ def run(args: argparse.Namespace) -> None:
                 model,
                 first,
                 split=split,
-                out=args.out_dir,
+                out=args.out,
                 with_hd95=args.hd95,
                 device=args.device or "auto",
                 tta=args.tta,
@@ -227,7 +238,7 @@ def run(args: argparse.Namespace) -> None:
                 first,
                 references,
                 classes=args.classes,
-                out=args.out_dir,
+                out=args.out,
                 with_hd95=args.hd95,
                 jobs=args.jobs,
                 allow_missing=args.allow_missing,

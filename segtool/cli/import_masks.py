@@ -2,80 +2,82 @@
 
 from __future__ import annotations
 
-import argparse
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
 
 from segtool.cli.common import (
+    Images,
+    Jobs,
+    Overwrite,
     UsageError,
-    add_images,
-    add_jobs,
     flag,
     note,
     path_arg,
+    path_option,
     progress_bar,
     say,
     table,
     warn,
 )
 
-HELP = """\
-Turn images and masks made elsewhere into a dataset.
 
-Masks may be 0/255, 0/1, value tables, RGB colours or palette PNGs; a VOC or split-folder
-layout's official split is kept.
+def command(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            parser=path_arg,
+            metavar="PATH",
+            show_default=False,
+            help="An image folder and a mask folder (paired by file stem), or the root of a "
+            "VOC tree or of train/ val/ test/ split folders; then the dataset folder to write.",
+        ),
+    ],
+    values: Annotated[
+        str | None,
+        typer.Option(
+            metavar="TABLE",
+            help="Mask value (palette index) -> class, e.g. '0=_background_,255=membrane'; "
+            "__ignore__ names the ignore value.",
+        ),
+    ] = None,
+    colors: Annotated[
+        Path | None,
+        path_option(
+            help="Colour table for RGB masks: a classes.json, or 'R G B name' lines.",
+            metavar="FILE",
+        ),
+    ] = None,
+    labels: Annotated[
+        Path | None,
+        path_option(help="A labels.txt or classes.json fixing the class ids.", metavar="FILE"),
+    ] = None,
+    unknown: Annotated[
+        Literal["error", "ignore"],
+        typer.Option(help="A value not in the table: an error, or the ignore value."),
+    ] = "error",
+    images: Images = "copy",
+    jobs: Jobs = None,
+    skip_invalid: Annotated[
+        bool, flag("--skip-invalid", "Import valid pairs; list the rest in the report.")
+    ] = False,
+    overwrite: Overwrite = False,
+) -> None:
+    """Turn images and masks made elsewhere into a dataset.
 
-examples:
-  segtool import-masks images/ masks/ dataset/            (0/255 or 0/1 masks)
-  segtool import-masks VOCdevkit/VOC2012 dataset/         (split.json from ImageSets)
-  segtool import-masks CamVid/ dataset/ --colors label_colors.txt"""
+    Masks may be 0/255, 0/1, value tables, RGB colours or palette PNGs; a VOC or split-folder
+    layout's official split is kept.
 
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    """The options of ``segtool import-masks``."""
-    parser.usage = "%(prog)s (IMAGES MASKS | ROOT) OUT [options]"
-    parser.add_argument(
-        "paths",
-        type=path_arg,
-        nargs="+",
-        metavar="PATH",
-        help="An image folder and a mask folder (paired by file stem), or the root of a "
-        "VOC tree or of train/ val/ test/ split folders; then the dataset folder to write.",
-    )
-    table = parser.add_mutually_exclusive_group()  # one class table: by value or by colour
-    table.add_argument(
-        "--values",
-        metavar="TABLE",
-        help="Mask value (palette index) -> class, e.g. '0=_background_,255=membrane'; "
-        "__ignore__ names the ignore value.",
-    )
-    table.add_argument(
-        "--colors",
-        type=path_arg,
-        metavar="FILE",
-        help="Colour table for RGB masks: a classes.json, or 'R G B name' lines.",
-    )
-    parser.add_argument(
-        "--labels",
-        type=path_arg,
-        metavar="FILE",
-        help="A labels.txt or classes.json fixing the class ids.",
-    )
-    parser.add_argument(
-        "--unknown",
-        choices=("error", "ignore"),
-        default="error",
-        help="A value not in the table: an error, or the ignore value.",
-    )
-    add_images(parser)
-    add_jobs(parser)
-    flag(parser, "--skip-invalid", "Import valid pairs; list the rest in the report.")
-    flag(parser, "--overwrite", "Replace OUT if it exists.")
-
-
-def run(args: argparse.Namespace) -> None:
-    """Import, then print the values found, the class table and the split kept."""
+    examples:
+      segtool import-masks images/ masks/ dataset/            (0/255 or 0/1 masks)
+      segtool import-masks VOCdevkit/VOC2012 dataset/         (split.json from ImageSets)
+      segtool import-masks CamVid/ dataset/ --colors label_colors.txt
+    """
     from segtool.rasterize.import_masks import import_masks as run_import
 
-    paths = args.paths
+    if values is not None and colors is not None:  # one class table: by value or by colour
+        raise UsageError("--colors: not allowed with --values; give one class table")
     if len(paths) not in (2, 3):
         raise UsageError(f"pass IMAGES MASKS OUT or ROOT OUT, not {len(paths)} path(s)")
     images_dir, masks_dir, out_dir = (paths[0], None, paths[1]) if len(paths) == 2 else paths
@@ -84,14 +86,14 @@ def run(args: argparse.Namespace) -> None:
             images_dir,
             masks_dir,
             out_dir,
-            values=args.values,
-            colors=args.colors,
-            labels=args.labels,
-            unknown=args.unknown,
-            image_mode=args.images,
-            jobs=args.jobs,
-            skip_invalid=args.skip_invalid,
-            overwrite=args.overwrite,
+            values=values,
+            colors=colors,
+            labels=labels,
+            unknown=unknown,
+            image_mode=images,
+            jobs=jobs,
+            skip_invalid=skip_invalid,
+            overwrite=overwrite,
             on_progress=on_progress,
         )
     doc = report.to_json()

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Annotated, Any, Literal
+
+import typer
 
 from segtool.cli.common import (
+    MaxPixels,
+    Overwrite,
     UsageError,
-    add_max_pixels,
-    bounded,
     flag,
     note,
-    path_arg,
+    path_argument,
+    path_option,
     progress_bar,
     say,
     use_max_pixels,
@@ -19,81 +23,80 @@ from segtool.cli.common import (
 )
 from segtool.core.constants import DEVICES
 
-HELP = """\
-Predict label masks for new images with a trained model.
 
-Masks are PNGs with the same palette as rasterize's, at each image's own size.
+def command(
+    model: Annotated[
+        Path, path_argument("MODEL", "Run folder (or a save_pretrained model folder).")
+    ],
+    images: Annotated[
+        Path,
+        path_argument(
+            "IMAGES",
+            "Folder of images; for a run trained on volumes, a folder of .nii.gz volumes or a "
+            "volume folder (its imagesTs/, or --split cases).",
+        ),
+    ],
+    out: Annotated[Path, path_argument("OUT", "Folder to write masks into.")],
+    classes: Annotated[
+        Path | None,
+        path_option(
+            help="classes.json, for a bare model folder.", metavar="FILE", show_default="the run's"
+        ),
+    ] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(metavar="NAME", help="Only the images of this split of the run's split.json."),
+    ] = None,
+    tile: Annotated[
+        int | None,
+        typer.Option(min=32, metavar="TILE", help="Predict in TILE x TILE tiles (large images)."),
+    ] = None,
+    overlap: Annotated[
+        float | None,
+        typer.Option(metavar="X", help="Tile overlap fraction.", show_default="0.25"),
+    ] = None,
+    tta: Annotated[bool, flag("--tta", "Average predictions over flips.")] = False,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            metavar="P",
+            help="Binary and multi-label models: probability cut.",
+            show_default="the run's tuned per-class thresholds for multi-label models, else 0.5",
+        ),
+    ] = None,
+    probabilities: Annotated[
+        bool, flag("--probabilities", "Also write OUT/<stem>.npz (float16 per class).")
+    ] = False,
+    overlay: Annotated[bool, flag("--overlay", "Also write OUT/overlays/<stem>.jpg.")] = False,
+    device: Annotated[Literal[DEVICES], typer.Option(help="The device.")] = "auto",
+    batch_size: Annotated[
+        int, typer.Option(min=1, metavar="N", help="Images (or tiles) per forward pass.")
+    ] = 8,
+    amp: Annotated[
+        bool | None,
+        typer.Option("--amp/--no-amp", help="Mixed precision.", show_default="on CUDA"),
+    ] = None,
+    skip_invalid: Annotated[
+        bool,
+        flag(
+            "--skip-invalid",
+            "Predict the readable images and list the others (else nothing is written).",
+        ),
+    ] = False,
+    overwrite: Overwrite = False,
+    max_pixels: MaxPixels = None,
+) -> None:
+    """Predict label masks for new images with a trained model.
 
-example:
-  segtool predict run/ new_images/ masks_out/ --overlay"""
+    Masks are PNGs with the same palette as rasterize's, at each image's own size.
+
+    example:
+      segtool predict run/ new_images/ masks_out/ --overlay
+    """
+    _predict(SimpleNamespace(**locals()))
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    """The options of ``segtool predict``."""
-    parser.usage = "%(prog)s MODEL IMAGES OUT [options]"
-    parser.add_argument(
-        "model",
-        type=path_arg,
-        metavar="MODEL",
-        help="Run folder (or a save_pretrained model folder).",
-    )
-    parser.add_argument(
-        "images",
-        type=path_arg,
-        metavar="IMAGES",
-        help="Folder of images; for a run trained on volumes, a folder of .nii.gz volumes "
-        "or a volume folder (its imagesTs/, or --split cases).",
-    )
-    parser.add_argument("out_dir", type=path_arg, metavar="OUT", help="Folder to write masks into.")
-    parser.add_argument(
-        "--classes",
-        type=path_arg,
-        metavar="FILE",
-        help="classes.json, for a bare model folder [default: the run's].",
-    )
-    parser.add_argument(
-        "--split", metavar="NAME", help="Only the images of this split of the run's split.json."
-    )
-    parser.add_argument(
-        "--tile",
-        type=bounded(int, 32),
-        metavar="TILE",
-        help="Predict in TILE x TILE tiles (large images).",
-    )
-    parser.add_argument(
-        "--overlap", type=float, metavar="X", help="Tile overlap fraction. [default: 0.25]"
-    )
-    flag(parser, "--tta", "Average predictions over flips.")
-    parser.add_argument(
-        "--threshold",
-        type=float,
-        metavar="P",
-        help="Binary and multi-label models: probability cut [the run's tuned per-class "
-        "thresholds for multi-label models, else 0.5].",
-    )
-    flag(parser, "--probabilities", "Also write OUT/<stem>.npz (float16 per class).")
-    flag(parser, "--overlay", "Also write OUT/overlays/<stem>.jpg.")
-    parser.add_argument("--device", choices=DEVICES, default="auto", help="The device.")
-    parser.add_argument(
-        "--batch-size",
-        type=bounded(int, 1),
-        default=8,
-        metavar="N",
-        help="Images (or tiles) per forward pass.",
-    )
-    parser.add_argument(
-        "--amp", action=argparse.BooleanOptionalAction, help="Mixed precision [default: on CUDA]."
-    )
-    flag(
-        parser,
-        "--skip-invalid",
-        "Predict the readable images and list the others (else nothing is written).",
-    )
-    flag(parser, "--overwrite", "Replace OUT if it exists.")
-    add_max_pixels(parser)
-
-
-def run(args: argparse.Namespace) -> None:
+def _predict(args: SimpleNamespace) -> None:
     """Predict a folder of images (or volumes) and print the throughput."""
     use_max_pixels(args.max_pixels)
     from segtool.core.dataset import split_stems
@@ -113,7 +116,7 @@ def run(args: argparse.Namespace) -> None:
         report = predict_dir(
             predictor,
             args.images,
-            args.out_dir,
+            args.out,
             stems=stems,
             tile=args.tile,
             overlap=TILE_OVERLAP if args.overlap is None else args.overlap,
@@ -133,14 +136,14 @@ def run(args: argparse.Namespace) -> None:
     for failure in report.failed:
         warn(f"skipped {failure}")
     say(
-        f"{report.n_images} masks written to {args.out_dir} in {report.seconds:.1f}s "
+        f"{report.n_images} masks written to {args.out} in {report.seconds:.1f}s "
         f"({report.images_per_second:.1f} images/s)"
     )
     if args.overlay:
-        note(f"overlays: {args.out_dir / 'overlays'}")
+        note(f"overlays: {args.out / 'overlays'}")
 
 
-def _predict_volumes(predictor: Any, args: argparse.Namespace, cases: set[str] | None) -> None:
+def _predict_volumes(predictor: Any, args: SimpleNamespace, cases: set[str] | None) -> None:
     """A run trained on volumes: NIfTI label volumes on the input's grid."""
     from segtool.predict.volumes import predict_volumes
 
@@ -148,7 +151,7 @@ def _predict_volumes(predictor: Any, args: argparse.Namespace, cases: set[str] |
         report = predict_volumes(
             predictor,
             args.images,
-            args.out_dir,
+            args.out,
             names=cases,
             tta=args.tta,
             threshold=args.threshold,
@@ -161,4 +164,4 @@ def _predict_volumes(predictor: Any, args: argparse.Namespace, cases: set[str] |
         )
     for message in report.notes:
         warn(message)
-    say(f"{report.n_images} label volumes written to {args.out_dir} in {report.seconds:.1f}s")
+    say(f"{report.n_images} label volumes written to {args.out} in {report.seconds:.1f}s")

@@ -3,16 +3,20 @@ PNG label masks."""
 
 from __future__ import annotations
 
-import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import typer
 
 from segtool.cli.common import (
-    add_images,
-    add_jobs,
-    add_max_pixels,
-    bounded,
+    Images,
+    Jobs,
+    MaxPixels,
+    Overwrite,
     flag,
     note,
-    path_arg,
+    path_argument,
+    path_option,
     progress_bar,
     say,
     table,
@@ -20,115 +24,131 @@ from segtool.cli.common import (
     warn,
 )
 
+if TYPE_CHECKING:
+    from segtool.rasterize.report import RasterizeReport
+
 #: Annotation formats (``auto`` detects from the content); kept in sync with
 #: ``segtool.sources.detect.FORMATS`` by a test.
 FORMATS = ("auto", "labelme", "coco", "cvat", "via", "labelstudio")
 
-HELP = """\
-Rasterize annotations into PNG label masks.
 
-labelme pixel-identical to labelme2voc, COCO pixel-identical to pycocotools. Writes
-OUT/images/, OUT/masks/<stem>.png, OUT/classes.json and OUT/rasterize_report.json.
+def command(
+    source: Annotated[
+        Path,
+        path_argument(
+            "SOURCE",
+            "A labelme folder (searched recursively), an export file (COCO, CVAT XML, VIA, "
+            "Label Studio), or a folder holding one.",
+        ),
+    ],
+    out: Annotated[Path, path_argument("OUT", "Dataset folder to write.")],
+    labels: Annotated[
+        Path | None,
+        path_option(
+            help="labelme labels.txt or a classes.json.",
+            metavar="FILE",
+            show_default="derived and printed",
+        ),
+    ] = None,
+    images: Images = "copy",
+    jobs: Jobs = None,
+    skip_invalid: Annotated[
+        bool, flag("--skip-invalid", "Convert valid files; list the rest in the report.")
+    ] = False,
+    overwrite: Overwrite = False,
+    multilabel: Annotated[
+        bool,
+        flag(
+            "--multilabel",
+            "Keep overlapping shapes of different classes: one bit per class in each mask.",
+        ),
+    ] = False,
+    instances: Annotated[
+        bool,
+        flag(
+            "--instances",
+            "Also write OUT/instances/<stem>.png, one id per object (labelme: group_id; "
+            "COCO: annotation; CVAT: shape or group; VIA, Label Studio: region).",
+        ),
+    ] = False,
+    preview: Annotated[
+        bool, flag("--preview", "Also write OUT/previews/<stem>.png colour pictures.")
+    ] = False,
+    png_level: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=9,
+            help="Mask compression: 0 none, 1 run-length (fast, small on masks), 2-9 deflate "
+            "(smaller, slower).",
+        ),
+    ] = 1,
+    format: Annotated[
+        Literal[FORMATS], typer.Option(help="Annotation format; auto detects it.")
+    ] = "auto",
+    image_dir: Annotated[
+        Path | None,
+        path_option(
+            help="Where an export's image paths start.",
+            metavar="DIR",
+            show_default="beside the file",
+        ),
+    ] = None,
+    via_attribute: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            help="VIA region attribute holding the class.",
+            show_default="the only one",
+        ),
+    ] = None,
+    crowd: Annotated[
+        Literal["ignore", "class"],
+        typer.Option(help="COCO iscrowd regions: the ignore value, or their category's class."),
+    ] = "ignore",
+    max_pixels: MaxPixels = None,
+) -> None:
+    """Rasterize annotations into PNG label masks.
 
-With --multilabel each mask pixel is a bit set (class id c is bit c-1, the top bit marks
-ignore), so a shape drawn over another keeps both classes.
+    labelme pixel-identical to labelme2voc, COCO pixel-identical to pycocotools. Writes
+    OUT/images/, OUT/masks/<stem>.png, OUT/classes.json and OUT/rasterize_report.json.
 
-examples:
-  segtool rasterize annotations/ dataset/ --labels labels.txt
-  segtool rasterize instances_train.json dataset/ --image-dir train2017/"""
+    With --multilabel each mask pixel is a bit set (class id c is bit c-1, the top bit marks
+    ignore), so a shape drawn over another keeps both classes.
 
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    """The options of ``segtool rasterize``."""
-    parser.usage = "%(prog)s SOURCE OUT [options]"
-    parser.add_argument(
-        "annotations",
-        type=path_arg,
-        metavar="SOURCE",
-        help="A labelme folder (searched recursively), an export file (COCO, CVAT XML, VIA, "
-        "Label Studio), or a folder holding one.",
-    )
-    parser.add_argument("out_dir", type=path_arg, metavar="OUT", help="Dataset folder to write.")
-    parser.add_argument(
-        "--labels",
-        type=path_arg,
-        metavar="FILE",
-        help="labelme labels.txt or a classes.json; default: derived and printed.",
-    )
-    add_images(parser)
-    add_jobs(parser)
-    flag(parser, "--skip-invalid", "Convert valid files; list the rest in the report.")
-    flag(parser, "--overwrite", "Replace OUT if it exists.")
-    flag(
-        parser,
-        "--multilabel",
-        "Keep overlapping shapes of different classes: one bit per class in each mask.",
-    )
-    flag(
-        parser,
-        "--instances",
-        "Also write OUT/instances/<stem>.png, one id per object (labelme: group_id; COCO: "
-        "annotation; CVAT: shape or group; VIA, Label Studio: region).",
-    )
-    flag(parser, "--preview", "Also write OUT/previews/<stem>.png colour pictures.")
-    parser.add_argument(
-        "--png-level",
-        type=bounded(int, 0, 9),
-        default=1,
-        metavar="0-9",
-        help="Mask compression: 0 none, 1 run-length (fast, small on masks), 2-9 deflate "
-        "(smaller, slower).",
-    )
-    parser.add_argument(
-        "--format", choices=FORMATS, default="auto", help="Annotation format; auto detects it."
-    )
-    parser.add_argument(
-        "--image-dir",
-        type=path_arg,
-        metavar="DIR",
-        help="Where an export's image paths start; default: beside the file.",
-    )
-    parser.add_argument(
-        "--via-attribute",
-        metavar="NAME",
-        help="VIA region attribute holding the class; default: the only one.",
-    )
-    parser.add_argument(
-        "--crowd",
-        choices=("ignore", "class"),
-        default="ignore",
-        help="COCO iscrowd regions: the ignore value, or their category's class.",
-    )
-    add_max_pixels(parser)
-
-
-def run(args: argparse.Namespace) -> None:
-    """Rasterize, then print the class table, the derived class map and the warnings."""
+    examples:
+      segtool rasterize annotations/ dataset/ --labels labels.txt
+      segtool rasterize instances_train.json dataset/ --image-dir train2017/
+    """
     from segtool.rasterize.folder import rasterize_dir
 
-    use_max_pixels(args.max_pixels)
+    use_max_pixels(max_pixels)
     with progress_bar() as on_progress:
         report = rasterize_dir(
-            args.annotations,
-            args.out_dir,
-            labels=args.labels,
-            images=args.images,
-            jobs=args.jobs,
-            skip_invalid=args.skip_invalid,
-            overwrite=args.overwrite,
-            multilabel=args.multilabel,
-            instances=args.instances,
-            previews=args.preview,
-            png_level=args.png_level,
+            source,
+            out,
+            labels=labels,
+            images=images,
+            jobs=jobs,
+            skip_invalid=skip_invalid,
+            overwrite=overwrite,
+            multilabel=multilabel,
+            instances=instances,
+            previews=preview,
+            png_level=png_level,
             on_progress=on_progress,
-            format=args.format,
-            image_dir=args.image_dir,
-            via_attribute=args.via_attribute,
-            crowd=args.crowd,
+            format=format,
+            image_dir=image_dir,
+            via_attribute=via_attribute,
+            crowd=crowd,
         )
+    _print_report(report, out, derived=labels is None, instances=instances)
+
+
+def _print_report(report: RasterizeReport, out_dir: Path, derived: bool, instances: bool) -> None:
+    """The class table, the derived class map and the warnings."""
     doc = report.to_json()
-    out_dir = args.out_dir
-    if args.labels is None:
+    if derived:
         ids = ", ".join(f"{i}={n}" for i, n in enumerate(report.class_map.names))
         note(f"class map derived from the annotations: {ids}")
     for skipped in report.skipped:
@@ -139,13 +159,13 @@ def run(args: argparse.Namespace) -> None:
         warn(f"{len(report.warnings) - 10} more warnings in {out_dir}/rasterize_report.json")
 
     kind = "multi-label masks" if doc.get("multilabel") else "masks"
-    objects = ["objects"] if args.instances else []
+    objects = ["objects"] if instances else []
     rows = [
         [
             row["id"],
             name,
             row["shapes"],
-            *([row["objects"]] if args.instances else []),
+            *([row["objects"]] if instances else []),
             row["pixels"],
             f"{row['pixel_share']:.2%}",
         ]

@@ -2,69 +2,65 @@
 
 from __future__ import annotations
 
-import argparse
+from pathlib import Path
+from typing import Annotated
+
+import typer
 
 from segtool.cli.common import (
-    add_jobs,
-    add_max_pixels,
+    Jobs,
+    MaxPixels,
     flag,
-    path_arg,
+    path_argument,
     table,
     use_max_pixels,
     warn,
 )
 
-HELP = """\
-Split a dataset into train, val and test.
 
-Writes DATASET/split.json. Each image is placed by a hash of (seed, name): the same seed gives
-the same split, and adding images later never moves an existing one. On a volume folder the
-cases (patients) are split, never their slices. Prints the pixel share of each class per split,
-so a rare class missing from val or test shows.
+def command(
+    dataset: Annotated[
+        Path,
+        path_argument(
+            "DATASET",
+            "Dataset folder (images/, masks/, classes.json), or a volume folder "
+            "(dataset.json, imagesTr/, labelsTr/).",
+        ),
+    ],
+    val: Annotated[
+        float,
+        typer.Option(metavar="X", help="Fraction of images for validation."),
+    ] = 0.15,
+    test: Annotated[
+        float,
+        typer.Option(metavar="X", help="Fraction of images held out for testing."),
+    ] = 0.15,
+    seed: Annotated[int, typer.Option(help="Seed of the assignment.")] = 0,
+    overwrite: Annotated[bool, flag("--overwrite", "Replace an existing split.json.")] = False,
+    jobs: Jobs = None,
+    max_pixels: MaxPixels = None,
+) -> None:
+    """Split a dataset into train, val and test.
 
-example:
-  segtool split dataset/ --val 0.15 --test 0.15 --seed 0"""
+    Writes DATASET/split.json. Each image is placed by a hash of (seed, name): the same seed
+    gives the same split, and adding images later never moves an existing one. On a volume
+    folder the cases (patients) are split, never their slices. Prints the pixel share of each
+    class per split, so a rare class missing from val or test shows.
 
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    """The options of ``segtool split``."""
-    parser.usage = "%(prog)s DATASET [options]"
-    parser.add_argument(
-        "dataset",
-        type=path_arg,
-        metavar="DATASET",
-        help="Dataset folder (images/, masks/, classes.json), or a volume folder "
-        "(dataset.json, imagesTr/, labelsTr/).",
-    )
-    parser.add_argument(
-        "--val", type=float, default=0.15, metavar="X", help="Fraction of images for validation."
-    )
-    parser.add_argument(
-        "--test",
-        type=float,
-        default=0.15,
-        metavar="X",
-        help="Fraction of images held out for testing.",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the assignment.")
-    flag(parser, "--overwrite", "Replace an existing split.json.")
-    add_jobs(parser)
-    add_max_pixels(parser)
-
-
-def run(args: argparse.Namespace) -> None:
-    """Split, then print each split's size and the pixel share of each class in it."""
+    example:
+      segtool split dataset/ --val 0.15 --test 0.15 --seed 0
+    """
     from segtool.sources.volume_folder import is_volume_folder
     from segtool.split.assign import split_dataset
 
-    use_max_pixels(args.max_pixels)
+    use_max_pixels(max_pixels)
     result = split_dataset(
-        args.dataset,
-        val=args.val,
-        test=args.test,
-        seed=args.seed,
-        overwrite=args.overwrite,
-        jobs=args.jobs,
+        dataset,
+        val=val,
+        test=test,
+        seed=seed,
+        overwrite=overwrite,
+        jobs=jobs,
     )
     for message in result.notes:
         warn(message)
@@ -75,12 +71,12 @@ def run(args: argparse.Namespace) -> None:
         else int(max(p.nonzero()[0].max(initial=0) for p in result.pixels.values())) + 1
     )
     labels = names or [str(i) for i in range(k)]
-    unit = "cases" if is_volume_folder(args.dataset) else "images"
+    unit = "cases" if is_volume_folder(dataset) else "images"
     shares = {
         name: pixels[: len(labels)] / (pixels[: len(labels)].sum() or 1)
         for name, pixels in result.pixels.items()
     }
-    title = f"{result.path} (seed {args.seed})"
+    title = f"{result.path} (seed {seed})"
     if len(labels) <= 6:  # a column per class
         rows = [
             [name, len(result.split[name]), *(f"{v:.2%}" for v in share)]

@@ -1,19 +1,24 @@
-"""``segtool train``: train a U-Net (or another segmentation-models-pytorch model) on a dataset."""
-
 from __future__ import annotations
 
-import argparse
+import inspect
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from shlex import quote
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import typer
 
 from segtool.cli.common import (
-    add_max_pixels,
-    bounded,
     err_console,
+    finite,
+    flag,
+    max_pixels_option,
     note,
     path_arg,
+    path_argument,
+    path_option,
     styled,
     table,
     use_max_pixels,
@@ -30,7 +35,7 @@ AXES = ("axial", "coronal", "sagittal")
 RESIZE = ("stretch", "keep")
 
 #: Shares (0 to 1) and non-negative amounts (rates, weights); nan and inf are refused.
-FRACTION, AMOUNT = bounded(float, 0, 1), bounded(float, 0)
+FRACTION, AMOUNT = finite(0, 1), finite(0)
 
 #: Every option shows the default of the config dataclass itself: no default is typed twice.
 DEFAULTS = TrainConfig()
@@ -44,36 +49,211 @@ PANELS = RUN, DATA, MODEL, LOSS, OPTIM, HARDWARE = (
     "Hardware",
 )
 
-HELP = """\
-Train a segmentation model and write the run folder.
 
-The run folder gets model/ (the best model by validation Dice), checkpoints/last.pt,
-metrics.csv, curves.png, config.json, classes.json and split.json. Validation Dice is computed
-every epoch by the same code as segtool evaluate. Ctrl-C stops cleanly; --resume continues.
+@dataclass(frozen=True)
+class Opt:
+    """How one `TrainConfig` field is given on the command line: its help panel and text, the
+    type typer reads (``str`` unless said), a parser or a range, and how the value read
+    becomes the config's (`to_config`; by default as it is). The option's name is the field's,
+    its default the dataclass's (or ``planned``): neither is written here."""
 
-With no options, segtool plans the run from the dataset and the machine (input size, encoder,
-batch size, augmentation, epochs) and prints the plan: each choice and why. Any option you
-give wins over the plan.
+    panel: str
+    help: str
+    kind: Any = str
+    metavar: str | None = None
+    parser: Callable[[str], Any] | None = None
+    min: int | None = None
+    max: int | None = None
+    to_config: Callable[[Any], Any] | None = None
+    shown: str | None = None  # the default to show, where the dataclass's None means more
 
-example:
-  segtool train dataset/ --out run/ --time-budget 10m"""
+
+def _text(value: Path | None) -> str | None:
+    """A path option as the config holds it: text (config.json)."""
+    return None if value is None else str(value)
 
 
-def _option(group: Any, name: str, help: str, **kwargs: Any) -> None:
-    """An option for the `TrainConfig` field `name` in help panel `group`, its help ending in
-    its default: planned (`plan.PLANNED`), else the dataclass's. Options left unset stay None:
-    the plan or the config decides."""
+#: Every TrainConfig field, once: ``--name`` of segtool train (a test keeps the two in step).
+OPTIONS: dict[str, Opt] = {
+    "time_budget": Opt(
+        RUN,
+        "Finish the whole run within this time, e.g. 100s, 10m or 2h: the plan times real "
+        "steps and sets the epochs (and, where it must, a smaller input).",
+        metavar="TIME",
+        to_config=parse_duration,
+    ),
+    # Shares are checked together (with their sum) by the library, as split's are.
+    "val": Opt(DATA, "Validation share when no split.json exists.", float, "X"),
+    "test": Opt(DATA, "Test share when no split.json exists.", float, "X"),
+    "split_file": Opt(
+        DATA, "A split.json.", Path, "FILE", path_arg, to_config=_text,
+        shown="DATASET/split.json, else a new one",
+    ),
+    "skip_unpaired": Opt(DATA, "Skip images without masks and vice versa.", bool),
+    "size": Opt(DATA, "Resize images (masks nearest) into S x S or H,W.", metavar="SIZE"),
+    "resize": Opt(DATA, "stretch to --size, or keep the aspect and pad (ignored).", RESIZE),
+    "crop": Opt(DATA, "Train on random CROP x CROP patches.", int, "CROP", min=8),
+    "regions": Opt(
+        DATA,
+        'Learn unions of class ids as overlapping classes, e.g. "whole=1,2,3;core=2,3".',
+        metavar="REGIONS",
+    ),
+    "fg_crop": Opt(DATA, "Share of crops centred on foreground.", float, "X", FRACTION),
+    "augment": Opt(DATA, "Augmentation preset.", AUGMENTS),
+    "axis": Opt(DATA, "Volumes: slice along this anatomical axis.", AXES),
+    "cache": Opt(
+        DATA, "Volumes: slice cache folder, shared by runs.", Path, "DIR", path_arg,
+        to_config=_text, shown="RUN/cache",
+    ),
+    "normalize": Opt(DATA, "imagenet statistics or per image.", NORMALIZE),
+    "arch": Opt(MODEL, "Architecture.", metavar="NAME"),
+    "encoder": Opt(MODEL, "Encoder (tu-NAME: any timm).", metavar="NAME"),
+    "encoder_weights": Opt(
+        MODEL, "none, imagenet (downloads) or a local weights file.", metavar="WEIGHTS"
+    ),
+    "decoder_channels": Opt(
+        MODEL, "Decoder widths, e.g. 64,32,16,16,16 (smaller is faster).", metavar="WIDTHS"
+    ),
+    "loss": Opt(LOSS, "Loss; see the README's table.", LOSSES),
+    "bce_weight": Opt(LOSS, "bce-dice: weight of the BCE/CE term.", float, "X", AMOUNT),
+    "dice_weight": Opt(LOSS, "bce-dice: weight of the Dice term.", float, "X", AMOUNT),
+    "tversky_alpha": Opt(LOSS, "tversky: weight of false positives.", float, "X", AMOUNT),
+    "tversky_beta": Opt(LOSS, "tversky: weight of false negatives.", float, "X", AMOUNT),
+    "focal_gamma": Opt(LOSS, "focal: how much easy pixels are down-weighted.", float, "X", AMOUNT),
+    "epochs": Opt(OPTIM, "Epochs.", int, "N", min=1),
+    "batch_size": Opt(OPTIM, "Images per step.", int, "N", min=1),
+    "lr": Opt(OPTIM, "Peak learning rate of AdamW.", float, "X", AMOUNT),
+    "weight_decay": Opt(OPTIM, "AdamW weight decay.", float, "X", AMOUNT),
+    "warmup_epochs": Opt(OPTIM, "Epochs of linear LR warm-up.", float, "N", AMOUNT),
+    "clip_grad": Opt(OPTIM, "Clip the gradient norm to this (0: off).", float, "X", AMOUNT),
+    "patience": Opt(
+        OPTIM, "Stop after N epochs without a better val Dice.", int, "N", min=1, shown="never"
+    ),
+    "seed": Opt(OPTIM, "Random seed.", int, min=0, max=2**32 - 1),
+    "tune_thresholds": Opt(
+        OPTIM, "Multi-label: tune each class's probability cut on the validation split.", bool
+    ),
+    "device": Opt(HARDWARE, "Device.", DEVICES),
+    "amp": Opt(HARDWARE, "Mixed precision.", bool, shown="on CUDA"),
+    "workers": Opt(
+        HARDWARE, "DataLoader workers.", int, "N", min=0,
+        shown="picked for the device and its cores",
+    ),
+}  # fmt: skip
+
+
+def _help(name: str, opt: Opt) -> str:
+    """The help of the field `name`, ending in its default: planned (`PLANNED`), else what the
+    table says, else the dataclass's (none for None and for on/off flags)."""
     default = getattr(DEFAULTS, name)
     if name in PLANNED:
-        help = f"{help} [default: planned]"
-    elif default is not None and not isinstance(default, bool) and "[default" not in help:
-        help = f"{help} [default: {default}]"
-    flag = "--" + name.replace("_", "-")
-    if kwargs.get("action") is None and "choices" not in kwargs and "type" not in kwargs:
-        kwargs["type"] = str
-    if kwargs.get("type") in (FRACTION, AMOUNT):
-        kwargs.setdefault("metavar", "X")
-    group.add_argument(flag, dest=name, default=None, help=help, **kwargs)
+        return f"{opt.help} \\[default: planned]"
+    if opt.shown is not None:
+        return f"{opt.help} \\[default: {opt.shown}]"
+    if default is None or isinstance(default, bool):
+        return opt.help
+    return f"{opt.help} \\[default: {default}]"
+
+
+def _parameter(name: str, opt: Opt) -> inspect.Parameter:
+    """The typer parameter of the field `name`: unset, it stays None (the plan or the config
+    decides)."""
+    option = "--" + name.replace("_", "-")
+    kind = Literal[opt.kind] if isinstance(opt.kind, tuple) else opt.kind
+    if kind is bool and getattr(DEFAULTS, name) is False:  # an on/off flag
+        info = flag(option, _help(name, opt), rich_help_panel=opt.panel)
+        return inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[bool, info]
+        )
+    info = typer.Option(
+        f"{option}/--no-{option[2:]}" if kind is bool else option,
+        help=_help(name, opt),
+        rich_help_panel=opt.panel,
+        metavar=opt.metavar,
+        parser=opt.parser,
+        min=opt.min,
+        max=opt.max,
+        show_default=False,
+    )
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind | None, info]
+    )
+
+
+def _run_options(
+    dataset: Annotated[
+        Path,
+        path_argument(
+            "DATASET",
+            "Dataset folder (images/, masks/, classes.json), or a volume folder "
+            "(dataset.json, imagesTr/, labelsTr/: trained on 2-D slices).",
+        ),
+    ],
+    out: Annotated[
+        Path, path_option("--out", help="Run folder to write.", metavar="RUN", rich_help_panel=RUN)
+    ],
+    resume: Annotated[
+        bool,
+        flag(
+            "--resume", "Continue the run in --out from its last checkpoint.", rich_help_panel=RUN
+        ),
+    ] = False,
+    overwrite: Annotated[
+        bool, flag("--overwrite", "Replace --out if it exists.", rich_help_panel=RUN)
+    ] = False,
+    max_pixels: Annotated[int | None, max_pixels_option(rich_help_panel=RUN)] = None,
+    plan_only: Annotated[
+        bool,
+        flag("--plan-only", "Print the plan and stop (nothing is written).", rich_help_panel=RUN),
+    ] = False,
+    warm_restart: Annotated[
+        bool,
+        flag(
+            "--warm-restart",
+            "With --resume: warm the learning rate up to its peak again instead of continuing "
+            "it smoothly.",
+            rich_help_panel=RUN,
+        ),
+    ] = False,
+) -> None:
+    """The options of segtool train that are not the config's (the run's place, its start and
+    its stop): the first part of `command`'s signature."""
+
+
+def command(**given: Any) -> None:
+    """Train a segmentation model and write the run folder.
+
+    The run folder gets model/ (the best model by validation Dice), checkpoints/last.pt,
+    metrics.csv, curves.png, config.json, classes.json and split.json. Validation Dice is
+    computed every epoch by the same code as segtool evaluate. Ctrl-C stops cleanly; --resume
+    continues.
+
+    With no options, segtool plans the run from the dataset and the machine (input size,
+    encoder, batch size, augmentation, epochs) and prints the plan: each choice and why. Any
+    option you give wins over the plan.
+
+    example:
+      segtool train dataset/ --out run/ --time-budget 10m
+    """
+    run = {name: given.pop(name) for name in inspect.signature(_run_options).parameters}
+    options: dict[str, Any] = {}
+    for name, value in given.items():
+        convert = OPTIONS[name].to_config
+        if value is False:  # an on/off flag not given: unset, as every option not given
+            value = None
+        options[name] = convert(value) if convert and value is not None else value
+    _train(run, options)
+
+
+command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [
+        *(
+            p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+            for p in inspect.signature(_run_options, eval_str=True).parameters.values()
+        ),
+        *(_parameter(name, opt) for name, opt in OPTIONS.items()),
+    ]
+)
 
 
 def _print_result(result: Any, dataset: Path, out_dir: Path) -> None:
@@ -110,160 +290,9 @@ def _print_result(result: Any, dataset: Path, out_dir: Path) -> None:
         raise SystemExit(130)
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    """The options of ``segtool train``, in its help panels."""
-    parser.usage = "%(prog)s DATASET --out RUN [options]"
-    parser.add_argument(
-        "dataset",
-        type=path_arg,
-        metavar="DATASET",
-        help="Dataset folder (images/, masks/, classes.json), or a volume folder "
-        "(dataset.json, imagesTr/, labelsTr/: trained on 2-D slices).",
-    )
-    run, data, model, loss, optim, hardware = (parser.add_argument_group(p) for p in PANELS)
-    _run_options(run)
-    _data_options(data)
-    _model_options(model, loss)
-    _optimisation_options(optim, hardware)
-
-
-def _run_options(run: Any) -> None:
-    """The Run panel: where the run goes, and how it starts and stops."""
-    run.add_argument(
-        "--out",
-        dest="out_dir",
-        type=path_arg,
-        required=True,
-        metavar="RUN",
-        help="Run folder to write.",
-    )
-    run.add_argument(
-        "--resume", action="store_true", help="Continue the run in --out from its last checkpoint."
-    )
-    run.add_argument("--overwrite", action="store_true", help="Replace --out if it exists.")
-    add_max_pixels(run)
-    run.add_argument(
-        "--time-budget",
-        metavar="TIME",
-        help="Finish the whole run within this time, e.g. 100s, 10m or 2h: the plan times real "
-        "steps and sets the epochs (and, where it must, a smaller input).",
-    )
-    run.add_argument(
-        "--plan-only", action="store_true", help="Print the plan and stop (nothing is written)."
-    )
-    run.add_argument(
-        "--warm-restart",
-        action="store_true",
-        help="With --resume: warm the learning rate up to its peak again instead of continuing "
-        "it smoothly.",
-    )
-
-
-def _data_options(data: Any) -> None:
-    """The Data panel: which images, at which size, augmented how."""
-    # Shares are checked together (with their sum) by the library, as split's are.
-    _option(data, "val", "Validation share when no split.json exists.", type=float, metavar="X")
-    _option(data, "test", "Test share when no split.json exists.", type=float, metavar="X")
-    _option(
-        data,
-        "split_file",
-        "A split.json. [default: DATASET/split.json, else a new one]",
-        type=path_arg,
-        metavar="FILE",
-    )
-    _option(data, "skip_unpaired", "Skip images without masks and vice versa.", action="store_true")
-    _option(data, "size", "Resize images (masks nearest) into S x S or H,W.", metavar="SIZE")
-    _option(
-        data, "resize", "stretch to --size, or keep the aspect and pad (ignored).", choices=RESIZE
-    )
-    _option(
-        data, "crop", "Train on random CROP x CROP patches.", type=bounded(int, 8), metavar="CROP"
-    )
-    _option(
-        data,
-        "regions",
-        'Learn unions of class ids as overlapping classes, e.g. "whole=1,2,3;core=2,3".',
-        metavar="REGIONS",
-    )
-    _option(data, "fg_crop", "Share of crops centred on foreground.", type=FRACTION)
-    _option(data, "augment", "Augmentation preset.", choices=AUGMENTS)
-    _option(data, "axis", "Volumes: slice along this anatomical axis.", choices=AXES)
-    _option(
-        data,
-        "cache",
-        "Volumes: slice cache folder, shared by runs. [default: RUN/cache]",
-        type=path_arg,
-        metavar="DIR",
-    )
-    _option(data, "normalize", "imagenet statistics or per image.", choices=NORMALIZE)
-
-
-def _model_options(model: Any, loss: Any) -> None:
-    """The Model and Loss panels."""
-    _option(model, "arch", "Architecture.", metavar="NAME")
-    _option(model, "encoder", "Encoder (tu-NAME: any timm).", metavar="NAME")
-    _option(
-        model,
-        "encoder_weights",
-        "none, imagenet (downloads) or a local weights file.",
-        metavar="WEIGHTS",
-    )
-    _option(
-        model,
-        "decoder_channels",
-        "Decoder widths, e.g. 64,32,16,16,16 (smaller is faster).",
-        metavar="WIDTHS",
-    )
-    _option(loss, "loss", "Loss; see the README's table.", choices=LOSSES)
-    _option(loss, "bce_weight", "bce-dice: weight of the BCE/CE term.", type=AMOUNT)
-    _option(loss, "dice_weight", "bce-dice: weight of the Dice term.", type=AMOUNT)
-    _option(loss, "tversky_alpha", "tversky: weight of false positives.", type=AMOUNT)
-    _option(loss, "tversky_beta", "tversky: weight of false negatives.", type=AMOUNT)
-    _option(loss, "focal_gamma", "focal: how much easy pixels are down-weighted.", type=AMOUNT)
-
-
-def _optimisation_options(optim: Any, hardware: Any) -> None:
-    """The Optimisation and Hardware panels."""
-    _option(optim, "epochs", "Epochs.", type=bounded(int, 1), metavar="N")
-    _option(optim, "batch_size", "Images per step.", type=bounded(int, 1), metavar="N")
-    _option(optim, "lr", "Peak learning rate of AdamW.", type=AMOUNT)
-    _option(optim, "weight_decay", "AdamW weight decay.", type=AMOUNT)
-    _option(optim, "warmup_epochs", "Epochs of linear LR warm-up.", type=AMOUNT, metavar="N")
-    _option(optim, "clip_grad", "Clip the gradient norm to this (0: off).", type=AMOUNT)
-    _option(
-        optim,
-        "patience",
-        "Stop after N epochs without a better val Dice. [default: never]",
-        type=bounded(int, 1),
-        metavar="N",
-    )
-    _option(optim, "seed", "Random seed.", type=bounded(int, 0, 2**32 - 1))
-    _option(
-        optim,
-        "tune_thresholds",
-        "Multi-label: tune each class's probability cut on the validation split.",
-        action="store_true",
-    )
-    _option(hardware, "device", "Device.", choices=DEVICES)
-    _option(
-        hardware,
-        "amp",
-        "Mixed precision. [default: on CUDA]",
-        action=argparse.BooleanOptionalAction,
-    )
-    _option(
-        hardware,
-        "workers",
-        "DataLoader workers. [default: picked for the device and its cores]",
-        type=bounded(int, 0),
-        metavar="N",
-    )
-
-
-def run(args: argparse.Namespace) -> None:
+def _train(run: dict[str, Any], options: dict[str, Any]) -> None:
     """Plan and train (or, with --plan-only, print the plan), then print the best epoch."""
     import time
-    from dataclasses import fields
 
     clock = time.monotonic()
     from rich.console import Console
@@ -271,28 +300,23 @@ def run(args: argparse.Namespace) -> None:
     from segtool.cli.train_progress import RichReporter, plan_table
     from segtool.train.loop import fit
 
-    use_max_pixels(args.max_pixels)
-    options = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
-    budget = parse_duration(args.time_budget) if args.time_budget else None
-    options["time_budget"] = budget
-    for name in ("split_file", "cache"):  # the config holds paths as text (config.json)
-        options[name] = str(options[name]) if options[name] is not None else None
-    if args.plan_only:
+    use_max_pixels(run["max_pixels"])
+    if run["plan_only"]:
         from segtool.train.planning import plan_run
 
-        planned = plan_run(args.dataset, clock=clock, **options)
+        planned = plan_run(run["dataset"], clock=clock, **options)
         Console(soft_wrap=True).print(plan_table(planned.plan.to_json()))
         return
-    reporter = RichReporter(err_console(), budget, started=clock)
+    reporter = RichReporter(err_console(), options["time_budget"], started=clock)
     result = fit(
-        args.dataset,
-        args.out_dir,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        warm_restart=args.warm_restart,
+        run["dataset"],
+        run["out"],
+        resume=run["resume"],
+        overwrite=run["overwrite"],
+        warm_restart=run["warm_restart"],
         reporter=reporter,
         clock=clock,
         **options,
     )
     if result.main_process:  # rank 0 alone reports
-        _print_result(result, args.dataset, args.out_dir)
+        _print_result(result, run["dataset"], run["out"])
