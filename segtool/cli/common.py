@@ -71,6 +71,12 @@ def max_jobs() -> int:
     return max(32, 4 * default_jobs())
 
 
+def with_default(help: str, default: object) -> str:
+    """`help` ending in the default it names (one that is not the option's value, which stays
+    None when unset), shown as typer shows the others: ``[default: ...]``."""
+    return f"{help} \\[default: {default}]"  # an escaped bracket: rich markup would eat it
+
+
 def path_argument(metavar: str, help: str) -> Any:
     """A path argument (an empty one is refused), shown as `metavar`, with its `help`."""
     return typer.Argument(parser=path_arg, metavar=metavar, help=help, show_default=False)
@@ -91,8 +97,8 @@ def path_option(*names: str, help: str, metavar: str, **kwargs: Any) -> Any:
 Jobs = Annotated[
     int | None,
     typer.Option(
-        "--jobs", "-j", min=1, max=max_jobs(), metavar="N", help="Worker processes.",
-        show_default="all cores",
+        "--jobs", "-j", min=1, max=max_jobs(), metavar="N",
+        help=with_default("Worker processes.", "all cores"), show_default=False,
     ),
 ]  # fmt: skip
 
@@ -102,8 +108,10 @@ def max_pixels_option(**kwargs: Any) -> Any:
     return typer.Option(
         min=1,
         metavar="N",
-        show_default=str(DEFAULT_MAX_PIXELS),
-        help="Refuse images larger than this many pixels (decompression bombs).",
+        show_default=False,
+        help=with_default(
+            "Refuse images larger than this many pixels (decompression bombs).", DEFAULT_MAX_PIXELS
+        ),
         **kwargs,
     )
 

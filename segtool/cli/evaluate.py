@@ -22,6 +22,7 @@ from segtool.cli.common import (
     table,
     use_max_pixels,
     warn,
+    with_default,
 )
 from segtool.core.constants import DEVICES
 
@@ -121,15 +122,14 @@ def command(
     ] = None,
     classes: Annotated[
         Path | None,
-        path_option(help="classes.json.", metavar="FILE", show_default="the one beside or in GT"),
+        path_option(help=with_default("classes.json.", "the one beside or in GT"), metavar="FILE"),
     ] = None,
     out: Annotated[
         Path | None,
         path_option(
             "--out",
-            help="Where the report goes.",
+            help=with_default("Where the report goes.", "PRED, or RUN/evaluation/SPLIT"),
             metavar="DIR",
-            show_default="PRED, or RUN/evaluation/SPLIT",
         ),
     ] = None,
     hd95: Annotated[
@@ -147,7 +147,7 @@ def command(
     ] = False,
     device: Annotated[
         Literal[DEVICES] | None,
-        typer.Option(help="With --model: the device.", show_default="auto"),
+        typer.Option(help=with_default("With --model: the device.", "auto")),
     ] = None,
     tta: Annotated[bool, flag("--tta", "With --model: average flipped predictions.")] = False,
     regions: Annotated[

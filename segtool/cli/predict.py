@@ -20,6 +20,7 @@ from segtool.cli.common import (
     say,
     use_max_pixels,
     warn,
+    with_default,
 )
 from segtool.core.constants import DEVICES
 
@@ -40,7 +41,8 @@ def command(
     classes: Annotated[
         Path | None,
         path_option(
-            help="classes.json, for a bare model folder.", metavar="FILE", show_default="the run's"
+            help=with_default("classes.json, for a bare model folder.", "the run's"),
+            metavar="FILE",
         ),
     ] = None,
     split: Annotated[
@@ -53,15 +55,17 @@ def command(
     ] = None,
     overlap: Annotated[
         float | None,
-        typer.Option(metavar="X", help="Tile overlap fraction.", show_default="0.25"),
+        typer.Option(metavar="X", help=with_default("Tile overlap fraction.", 0.25)),
     ] = None,
     tta: Annotated[bool, flag("--tta", "Average predictions over flips.")] = False,
     threshold: Annotated[
         float | None,
         typer.Option(
             metavar="P",
-            help="Binary and multi-label models: probability cut.",
-            show_default="the run's tuned per-class thresholds for multi-label models, else 0.5",
+            help=with_default(
+                "Binary and multi-label models: probability cut.",
+                "the run's tuned per-class thresholds for multi-label models, else 0.5",
+            ),
         ),
     ] = None,
     probabilities: Annotated[
@@ -74,7 +78,7 @@ def command(
     ] = 8,
     amp: Annotated[
         bool | None,
-        typer.Option("--amp/--no-amp", help="Mixed precision.", show_default="on CUDA"),
+        typer.Option("--amp/--no-amp", help=with_default("Mixed precision.", "on CUDA")),
     ] = None,
     skip_invalid: Annotated[
         bool,

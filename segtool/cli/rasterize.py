@@ -22,6 +22,7 @@ from segtool.cli.common import (
     table,
     use_max_pixels,
     warn,
+    with_default,
 )
 
 if TYPE_CHECKING:
@@ -45,9 +46,8 @@ def command(
     labels: Annotated[
         Path | None,
         path_option(
-            help="labelme labels.txt or a classes.json.",
+            help=with_default("labelme labels.txt or a classes.json.", "derived and printed"),
             metavar="FILE",
-            show_default="derived and printed",
         ),
     ] = None,
     images: Images = "copy",
@@ -89,17 +89,15 @@ def command(
     image_dir: Annotated[
         Path | None,
         path_option(
-            help="Where an export's image paths start.",
+            help=with_default("Where an export's image paths start.", "beside the file"),
             metavar="DIR",
-            show_default="beside the file",
         ),
     ] = None,
     via_attribute: Annotated[
         str | None,
         typer.Option(
             metavar="NAME",
-            help="VIA region attribute holding the class.",
-            show_default="the only one",
+            help=with_default("VIA region attribute holding the class.", "the only one"),
         ),
     ] = None,
     crowd: Annotated[

@@ -22,6 +22,7 @@ from segtool.cli.common import (
     styled,
     table,
     use_max_pixels,
+    with_default,
 )
 from segtool.core.constants import DEVICES
 from segtool.train.config import PLANNED, TrainConfig, parse_duration
@@ -147,12 +148,12 @@ def _help(name: str, opt: Opt) -> str:
     table says, else the dataclass's (none for None and for on/off flags)."""
     default = getattr(DEFAULTS, name)
     if name in PLANNED:
-        return f"{opt.help} \\[default: planned]"
+        return with_default(opt.help, "planned")
     if opt.shown is not None:
-        return f"{opt.help} \\[default: {opt.shown}]"
+        return with_default(opt.help, opt.shown)
     if default is None or isinstance(default, bool):
         return opt.help
-    return f"{opt.help} \\[default: {default}]"
+    return with_default(opt.help, default)
 
 
 def _parameter(name: str, opt: Opt) -> inspect.Parameter:
