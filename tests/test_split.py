@@ -202,3 +202,13 @@ def test_split_dataset_stratifies_and_warns(tmp_path):
     assert missing  # seed 0 leaves the sign out of val or test (checked, not assumed)
     for part in missing:  # without --stratify the hash may leave the sign out; then it says so
         assert f"no {part} image holds 'sign'; --stratify" in " ".join(plain.notes)
+
+
+def test_cli_takes_counts_and_stratify(tmp_path):
+    make_dataset(tmp_path, [f"s{i:02d}" for i in range(20)])
+    result = invoke(["split", tmp_path, "--val", "3", "--test", "2", "--stratify", "-j", "1"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "split.json").read_text())
+    assert [len(doc[n]) for n in ("train", "val", "test")] == [15, 3, 2]
+    bad = invoke(["split", tmp_path, "--val", "2.5", "--overwrite"])
+    assert bad.exit_code == 1 and "--val 2.5: give a fraction below 1" in bad.stderr

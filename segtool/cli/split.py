@@ -29,13 +29,27 @@ def command(
     ],
     val: Annotated[
         float,
-        typer.Option(metavar="X", help="Fraction of images for validation."),
+        typer.Option(
+            metavar="X",
+            help="Validation images: a fraction (0.15) or an exact count (6).",
+        ),
     ] = 0.15,
     test: Annotated[
         float,
-        typer.Option(metavar="X", help="Fraction of images held out for testing."),
+        typer.Option(
+            metavar="X",
+            help="Test images held out: a fraction (0.15) or an exact count (6).",
+        ),
     ] = 0.15,
     seed: Annotated[int, typer.Option(help="Seed of the assignment.")] = 0,
+    stratify: Annotated[
+        bool,
+        flag(
+            "--stratify",
+            "Share the images of each class out among the splits (grouped by the rarest "
+            "class each holds), so a rare class reaches val and test; for small datasets.",
+        ),
+    ] = False,
     overwrite: Annotated[bool, flag("--overwrite", "Replace an existing split.json.")] = False,
     jobs: Jobs = None,
     max_pixels: MaxPixels = None,
@@ -43,12 +57,14 @@ def command(
     """Split a dataset into train, val and test.
 
     Writes DATASET/split.json. Each image is placed by a hash of (seed, name): the same seed
-    gives the same split, and adding images later never moves an existing one. On a volume
+    gives the same split, and adding images later never moves an existing one (with two
+    fractions; counts and --stratify rank each group by the same hash). On a volume
     folder the cases (patients) are split, never their slices. Prints the pixel share of each
     class per split, so a rare class missing from val or test shows.
 
     example:
       segtool split dataset/ --val 0.15 --test 0.15 --seed 0
+      segtool split dataset/ --val 6 --test 6 --stratify
     """
     from segtool.sources.volume_folder import is_volume_folder
     from segtool.split.assign import split_dataset
@@ -59,6 +75,7 @@ def command(
         val=val,
         test=test,
         seed=seed,
+        stratify=stratify,
         overwrite=overwrite,
         jobs=jobs,
     )
