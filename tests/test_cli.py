@@ -233,12 +233,14 @@ def test_train_hands_each_option_to_fit_and_leaves_unset_ones_to_the_config(tmp_
 
     monkeypatch.setattr(loop, "fit", fake_fit)
     args = ["train", str(tmp_path), "--out", str(tmp_path / "run"), "--loss", "focal"]
-    args += ["--focal-gamma", "3", "--clip-grad", "0", "--warmup-epochs", "2"]
+    args += ["--focal-gamma", "3", "--clip-grad", "0", "--warmup-epochs", "2", "--skip-unpaired"]
     result = invoke(args)
     assert result.exit_code == 0, result.output
     assert seen["loss"] == "focal" and seen["focal_gamma"] == 3.0
     assert seen["clip_grad"] == 0.0 and seen["warmup_epochs"] == 2.0
     assert seen["epochs"] is None and seen["lr"] is None  # unset: the plan decides
+    # An on/off option not given is unset too: --resume keeps the run's own (--tune-thresholds).
+    assert seen["skip_unpaired"] is True and seen["tune_thresholds"] is None and seen["amp"] is None
 
 
 def test_user_strings_cannot_drive_the_terminal(capsys):
