@@ -83,13 +83,35 @@ def hd95_mm(
         return float("nan")
     if not ref_any or not pred_any:
         return worst_distance(reference.shape, scale)
+    forward, backward = surface_distances(reference, prediction, scale)
+    return float(max(np.percentile(forward, 95), np.percentile(backward, 95)))
+
+
+def surface_distances(
+    reference: np.ndarray, prediction: np.ndarray, spacing: Sequence[float] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The distances (in the spacing's unit) from each boundary point of the prediction to the
+    nearest boundary point of the reference, and from each of the reference's to the
+    prediction's: MONAI's ``get_edge_surface_distance(..., symmetric=True)``. Both masks must
+    be non-empty.
+
+    Args:
+        reference: non-empty boolean mask (any number of dimensions).
+        prediction: non-empty boolean mask of the same shape.
+        spacing: pixel or voxel size per axis (default 1).
+
+    Returns:
+        (prediction -> reference, reference -> prediction), one distance per boundary point.
+    """
+    scale = np.ones(reference.ndim) if spacing is None else np.asarray(spacing, dtype=np.float64)
     box = _bounding_box(reference | prediction)
     ref_edges, pred_edges = boundary(reference[box]), boundary(prediction[box])
     ref_points, ref_shared = _surface(ref_edges, pred_edges, scale)
     pred_points, pred_shared = _surface(pred_edges, ref_edges, scale)
-    forward = np.percentile(_directed(pred_points, pred_shared, ref_points), 95)
-    backward = np.percentile(_directed(ref_points, ref_shared, pred_points), 95)
-    return float(max(forward, backward))
+    return (
+        _directed(pred_points, pred_shared, ref_points),
+        _directed(ref_points, ref_shared, pred_points),
+    )
 
 
 def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
