@@ -9,9 +9,10 @@ on a user's dataset:
    (labelme's algorithm: read the JSON, decode the image for its size, one full-size canvas per
    shape, save the palette PNG) against ``segtool rasterize``; masks compared pixel for pixel.
 2. the same with 150 polygons each.
-3. evaluate, 2,000 prediction/reference pairs 512x512, 5 classes: a torchmetrics
-   ``DiceScore`` + ``MeanIoU`` loop against ``segtool evaluate --no-hd95``; per-class Dice and
-   IoU compared.
+3. evaluate, 2,000 prediction/reference pairs 512x512 (``--pair-size``), 5 classes: a
+   torchmetrics ``DiceScore`` + ``MeanIoU`` loop against ``segtool evaluate --no-hd95``;
+   per-class Dice and IoU compared. The loop's memory grows with every pair it sees (over
+   14 GB for 2,000 pairs of 256x256): on a small machine use ``--pair-size 256``.
 
 Each comparison also measures the machine's limit for the job: the start-up of a bare
 interpreter that imports what the work needs (json, PIL and zlib-ng; numpy, PIL and zlib-ng),
@@ -25,7 +26,7 @@ one core: no process can do less).
 segtool's bytecode is compiled first, as installing it does. The machine is shared, so the
 sides run interleaved, several rounds, and the best time and the range are printed.
 
-    python benchmarks/bench_whole.py [--rounds 3] [--jobs 2] [--files 2000]
+    python benchmarks/bench_whole.py [--rounds 3] [--jobs 2] [--files 2000] [--pair-size 512]
                                      [--cases r30 r150 eval] [--json F]
 """
 
@@ -468,6 +469,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--cases", nargs="+", default=["r30", "r150", "eval"])
     parser.add_argument("--files", type=int, default=2000, help="annotation files / mask pairs")
+    parser.add_argument("--pair-size", type=int, default=512, help="evaluate's masks: S x S")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--segtool-path", help="run the segtool of this checkout instead")
     args = parser.parse_args()
@@ -485,7 +487,7 @@ def main() -> None:
             elif case == "r150":
                 rows.append(bench_rasterize(tmp, args.files, 150, args.rounds, args.jobs))
             elif case == "eval":
-                rows.append(bench_evaluate(tmp, args.files, 512, args.rounds, args.jobs))
+                rows.append(bench_evaluate(tmp, args.files, args.pair_size, args.rounds, args.jobs))
             else:
                 raise SystemExit(f"unknown case {case!r}; use r30, r150 or eval")
     if args.json:
