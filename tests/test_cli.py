@@ -472,3 +472,21 @@ def test_markup_in_a_user_string_is_printed_as_it_is(tmp_path):
     assert result.exit_code == 2 and "extra argument(s) ([bold]x[/bold])" in result.stderr
     missing = invoke(["rasterize", tmp_path / "[red]ann[/red]", tmp_path / "o"])
     assert missing.exit_code == 1 and "[red]ann[/red]: no such file" in missing.stderr
+
+
+def test_help_paragraphs_are_joined_and_examples_kept():
+    from segtool.cli.app import reflow
+
+    doc = """Title line.
+
+    Prose wrapped in the source
+    at its own width.
+
+    example:
+      segtool split a/ --val 6
+      segtool split b/
+    """
+    assert reflow(doc) == (
+        "Title line.\n\nProse wrapped in the source at its own width.\n\n"
+        "example:\n  segtool split a/ --val 6\n  segtool split b/"
+    )

@@ -8,6 +8,7 @@ Nothing heavy (torch, numpy, PIL) loads before a command needs it.
 from __future__ import annotations
 
 import importlib
+import inspect
 import itertools
 import sys
 from collections.abc import Sequence
@@ -119,8 +120,21 @@ def load_command(name: str) -> Any:
     """The click command of `name`, built from its module's ``command`` function."""
     module = importlib.import_module(COMMANDS[name].module)
     one = typer.Typer(add_completion=False, rich_markup_mode="rich")
-    one.command(name, cls=SegtoolCommand, **SETTINGS)(module.command)
+    help = reflow(module.command.__doc__ or "")
+    one.command(name, cls=SegtoolCommand, help=help, **SETTINGS)(module.command)
     return typer.main.get_command(one)
+
+
+def reflow(doc: str) -> str:
+    """A docstring as help text that fits the terminal: the lines of each prose paragraph
+    joined (rich wraps them at the terminal's width, where typer would keep the source's line
+    breaks and wrap each line again), paragraphs with indented lines (examples) kept as
+    written."""
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(
+        p if any(line.startswith(" ") for line in p.splitlines()[1:]) else " ".join(p.split("\n"))
+        for p in paragraphs
+    )
 
 
 def _version(shown: bool) -> None:
