@@ -24,8 +24,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_whole import K, make_pairs
+from segtool.core.distances import hd95_per_class
 from segtool.core.masks import read_mask
-from segtool.core.metrics import hd95_per_class
 
 TORCHMETRICS_LOOP = """
 import sys

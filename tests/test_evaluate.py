@@ -85,6 +85,25 @@ def test_one_side_empty_hd95_is_the_diagonal(tmp_path):
     assert s["per_class"]["cat"]["hd95"] == 5.0 and s["per_class"]["cat"]["dice"] == 0.0
 
 
+def test_abstaining_over_a_missed_object_does_not_improve_hd95(tmp_path):
+    """A predicted ignore value predicts no class (as for Dice): writing it over an object the
+    prediction got wrong scores as predicting background or another class there."""
+    reference = [[1, 1, 0, 0, 0, 0, 0, 0, 1, 1]] * 4  # two cat objects, 6 pixels apart
+    for stem, right_side in (("abstain", 255), ("background", 0), ("wrong_class", 2)):
+        put(tmp_path / "gt", stem, reference)
+        put(tmp_path / "pred", stem, [[1, 1, 0, 0, 0, 0, 0, 0, right_side, right_side]] * 4)
+    s = evaluate_dirs(
+        tmp_path / "pred", tmp_path / "gt", classes=_classes(tmp_path), jobs=1
+    ).summary
+    hd = {row["image"]: row["hd95"]["cat"] for row in s["per_image"]}
+    # By hand: the missed object's 8 boundary pixels lie 7 (column 8) and 8 (column 9) from
+    # the found one; with the 8 zero distances the 95th percentile of 16 values is 8.
+    assert hd == {"abstain": 8.0, "background": 8.0, "wrong_class": 8.0}
+    dice = {row["image"]: row["dice"]["cat"] for row in s["per_image"]}
+    assert dice["abstain"] == dice["background"] == pytest.approx(2 / 3)  # 2*8 / (16 + 8)
+    assert s["prediction_ignored"] == 8
+
+
 def test_without_classes_ids_are_names(tmp_path):
     put(tmp_path / "gt", "x", [[0, 3, 3]])
     put(tmp_path / "pred", "x", [[0, 3, 0]])

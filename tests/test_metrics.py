@@ -12,14 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from segtool.core.distances import hd95, hd95_per_class
 from segtool.core.metrics import (
     MaskValueError,
     check_values,
     confusion_matrix,
     count,
     dice,
-    hd95,
-    hd95_per_class,
     iou,
     nanmean,
     pixel_accuracy,
@@ -244,6 +243,19 @@ def test_hd95_ignores_ignore_pixels():
     assert hd95_per_class(ref, pred, [1], IGN)[0] == 0.0
 
 
+def test_hd95_a_predicted_ignore_value_predicts_no_class():
+    ref = np.zeros((6, 6), dtype=np.uint8)
+    ref[1:3, 1:3] = 1
+    ref[5, 5] = 1  # a second object, 3 rows and columns away
+    for abstain in (IGN, 0, 2):  # ignore, background and another class score the same
+        pred = np.zeros((6, 6), dtype=np.uint8)
+        pred[1:3, 1:3] = 1
+        pred[5, 5] = abstain
+        # boundary distances: 4 zeros each way, then the missed pixel at sqrt(3² + 3²)
+        expected = np.percentile([0, 0, 0, 0, math.sqrt(18)], 95)
+        assert hd95_per_class(ref, pred, [1], IGN)[0] == pytest.approx(expected)
+
+
 def _monai_hd95(a: np.ndarray, b: np.ndarray) -> float:
     from monai.metrics import HausdorffDistanceMetric
 
@@ -282,7 +294,7 @@ def test_hd95_matches_monai(data, h, w, density, grow):
 
 
 def test_scipy_and_opencv_distance_paths_agree(monkeypatch):
-    import segtool.core.metrics as m
+    import segtool.core.distances as m
 
     rng = np.random.default_rng(7)
     for _ in range(10):

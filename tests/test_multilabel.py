@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from segtool.core.classes import make_class_map, read_classes_json
+from segtool.core.distances import hd95, hd95_multilabel
 from segtool.core.errors import SegtoolError
 from segtool.core.masks import read_mask, write_mask
-from segtool.core.metrics import count_multilabel, dice, hd95, hd95_multilabel, iou
+from segtool.core.metrics import count_multilabel, dice, iou
 from segtool.core.multilabel import (
     decode,
     encode,

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
+from segtool.core.distances import worst_distance
 from segtool.core.objects import (
     LesionScore,
     Matches,
@@ -22,7 +23,6 @@ from segtool.core.objects import (
     match_objects,
     panoptic,
 )
-from segtool.core.volume_metrics import worst_distance
 from tests.test_volume_metrics import monai_hd95
 
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from scipy import ndimage
 
+from segtool.core.distances import boundary, hd95, hd95_per_class, worst_distance
 from segtool.core.metrics import count, dice, iou, precision, recall
-from segtool.core.volume_metrics import boundary, hd95_mm, hd95_per_class_mm, worst_distance
 
 
 def blobs(rng: np.random.Generator, shape: tuple, n: int) -> np.ndarray:
@@ -41,7 +41,7 @@ def monai_hd95(ref: np.ndarray, pred: np.ndarray, spacing) -> float:
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_hd95_mm_agrees_with_monai_on_random_anisotropic_volumes(seed):
+def test_hd95_in_mm_agrees_with_monai_on_random_anisotropic_volumes(seed):
     rng = np.random.default_rng(seed)
     shape = tuple(int(s) for s in rng.integers(6, 40, 3))
     spacing = tuple(float(s) for s in rng.uniform(0.4, 4.0, 3))
@@ -55,30 +55,35 @@ def test_hd95_mm_agrees_with_monai_on_random_anisotropic_volumes(seed):
     if not ref.any() or not pred.any():
         pytest.skip("an empty mask: covered by the empty-case test")
     expected = monai_hd95(ref, pred, spacing)
-    assert hd95_mm(ref, pred, spacing) == pytest.approx(expected, rel=1e-6)
+    assert hd95(ref, pred, spacing) == pytest.approx(expected, rel=1e-6)
 
 
-def test_hd95_mm_two_d_with_unit_spacing_is_the_pixel_hd95():
-    from segtool.core.metrics import hd95
+def test_hd95_two_d_pixel_engine_equals_the_point_engine(monkeypatch):
+    import segtool.core.distances as distances
 
     rng = np.random.default_rng(3)
-    ref, pred = blobs(rng, (40, 50), 3), blobs(rng, (40, 50), 2)
-    assert hd95_mm(ref, pred) == pytest.approx(hd95(ref, pred), rel=1e-12)
+    for _ in range(5):
+        ref, pred = blobs(rng, (40, 50), 3), blobs(rng, (40, 50), 2)
+        pixels = hd95(ref, pred)  # OpenCV's distance transform
+        monkeypatch.setattr(distances, "_pixel_grid", lambda scale: False)  # the k-d tree
+        assert hd95(ref, pred) == pytest.approx(pixels, rel=1e-12)
+        assert hd95(ref, pred, (1.0, 1.0)) == pytest.approx(pixels, rel=1e-12)
+        monkeypatch.undo()
 
 
-def test_hd95_mm_hand_value():
+def test_hd95_in_mm_hand_value():
     # two single voxels 2 apart along the third axis, 3 mm slices: 6 mm both ways
     ref = np.zeros((3, 3, 5), bool)
     pred = np.zeros((3, 3, 5), bool)
     ref[1, 1, 1] = True
     pred[1, 1, 3] = True
-    assert hd95_mm(ref, pred, (1.0, 1.0, 3.0)) == pytest.approx(6.0)
+    assert hd95(ref, pred, (1.0, 1.0, 3.0)) == pytest.approx(6.0)
     # spacing scales axes separately: 2 voxels along the first axis at 0.5 mm -> 1 mm
     pred2 = np.zeros_like(ref)
     pred2[2, 1, 1] = True
     ref2 = np.zeros_like(ref)
     ref2[0, 1, 1] = True
-    assert hd95_mm(ref2, pred2, (0.5, 1.0, 3.0)) == pytest.approx(1.0)
+    assert hd95(ref2, pred2, (0.5, 1.0, 3.0)) == pytest.approx(1.0)
 
 
 def test_empty_case_policy():
@@ -86,11 +91,11 @@ def test_empty_case_policy():
     empty = np.zeros(shape, bool)
     full = np.zeros(shape, bool)
     full[1, 1, 1] = True
-    assert math.isnan(hd95_mm(empty, empty, spacing))
+    assert math.isnan(hd95(empty, empty, spacing))
     diagonal = math.sqrt(4**2 + 10**2 + 18**2)
     assert worst_distance(shape, spacing) == pytest.approx(diagonal)
-    assert hd95_mm(full, empty, spacing) == pytest.approx(diagonal)
-    assert hd95_mm(empty, full, spacing) == pytest.approx(diagonal)
+    assert hd95(full, empty, spacing) == pytest.approx(diagonal)
+    assert hd95(empty, full, spacing) == pytest.approx(diagonal)
 
 
 def test_boundary_is_mask_minus_scipy_erosion():
@@ -108,7 +113,7 @@ def test_per_class_removes_reference_ignore():
     pred[1:3, 1:3, 1] = 1
     pred[5, 5, 3] = 1  # a stray prediction where the reference says "ignore"
     ref[5, 5, 3] = 255
-    out = hd95_per_class_mm(ref, pred, [1, 2], 255, (1.0, 1.0, 2.0))
+    out = hd95_per_class(ref, pred, [1, 2], 255, (1.0, 1.0, 2.0))
     assert out[0] == 0.0
     assert math.isnan(out[1])
 

@@ -1,6 +1,6 @@
-"""Overlap and distance metrics on integer label masks: counts first, scores from counts.
+"""Overlap metrics on label masks of any dimension: counts first, scores from counts.
 
-Pure numpy (plus OpenCV for the boundary distances); no torch, so training's validation and
+numpy (and OpenCV's histogram for some 8-bit masks); no torch, so training's validation and
 ``segtool evaluate`` share every number. Definitions (also in the README):
 
 - Per image and class, TP/FP/FN count pixels. Pixels are left out only where the *reference*
@@ -10,24 +10,20 @@ Pure numpy (plus OpenCV for the boundary distances); no torch, so training's val
 - Dice = 2TP / (2TP + FP + FN), IoU = TP / (TP + FP + FN), precision = TP / (TP + FP),
   recall = TP / (TP + FN). A score whose denominator is 0 is NaN: the *empty-case policy* (for
   Dice and IoU: the class is absent from both prediction and reference).
-- HD95 follows MONAI's ``HausdorffDistanceMetric(percentile=95)``, with the worst case (the
-  image diagonal) instead of NaN/inf when exactly one of the two masks is empty.
+- HD95, the boundary distance, is in `segtool.core.distances` (one definition for pixels and
+  millimetres, the same ignore rule).
+- Volumes are scored case by case: `case_mean` is the mean over cases of each case's score.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from segtool.core.multilabel import ignore_value
 
-#: Squared distances below this are recovered exactly from OpenCV's float32 distances;
-#: larger boxes use SciPy's float64 transform.
-_EXACT_LIMIT = 2**22
-#: 4-connected structuring element: SciPy's default for binary erosion in 2-D (OpenCV's
-#: MORPH_CROSS 3 x 3).
-_CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=np.uint8)
 #: Up to this many classes, 3K comparisons count 8-bit masks faster than a histogram.
 _COMPARE_MAX_K = 8
 
@@ -281,80 +277,15 @@ def nanmean(values: np.ndarray) -> float:
     return float(keep.mean()) if keep.size else float("nan")
 
 
-# --- distances ------------------------------------------------------------------------------
-
-
-def _boundary(mask: np.ndarray) -> np.ndarray:
-    """Mask minus its erosion by the 4-connected cross (the caller pads with background)."""
-    import cv2
-
-    return mask & ~cv2.erode(mask.view(np.uint8), _CROSS).view(bool)
-
-
-def _directed_distances(from_edges: np.ndarray, to_edges: np.ndarray) -> np.ndarray:
-    """For each pixel of `from_edges`, the Euclidean distance to the nearest `to_edges` pixel."""
-    if to_edges.shape[0] ** 2 + to_edges.shape[1] ** 2 >= _EXACT_LIMIT:
-        from scipy import ndimage  # imported here: it takes 0.4 s to load
-
-        return ndimage.distance_transform_edt(~to_edges)[from_edges]
-    # OpenCV's exact transform (Felzenszwalb's algorithm, DIST_MASK_PRECISE) returns float32
-    # square roots of whole numbers; squaring and rounding recovers those whole numbers exactly
-    # below _EXACT_LIMIT, and the float64 root then matches SciPy's (and MONAI's) distances.
-    import cv2
-
-    field = cv2.distanceTransform((~to_edges).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    return np.sqrt(np.rint(field[from_edges].astype(np.float64) ** 2))
-
-
-def hd95(reference: np.ndarray, prediction: np.ndarray) -> float:
-    """95th-percentile symmetric Hausdorff distance between two boolean masks, in pixels.
-
-    As MONAI's ``HausdorffDistanceMetric(percentile=95)``: boundaries are each mask minus its
-    erosion (pixels outside the image count as background), distances go from each boundary
-    pixel to the nearest boundary pixel of the other mask, and the result is the larger of the
-    two directions' 95th percentiles (linear interpolation). Computed on the bounding box of
-    both masks, grown by one pixel. When exactly one mask is empty: the image diagonal (the
-    worst case); when both are: NaN.
-    """
-    ref_any, pred_any = reference.any(), prediction.any()
-    if not ref_any and not pred_any:
-        return float("nan")
-    if not ref_any or not pred_any:
-        return float(np.hypot(*reference.shape))
-    union = reference | prediction
-    rows = np.flatnonzero(union.any(axis=1))
-    cols = np.flatnonzero(union.any(axis=0))
-    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
-    ref = np.pad(reference[box], 1)
-    pred = np.pad(prediction[box], 1)
-    ref_edges, pred_edges = _boundary(ref), _boundary(pred)
-    forward = np.percentile(_directed_distances(pred_edges, ref_edges), 95)
-    backward = np.percentile(_directed_distances(ref_edges, pred_edges), 95)
-    return float(max(forward, backward))
-
-
-def hd95_per_class(
-    reference: np.ndarray, prediction: np.ndarray, classes: list[int], ignore_index: int
+def case_mean(
+    per_case: Sequence[Counts], score: Callable[[Counts], np.ndarray] = dice
 ) -> np.ndarray:
-    """HD95 for each class id in `classes`, ignore pixels removed from both masks first."""
-    valid = (reference != ignore_index) & (prediction != ignore_index)
-    out = np.full(len(classes), np.nan)
-    for i, c in enumerate(classes):
-        out[i] = hd95((reference == c) & valid, (prediction == c) & valid)
-    return out
-
-
-def hd95_multilabel(
-    reference: np.ndarray, prediction: np.ndarray, classes: list[int], num_classes: int
-) -> np.ndarray:
-    """HD95 of each class id in `classes` between two multi-label masks, the reference's ignore
-    pixels removed from both (a prediction's ignore bit predicts no class)."""
-    dtype = reference.dtype.type
-    ignore = dtype(ignore_value(num_classes - 1))
-    counted = (reference & ignore) == 0
-    predicted = counted & ((prediction & ignore) == 0)
-    out = np.full(len(classes), np.nan)
-    for i, c in enumerate(classes):
-        bit = dtype(1 << (c - 1))
-        out[i] = hd95(((reference & bit) != 0) & counted, ((prediction & bit) != 0) & predicted)
-    return out
+    """Per class, the mean over cases of each case's own score (Dice by default) from its
+    3-D counts; a case where the score is NaN (class absent from both) is left out, and a
+    class NaN in every case stays NaN. This is how volumes are scored: every voxel of a
+    case counts once, and each case weighs the same however large its tumour."""
+    if not per_case:
+        return np.zeros(0)
+    k = max(c.num_classes for c in per_case)
+    table = np.stack([score(c.padded(k)) for c in per_case])
+    return np.array([nanmean(table[:, j]) for j in range(k)])

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from segtool.core.volume_metrics import hd95_mm, worst_distance
+from segtool.core.distances import hd95, worst_distance
 
 #: BraTS 2023's defaults for its main task (BraTS-GLI; also SSA and PED): the reference is
 #: dilated 3 times, and lesions of 50 voxels (mm^3 at its 1 mm spacing) or less are left out.
@@ -320,7 +320,7 @@ def lesion_wise(
         pred_mask = np.isin(parts[cover], matched)
         inter = np.count_nonzero(ref_mask & pred_mask)
         dice[i] = 2 * inter / (np.count_nonzero(ref_mask) + part_sizes[matched].sum())
-        hd[i] = hd95_mm(ref_mask, pred_mask, scale)
+        hd[i] = hd95(ref_mask, pred_mask, scale)
     false_positives = int(n_parts - touched[1:].sum())
     scored = sizes > min_size
     n = int(scored.sum()) + false_positives

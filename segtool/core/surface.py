@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from segtool.core.distances import surface_distances
 from segtool.core.objects import class_masks
-from segtool.core.volume_metrics import surface_distances
 
 
 def surface_dice(

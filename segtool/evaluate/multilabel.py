@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from segtool.core.classes import ClassMap
+from segtool.core.distances import hd95_multilabel
 from segtool.core.errors import SegtoolError
 from segtool.core.masks import read_mask
-from segtool.core.metrics import MaskValueError, check_values, count_multilabel, hd95_multilabel
+from segtool.core.metrics import MaskValueError, check_values, count_multilabel
 from segtool.core.multilabel import MARKER, read_multilabel_values
 from segtool.core.regions import Regions, parse_regions
 from segtool.evaluate.score import ImageScore

@@ -16,15 +16,11 @@ import numpy as np
 from segtool.core.classes import ClassMap, read_classes_json
 from segtool.core.constants import CLASSES_FILE, IGNORE_INDEX, MASK_SUFFIX
 from segtool.core.dataset import index_by_stem
+from segtool.core.distances import hd95_per_class
 from segtool.core.errors import SegtoolError
 from segtool.core.files import Output, OutputPlan, atomic_path, list_files, write_json
 from segtool.core.masks import binary_255_error, read_mask
-from segtool.core.metrics import (
-    MaskValueError,
-    check_values,
-    count,
-    hd95_per_class,
-)
+from segtool.core.metrics import MaskValueError, check_values, count
 from segtool.core.parallel import ProgressFn, Workers
 from segtool.evaluate.multilabel import bit_reader, score_bit_files
 from segtool.evaluate.score import ImageScore

@@ -2,7 +2,7 @@
 
 Each case is scored from all of its voxels at once (`segtool.core.metrics.count` on the whole
 volume), HD95 in millimetres from the reference's voxel spacing
-(`segtool.core.volume_metrics.hd95_per_class_mm`). The aggregate is the same ``summary.json``
+(`segtool.core.distances.hd95_per_class`). The aggregate is the same ``summary.json``
 as for images (`segtool.evaluate.report.summarize`), a case taking an image's place: pooled
 Dice/IoU/precision/recall over every voxel of every case, and ``image_mean_dice`` the mean
 over cases of each case's 3-D Dice; ``hd95_unit`` says ``mm``.
@@ -17,13 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from segtool.core.classes import ClassMap, read_classes_json
+from segtool.core.distances import hd95_multilabel, hd95_per_class
 from segtool.core.errors import SegtoolError
 from segtool.core.files import Output, OutputPlan, write_json
 from segtool.core.metrics import count, count_multilabel
-from segtool.core.multilabel import ignore_value
 from segtool.core.parallel import ProgressFn, Workers
 from segtool.core.regions import Regions, parse_regions
-from segtool.core.volume_metrics import hd95_mm, hd95_per_class_mm
 from segtool.evaluate.report import (
     SUMMARY_FILE,
     Evaluation,
@@ -94,16 +93,10 @@ def score_regions(
     counts, right, counted = count_multilabel(reference, prediction, k)
     distances = None
     if with_hd95:
-        valid = reference != ignore_value(k - 1)
+        present = [c for c in range(1, k) if counts.tp[c] + counts.fp[c] + counts.fn[c] > 0]
         distances = np.full(k, np.nan)
-        for c in range(1, k):
-            if counts.tp[c] + counts.fp[c] + counts.fn[c]:
-                bit = reference.dtype.type(1 << (c - 1))
-                distances[c] = hd95_mm(
-                    (reference & bit).astype(bool) & valid,
-                    (prediction & bit).astype(bool) & valid,
-                    spacing,
-                )
+        if present:
+            distances[present] = hd95_multilabel(reference, prediction, present, k, spacing)
     return ImageScore(case, counts, distances, pixels_right=right, pixels_counted=counted)
 
 
@@ -152,7 +145,7 @@ def score_case(
         present = [c for c in range(1, k) if counts.tp[c] + counts.fp[c] + counts.fn[c] > 0]
         distances = np.full(k, np.nan)
         if present:
-            distances[present] = hd95_per_class_mm(reference, prediction, present, ignore, spacing)
+            distances[present] = hd95_per_class(reference, prediction, present, ignore, spacing)
     score = ImageScore(case, counts, distances, missing_prediction=pred_path is None)
     score.reference_ignored = int(np.count_nonzero(reference == ignore))
     return score

@@ -20,9 +20,8 @@ from segtool.core.classes import ClassMap
 from segtool.core.constants import SPLIT_FILE
 from segtool.core.dataset import read_split
 from segtool.core.errors import SegtoolError
-from segtool.core.metrics import Counts, dice, iou, nanmean
+from segtool.core.metrics import Counts, case_mean, dice, iou, nanmean
 from segtool.core.regions import Regions
-from segtool.core.volume_metrics import case_mean
 from segtool.sources.nifti import check_cases
 from segtool.sources.volume_folder import VolumeDataset, read_volume_dataset
 from segtool.train.config import TrainConfig
