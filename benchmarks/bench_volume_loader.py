@@ -26,11 +26,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from segtool.core.volumes import standardize
 from segtool.sources.volume_folder import read_volume_dataset
 from segtool.train.data import pad_collate
 from segtool.train.model import build_model
 from segtool.train.slices import VolumeSliceDataset
-from segtool.train.volumes import build_cache, standardize
+from segtool.train.volumes import build_cache
 
 CHANNELS = ("FLAIR", "T1", "T1Gd", "T2")
 LABELS = ("background", "edema", "non-enhancing", "enhancing")

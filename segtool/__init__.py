@@ -20,6 +20,7 @@ _API = {
     "predict_dir": "segtool.predict.folder",
     "evaluate_dirs": "segtool.evaluate.report",
     "evaluate_model": "segtool.evaluate.model",
+    "EvalSpec": "segtool.evaluate.spec",
 }
 __all__ = ["__version__", *_API]
 

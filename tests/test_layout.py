@@ -140,3 +140,106 @@ def test_the_checker_sees_a_wrong_import(tmp_path, monkeypatch):
     monkeypatch.setitem(MODULES, "segtool.core.bad", bad)
     with pytest.raises(AssertionError, match="core may import only core"):
         test_imports_flow_downstream_only("segtool.core.bad")
+
+
+#: Packages that do not choose between images and volumes themselves: the reader of a kind
+#: (evaluate's `kinds.reader_for`, predict's volume reader/writer) decides, once.
+KIND_BLIND = ("evaluate", "predict")
+#: How many such choices one module of those packages may make.
+MAX_VOLUME_BRANCHES = 1
+
+
+def _mentions_volume(node: ast.AST) -> bool:
+    """Whether an expression names something about volumes: a name, attribute or string
+    containing "volume" (any case), e.g. ``is_volume_folder(p)``, ``record.volumes``."""
+    for sub in ast.walk(node):
+        text = None
+        if isinstance(sub, ast.Name):
+            text = sub.id
+        elif isinstance(sub, ast.Attribute):
+            text = sub.attr
+        elif isinstance(sub, ast.Constant) and isinstance(sub.value, str):
+            text = sub.value
+        if text is not None and "volume" in text.lower():
+            return True
+    return False
+
+
+def _volume_branches(path: Path) -> list[int]:
+    """Lines where `path` branches on volumes: the test of an ``if`` statement, a conditional
+    expression, a ``while`` loop, a comprehension's ``if`` or a ``match`` subject that
+    mentions volumes (`_mentions_volume`)."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, (ast.If, ast.IfExp, ast.While)):
+            tests = [node.test]
+        elif isinstance(node, ast.comprehension):
+            tests = list(node.ifs)
+        elif isinstance(node, ast.Match):
+            tests = [node.subject]
+        else:
+            continue
+        lines += [test.lineno for test in tests if _mentions_volume(test)]
+    return sorted(lines)
+
+
+@pytest.mark.parametrize(
+    "module", sorted(m for m in MODULES if m.split(".")[1:2] and m.split(".")[1] in KIND_BLIND)
+)
+def test_evaluate_and_predict_branch_on_volumes_once_at_most(module):
+    lines = _volume_branches(MODULES[module])
+    assert len(lines) <= MAX_VOLUME_BRANCHES, (
+        f"{module} branches on volumes at lines {lines}: let the reader of the kind decide"
+    )
+
+
+def test_the_volume_branch_checker_sees_two_branches(tmp_path, monkeypatch):
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "def f(p, run):\n"
+        "    if is_volume_folder(p):\n"
+        "        return 1\n"
+        "    return [x for x in p if run.volumes] if 'volumes' in run else None\n"
+    )
+    assert _volume_branches(bad) == [2, 4, 4]
+    monkeypatch.setitem(MODULES, "segtool.evaluate.bad", bad)
+    with pytest.raises(AssertionError, match="branches on volumes at lines"):
+        test_evaluate_and_predict_branch_on_volumes_once_at_most("segtool.evaluate.bad")
+
+
+#: Packages whose public functions take at most MAX_PARAMETERS (a spec carries the rest).
+SPEC_PACKAGES = ("evaluate",)
+MAX_PARAMETERS = 8
+
+
+def _parameter_counts(path: Path) -> list[tuple[str, int]]:
+    """(name, parameters) of each public function or method (``self``/``cls`` not counted;
+    ``*args`` and ``**options`` count one each)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            if node.name.startswith("_"):
+                continue
+            a = node.args
+            names = [x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs)]
+            n = len(names) - (names[:1] in (["self"], ["cls"])) + bool(a.vararg) + bool(a.kwarg)
+            found.append((node.name, n))
+    return found
+
+
+@pytest.mark.parametrize(
+    "module", sorted(m for m in MODULES if m.split(".")[1:2] and m.split(".")[1] in SPEC_PACKAGES)
+)
+def test_public_functions_take_few_parameters(module):
+    wide = [(n, k) for n, k in _parameter_counts(MODULES[module]) if k > MAX_PARAMETERS]
+    assert wide == [], f"{module}: {wide}: pass a spec (EvalSpec) instead"
+
+
+def test_the_parameter_checker_counts(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "def f(a, b, /, c, d=1, *e, f, g, h, **i): ...\n"
+        "class C:\n    def m(self, a, b): ...\n"
+        "def _private(a, b, c, d, e, f, g, h, i, j): ...\n"
+    )
+    assert _parameter_counts(bad) == [("f", 9), ("m", 2)]

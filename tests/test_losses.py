@@ -128,7 +128,7 @@ def test_cli_choices_come_from_the_tables():
     assert list(train_cli.LOSSES) == list(LOSSES)
     assert list(train_cli.AUGMENTS) == list(PRESETS)
     assert list(train_cli.NORMALIZE) == list(NORMALIZATIONS)
-    from segtool.train.volumes import AXES
+    from segtool.core.volumes import AXES
 
     assert list(train_cli.AXES) == list(AXES)
 

@@ -173,7 +173,7 @@ def test_predict_never_replaces_the_volume_folder(trained, mri):
 def test_evaluate_volume_folders_against_a_numpy_oracle(mri, tmp_path):
     import nibabel as nib
 
-    from segtool.evaluate.volumes import evaluate_volume_dirs
+    from segtool.evaluate.report import evaluate_dirs
 
     pred_dir = tmp_path / "pred"
     pred_dir.mkdir()
@@ -192,7 +192,7 @@ def test_evaluate_volume_folders_against_a_numpy_oracle(mri, tmp_path):
             2 * ((ref == c) & (pred == c)).sum() / ((ref == c).sum() + (pred == c).sum())
             for c in (1, 2)
         ]
-    result = evaluate_volume_dirs(
+    result = evaluate_dirs(
         pred_dir, mri / "labelsTr", out=tmp_path / "report", jobs=1, only=set(expected)
     )
     summary = result.summary
@@ -241,7 +241,7 @@ def test_evaluate_model_on_the_test_cases(trained, mri):
 def test_evaluate_regions_on_volumes_against_a_numpy_oracle(mri, tmp_path):
     import nibabel as nib
 
-    from segtool.evaluate.volumes import evaluate_volume_dirs
+    from segtool.evaluate.report import evaluate_dirs
 
     pred_dir = tmp_path / "pred"
     pred_dir.mkdir()
@@ -255,7 +255,7 @@ def test_evaluate_regions_on_volumes_against_a_numpy_oracle(mri, tmp_path):
         whole = [ref > 0, pred > 0]
         core = [ref == 2, pred == 2]
         expected[case] = [2 * (a & b).sum() / (a.sum() + b.sum()) for a, b in (whole, core)]
-    result = evaluate_volume_dirs(
+    result = evaluate_dirs(
         pred_dir, mri / "labelsTr", jobs=1, only=set(expected), regions="whole=1,2;core=2"
     )
     summary = result.summary
@@ -279,8 +279,8 @@ def test_volume_gallery_shows_the_worst_cases_most_wrong_slice(mri, tmp_path):
     import nibabel as nib
     from PIL import Image
 
-    from segtool.evaluate.volume_gallery import most_wrong_slice
-    from segtool.evaluate.volumes import evaluate_volume_dirs
+    from segtool.evaluate.nifti_reader import most_wrong_slice
+    from segtool.evaluate.report import evaluate_dirs
 
     pred_dir = tmp_path / "pred"
     pred_dir.mkdir()
@@ -293,7 +293,7 @@ def test_volume_gallery_shows_the_worst_cases_most_wrong_slice(mri, tmp_path):
             pred[2:12, 2:12, 2 * i] = 1
             wrong_slice[case] = 2 * i
         nib.save(nib.Nifti1Image(pred, img.affine, img.header), str(pred_dir / f"{case}.nii.gz"))
-    result = evaluate_volume_dirs(
+    result = evaluate_dirs(
         pred_dir,
         mri / "labelsTr",
         out=tmp_path / "report",
@@ -317,7 +317,7 @@ def test_volume_reports_and_predictions_are_replaced_only_with_overwrite(trained
     """The volume paths use the one output mechanism: an existing summary.json or a
     predictions/ folder holding the user's files is kept unless --overwrite is given."""
     from segtool.evaluate.model import evaluate_model
-    from segtool.evaluate.volumes import evaluate_volume_dirs
+    from segtool.evaluate.report import evaluate_dirs
 
     run, _ = trained
     out = tmp_path / "ev"
@@ -334,9 +334,9 @@ def test_volume_reports_and_predictions_are_replaced_only_with_overwrite(trained
     (report / "summary.json").write_text("{}")
     labels = mri / "labelsTr"
     with pytest.raises(SegtoolError, match=r"summary.json: already exists; pass --overwrite"):
-        evaluate_volume_dirs(labels, labels, out=report, jobs=1, only={"BRATS_000"})
+        evaluate_dirs(labels, labels, out=report, jobs=1, only={"BRATS_000"})
     assert (report / "summary.json").read_text() == "{}"
-    evaluate_volume_dirs(labels, labels, out=report, jobs=1, only={"BRATS_000"}, overwrite=True)
+    evaluate_dirs(labels, labels, out=report, jobs=1, only={"BRATS_000"}, overwrite=True)
     assert json.loads((report / "summary.json").read_text())["n_images"] == 1
 
 

@@ -9,16 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from segtool.core.volumes import from_slices, slice_axis, standardize, to_slices
 from segtool.sources.nifti import load_case
 from segtool.sources.volume_folder import read_volume_dataset
-from segtool.train.volumes import (
-    build_cache,
-    case_fingerprint,
-    from_slices,
-    slice_axis,
-    standardize,
-    to_slices,
-)
+from segtool.train.volumes import build_cache, case_fingerprint
 from tests.volumes import affine, make_case, make_msd
 
 

@@ -198,6 +198,7 @@ def _evaluate(args: SimpleNamespace) -> None:
             if given:
                 raise UsageError(f"{given[0]} scores PRED GT folders; with --model, drop it")
             from segtool.evaluate.model import evaluate_model
+            from segtool.evaluate.runs import read_run
 
             result = evaluate_model(
                 model,
@@ -212,9 +213,7 @@ def _evaluate(args: SimpleNamespace) -> None:
                 overwrite=args.overwrite,
                 on_progress=on_progress,
             )
-            from segtool.evaluate.separate import trained_on
-
-            source = trained_on(model)
+            source = read_run(model).dataset
             separate = split is None and (source is None or source.resolve() != first.resolve())
             scope = "the separate test set" if separate else f"the {split or 'test'} split of"
             title = f"{model} on {scope} {first}"
@@ -231,10 +230,8 @@ def _evaluate(args: SimpleNamespace) -> None:
                     f"{given[0]} goes with --model RUN DATASET; drop it to score folders"
                 )
             from segtool.evaluate.report import evaluate_dirs
-            from segtool.evaluate.volumes import evaluate_volume_dirs, holds_volumes
 
-            score = evaluate_volume_dirs if holds_volumes(references) else evaluate_dirs
-            result = score(
+            result = evaluate_dirs(
                 first,
                 references,
                 classes=args.classes,

@@ -118,6 +118,27 @@ class ClassMap:
         palette = np.array(_palette(self.colors), dtype=np.uint8).reshape(-1, 3)
         return palette[np.clip(labels, 0, 255)]
 
+    def ids_in(self, target: ClassMap) -> tuple[np.ndarray | None, list[str]]:
+        """How masks in this map's ids are put in `target`'s ids: matched by class name.
+
+        Returns:
+            (a lookup table indexed by this map's values, the ignore value included; None when
+            the ids already agree: this map's names are the first of `target`'s and the ignore
+            values are equal), and the names `target` lacks (then the table is None).
+        """
+        import numpy as np
+
+        missing = [name for name in self.names if name not in target.names]
+        same = self.names == target.names[: len(self.names)]
+        if missing or (same and self.ignore_index == target.ignore_index):
+            return None, missing
+        # Other values stay as they are, so a value outside the map is still named.
+        table = np.arange(1 << 16, dtype=np.uint16)
+        for i, name in enumerate(self.names):
+            table[i] = target.names.index(name)
+        table[self.ignore_index] = target.ignore_index
+        return table, []
+
     def to_json(self) -> dict:
         """The ``classes.json`` document (``"multilabel": true`` only for multi-label maps)."""
         doc = {

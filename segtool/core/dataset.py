@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -24,25 +25,31 @@ class Pair:
     mask: Path
 
 
-def index_by_stem(paths: list[Path], why: str) -> dict[str, Path]:
-    """Map file stem -> path, refusing two files with one stem (`why` says why that matters).
+def index_by_stem(
+    paths: list[Path], why: str, key: Callable[[Path], str] | None = None
+) -> dict[str, Path]:
+    """Map file stem (or `key`, e.g. a volume's case name) -> path, refusing two files with one
+    name (``a.nii`` and ``a.nii.gz``) or names that differ only in case (`why` says why that
+    matters).
 
     Raises:
         SegtoolError: naming both files.
     """
     files: dict[str, Path] = {}
     folded: dict[str, Path] = {}
+    name_of = key or (lambda path: path.stem)
     for path in paths:
-        other = folded.get(path.stem.casefold())
-        if other is not None and other.stem == path.stem:
+        name = name_of(path)
+        other = folded.get(name.casefold())
+        if other is not None and name_of(other) == name:
             raise SegtoolError(f"{path}: same stem as {other}; {why}, so keep one")
         if other is not None:
             raise SegtoolError(
                 f"{path} and {other}: stems that differ only in case; {why} and a "
                 f"case-insensitive disk (macOS, Windows) cannot tell them apart, so rename one"
             )
-        files[path.stem] = path
-        folded[path.stem.casefold()] = path
+        files[name] = path
+        folded[name.casefold()] = path
     return files
 
 

@@ -164,7 +164,8 @@ def count_multilabel(
     problem, plus the pixels whose whole label set is right.
 
     Pixels are left out where the reference sets the ignore bit; a prediction pixel with the
-    ignore bit predicts no class (it cannot abstain its way to a better score). Background
+    ignore bit predicts no class (it cannot abstain its way to a better score; such pixels
+    where the reference is counted are ``Counts.abstained``). Background
     (index 0 of the counts) is not a class of a multi-label mask: its counts stay 0. Per class,
     one bit test of each mask and popcounts of them and of their agreement (as `count` does for
     a handful of exclusive classes); the ignore masks are built only when a mask has the bit.
@@ -182,9 +183,12 @@ def count_multilabel(
     tp, fp, fn = (np.zeros(num_classes, dtype=np.int64) for _ in range(3))
     used = np.bitwise_or.reduce(reference, axis=None) | np.bitwise_or.reduce(prediction, axis=None)
     counted = None
+    abstained = 0
     if reference.size and used & ignore:
         counted = (reference & ignore) == 0
-        prediction = np.where((prediction & ignore) != 0, dtype(0), prediction)
+        predicted_ignore = (prediction & ignore) != 0
+        abstained = int(np.count_nonzero(predicted_ignore & counted))
+        prediction = np.where(predicted_ignore, dtype(0), prediction)
     for c in range(1, num_classes):
         bit = dtype(1 << (c - 1))
         ref_c = (reference & bit) != 0
@@ -199,7 +203,7 @@ def count_multilabel(
     if counted is None:
         return Counts(tp, fp, fn), int(np.count_nonzero(right)), int(reference.size)
     exact = int(np.count_nonzero(right & counted))
-    return Counts(tp, fp, fn), exact, int(np.count_nonzero(counted))
+    return Counts(tp, fp, fn, abstained), exact, int(np.count_nonzero(counted))
 
 
 def _count_by_comparison(reference: np.ndarray, prediction: np.ndarray, k: int) -> Counts:

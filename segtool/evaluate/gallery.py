@@ -1,4 +1,5 @@
-"""Pictures of what went wrong: the worst images side by side, and an index.html."""
+"""Pictures of what went wrong: the worst images (or cases, on their most wrong slice) side by
+side, and an index.html. The reader supplies each item's 2-D view."""
 
 from __future__ import annotations
 
@@ -10,11 +11,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from segtool.core.classes import ClassMap
-from segtool.core.constants import MASK_SUFFIX
-from segtool.core.images import list_images, load_rgb
-from segtool.core.masks import read_mask
 from segtool.core.multilabel import decode, preview
-from segtool.evaluate.multilabel import BitReader
+from segtool.evaluate.readers import MaskReader, View
 
 #: Error-map colours: true positive, false positive, false negative, ignored.
 TP, FP, FN, IGNORED = (40, 180, 60), (220, 40, 40), (40, 90, 230), (90, 90, 90)
@@ -92,87 +90,82 @@ def panel(array: np.ndarray, title: str) -> Image.Image:
     return framed
 
 
-def _images_by_stem(folder: Path | None) -> dict[str, Path]:
-    """The images in `folder` by stem (the first by name where two share one); none if absent."""
-    if folder is None or not folder.is_dir():
-        return {}
-    found: dict[str, Path] = {}
-    for path in list_images(folder):
-        found.setdefault(path.stem, path)
-    return found
+def _panels(view: View, reader: MaskReader) -> list[Image.Image]:
+    """The panels of one sheet: the image (when found), the reference, the prediction and the
+    error map (bit sets: blended colours and one error map per class)."""
+    class_map = reader.class_map
+    panels = [] if view.image is None else [panel(view.image, "image")]
+    if reader.multilabel:
+        k1, colors = class_map.num_foreground, class_map.colors
+        panels += [
+            panel(preview(view.reference, k1, colors), "reference"),
+            panel(preview(view.prediction, k1, colors), "prediction"),
+        ]
+        return panels + [
+            panel(errors, f"{name}: errors")
+            for name, errors in class_error_maps(view.reference, view.prediction, class_map)
+        ]
+    errors = error_map(view.reference, view.prediction, class_map.ignore_index)
+    return [
+        *panels,
+        panel(class_map.colorize(view.reference), "reference"),
+        panel(class_map.colorize(view.prediction), "prediction"),
+        panel(errors, view.caption),
+    ]
 
 
 def make_gallery(
     summary: dict,
-    predictions: Path,
-    references: Path,
+    files: dict[str, tuple[Path, Path]],
     out: Path,
-    class_map: ClassMap,
+    reader: MaskReader,
     n: int,
     images: Path | None = None,
-    reader: BitReader | None = None,
 ) -> list[Path]:
-    """Write PNGs for the `n` images with the lowest Dice (image, reference, prediction,
-    error map) and an ``index.html`` showing them with their scores. Multi-label masks, read
-    through `reader`, get blended-colour pictures and one error map per class.
+    """Write a PNG for each of the `n` images (or cases) with the lowest mean Dice (image,
+    reference, prediction, error map of the reader's view: the image itself, or a volume's
+    most wrong slice) and an ``index.html`` showing them with their scores.
+
+    Args:
+        summary: the summary document (its ``per_image`` rows).
+        files: (prediction, reference) by stem or case.
+        out: the gallery folder.
+        reader: the reader of the masks (and so of their views).
+        n: how many.
+        images: where the images are (none drawn when absent).
 
     Returns:
         The PNGs written, worst first.
     """
-    scored = [(image_score(row), row) for row in summary["per_image"]]
-    # Ties (common for a weak model) are broken by image name; rows themselves never compare.
+    scored = [(image_score(row), row) for row in summary["per_image"] if row["image"] in files]
+    # Ties (common for a weak model) are broken by name; rows themselves never compare.
     kept = [(s, row) for s, row in scored if not math.isnan(s)]
     scored = sorted(kept, key=lambda item: (item[0], item[1]["image"]))[:n]
     out.mkdir(parents=True, exist_ok=True)
     written, rows = [], []
-    image_files = _images_by_stem(images)
+    image_files = reader.image_files(images)
     for score, row in scored:
         stem = row["image"]
-        panels = []
-        image_path = image_files.get(stem)
-        if image_path is not None:
-            panels.append(panel(load_rgb(image_path), "image"))
-        if reader is not None:
-            reference = reader.read(references / f"{stem}{MASK_SUFFIX}")
-            prediction = reader.read(predictions / f"{stem}{MASK_SUFFIX}")
-            k1, colors = class_map.num_foreground, class_map.colors
-            panels += [
-                panel(preview(reference, k1, colors), "reference"),
-                panel(preview(prediction, k1, colors), "prediction"),
-            ]
-            panels += [
-                panel(errors, f"{name}: errors")
-                for name, errors in class_error_maps(reference, prediction, class_map)
-            ]
-        else:
-            reference = read_mask(references / f"{stem}{MASK_SUFFIX}")
-            prediction = read_mask(predictions / f"{stem}{MASK_SUFFIX}")
-            panels += [
-                panel(class_map.colorize(reference), "reference"),
-                panel(class_map.colorize(prediction), "prediction"),
-                panel(
-                    error_map(reference, prediction, class_map.ignore_index),
-                    "TP green / FP red / FN blue",
-                ),
-            ]
-        sheet = side_by_side(panels)
+        view = reader.view(*files[stem], image_files.get(stem))
         path = out / f"{stem}.png"
-        sheet.save(path)
+        side_by_side(_panels(view, reader)).save(path)
         written.append(path)
         per_class = ", ".join(
             f"{name} {value:.3f}" for name, value in row["dice"].items() if value is not None
         )
+        where = "" if view.where is None else f"<td>{html.escape(view.where)}</td>"
         rows.append(
             f"<tr><td>{html.escape(stem)}</td><td>{score:.3f}</td><td>{html.escape(per_class)}</td>"
-            f'<td><img src="{html.escape(path.name)}"></td></tr>'
+            f'{where}<td><img src="{html.escape(path.name)}"></td></tr>'
         )
+    where_head = f"<th>{reader.where_label}</th>" if reader.where_label else ""
     (out / "index.html").write_text(
         "<!doctype html><meta charset='utf-8'><title>segtool: lowest Dice</title>"
         "<style>body{font-family:sans-serif}td{vertical-align:top;padding:4px}"
         "img{max-width:100%}</style>"
-        f"<h1>The {len(rows)} images with the lowest mean Dice</h1>"
+        f"<h1>The {len(rows)} {reader.item}s with the lowest mean Dice{reader.view_note}</h1>"
         "<p>Error map: green = foreground right, red = false positive, blue = false negative, "
-        "grey = ignored.</p><table><tr><th>image</th><th>mean Dice</th><th>per class</th>"
-        "<th></th></tr>" + "".join(rows) + "</table>\n"
+        f"grey = ignored.</p><table><tr><th>{reader.item}</th><th>mean Dice</th>"
+        f"<th>per class</th>{where_head}<th></th></tr>" + "".join(rows) + "</table>\n"
     )
     return written

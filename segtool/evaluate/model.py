@@ -1,161 +1,243 @@
-"""Evaluating a trained model on a held-out split of a dataset: predict, then score."""
+"""Evaluating a trained model on a held-out split of a dataset: predict, then score.
+
+One `evaluate_model` for images and volumes: what differs (which files a split names, where
+the references and images are, how predictions are made) is a `ModelData` per kind, chosen
+once from the run's record; the scoring is `evaluate_dirs`, the one pipeline.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import ClassVar
 
 from segtool.core.constants import CLASSES_FILE, IMAGES_DIR, MASKS_DIR, SPLIT_FILE
-from segtool.core.dataset import find_pairs, held_out_stems
-from segtool.core.errors import SegtoolError, check_choice
-from segtool.core.files import OutputPlan, read_json
+from segtool.core.dataset import Pair, find_pairs, held_out_stems
+from segtool.core.errors import SegtoolError
+from segtool.core.files import OutputPlan
 from segtool.core.parallel import ProgressFn
+from segtool.evaluate.readers import PER_CASE_FILE, PER_IMAGE_FILE
 from segtool.evaluate.report import Evaluation, evaluate_dirs, plan_report
-from segtool.evaluate.separate import in_run_ids, refuse_training_images, trained_on
-from segtool.predict.folder import predict_dir
-from segtool.predict.predictor import load_predictor
-from segtool.predict.volumes import volume_settings
+from segtool.evaluate.runs import RunRecord, read_run
+from segtool.evaluate.separate import in_run_ids, refuse_training_images
+from segtool.evaluate.spec import SPLITS, EvalSpec
+from segtool.predict.predictor import Predictor, load_predictor
 
-#: What --split accepts with --model: a split of the run's split.json, or every image the
-#: model was not trained on.
-SPLITS = ("test", "val", "train", "all")
+__all__ = ["SPLITS", "evaluate_model"]
+
+
+@dataclass
+class Target:
+    """What one evaluation predicts and scores, and where."""
+
+    names: set[str]
+    out: Path
+    references: Path
+    #: the spec `evaluate_dirs` scores with (class map, regions, images, names)
+    spec: EvalSpec
+    #: what is read, for the output checks: (what, path)
+    inputs: list[tuple[str, Path]]
+    warnings: list[str] = field(default_factory=list)
+    #: a separate test set's pairs, whose masks are put in the run's ids
+    separate: list[Pair] | None = None
+
+
+@dataclass
+class ModelData:
+    """A run trained on images and a dataset folder (the image kind)."""
+
+    run: Path
+    dataset: Path
+    record: RunRecord
+    predictor: Predictor
+
+    #: the per-item table its reader writes
+    table_file: ClassVar[str] = PER_IMAGE_FILE
+
+    def target(self, spec: EvalSpec) -> Target:
+        """The split's images (or all of a separate test set) and where their report goes.
+
+        Raises:
+            SegtoolError: an empty split, a test set holding training images.
+        """
+        pairs, _ = find_pairs(self.dataset, skip_unpaired=True)
+        regions = self.record.options.get("regions")
+        source = self.record.dataset
+        run, dataset = self.run, self.dataset
+        scoring = replace(
+            spec,
+            classes=dataset / CLASSES_FILE if regions else run / CLASSES_FILE,
+            regions=regions,
+            images=dataset / IMAGES_DIR,
+        )
+        inputs = [
+            ("the dataset's images", dataset / IMAGES_DIR),
+            ("the dataset's masks", dataset / MASKS_DIR),
+            ("the run's model", run / "model"),
+            ("the run's class map", run / CLASSES_FILE),
+            ("the run's split", run / SPLIT_FILE),
+        ]
+        stems = {p.stem for p in pairs}
+        if spec.split is None and (source is None or source.resolve() != dataset.resolve()):
+            split = self.predictor.split
+            train = set(split["train"]) if split is not None else None
+            warnings = refuse_training_images(run, source, train, dataset, pairs, spec.jobs)
+            out = spec.out or run / "evaluation" / dataset.name
+            separate = None if regions else pairs
+            return Target(stems, out, dataset / MASKS_DIR, scoring, inputs, warnings, separate)
+        name = spec.split or "test"
+        stems = held_out_stems(self.predictor.split, name, self.predictor.source, stems)
+        if not stems:
+            raise SegtoolError(f"{dataset}: the {name} split has no images in this dataset")
+        return Target(
+            stems, spec.out or run / "evaluation" / name, dataset / MASKS_DIR, scoring, inputs
+        )
+
+    def predict(self, target: Target, spec: EvalSpec, on_progress: ProgressFn | None) -> Path:
+        """Predict the target's images into ``OUT/predictions``; the references to score with
+        (a separate test set's masks in the run's ids)."""
+        from segtool.predict.folder import predict_dir
+
+        if target.separate is not None:
+            target.references = in_run_ids(
+                self.dataset,
+                target.references,
+                target.separate,
+                self.predictor.class_map,
+                target.out / "references",
+                spec.jobs,
+                overwrite=True,  # checked with the report
+            )
+        predict_dir(
+            self.predictor,
+            self.dataset / IMAGES_DIR,
+            target.out / "predictions",
+            stems=target.names,
+            device=spec.device,
+            batch_size=spec.batch_size or 4,
+            tta=spec.tta,
+            overwrite=True,  # checked with the report, before anything is written
+            on_progress=on_progress,
+        )
+        return target.references
+
+
+@dataclass
+class VolumeModelData(ModelData):
+    """A run trained on a volume folder and a volume folder: cases scored in 3-D."""
+
+    table_file: ClassVar[str] = PER_CASE_FILE
+
+    def target(self, spec: EvalSpec) -> Target:
+        """The split's cases and where their report goes.
+
+        Raises:
+            SegtoolError: an empty split.
+        """
+        from segtool.sources.volume_folder import read_volume_dataset
+
+        run, dataset = self.run, self.dataset
+        cases = set(read_volume_dataset(dataset).by_case)
+        name = spec.split or "test"
+        names = held_out_stems(self.predictor.split, name, self.predictor.source, cases)
+        if not names:
+            raise SegtoolError(f"{dataset}: the {name} split has no cases in this volume folder")
+        regions = self.record.options.get("regions")
+        # The predictions are in the run's ids; the labels in dataset.json's (matched by name).
+        classes = None if regions else run / CLASSES_FILE
+        scoring = replace(spec, classes=classes, regions=regions, bit_predictions=bool(regions))
+        inputs = [
+            ("the references folder", dataset / "labelsTr"),
+            ("the volume folder's images", dataset / "imagesTr"),
+            ("the run's model", run / "model"),
+            ("the run's config", run / "config.json"),
+            ("the run's split", run / SPLIT_FILE),
+        ]
+        out = spec.out or run / "evaluation" / name
+        return Target(names, out, dataset / "labelsTr", scoring, inputs)
+
+    def predict(self, target: Target, spec: EvalSpec, on_progress: ProgressFn | None) -> Path:
+        """Predict the target's cases into ``OUT/predictions`` (NIfTI label volumes)."""
+        from segtool.predict.volumes import predict_volumes
+
+        predict_volumes(
+            self.predictor,
+            self.dataset,
+            target.out / "predictions",
+            names=target.names,
+            tta=spec.tta,
+            device=spec.device,
+            batch_size=spec.batch_size or 8,
+            overwrite=True,  # checked with the report, before anything is written
+            on_progress=on_progress,
+        )
+        return target.references
+
+
+def _check_outputs(target: Target, spec: EvalSpec, table_file: str) -> None:
+    """Every output in OUT (predictions/, references/ for a separate set, the report) against
+    what is read, before anything is written: `OutputPlan.check`.
+
+    Raises:
+        SegtoolError: an output exists without `overwrite`, or collides with an input.
+    """
+    plan = OutputPlan(overwrite=spec.overwrite)
+    for what, path in target.inputs:
+        plan.read(what, path)
+    plan.write(target.out / "predictions", folder=True, option="--out")
+    if target.separate is not None:  # its masks may be rewritten into the run's ids (`in_run_ids`)
+        plan.write(target.out / "references", folder=True, option="--out")
+    plan_report(plan, target.out, spec.gallery, table_file)
+    plan.check()
 
 
 def evaluate_model(
     run: Path,
     dataset: Path,
+    spec: EvalSpec | None = None,
     *,
-    split: str | None = None,
-    out: Path | None = None,
-    with_hd95: bool = True,
-    device: str = "auto",
-    batch_size: int = 4,
-    tta: bool = False,
-    gallery: int = 0,
-    jobs: int | None = None,
-    overwrite: bool = False,
     on_progress: ProgressFn | None = None,
+    **options: object,
 ) -> Evaluation:
     """Predict `dataset` (one split of it, or all of a separate test set) with the model in
     `run` and score it against the run's class map.
 
     The dataset the run was trained on is scored by split: ``test`` by default, from the run's
-    own split.json; ``train`` must be asked for by name. Any other folder is a separate test
-    set, scored whole, and refused if any of its images is one of the run's training images
-    (compared by content); its masks are put in the run's class ids if its classes.json orders
-    the classes differently. Predictions go to ``OUT/predictions/`` (default OUT:
-    ``RUN/evaluation/<split>``, or ``RUN/evaluation/<folder name>``), then ``summary.json``,
-    ``per_image.csv`` and, with `gallery`, ``gallery/`` into OUT. Existing outputs there are
+    own split.json; ``train`` must be asked for by name. Any other image folder is a separate
+    test set, scored whole, and refused if any of its images is one of the run's training
+    images (compared by content); its masks are put in the run's class ids if its classes.json
+    orders the classes differently. A run trained on a volume folder scores the split's cases
+    in 3-D. Predictions go to ``OUT/predictions/`` (default OUT: ``RUN/evaluation/<split>``,
+    or ``RUN/evaluation/<folder name>``), then the report into OUT. Existing outputs there are
     replaced only with `overwrite` (each whole, once complete), and never when they are, hold
     or lie inside what is read.
+
+    Args:
+        run: the run folder (or a bare model folder).
+        dataset: the dataset (or volume folder) to predict and score.
+        spec: the options (`EvalSpec`: split, out, with_hd95, device, batch_size, tta,
+            gallery, jobs, overwrite).
+        on_progress: called as ``(phase, done, total)``.
+        **options: `EvalSpec` fields, replacing those of `spec`.
 
     Raises:
         SegtoolError: unknown split, a split that is empty, ``all`` without the run's
             split.json, a test set holding training images, outputs that exist or collide
             with the inputs, or bad run/dataset folders.
     """
-    if split is not None:
-        check_choice("split", split, SPLITS)
-    if volume_settings(run) is not None:  # a run trained on a volume folder
-        from segtool.evaluate.volumes import evaluate_volume_model
-
-        result = evaluate_volume_model(
-            run,
-            dataset,
-            split=split or "test",
-            out=out,
-            with_hd95=with_hd95,
-            device=device,
-            tta=tta,
-            gallery=gallery,
-            jobs=jobs,
-            overwrite=overwrite,
-            on_progress=on_progress,
-        )
-        return result
+    spec = EvalSpec.build(spec, options)
+    record = read_run(run)
     predictor = load_predictor(run)
-    pairs, _ = find_pairs(dataset, skip_unpaired=True)
-    # A model trained with --regions learnt unions of the dataset's classes: score those.
-    regions = _run_options(run).get("regions")
-    source = trained_on(run)
-    warnings: list[str] = []
-    references = dataset / MASKS_DIR
-    if split is None and (source is None or source.resolve() != dataset.resolve()):
-        train = set(predictor.split["train"]) if predictor.split is not None else None
-        warnings += refuse_training_images(run, train, dataset, pairs, jobs)
-        stems = {p.stem for p in pairs}
-        out = out or run / "evaluation" / dataset.name
-        _check_outputs(run, dataset, out, gallery, overwrite, separate=True)
-        if not regions:
-            references = in_run_ids(
-                dataset,
-                references,
-                pairs,
-                predictor.class_map,
-                out / "references",
-                jobs,
-                overwrite=overwrite,
-            )
-    else:
-        split = split or "test"
-        stems = held_out_stems(predictor.split, split, predictor.source, {p.stem for p in pairs})
-        if not stems:
-            raise SegtoolError(f"{dataset}: the {split} split has no images in this dataset")
-        out = out or run / "evaluation" / split
-        _check_outputs(run, dataset, out, gallery, overwrite)
-    predictions = out / "predictions"
-    predict_dir(
-        predictor,
-        dataset / IMAGES_DIR,
-        predictions,
-        stems=stems,
-        device=device,
-        batch_size=batch_size,
-        tta=tta,
-        overwrite=True,
-        on_progress=on_progress,
-    )
+    kind = VolumeModelData if record.volumes is not None else ModelData
+    data = kind(run, dataset, record, predictor)
+    target = data.target(spec)
+    _check_outputs(target, spec, data.table_file)
+    references = data.predict(target, spec, on_progress)
     result = evaluate_dirs(
-        predictions,
+        target.out / "predictions",
         references,
-        classes=dataset / "classes.json" if regions else run / "classes.json",
-        out=out,
-        with_hd95=with_hd95,
-        jobs=jobs,
-        only=stems,
+        replace(target.spec, out=target.out, only=frozenset(target.names), overwrite=True),
         on_progress=on_progress,
-        gallery=gallery,
-        images=dataset / IMAGES_DIR,
-        regions=regions,
-        overwrite=True,  # checked above, with the predictions
     )
-    result.warnings[:0] = warnings
+    result.warnings[:0] = target.warnings
     return result
-
-
-def _check_outputs(
-    run: Path, dataset: Path, out: Path, gallery: int, overwrite: bool, *, separate: bool = False
-) -> None:
-    """The outputs in OUT (predictions/, summary.json, per_image.csv, gallery/) against what
-    is read, before anything is written: `OutputPlan.check`.
-
-    Raises:
-        SegtoolError: an output exists without `overwrite`, or collides with an input.
-    """
-    plan = OutputPlan(overwrite=overwrite)
-    plan.read("the dataset's images", dataset / IMAGES_DIR)
-    plan.read("the dataset's masks", dataset / MASKS_DIR)
-    plan.read("the run's model", run / "model")
-    plan.read("the run's class map", run / CLASSES_FILE)
-    plan.read("the run's split", run / SPLIT_FILE)
-    plan.write(out / "predictions", folder=True, option="--out")
-    if separate:  # its masks may be rewritten into the run's ids (`in_run_ids`)
-        plan.write(out / "references", folder=True, option="--out")
-    plan_report(plan, out, gallery)
-    plan.check()
-
-
-def _run_options(run: Path) -> dict:
-    """The training options recorded in ``RUN/config.json`` (none for a bare model folder)."""
-    path = run / "config.json"
-    doc = read_json(path, "run config.json", "train the run again") if path.is_file() else {}
-    return doc.get("options", {}) if isinstance(doc, dict) else {}

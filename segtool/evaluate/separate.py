@@ -8,7 +8,6 @@ the run's class ids when its own classes.json orders the classes differently.
 from __future__ import annotations
 
 import hashlib
-import json
 from functools import partial
 from pathlib import Path
 
@@ -23,18 +22,6 @@ from segtool.core.masks import read_mask, write_mask
 from segtool.core.parallel import default_jobs, imap_jobs
 
 
-def trained_on(run: Path) -> Path | None:
-    """The dataset folder a run was trained on, from its config.json (None for a bare model)."""
-    config = run / "config.json"
-    if not config.is_file():
-        return None
-    try:
-        dataset = json.loads(config.read_text(encoding="utf-8")).get("dataset")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return Path(dataset) if isinstance(dataset, str) else None
-
-
 def file_fingerprint(path: Path) -> str:
     """A hash of a file's bytes: images are copied into datasets, never re-encoded, so one
     picture has one fingerprint wherever it lies."""
@@ -46,9 +33,15 @@ def file_fingerprint(path: Path) -> str:
 
 
 def refuse_training_images(
-    run: Path, train_stems: set[str] | None, dataset: Path, pairs: list[Pair], jobs: int | None
+    run: Path,
+    source: Path | None,
+    train_stems: set[str] | None,
+    dataset: Path,
+    pairs: list[Pair],
+    jobs: int | None,
 ) -> list[str]:
-    """Refuse a test folder that holds any of the run's training images (by fingerprint).
+    """Refuse a test folder that holds any of `run`'s training images (by fingerprint):
+    `source` is the dataset it was trained on, `train_stems` its training split.
 
     Returns:
         Warnings: why the check could not be made, when it could not.
@@ -56,7 +49,6 @@ def refuse_training_images(
     Raises:
         SegtoolError: naming how many images overlap and one example of each side.
     """
-    source = trained_on(run)
     if source is None or train_stems is None or not source.is_dir():
         where = source if source is not None else "no config.json"
         return [
@@ -113,19 +105,14 @@ def in_run_ids(
     if not path.is_file():
         return masks
     theirs = read_classes_json(path)
-    if theirs.names == class_map.names[: len(theirs.names)]:
-        return masks
-    unknown = [n for n in theirs.names if n not in class_map.names]
+    table, unknown = theirs.ids_in(class_map)
     if unknown:
         raise SegtoolError(
             f"{path}: class {unknown[0]!r} is not one of the model's classes "
             f"({', '.join(class_map.names)}); the model cannot be scored on it"
         )
-    # Other values stay as they are, so evaluate still names any value outside the map.
-    table = np.arange(1 << 16, dtype=np.uint16)
-    for i, name in enumerate(theirs.names):
-        table[i] = class_map.names.index(name)
-    table[theirs.ignore_index] = class_map.ignore_index
+    if table is None:
+        return masks
     with output_folder(out, overwrite) as tmp:
         work = partial(_remap_one, table=table, class_map=class_map, out=tmp)
         for _ in imap_jobs(work, pairs, jobs or default_jobs()):

@@ -8,7 +8,6 @@ import math
 import numpy as np
 
 from segtool.core.metrics import Counts, dice, iou, nanmean, pixel_accuracy, precision, recall
-from segtool.evaluate.multilabel import label_set_accuracy
 from segtool.evaluate.score import ImageScore
 
 
@@ -42,6 +41,13 @@ def _class_entries(
             entry["images_nan_hd95"] = int(np.isnan(hd[:, c]).sum()) if c else len(hd)
         entries[c] = entry
     return entries
+
+
+def label_set_accuracy(scores: list[ImageScore]) -> float:
+    """Pixel accuracy of multi-label masks: the share of counted pixels (not ignored by the
+    reference) whose whole label set is right; NaN when no pixel counts."""
+    counted = sum(s.pixels_counted for s in scores)
+    return sum(s.pixels_right for s in scores) / counted if counted else float("nan")
 
 
 def summarize(

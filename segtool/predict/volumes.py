@@ -19,6 +19,7 @@ from segtool.core.device import pick_device
 from segtool.core.errors import SegtoolError
 from segtool.core.files import output_folder, read_json
 from segtool.core.parallel import ProgressFn
+from segtool.core.volumes import slice_axis, standardize, to_slices
 from segtool.predict.engine import Engine
 from segtool.predict.folder import PredictReport, decision_thresholds
 from segtool.predict.predictor import Predictor, load_predictor
@@ -29,7 +30,6 @@ from segtool.sources.volume_folder import (
     is_volume_folder,
     read_volume_dataset,
 )
-from segtool.train.volumes import slice_axis, standardize, to_slices
 
 
 def volume_settings(run: Path) -> dict | None:

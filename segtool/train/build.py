@@ -20,6 +20,7 @@ from segtool.core.device import amp_dtype_for, pick_device
 from segtool.core.errors import SegtoolError, check_choice
 from segtool.core.parallel import default_jobs
 from segtool.core.regions import Regions
+from segtool.core.volumes import AXES
 from segtool.train.config import TrainConfig, parse_channels
 from segtool.train.data import (
     NORMALIZATIONS,
@@ -35,7 +36,6 @@ from segtool.train.model import build_model, check_names
 from segtool.train.schedule import WarmupCosine, warmup_steps
 from segtool.train.transforms import PRESETS, build_augmentation
 from segtool.train.volume_data import VolumeData, volume_datasets
-from segtool.train.volumes import AXES
 
 
 @dataclass

@@ -22,6 +22,7 @@ from segtool.core.dataset import read_split
 from segtool.core.errors import SegtoolError
 from segtool.core.metrics import Counts, case_mean, dice, iou, nanmean
 from segtool.core.regions import Regions
+from segtool.core.volumes import STANDARDIZATION
 from segtool.sources.nifti import check_cases
 from segtool.sources.volume_folder import VolumeDataset, read_volume_dataset
 from segtool.train.config import TrainConfig
@@ -29,7 +30,7 @@ from segtool.train.data import resolve_split
 from segtool.train.distributed import Dist, barrier
 from segtool.train.slices import VolumeSliceDataset
 from segtool.train.transforms import build_augmentation
-from segtool.train.volumes import STANDARDIZATION, CachedVolume, build_cache
+from segtool.train.volumes import CachedVolume, build_cache
 
 #: The cache folder inside a run, unless --cache names another.
 CACHE_DIR = "cache"

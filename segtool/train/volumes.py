@@ -1,4 +1,5 @@
-"""Volumes as training slices: per-volume standardisation, the slice axis, the slice cache.
+"""Volumes as training slices: the slice cache (standardisation and the slice axis, which
+predict and evaluate use too, are in `segtool.core.volumes`).
 
 Decoding a compressed NIfTI volume costs far more than a training step, so each volume is
 decoded once, standardised and written as memory-mapped arrays of slices::
@@ -24,68 +25,12 @@ import numpy as np
 
 from segtool.core.errors import SegtoolError
 from segtool.core.files import atomic_path, write_json
+from segtool.core.volumes import AXES, from_slices, slice_axis, standardize, to_slices
 from segtool.sources.nifti import Volume, load_case
 from segtool.sources.volume_folder import VolumeCase, VolumeDataset
 
-#: Slice axes by name, as anatomical directions: the voxel axis that runs along them.
-AXES = {"axial": "SI", "coronal": "AP", "sagittal": "LR"}
 #: Bumped when the cache layout or the standardisation changes (old entries are not reused).
 CACHE_VERSION = 1
-#: The standardisation rule, written into the run so predict applies the same one.
-STANDARDIZATION = "per-volume per-channel z-score over non-zero voxels (zeros stay 0)"
-
-
-def standardize(image: np.ndarray) -> tuple[np.ndarray, list[dict[str, float]]]:
-    """Per channel, to mean 0 and standard deviation 1 over the non-zero voxels.
-
-    The rule of MONAI's ``NormalizeIntensity(nonzero=True, channel_wise=True)`` and nnU-Net's
-    z-score with a brain mask: zero voxels (outside the brain) stay 0; a channel whose
-    non-zero voxels are constant is only shifted (std taken as 1); an all-zero channel is
-    left as it is. Statistics are computed in float64.
-
-    Args:
-        image: ``(X, Y, Z, C)`` (any number of leading axes, channels last).
-
-    Returns:
-        (float32 standardised image, per channel ``{"mean", "std", "voxels"}``).
-    """
-    out = np.zeros(image.shape, dtype=np.float32)
-    stats = []
-    for c in range(image.shape[-1]):
-        channel = image[..., c]
-        inside = channel != 0
-        values = channel[inside].astype(np.float64)
-        mean = float(values.mean()) if values.size else 0.0
-        std = float(values.std()) if values.size else 1.0
-        std = std if std > 0 else 1.0
-        out[..., c][inside] = ((values - mean) / std).astype(np.float32)
-        stats.append({"mean": mean, "std": std, "voxels": int(values.size)})
-    return out, stats
-
-
-def slice_axis(affine: np.ndarray, axis: str) -> int:
-    """The voxel axis (0, 1 or 2) that runs along `axis` (axial, coronal, sagittal), read from
-    the affine's orientation, so files stored in any voxel order slice the same way."""
-    import nibabel as nib
-
-    if axis not in AXES:
-        raise SegtoolError(f"--axis {axis!r} is not one of {', '.join(AXES)}")
-    codes = nib.aff2axcodes(affine)
-    for i, code in enumerate(codes):
-        if code in AXES[axis]:
-            return i
-    raise SegtoolError(f"the affine's orientation {codes} has no {axis} axis")
-
-
-def to_slices(volume: np.ndarray, axis: int) -> np.ndarray:
-    """``(X, Y, Z[, C])`` -> ``(S, [C,] H, W)`` slices along voxel axis `axis`."""
-    moved = np.moveaxis(volume, axis, 0)
-    return np.moveaxis(moved, -1, 1) if volume.ndim == 4 else moved
-
-
-def from_slices(slices: np.ndarray, axis: int) -> np.ndarray:
-    """The inverse of `to_slices` for a label stack ``(S, H, W)`` -> ``(X, Y, Z)``."""
-    return np.moveaxis(slices, 0, axis)
 
 
 def case_fingerprint(case: VolumeCase, axis: str) -> str:

@@ -1,0 +1,45 @@
+"""What evaluate reads from a run folder's ``config.json``, in one place.
+
+The model, class map and split are loaded with the predictor (`segtool.predict.predictor`);
+this is the rest: the training options, the dataset the run was trained on and, for a run
+trained on a volume folder, its volume settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from segtool.core.files import read_json
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run's ``config.json`` as evaluate needs it (all empty for a bare model folder)."""
+
+    #: the training options (``regions``, ...)
+    options: dict = field(default_factory=dict)
+    #: the dataset folder the run was trained on
+    dataset: Path | None = None
+    #: what a run trained on volumes recorded (channels, axis, standardisation); None: images
+    volumes: dict | None = None
+
+
+def read_run(run: Path) -> RunRecord:
+    """The run's ``config.json``, or an empty record for a bare model folder.
+
+    Raises:
+        SegtoolError: an unreadable or invalid config.json.
+    """
+    path = run / "config.json"
+    if not path.is_file():
+        return RunRecord()
+    doc = read_json(path, "run config.json", "train the run again")
+    if not isinstance(doc, dict):
+        return RunRecord()
+    options, dataset = doc.get("options"), doc.get("dataset")
+    return RunRecord(
+        options if isinstance(options, dict) else {},
+        Path(dataset) if isinstance(dataset, str) else None,
+        doc.get("volumes"),
+    )
