@@ -243,3 +243,15 @@ def test_the_parameter_checker_counts(tmp_path):
         "def _private(a, b, c, d, e, f, g, h, i, j): ...\n"
     )
     assert _parameter_counts(bad) == [("f", 9), ("m", 2)]
+
+
+def test_one_module_of_evaluate_and_of_predict_reads_nifti():
+    """The NIfTI reader of each package is its only module that opens volumes (evaluate's
+    `nifti_reader`, predict's `volumes`): a second one would be a fork of the pipeline."""
+    for package in KIND_BLIND:
+        readers = sorted(
+            module
+            for module, path in MODULES.items()
+            if module.split(".")[1:2] == [package] and "segtool.sources.nifti" in _imports(path)
+        )
+        assert len(readers) <= 1, f"{package}: {readers} all read NIfTI files; keep one reader"
