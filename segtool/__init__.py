@@ -21,6 +21,10 @@ _API = {
     "evaluate_dirs": "segtool.evaluate.report",
     "evaluate_model": "segtool.evaluate.model",
     "EvalSpec": "segtool.evaluate.spec",
+    # The typed specs and the run folder the functions take and write.
+    "TrainConfig": "segtool.train.config",
+    "PredictSpec": "segtool.predict.spec",
+    "RunFolder": "segtool.train.runfolder",
 }
 __all__ = ["__version__", *_API]
 

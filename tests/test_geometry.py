@@ -17,6 +17,7 @@ from segtool.core.masks import read_mask, write_mask
 from segtool.predict.engine import Engine
 from segtool.predict.folder import predict_dir
 from segtool.predict.predictor import Predictor
+from segtool.train.config import TrainConfig
 from segtool.train.data import SegmentationDataset, normalize, pad_collate, to_model_input
 from segtool.train.geometry import parse_size, scaled_shape
 from segtool.train.loop import fit
@@ -132,21 +133,10 @@ def test_a_wide_image_trained_on_itself_is_predicted_in_place(tmp_path):
     split = {"seed": 0, "train": ["a", "b"], "val": ["c"], "test": []}
     (dataset / "split.json").write_text(json.dumps(split))
     run = tmp_path / "run"
-    fit(
-        dataset,
-        run,
-        plan=False,
-        epochs=25,
-        encoder="resnet18",
-        workers=0,
-        batch_size=2,
-        augment="none",
-        lr=3e-3,
-        size="32,64",
-        resize="keep",
-    )
+    options = {"encoder": "resnet18", "workers": 0, "batch_size": 2, "augment": "none"}
+    fit(dataset, run, TrainConfig(epochs=25, lr=3e-3, size="32,64", resize="keep", **options))
     config = json.loads((run / "config.json").read_text())["options"]
-    assert (config["size"], config["resize"]) == ("32,64", "keep")
+    assert (config["size"], config["resize"]) == ([32, 64], "keep")  # (H, W), parsed once
     predict_dir(run, dataset / "images", tmp_path / "pred", device="cpu")
     labels = read_mask(tmp_path / "pred" / "a.png")
     assert labels.shape == truth.shape

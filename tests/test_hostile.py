@@ -1610,7 +1610,7 @@ def test_a_disk_filling_up_during_training_names_the_run_and_keeps_the_old_one(
     # names the file in the user's run folder, not in the temporary one beside it.
     import errno
 
-    import segtool.train.loop as loop
+    import segtool.train.curves as curves
 
     world = World(tmp_path / "w")
     shutil.copytree(base, world.root, symlinks=True)
@@ -1619,7 +1619,7 @@ def test_a_disk_filling_up_during_training_names_the_run_and_keeps_the_old_one(
     def full(path, rows):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(loop, "write_metrics", full)
+    monkeypatch.setattr(curves, "write_metrics", full)
     result = invoke(["train", world.ds, "--out", world.run, "--epochs", "1", *TINY, "--overwrite"])
     assert result.exit_code == 1 and result.exception is None, result.output
     assert f"{world.run / 'metrics.csv'}: the disk is full; nothing was replaced" in result.output

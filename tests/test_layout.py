@@ -255,3 +255,92 @@ def test_one_module_of_evaluate_and_of_predict_reads_nifti():
             if module.split(".")[1:2] == [package] and "segtool.sources.nifti" in _imports(path)
         )
         assert len(readers) <= 1, f"{package}: {readers} all read NIfTI files; keep one reader"
+
+
+#: The one module that reads and writes a run's config.json (`RunFolder`), and the one that
+#: reads a model folder's own config.json (segmentation-models-pytorch's, `train.model`).
+CONFIG_OWNERS = {"segtool.train.runfolder": "the run's", "segtool.train.model": "the model's"}
+
+
+def _config_literals(path: Path) -> list[int]:
+    """Lines of `path` holding the string "config.json" as a whole value (a path part, not a
+    mention in a docstring or message)."""
+    tree = ast.parse(path.read_text(), str(path))
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and node.value == "config.json"
+    ]
+
+
+def test_config_json_is_read_in_one_module():
+    found = {
+        module: lines
+        for module, path in MODULES.items()
+        if module not in CONFIG_OWNERS and (lines := _config_literals(path))
+    }
+    assert found == {}, "ask segtool.train.runfolder.RunFolder for the run's records: " + str(found)
+    for module in CONFIG_OWNERS:
+        assert len(_config_literals(MODULES[module])) == 1, f"{module}: name it once, as a constant"
+
+
+def test_the_config_checker_sees_a_second_reader(tmp_path, monkeypatch):
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        'import json\n\ndef f(run):\n    return json.loads((run / "config.json").read_text())\n'
+    )
+    monkeypatch.setitem(MODULES, "segtool.predict.bad", bad)
+    with pytest.raises(AssertionError, match="segtool.predict.bad"):
+        test_config_json_is_read_in_one_module()
+
+
+def _parameters(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Named parameters (not ``self``/``cls``), plus one each for ``*args`` and ``**kwargs``."""
+    args = node.args
+    named = [a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)]
+    if named and named[0] in ("self", "cls"):
+        named = named[1:]
+    return len(named) + (args.vararg is not None) + (args.kwarg is not None)
+
+
+def _public_functions(tree: ast.Module):
+    """Module-level functions and the methods of module-level classes, not named ``_x``."""
+    for node in tree.body:
+        inner = node.body if isinstance(node, ast.ClassDef) else [node]
+        owner = f"{node.name}." if isinstance(node, ast.ClassDef) else ""
+        for function in inner:
+            is_function = isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef)
+            if is_function and not function.name.startswith("_"):
+                yield owner + function.name, function
+
+
+#: Packages whose functions are being given a spec of their own (rasterize: its options);
+#: they join this check when it lands.
+NOT_YET = ("rasterize",)
+
+
+def _too_many_parameters(modules: dict[str, Path]) -> dict[str, int]:
+    found = {}
+    for module, path in modules.items():
+        layer = _layer(module)
+        if layer == ORDER.index("cli") or (layer is not None and ORDER[layer] in NOT_YET):
+            continue  # a command's function takes what its command line declares
+        for name, function in _public_functions(ast.parse(path.read_text(), str(path))):
+            if (n := _parameters(function)) > MAX_PARAMETERS:
+                found[f"{module}.{name}"] = n
+    return found
+
+
+def test_public_functions_take_at_most_eight_parameters():
+    assert _too_many_parameters(MODULES) == {}, "carry the options in a spec"
+
+
+def test_the_parameter_checker_counts_every_kind(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "def f(a, b, /, c, *d, e, f, g, h, **i):\n    pass\n\n"
+        "def g(a, b, c, d, e, f, g, h):\n    pass\n\n"
+        "class C:\n    def m(self, a, b, c, d, e, f, g, h, i):\n        pass\n"
+    )
+    found = _too_many_parameters({"segtool.predict.bad": bad})
+    assert found == {"segtool.predict.bad.f": 9, "segtool.predict.bad.C.m": 9}

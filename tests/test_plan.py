@@ -13,6 +13,7 @@ from scipy import ndimage
 
 from segtool.core.classes import make_class_map
 from segtool.core.dataset import find_pairs
+from segtool.train.config import Given
 from segtool.train.fingerprint import ClassStats, Fingerprint, Machine, measure_dataset
 from segtool.train.loop import fit
 from segtool.train.plan import MIN_EPOCHS, MIN_SIDE, Timing, fit_budget, plan_training
@@ -34,18 +35,34 @@ def fingerprint(n, height, width, *, share=0.2, images=None, obj=500.0):
 
 
 def choices(fp, machine, **given):
-    return {c.option: (c.value, c.why) for c in plan_training(fp, machine, given).choices}
+    return {
+        c.option: (c.value, c.why) for c in plan_training(fp, machine, Given.parse(**given)).choices
+    }
 
 
 def test_tiny_dataset_on_a_cpu():
     plan = choices(fingerprint(10, 48, 48), CPU)
     assert plan["size"][0] is None and "native" in plan["size"][1]
-    assert plan["encoder"][0] == "tu-resnet10t" and plan["decoder_channels"][0] == "64,32,16,16,16"
+    assert plan["encoder"][0] == "tu-resnet10t" and plan["decoder_channels"][0] == (
+        64,
+        32,
+        16,
+        16,
+        16,
+    )
     assert plan["batch_size"][0] == 4  # 7 training images: batch 4
     assert plan["augment"][0] == "strong"  # 10 images
     # 7 training images / 4 -> 2 steps an epoch; 300 steps -> 150 epochs.
     assert plan["epochs"][0] == 150
     assert "crop" not in plan
+
+
+def test_the_training_share_follows_val_and_test():
+    # 10 images with --val 0.5 --test 0.3: 2 train (not 70 %, 7): batch 2, one step an epoch,
+    # 300 steps -> 300 epochs, capped at 200.
+    plan = choices(fingerprint(10, 48, 48), CPU, val=0.5, test=0.3)
+    assert plan["batch_size"] == (2, "only 2 training images")
+    assert plan["epochs"] == (200, "about 300 steps of 1 per epoch")
 
 
 def test_three_images_limit_the_batch():
@@ -57,7 +74,7 @@ def test_huge_wide_images_on_a_big_gpu_keep_their_aspect():
     plan = choices(fingerprint(1000, 1080, 1920, obj=400.0), H100)
     # long side 1920 -> 1024: scale 0.533, objects 400 px -> 114 px (>= 64): resize, keeping
     # the aspect: 1080 * 0.533 = 576 -> box 576 x 1024.
-    assert plan["size"][0] == "576,1024" and plan["resize"][0] == "keep"
+    assert plan["size"][0] == (576, 1024) and plan["resize"][0] == "keep"
     assert "1920x1080" in plan["size"][1]
     assert plan["encoder"][0] == "resnet34" and "decoder_channels" not in plan
     # 700 training images / 8 -> 88 steps; 3000 / 88 = 34.1 -> 35 epochs.
@@ -68,7 +85,7 @@ def test_huge_wide_images_on_a_big_gpu_keep_their_aspect():
 def test_wide_images_on_a_cpu_are_resized_not_squashed():
     plan = choices(fingerprint(50, 1080, 1920, obj=20000.0), CPU)
     # 1920 -> 256: scale 0.1333; 1080 -> 144 -> two... five strides: 160.
-    assert plan["size"][0] == "160,256" and plan["resize"][0] == "keep"
+    assert plan["size"][0] == (160, 256) and plan["resize"][0] == "keep"
 
 
 def test_small_objects_in_large_images_get_patches():
@@ -97,13 +114,13 @@ def test_every_given_option_wins():
     given = {"size": "96,160", "resize": "stretch", "encoder": "resnet50", "batch_size": 2,
              "epochs": 7, "augment": "none", "lr": 1e-4, "loss": "focal"}  # fmt: skip
     plan = choices(fingerprint(50, 1080, 1920, share=0.004), CPU, **given)
-    for option, value in given.items():
+    for option, value in {**given, "size": (96, 160)}.items():  # parsed once, on giving
         assert plan[option] == (value, "given"), option
     assert "decoder_channels" not in plan and "crop" not in plan
 
 
 def test_a_budget_sets_the_epochs():
-    plan = plan_training(fingerprint(100, 128, 128), CPU, {})
+    plan = plan_training(fingerprint(100, 128, 128), CPU, Given())
     # 20 steps of 0.5 s + 1 s validation + 0.3 s saving = 11.3 s an epoch; (300 - 20) / 11.3.
     fit_budget(plan, fingerprint(100, 128, 128), Timing(0.5, 20, 1.0, 20.0), 300.0)
     assert plan.options()["epochs"] == 24
@@ -112,10 +129,10 @@ def test_a_budget_sets_the_epochs():
 
 def test_a_tight_budget_shrinks_the_input_keeping_its_aspect():
     fp = fingerprint(100, 180, 240)
-    plan = plan_training(fp, CPU, {})
+    plan = plan_training(fp, CPU, Given())
     fit_budget(plan, fp, Timing(1.0, 20, 2.0, 10.0), 120.0)  # 22.3 s an epoch: 4 epochs
     options = plan.options()
-    height, width = (int(v) for v in options["size"].split(","))
+    height, width = options["size"]
     assert options["resize"] == "keep" and width > height  # 240 x 180 stays wide
     assert options["epochs"] >= MIN_EPOCHS or max(height, width) <= MIN_SIDE / 0.75
     assert max(height, width) < 240
@@ -123,7 +140,7 @@ def test_a_tight_budget_shrinks_the_input_keeping_its_aspect():
 
 def test_a_given_epoch_count_survives_the_budget():
     fp = fingerprint(100, 128, 128)
-    plan = plan_training(fp, CPU, {"epochs": 3})
+    plan = plan_training(fp, CPU, Given.parse(epochs=3))
     fit_budget(plan, fp, Timing(0.5, 20, 1.0, 20.0), 300.0)
     assert plan.options()["epochs"] == 3
 
@@ -152,7 +169,7 @@ def test_measure_a_real_dataset(tmp_path):
 
 def test_a_budget_does_not_shrink_small_objects_out_of_sight():
     fp = fingerprint(100, 180, 240, obj=40.0)  # 40 px * 0.75^2 = 22.5 px: below 32 px
-    plan = plan_training(fp, CPU, {})
+    plan = plan_training(fp, CPU, Given())
     fit_budget(plan, fp, Timing(1.0, 20, 2.0, 10.0), 120.0)
     assert plan.options()["size"] is None and plan.options()["epochs"] == 4
 
@@ -183,3 +200,15 @@ def test_a_time_budget_run_ends_near_its_budget(tmp_path):
     assert config["options"]["epochs"] == result.epochs_done
     why = {c["option"]: c["why"] for c in config["plan"]["choices"]}
     assert "budget" in why["epochs"] and config["plan"]["machine"]["device"] == "cpu"
+
+
+def test_plan_only_with_a_budget_times_the_runs_own_first_steps_and_writes_nothing(tmp_path):
+    from segtool.train.loop import preview_plan
+
+    dataset = make_dataset(tmp_path / "ds", n=8, size=48)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    planned = preview_plan(dataset, time_budget="30s", workers=0)
+    why = {c.option: c.why for c in planned.plan.choices}
+    assert "30s budget" in why["epochs"] and planned.config.time_budget == 30.0
+    assert planned.config.epochs == planned.plan.options()["epochs"] >= 1
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from segtool.cli.evaluate import print_summary
 from segtool.cli.train_progress import RichReporter, TimeLeft, duration, plan_table
-from segtool.train.runfolder import curves_figure
+from segtool.train.curves import curves_figure
 from tests.cli import invoke
 
 #: 20 classes whose names share long prefixes: truncation would make them look alike.

@@ -9,8 +9,9 @@ import math
 import pytest
 import torch
 
+from segtool.train.config import TrainConfig
+from segtool.train.curves import read_metrics
 from segtool.train.loop import fit
-from segtool.train.runfolder import read_metrics
 from segtool.train.schedule import FLOOR, WarmupCosine, warmup_steps
 from tests.synthetic import make_dataset
 from tests.test_train import FAST, StopAfter
@@ -80,7 +81,7 @@ def _rates(run):
 
 def test_resume_with_more_epochs_continues_the_rate(easy, tmp_path):
     run = tmp_path / "run"
-    fit(easy, run, plan=False, epochs=4, reporter=StopAfter(2), **FAST)  # 3 steps an epoch
+    fit(easy, run, TrainConfig(epochs=4, **FAST), reporter=StopAfter(2))  # 3 steps an epoch
     fit(easy, run, resume=True, epochs=6)
     rates = [r / FAST["lr"] for r in _rates(run)]
     assert len(rates) == 6 and all(b <= a for a, b in itertools.pairwise(rates[1:]))
@@ -93,7 +94,7 @@ def test_resume_with_more_epochs_continues_the_rate(easy, tmp_path):
 
 def test_resume_with_a_warm_restart(easy, tmp_path):
     run = tmp_path / "run"
-    fit(easy, run, plan=False, epochs=3, **FAST)
+    fit(easy, run, TrainConfig(epochs=3, **FAST))
     fit(easy, run, resume=True, epochs=5, warm_restart=True)
     rates = _rates(run)  # the rate at each epoch's first step
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)

@@ -16,9 +16,9 @@ from segtool.core.classes import read_classes_json
 from segtool.core.errors import SegtoolError
 from segtool.core.masks import write_mask
 from segtool.train.checkpoint import load_checkpoint
+from segtool.train.curves import read_metrics
 from segtool.train.loop import fit
 from segtool.train.model import load_model
-from segtool.train.runfolder import read_metrics
 from segtool.train.steps import Reporter
 from tests.cli import invoke
 from tests.synthetic import make_dataset
@@ -330,3 +330,59 @@ def test_cli_ctrl_c_says_how_to_resume(easy, tmp_path, monkeypatch):
     assert result.exit_code == 130
     assert "last.pt holds epoch 1; continue with: segtool train" in result.stderr
     assert "--resume" in result.stderr
+
+
+def test_the_trainer_runs_its_hooks_in_order_and_a_variant_overrides_one(easy, tmp_path):
+    from segtool.train.budget import Budget
+    from segtool.train.config import TrainConfig
+    from segtool.train.distributed import Dist
+    from segtool.train.planning import dataset_classes
+    from segtool.train.runfolder import RunFolder
+    from segtool.train.trainer import Setup, Trainer
+
+    calls = []
+
+    class Logged(Trainer):
+        def on_train_start(self):
+            calls.append("train start")
+            super().on_train_start()
+
+        def on_epoch_start(self, epoch):
+            calls.append(f"epoch {epoch}")
+            super().on_epoch_start(epoch)
+
+        def train_step(self, batch):
+            calls.append("step")
+            return super().train_step(batch)
+
+        def validate(self, batches=None):
+            calls.append("validate")
+            return super().validate(batches)
+
+        def on_epoch_end(self, epoch, train_loss, validation):
+            calls.append(f"end {epoch}")
+            super().on_epoch_end(epoch, train_loss, validation)
+            return True  # a variant that always stops after one epoch
+
+        def on_train_end(self, stopped, epoch):
+            calls.append(f"train end: {stopped}")
+            return super().on_train_end(stopped, epoch)
+
+    (tmp_path / "run").mkdir()
+    config = TrainConfig(epochs=3, size=32, **FAST)
+    setup = Setup(
+        easy, tmp_path / "run", RunFolder(tmp_path / "run"), config, dataset_classes(easy)
+    )
+    trainer = Logged(setup, Reporter(), Dist(), Budget())
+    result = trainer.run_training()
+    steps = len(trainer.run.loaders.train)  # one train_step per batch of the epoch
+    assert steps >= 2
+    assert calls == [
+        "train start",
+        "epoch 1",
+        *["step"] * steps,
+        "validate",
+        "end 1",
+        "train end: early stop",
+    ]
+    assert result.epochs_done == 1 and (tmp_path / "run" / "checkpoints" / "last.pt").is_file()

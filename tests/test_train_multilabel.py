@@ -17,9 +17,9 @@ from segtool.evaluate.model import evaluate_model
 from segtool.evaluate.report import evaluate_dirs
 from segtool.predict.folder import predict_dir
 from segtool.predict.predictor import Predictor, load_predictor
+from segtool.train.curves import read_metrics
 from segtool.train.loop import fit
 from segtool.train.model import load_model
-from segtool.train.runfolder import read_metrics
 from segtool.train.thresholds import GRID
 from tests.synthetic import make_dataset, make_multilabel_dataset
 

@@ -13,10 +13,10 @@ from segtool.core.errors import SegtoolError
 from segtool.split.assign import make_split, split_dataset
 from segtool.train.checkpoint import load_checkpoint
 from segtool.train.config import TrainConfig
+from segtool.train.curves import read_metrics
 from segtool.train.distributed import Dist
 from segtool.train.loop import fit
 from segtool.train.model import load_model
-from segtool.train.runfolder import read_metrics
 from segtool.train.volume_data import VolumeData, load_volume_data
 from tests.volumes import make_msd
 

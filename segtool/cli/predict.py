@@ -104,36 +104,33 @@ def _predict(args: SimpleNamespace) -> None:
     """Predict a folder of images (or volumes) and print the throughput."""
     use_max_pixels(args.max_pixels)
     from segtool.core.dataset import split_stems
-    from segtool.predict.engine import TILE_OVERLAP
     from segtool.predict.folder import predict_dir
     from segtool.predict.predictor import load_predictor
-    from segtool.predict.volumes import volume_settings
+    from segtool.predict.spec import TILE_OVERLAP, PredictSpec
 
     if args.overlap is not None and args.tile is None:
         raise UsageError("--overlap is the overlap of --tile tiles; add --tile or drop --overlap")
+    spec = PredictSpec(
+        tile=args.tile,
+        overlap=TILE_OVERLAP if args.overlap is None else args.overlap,
+        tta=args.tta,
+        threshold=args.threshold,
+        probabilities=args.probabilities,
+        overlay_images=args.overlay,
+        device=args.device,
+        batch_size=args.batch_size,
+        amp=args.amp,
+        skip_invalid=args.skip_invalid,
+        overwrite=args.overwrite,
+    )
     predictor = load_predictor(args.model, args.classes)
     stems = split_stems(predictor.split, args.split, predictor.source) if args.split else None
-    if volume_settings(predictor.source) is not None:
-        _predict_volumes(predictor, args, stems)
+    if predictor.run is not None and predictor.run.volume_settings() is not None:
+        _predict_volumes(predictor, args, spec, stems)
         return
     with progress_bar() as on_progress:
         report = predict_dir(
-            predictor,
-            args.images,
-            args.out,
-            stems=stems,
-            tile=args.tile,
-            overlap=TILE_OVERLAP if args.overlap is None else args.overlap,
-            tta=args.tta,
-            threshold=args.threshold,
-            probabilities=args.probabilities,
-            overlay_images=args.overlay,
-            device=args.device,
-            batch_size=args.batch_size,
-            amp=args.amp,
-            skip_invalid=args.skip_invalid,
-            overwrite=args.overwrite,
-            on_progress=on_progress,
+            predictor, args.images, args.out, spec, stems=stems, on_progress=on_progress
         )
     for message in report.notes:
         warn(message)
@@ -147,24 +144,15 @@ def _predict(args: SimpleNamespace) -> None:
         note(f"overlays: {args.out / 'overlays'}")
 
 
-def _predict_volumes(predictor: Any, args: SimpleNamespace, cases: set[str] | None) -> None:
+def _predict_volumes(
+    predictor: Any, args: SimpleNamespace, spec: Any, cases: set[str] | None
+) -> None:
     """A run trained on volumes: NIfTI label volumes on the input's grid."""
     from segtool.predict.volumes import predict_volumes
 
     with progress_bar() as on_progress:
         report = predict_volumes(
-            predictor,
-            args.images,
-            args.out,
-            names=cases,
-            tta=args.tta,
-            threshold=args.threshold,
-            probabilities=args.probabilities,
-            device=args.device,
-            batch_size=args.batch_size,
-            amp=args.amp,
-            overwrite=args.overwrite,
-            on_progress=on_progress,
+            predictor, args.images, args.out, spec, names=cases, on_progress=on_progress
         )
     for message in report.notes:
         warn(message)

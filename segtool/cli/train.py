@@ -83,6 +83,12 @@ OPTIONS: dict[str, Opt] = {
         metavar="TIME",
         to_config=parse_duration,
     ),
+    "warm_restart": Opt(
+        RUN,
+        "With --resume: warm the learning rate up to its peak again instead of continuing "
+        "it smoothly.",
+        bool,
+    ),
     # Shares are checked together (with their sum) by the library, as split's are.
     "val": Opt(DATA, "Validation share when no split.json exists.", float, "X"),
     "test": Opt(DATA, "Test share when no split.json exists.", float, "X"),
@@ -207,15 +213,6 @@ def _run_options(
         bool,
         flag("--plan-only", "Print the plan and stop (nothing is written).", rich_help_panel=RUN),
     ] = False,
-    warm_restart: Annotated[
-        bool,
-        flag(
-            "--warm-restart",
-            "With --resume: warm the learning rate up to its peak again instead of continuing "
-            "it smoothly.",
-            rich_help_panel=RUN,
-        ),
-    ] = False,
 ) -> None:
     """The options of segtool train that are not the config's (the run's place, its start and
     its stop): the first part of `command`'s signature."""
@@ -303,9 +300,9 @@ def _train(run: dict[str, Any], options: dict[str, Any]) -> None:
 
     use_max_pixels(run["max_pixels"])
     if run["plan_only"]:
-        from segtool.train.planning import plan_run
+        from segtool.train.loop import preview_plan
 
-        planned = plan_run(run["dataset"], clock=clock, **options)
+        planned = preview_plan(run["dataset"], clock=clock, **options)
         Console(soft_wrap=True).print(plan_table(planned.plan.to_json()))
         return
     reporter = RichReporter(err_console(), options["time_budget"], started=clock)
@@ -314,7 +311,6 @@ def _train(run: dict[str, Any], options: dict[str, Any]) -> None:
         run["out"],
         resume=run["resume"],
         overwrite=run["overwrite"],
-        warm_restart=run["warm_restart"],
         reporter=reporter,
         clock=clock,
         **options,

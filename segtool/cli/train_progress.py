@@ -34,7 +34,10 @@ def plan_table(choices: list[dict[str, Any]]) -> Table:
     table.add_column("value", overflow="fold")
     table.add_column("why", ratio=1)
     for choice in choices:
-        value = "—" if choice["value"] is None else str(choice["value"])
+        value = choice["value"]
+        if isinstance(value, list | tuple):  # a size or decoder widths, as users type them
+            value = ",".join(str(v) for v in value)
+        value = "—" if value is None else str(value)
         option = "--" + choice["option"].replace("_", "-")
         table.add_row(option, escape(clean(value)), escape(clean(choice["why"])))
     return table

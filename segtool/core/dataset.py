@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -264,3 +265,20 @@ def check_pairs(pairs: list[Pair], class_map: ClassMap, jobs: int | None = None)
         error = binary_255_error(pairs[0].mask.parent, class_map.ignore_index)
         if error:
             raise error
+
+
+def files_digest(pairs: list[Pair], *, times: bool = True) -> str:
+    """A hash of the dataset's file names, sizes and (with `times`) modification times."""
+    digest = hashlib.sha256()
+    for pair in pairs:
+        for path in (pair.image, pair.mask):
+            st = path.stat()
+            when = st.st_mtime_ns if times else ""
+            digest.update(f"{path.name}\0{st.st_size}\0{when}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def split_pairs(pairs: list[Pair], split: dict) -> list[Pair]:
+    """The pairs a split names (train, val and test)."""
+    named = {stem for name in SPLIT_NAMES for stem in split[name]}
+    return [p for p in pairs if p.stem in named]

@@ -22,6 +22,7 @@ from segtool.evaluate.runs import RunRecord, read_run
 from segtool.evaluate.separate import in_run_ids, refuse_training_images
 from segtool.evaluate.spec import SPLITS, EvalSpec
 from segtool.predict.predictor import Predictor, load_predictor
+from segtool.train.runfolder import RunFolder
 
 __all__ = ["SPLITS", "evaluate_model"]
 
@@ -150,7 +151,7 @@ class VolumeModelData(ModelData):
             ("the references folder", dataset / "labelsTr"),
             ("the volume folder's images", dataset / "imagesTr"),
             ("the run's model", run / "model"),
-            ("the run's config", run / "config.json"),
+            ("the run's config", RunFolder(run).config_file),
             ("the run's split", run / SPLIT_FILE),
         ]
         out = spec.out or run / "evaluation" / name

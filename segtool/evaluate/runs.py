@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from segtool.core.files import read_json
+from segtool.train.model import has_model
+from segtool.train.runfolder import RunFolder
 
 
 @dataclass(frozen=True)
@@ -26,20 +27,13 @@ class RunRecord:
 
 
 def read_run(run: Path) -> RunRecord:
-    """The run's ``config.json``, or an empty record for a bare model folder.
+    """The run's ``config.json`` (through `RunFolder`, its one reader), or an empty record
+    for a bare model folder.
 
     Raises:
         SegtoolError: an unreadable or invalid config.json.
     """
-    path = run / "config.json"
-    if not path.is_file():
-        return RunRecord()
-    doc = read_json(path, "run config.json", "train the run again")
-    if not isinstance(doc, dict):
-        return RunRecord()
-    options, dataset = doc.get("options"), doc.get("dataset")
-    return RunRecord(
-        options if isinstance(options, dict) else {},
-        Path(dataset) if isinstance(dataset, str) else None,
-        doc.get("volumes"),
-    )
+    folder = RunFolder(run)
+    if not folder.model_dir.is_dir() and has_model(run, weights=True):
+        return RunRecord()  # a bare model folder: its config.json is the model's own
+    return RunRecord(folder.options(), folder.dataset(), folder.volume_settings())

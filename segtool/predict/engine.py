@@ -12,13 +12,11 @@ from segtool.core.device import amp_dtype_for, autocast
 from segtool.core.errors import SegtoolError
 from segtool.core.multilabel import value_dtype
 from segtool.predict.predictor import Predictor
+from segtool.predict.spec import TILE_OVERLAP
 from segtool.predict.tiles import predict_tiled
 from segtool.train.data import to_model_input
 from segtool.train.geometry import scaled_shape
 from segtool.train.model import STRIDE
-
-#: Default overlap of neighbouring tiles (a fraction of the tile), for --tile.
-TILE_OVERLAP = 0.25
 
 
 class Engine:

@@ -28,10 +28,11 @@ from segtool.core.images import ImageReadError, list_images, load_rgb, open_imag
 from segtool.core.masks import write_mask
 from segtool.core.multilabel import preview, write_multilabel_mask
 from segtool.core.parallel import ProgressFn, default_jobs
-from segtool.predict.engine import TILE_OVERLAP, Engine
+from segtool.predict.engine import Engine
 from segtool.predict.predictor import Predictor, load_predictor
+from segtool.predict.spec import PredictSpec
 from segtool.train.data import normalize
-from segtool.train.model import STRIDE
+from segtool.train.model import STRIDE, has_model
 
 
 class _ImageFiles(Dataset):
@@ -248,22 +249,12 @@ def predict_dir(
     model: Path | Predictor,
     images: Path,
     out: Path,
+    spec: PredictSpec | None = None,
     *,
     classes: Path | None = None,
     stems: set[str] | None = None,
-    tile: int | None = None,
-    overlap: float = TILE_OVERLAP,
-    tta: bool = False,
-    threshold: float | None = None,
-    probabilities: bool = False,
-    overlay_images: bool = False,
-    device: str = "auto",
-    batch_size: int = 8,
-    amp: bool | None = None,
-    workers: int | None = None,
-    skip_invalid: bool = False,
-    overwrite: bool = False,
     on_progress: ProgressFn | None = None,
+    **options: Any,
 ) -> PredictReport:
     """Predict a label mask for every image in a folder.
 
@@ -274,18 +265,26 @@ def predict_dir(
     cut at `threshold`, else at the run's thresholds tuned on the validation split (a note
     says so), else at 0.5; their probabilities are K-1 x H x W.
 
+    Args:
+        model: a run folder, a bare model folder (with `classes`), or a loaded `Predictor`.
+        images: the folder of images.
+        out: the folder to write (whole, or not at all).
+        spec: how to predict; or None, and keyword `options` (`PredictSpec` fields) build it.
+        classes: the classes.json of a bare model folder.
+        stems: only the images with these stems.
+        on_progress: called as images are done.
+
     Raises:
         SegtoolError: bad model/classes/options, no images, an existing OUT without
-            `overwrite`, outputs colliding with inputs; unreadable images (then nothing is
-            written) unless `skip_invalid`.
+            ``overwrite``, outputs colliding with inputs; unreadable images (then nothing is
+            written) unless ``skip_invalid``.
     """
-    if threshold is not None and not 0 <= threshold <= 1:  # NaN fails the comparison too
-        raise SegtoolError(f"--threshold {threshold} must be a probability in [0, 1]")
-    plan = OutputPlan(overwrite=overwrite)
+    spec = PredictSpec.build(spec, **options)
+    plan = OutputPlan(overwrite=spec.overwrite)
     plan.read("the images folder", images)
     if isinstance(model, Path) and (model / "model").is_dir():
         plan.read("the model", model / "model")
-    elif isinstance(model, Path) and (model / "config.json").is_file():
+    elif isinstance(model, Path) and has_model(model):
         plan.read("the model", model)
     target = plan.write(out, folder=True, option="OUT")
     plan.check()
@@ -294,14 +293,15 @@ def predict_dir(
         plan.read(what, path)
     plan.check()
     paths = find_images(images, stems)
-    torch_device = pick_device(device)
+    torch_device = pick_device(spec.device)
     engine = Engine(
-        predictor, torch_device, tile=tile, overlap=overlap, tta=tta, batch_size=batch_size, amp=amp
-    )
-    report = PredictReport(out, notes=_notes(engine, tile))
-    cut = decision_thresholds(predictor, threshold, report.notes)
+        predictor, torch_device, tile=spec.tile, overlap=spec.overlap, tta=spec.tta,
+        batch_size=spec.batch_size, amp=spec.amp,
+    )  # fmt: skip
+    report = PredictReport(out, notes=_notes(engine, spec.tile))
+    cut = decision_thresholds(predictor, spec.threshold, report.notes)
     paths, report.failed = _readable(paths)
-    if report.failed and not skip_invalid:
+    if report.failed and not spec.skip_invalid:
         raise InvalidInputError(
             f"{len(report.failed)} of {len(paths) + len(report.failed)} images cannot be read, "
             f"nothing was written (remove them or pass --skip-invalid)",
@@ -309,12 +309,12 @@ def predict_dir(
         )
     if not paths:
         raise SegtoolError(f"{images}: no image could be read: {report.failed[0]}")
-    loader = _image_loader(paths, engine, batch_size, workers)
+    loader = _image_loader(paths, engine, spec.batch_size, spec.workers)
     with plan.build():
         tmp = target.tmp
         start = time.perf_counter()
         threads = 2 if torch_device.type == "cpu" else 4
-        writer = _Writer(tmp, predictor.class_map, overlay_images, threads)
+        writer = _Writer(tmp, predictor.class_map, spec.overlay_images, threads)
         with writer.pool:
             _predict_all(
                 loader,
@@ -322,13 +322,13 @@ def predict_dir(
                 writer,
                 report,
                 threshold=cut,
-                probabilities=probabilities,
+                probabilities=spec.probabilities,
                 on_progress=on_progress,
             )
         report.seconds = time.perf_counter() - start
         if not report.n_images:
             raise SegtoolError(f"{images}: no image could be read: {report.failed[0]}")
-        if report.failed and not skip_invalid:
+        if report.failed and not spec.skip_invalid:
             # Damaged data found only on decoding: nothing is replaced.
             raise InvalidInputError(
                 f"{len(report.failed)} image(s) could not be decoded, nothing was written "

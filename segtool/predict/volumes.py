@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from segtool.core.device import pick_device
 from segtool.core.errors import SegtoolError
-from segtool.core.files import output_folder, read_json
+from segtool.core.files import output_folder
 from segtool.core.parallel import ProgressFn
 from segtool.core.volumes import slice_axis, standardize, to_slices
 from segtool.predict.engine import Engine
 from segtool.predict.folder import PredictReport, decision_thresholds
 from segtool.predict.predictor import Predictor, load_predictor
+from segtool.predict.spec import PredictSpec
 from segtool.sources.nifti import Volume, load_case
 from segtool.sources.volume_folder import (
     VolumeCase,
@@ -30,16 +32,6 @@ from segtool.sources.volume_folder import (
     is_volume_folder,
     read_volume_dataset,
 )
-
-
-def volume_settings(run: Path) -> dict | None:
-    """What a run trained on volumes recorded (channels, axis, standardisation), or None for a
-    run trained on photos."""
-    path = run / "config.json"
-    if not path.is_file():
-        return None
-    doc = read_json(path, "run config.json", "train the run again")
-    return doc.get("volumes") if isinstance(doc, dict) else None
 
 
 def find_cases(volumes: Path, settings: dict, names: set[str] | None = None) -> list[VolumeCase]:
@@ -113,43 +105,54 @@ def predict_volumes(
     model: Path | Predictor,
     volumes: Path,
     out: Path,
+    spec: PredictSpec | None = None,
     *,
     names: set[str] | None = None,
-    tta: bool = False,
-    threshold: float | None = None,
-    probabilities: bool = False,
-    device: str = "auto",
-    batch_size: int = 8,
-    amp: bool | None = None,
-    overwrite: bool = False,
     on_progress: ProgressFn | None = None,
+    **options: Any,
 ) -> PredictReport:
     """Predict ``OUT/<case>.nii.gz`` for every case (see `find_cases`); with `probabilities`
     also ``OUT/<case>_probabilities.nii.gz`` (float32, X x Y x Z x K). OUT appears complete
     or not at all.
 
+    Args:
+        model: a run folder trained on volumes, or its loaded `Predictor`.
+        volumes: a volume folder (its ``imagesTs``, or the labelled cases in `names`), or a
+            folder of ``.nii.gz`` volumes.
+        out: the folder to write (whole, or not at all).
+        spec: how to predict (the fields volumes use: tta, threshold, probabilities, device,
+            batch_size, amp, overwrite); or None, and keyword `options` build it.
+        names: only these cases.
+        on_progress: called as cases are done.
+
     Raises:
         SegtoolError: a run not trained on volumes, bad or missing cases, an existing OUT
-            without `overwrite`.
+            without ``overwrite``.
     """
+    spec = PredictSpec.build(spec, **options)
     predictor = model if isinstance(model, Predictor) else load_predictor(model)
-    settings = volume_settings(predictor.source)
+    settings = predictor.run.volume_settings() if predictor.run is not None else None
     if settings is None:
         raise SegtoolError(
             f"{predictor.source}: this run was trained on images, not volumes; predict images "
             f"with it, or train on the volume folder"
         )
     cases = find_cases(volumes, settings, names)
-    engine = Engine(predictor, pick_device(device), tta=tta, batch_size=batch_size, amp=amp)
+    engine = Engine(
+        predictor, pick_device(spec.device), tta=spec.tta, batch_size=spec.batch_size,
+        amp=spec.amp,
+    )  # fmt: skip
     report = PredictReport(out)
-    cut = decision_thresholds(predictor, threshold, report.notes)
+    cut = decision_thresholds(predictor, spec.threshold, report.notes)
     channels = len(settings["channels"])
     inputs = [("the volume folder", volumes), *predictor.inputs]
-    with output_folder(out, overwrite, inputs=inputs) as tmp:
+    with output_folder(out, spec.overwrite, inputs=inputs) as tmp:
         start = time.perf_counter()
         for i, case in enumerate(cases, 1):
             volume = load_case(case, channels)
-            labels, probs = predict_volume(engine, volume, settings["axis"], cut, probabilities)
+            labels, probs = predict_volume(
+                engine, volume, settings["axis"], cut, spec.probabilities
+            )
             save_like(tmp / f"{case.case}.nii.gz", labels, volume)
             if probs is not None:
                 save_like(tmp / f"{case.case}_probabilities.nii.gz", probs, volume)

@@ -7,6 +7,7 @@ import random
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,18 +15,16 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from segtool.core.classes import ClassMap, mode_for
-from segtool.core.constants import SPLIT_FILE
-from segtool.core.dataset import Pair, check_pairs, find_pairs, read_split
+from segtool.core.dataset import Pair, check_pairs, files_digest, find_pairs, split_pairs
 from segtool.core.device import amp_dtype_for, pick_device
 from segtool.core.errors import SegtoolError, check_choice
 from segtool.core.parallel import default_jobs
 from segtool.core.regions import Regions
 from segtool.core.volumes import AXES
-from segtool.train.config import TrainConfig, parse_channels
+from segtool.train.config import TrainConfig
 from segtool.train.data import (
     NORMALIZATIONS,
     SegmentationDataset,
-    check_same_dataset,
     pad_collate,
     resolve_split,
     worker_init,
@@ -33,9 +32,11 @@ from segtool.train.data import (
 from segtool.train.distributed import Dist
 from segtool.train.losses import LOSSES, build_loss
 from segtool.train.model import build_model, check_names
+from segtool.train.runfolder import RunFolder
 from segtool.train.schedule import WarmupCosine, warmup_steps
 from segtool.train.transforms import PRESETS, build_augmentation
 from segtool.train.volume_data import VolumeData, volume_datasets
+from segtool.train.volumes import case_fingerprint
 
 
 @dataclass
@@ -51,27 +52,59 @@ class TrainingData:
 
 
 @dataclass
-class Run:
-    """Everything the epochs use. `model` is what is saved; `train_model` what is stepped
-    (the same model, wrapped in DistributedDataParallel under torchrun)."""
+class Hardware:
+    """Where and how the run computes."""
 
     device: torch.device
     amp_dtype: torch.dtype | None
     channels_last: bool
-    workers: int
-    mode: str
+    workers: int  #: DataLoader workers
+
+
+@dataclass
+class Learner:
+    """What learns: `model` is what is saved; `train_model` what is stepped (the same model,
+    wrapped in DistributedDataParallel under torchrun); the loss, AdamW, its schedule
+    (`WarmupCosine` under ``LambdaLR``) and the AMP scaler."""
+
     model: nn.Module
     train_model: nn.Module
     loss_fn: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
+
+    def retarget(self, total: int) -> None:
+        """End the schedule's decay at step `total`, continuing smoothly from now."""
+        schedule = self.scheduler.lr_lambdas[0]
+        if schedule.total != total:
+            schedule.retarget(self.scheduler.last_epoch, total)
+
+    def restart(self, total: int, warmup: int) -> None:
+        """Warm up to the peak rate again over `warmup` steps, then decay to step `total`."""
+        self.scheduler.lr_lambdas[0].restart(self.scheduler.last_epoch, total, warmup)
+
+
+@dataclass
+class Loaders:
+    """The training and validation batches (and what seeds them per epoch)."""
+
     train_ds: Dataset  # SegmentationDataset, or VolumeSliceDataset for a volume folder
     sampler: torch.utils.data.Sampler | None
     generator: torch.Generator
-    train_loader: DataLoader
-    val_loader: DataLoader
+    train: DataLoader
+    val: DataLoader
     val_cases: list[str] | None = None  # volume folders: validation is scored per case
+
+
+@dataclass
+class Run:
+    """Everything the epochs use, built from the config by `build_run`."""
+
+    hardware: Hardware
+    learner: Learner
+    loaders: Loaders
+    mode: str  #: binary, multiclass or multilabel (`core.classes.mode_for`)
 
 
 def load_data(
@@ -91,8 +124,9 @@ def load_data(
     pairs, skipped = find_pairs(dataset, skip_unpaired=config.skip_unpaired)
     check_pairs(pairs, regions.source if regions is not None else class_map)
     if resume:
-        split = read_split(run_dir / SPLIT_FILE, {p.stem for p in pairs})
-        check_same_dataset(run_dir, dataset, pairs, split)
+        run = RunFolder(run_dir)
+        split = run.split({p.stem for p in pairs}, required=True)
+        run.check_same_dataset(dataset, pairs, split)
     else:
         split_file = Path(config.split_file) if config.split_file else None
         split = resolve_split(
@@ -210,7 +244,7 @@ def _model(
         class_map.num_classes,
         class_map.multilabel,
         in_channels,
-        decoder_channels=parse_channels(config.decoder_channels),
+        decoder_channels=config.decoder_channels,
     )
     model.to(device)
     return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
@@ -231,7 +265,44 @@ def validation_loader(
             regions=data.regions,
         )
     )
-    return _loader(dataset, config, run.device, run.workers, class_map.ignore_index, shuffle=False)
+    hardware = run.hardware
+    return _loader(
+        dataset, config, hardware.device, hardware.workers, class_map.ignore_index, shuffle=False
+    )
+
+
+def build_loaders(
+    config: TrainConfig,
+    class_map: ClassMap,
+    data: TrainingData | VolumeData,
+    dist: Dist,
+    hardware: Hardware,
+) -> Loaders:
+    """The datasets and their loaders (each process its share under torchrun)."""
+    train_ds, val_ds = _datasets(config, class_map, data, dist)
+    sampler = None
+    if dist.world > 1:
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(
+            train_ds, dist.world, dist.rank, shuffle=True, seed=config.seed
+        )
+    generator = torch.Generator()
+    loader = partial(
+        _loader,
+        config=config,
+        run_device=hardware.device,
+        workers=hardware.workers,
+        ignore=class_map.ignore_index,
+    )
+    return Loaders(
+        train_ds=train_ds,
+        sampler=sampler,
+        generator=generator,
+        train=loader(train_ds, shuffle=True, generator=generator, sampler=sampler),
+        val=loader(val_ds, shuffle=False),
+        val_cases=[v.case for v in data.val] if isinstance(data, VolumeData) else None,
+    )
 
 
 def build_run(
@@ -242,6 +313,7 @@ def build_run(
     device = pick_device(config.device, dist.local_rank)
     amp_dtype = amp_dtype_for(device, config.amp)
     workers = config.workers if config.workers is not None else default_workers(device)
+    hardware = Hardware(device, amp_dtype, device.type == "cuda", workers)
     seed_all(config.seed)
     mode = mode_for(class_map.num_classes, class_map.multilabel)
     loss_fn = build_loss(
@@ -256,20 +328,8 @@ def build_run(
     )
     volumes = isinstance(data, VolumeData)
     model = _model(config, class_map, device, data.in_channels if volumes else 3)
-    train_ds, val_ds = _datasets(config, class_map, data, dist)
-    sampler = None
-    if dist.world > 1:
-        from torch.utils.data.distributed import DistributedSampler
-
-        sampler = DistributedSampler(
-            train_ds, dist.world, dist.rank, shuffle=True, seed=config.seed
-        )
-    generator = torch.Generator()
-    ignore = class_map.ignore_index
-    loader = partial(_loader, config=config, run_device=device, workers=workers, ignore=ignore)
-    train_loader = loader(train_ds, shuffle=True, generator=generator, sampler=sampler)
-    val_loader = loader(val_ds, shuffle=False)
-    steps = len(train_loader)
+    loaders = build_loaders(config, class_map, data, dist, hardware)
+    steps = len(loaders.train)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
@@ -281,22 +341,40 @@ def build_run(
     if dist.world > 1:
         ids = [device.index] if device.type == "cuda" else None
         train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    return Run(
-        device=device,
-        amp_dtype=amp_dtype,
-        channels_last=device.type == "cuda",
-        workers=workers,
-        mode=mode,
-        model=model,
-        train_model=train_model,
-        loss_fn=loss_fn,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        scaler=scaler,
-        train_ds=train_ds,
-        sampler=sampler,
-        generator=generator,
-        train_loader=train_loader,
-        val_loader=val_loader,
-        val_cases=[v.case for v in data.val] if volumes else None,
-    )
+    learner = Learner(model, train_model, loss_fn, optimizer, scheduler, scaler)
+    return Run(hardware, learner, loaders, mode)
+
+
+def run_facts(
+    dataset: Path,
+    config: TrainConfig,
+    class_map: ClassMap,
+    data: TrainingData | VolumeData,
+    run: Run,
+    world: int,
+) -> dict[str, Any]:
+    """What config.json records besides the options: the dataset and its fingerprints (for a
+    volume folder its channels, axis and standardisation), the device and the counts."""
+    if isinstance(data, VolumeData):
+        cases = "-".join(case_fingerprint(c, config.axis) for c in data.volumes.cases)
+        files = {"dataset_fingerprint": cases[:64], "volumes": data.record(config)}
+    else:
+        used = split_pairs(data.pairs, data.split)
+        files = {
+            "dataset_fingerprint": files_digest(data.pairs),
+            "dataset_files": files_digest(used, times=False),
+        }
+    images = {"train": len(data.train), "val": len(data.val), "test": len(data.split["test"])}
+    return {
+        "dataset": str(dataset.resolve()),
+        **files,
+        "classes": list(class_map.names),
+        "ignore_index": class_map.ignore_index,
+        "mode": run.mode,
+        "images": {**images, "skipped_unpaired": len(data.skipped)},
+        "device": str(run.hardware.device),
+        "amp": str(run.hardware.amp_dtype).removeprefix("torch.")
+        if run.hardware.amp_dtype
+        else None,
+        "world_size": world,
+    }

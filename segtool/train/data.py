@@ -7,7 +7,6 @@ tensor (H, W), "stem": str}``; augmentation is a parameter.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +16,8 @@ from torch.utils.data import Dataset
 
 from segtool.core.classes import ClassMap
 from segtool.core.constants import SPLIT_FILE
-from segtool.core.dataset import SPLIT_NAMES, Pair, read_split
+from segtool.core.dataset import Pair, read_split
 from segtool.core.errors import SegtoolError, check_choice
-from segtool.core.files import read_json
 from segtool.core.images import load_rgb
 from segtool.core.masks import read_mask
 from segtool.core.metrics import MaskValueError, check_values
@@ -95,17 +93,6 @@ def resolve_split(
                 f"another --seed"
             )
     return split
-
-
-def fingerprint(pairs: list[Pair], *, times: bool = True) -> str:
-    """A hash of the dataset's file names, sizes and (with `times`) modification times."""
-    digest = hashlib.sha256()
-    for pair in pairs:
-        for path in (pair.image, pair.mask):
-            st = path.stat()
-            when = st.st_mtime_ns if times else ""
-            digest.update(f"{path.name}\0{st.st_size}\0{when}\n".encode())
-    return digest.hexdigest()[:16]
 
 
 def _pad_to(image: np.ndarray, mask: np.ndarray, height: int, width: int, ignore: int) -> tuple:
@@ -286,32 +273,3 @@ def worker_init(worker_id: int) -> None:
     import random
 
     random.seed(seed)
-
-
-def check_same_dataset(out: Path, dataset: Path, pairs: list[Pair], split: dict) -> None:
-    """Refuse to resume on a dataset other than the run's (file names and sizes compared).
-
-    Raises:
-        SegtoolError: naming the dataset the run was trained on and what to do.
-    """
-    config_path = out / "config.json"
-    if not config_path.is_file():
-        return
-    doc = read_json(config_path, "run config.json", "start the run again with --overwrite")
-    recorded = doc.get("dataset_files") if isinstance(doc, dict) else None
-    used = split_pairs(pairs, split)
-    if recorded is None or recorded == fingerprint(used, times=False):
-        return
-    extra = sorted({p.stem for p in pairs} - {p.stem for p in used})
-    hint = f"; {len(extra)} image(s) not in the run's split, e.g. {extra[0]}" if extra else ""
-    raise SegtoolError(
-        f"--resume: {dataset} is not the dataset {out} was trained on ({doc.get('dataset')}): "
-        f"file names or sizes differ{hint}; resume on the run's own dataset, or start a new "
-        f"run (--overwrite or another --out)"
-    )
-
-
-def split_pairs(pairs: list[Pair], split: dict) -> list[Pair]:
-    """The pairs a split names (train, val and test)."""
-    named = {stem for name in SPLIT_NAMES for stem in split[name]}
-    return [p for p in pairs if p.stem in named]

@@ -13,7 +13,7 @@ from torch import nn
 from segtool.core.classes import mode_for, out_channels
 from segtool.core.constants import BINARY
 from segtool.core.errors import SegtoolError
-from segtool.core.files import give_user_mode, output_folder
+from segtool.core.files import give_user_mode, output_folder, read_json
 from segtool.train.geometry import STRIDE
 
 __all__ = ["STRIDE"]
@@ -169,6 +169,27 @@ def load_encoder_weights(model: nn.Module, path: Path) -> None:
         ) from exc
 
 
+#: segmentation-models-pytorch's description of a saved model (architecture, classes), inside
+#: the model folder; not the run's config.json, which `runfolder.RunFolder` reads.
+MODEL_CONFIG = "config.json"
+
+
+def has_model(folder: Path, *, weights: bool = False) -> bool:
+    """Whether `folder` holds a saved model (its config; with `weights`, a safetensors file)."""
+    if not (folder / MODEL_CONFIG).is_file():
+        return False
+    return not weights or any(folder.glob("*.safetensors"))
+
+
+def model_classes(folder: Path) -> int | None:
+    """The number of output channels a saved model declares (None when it does not say)."""
+    try:
+        doc = read_json(folder / MODEL_CONFIG, "model config.json", "re-save the model")
+        return int(doc["classes"])
+    except (SegtoolError, ValueError, KeyError, TypeError):
+        return None
+
+
 def save_model(model: nn.Module, folder: Path) -> None:
     """Save in segmentation-models-pytorch's own format (config.json + model.safetensors),
     atomically: written beside `folder`, then renamed onto it."""
@@ -185,7 +206,7 @@ def load_model(folder: Path) -> nn.Module:
     """
     import segmentation_models_pytorch as smp
 
-    if not (folder / "config.json").is_file():
+    if not has_model(folder):
         raise SegtoolError(
             f"{folder}: no model here (config.json missing); pass a run folder's model/"
         )

@@ -13,8 +13,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from segtool.train.config import Given
 from segtool.train.fingerprint import Fingerprint, Machine
-from segtool.train.geometry import STRIDE, parse_size
+from segtool.train.geometry import STRIDE
 
 #: The longest input side trained on whole images, per device; larger images are resized
 #: (keeping their aspect ratio) or cut into patches of `PATCH` pixels.
@@ -23,7 +24,7 @@ PATCH = {"cpu": 256, "mps": 384, "cuda": 512}
 #: Below this many pixels, a downscaled object is too small to learn; patches keep it whole.
 MIN_OBJECT_AREA = 64
 #: (encoder, decoder channels) per device: slim on a CPU, larger with GPU memory.
-SMALL_MODEL = ("tu-resnet10t", "64,32,16,16,16")
+SMALL_MODEL = ("tu-resnet10t", (64, 32, 16, 16, 16))
 #: Optimiser steps a run without a budget aims for, per device.
 TARGET_STEPS = {"cpu": 300, "mps": 1500, "cuda": 3000}
 #: The fewest epochs a time budget may plan before the input is made smaller.
@@ -66,11 +67,11 @@ def round_to_stride(side: float) -> int:
     return max(STRIDE, round(side / STRIDE) * STRIDE)
 
 
-def _given(plan: Plan, given: dict[str, Any], option: str) -> bool:
+def _given(plan: Plan, given: Given, option: str) -> bool:
     """Record a choice the user made; True when they made it."""
     if given.get(option) is None:
         return False
-    plan.set(option, given[option], "given")
+    plan.set(option, given.get(option), "given")
     return True
 
 
@@ -83,7 +84,7 @@ def keep_box(height: int, width: int, long_side: int) -> tuple[int, int]:
     return box_h, box_w
 
 
-def _geometry(plan: Plan, fp: Fingerprint, machine: Machine, given: dict[str, Any]) -> None:
+def _geometry(plan: Plan, fp: Fingerprint, machine: Machine, given: Given) -> None:
     if any(given.get(k) is not None for k in ("size", "crop")):
         for option in ("size", "crop", "resize", "fg_crop"):
             _given(plan, given, option)
@@ -111,12 +112,12 @@ def _geometry(plan: Plan, fp: Fingerprint, machine: Machine, given: dict[str, An
             plan.set("fg_crop", share, f"{why} -> {share:.0%} of patches on foreground")
         return
     box = keep_box(height, width, max_side)
-    plan.set("size", f"{box[0]},{box[1]}", f"{shape} -> {box[1]}x{box[0]}, aspect kept")
+    plan.set("size", box, f"{shape} -> {box[1]}x{box[0]}, aspect kept")
     if not _given(plan, given, "resize"):
         plan.set("resize", "keep", "pad with the ignore value instead of squashing")
 
 
-def _model(plan: Plan, machine: Machine, given: dict[str, Any]) -> None:
+def _model(plan: Plan, machine: Machine, given: Given) -> None:
     if _given(plan, given, "encoder"):
         _given(plan, given, "decoder_channels")
         return
@@ -131,10 +132,10 @@ def _model(plan: Plan, machine: Machine, given: dict[str, Any]) -> None:
     _given(plan, given, "decoder_channels")
 
 
-def _batch_size(plan: Plan, fp: Fingerprint, machine: Machine, given: dict[str, Any]) -> None:
+def _batch_size(plan: Plan, fp: Fingerprint, machine: Machine, given: Given) -> None:
     if _given(plan, given, "batch_size"):
         return
-    n_train = max(int(fp.n_images * 0.7), 1)
+    n_train = max(int(fp.n_images * given.config.train_share), 1)
     if machine.device == "cpu":
         batch, why = 4, "CPU: small batches, more steps per second of compute"
     else:
@@ -144,7 +145,7 @@ def _batch_size(plan: Plan, fp: Fingerprint, machine: Machine, given: dict[str, 
     plan.set("batch_size", batch, why)
 
 
-def _training(plan: Plan, fp: Fingerprint, machine: Machine, given: dict[str, Any]) -> None:
+def _training(plan: Plan, fp: Fingerprint, machine: Machine, given: Given) -> None:
     if not _given(plan, given, "augment"):
         if fp.n_images < 30:
             plan.set("augment", "strong", f"{fp.n_images} images: strong augmentation")
@@ -155,19 +156,20 @@ def _training(plan: Plan, fp: Fingerprint, machine: Machine, given: dict[str, An
     if _given(plan, given, "epochs"):
         return
     batch = plan.options()["batch_size"]
-    steps = max(math.ceil(fp.n_images * 0.7 / batch), 1)
+    steps = max(math.ceil(fp.n_images * given.config.train_share / batch), 1)
     target = TARGET_STEPS[machine.device]
     epochs = min(max(math.ceil(target / steps), 10), 200)
     plan.set("epochs", epochs, f"about {target} steps of {steps} per epoch")
 
 
-def plan_training(fp: Fingerprint, machine: Machine, given: dict[str, Any]) -> Plan:
+def plan_training(fp: Fingerprint, machine: Machine, given: Given) -> Plan:
     """Choose geometry, model, batch size, augmentation, learning rate and epochs.
 
     Args:
         fp: the dataset's fingerprint.
         machine: the device the run will use.
-        given: the options the user set (None: unset); each wins over the plan.
+        given: the options the user set; each wins over the plan (the training share, what
+            ``val`` and ``test`` leave, sizes the batch and the epochs).
 
     Returns:
         The plan; its `options()` are `TrainConfig` fields.
@@ -235,7 +237,7 @@ def fit_budget(plan: Plan, fp: Fingerprint, timing: Timing, budget: float) -> No
             epochs = epochs_within(scaled, budget)
         if long_side != max(height, width):
             plan.set("crop", None, "whole images fit the budget better")
-            plan.set("size", f"{box[0]},{box[1]}", f"{budget:.0f}s budget -> {box[1]}x{box[0]}")
+            plan.set("size", box, f"{budget:.0f}s budget -> {box[1]}x{box[0]}")
             plan.set("resize", "keep", "pad with the ignore value instead of squashing")
     if any(c.option == "epochs" and c.why == "given" for c in plan.choices):
         return
@@ -246,5 +248,5 @@ def _input_shape(options: dict[str, Any], fp: Fingerprint) -> tuple[int, int]:
     if options.get("crop"):
         return options["crop"], options["crop"]
     if options.get("size") is not None:
-        return parse_size(options["size"])
+        return options["size"]
     return fp.median_size

@@ -1,14 +1,9 @@
-"""Making the plan for a new run: measure the dataset and the machine, choose, probe the GPU
-for the batch size, and time real steps to fit a time budget. During the run,
-`keep_to_budget` re-plans the number of epochs (and the schedule, smoothly) from the epochs'
-measured times."""
+"""Choosing a run's config: the checkpoint's own on --resume; else, for a new run, measure
+the dataset and the machine, choose (`plan.plan_training`) and probe the GPU for the batch
+size. A time budget is fitted later, from the run's own first steps (`Trainer.fit_budget`)."""
 
 from __future__ import annotations
 
-import itertools
-import json
-import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,13 +17,12 @@ from segtool.core.errors import SegtoolError
 from segtool.core.multilabel import mask_bits
 from segtool.core.regions import Regions, parse_regions
 from segtool.sources.volume_folder import is_volume_folder, read_volume_dataset
-from segtool.train.build import Run, build_run, check_config, load_data
-from segtool.train.config import TrainConfig, resume_config
+from segtool.train.config import Given, TrainConfig, resume_config
 from segtool.train.distributed import Dist
 from segtool.train.fingerprint import Fingerprint, Machine, measure_dataset, measure_machine
-from segtool.train.geometry import STRIDE, parse_size
-from segtool.train.plan import Plan, Timing, fit_budget, plan_training
-from segtool.train.steps import train_one_epoch, validate
+from segtool.train.geometry import STRIDE
+from segtool.train.plan import Plan, plan_training
+from segtool.train.runfolder import RunFolder
 
 #: Batch sizes the GPU probe tries, largest last.
 PROBE_BATCHES = (8, 16, 32, 64)
@@ -54,89 +48,20 @@ class Planned:
         }
 
 
-def _config(options: dict[str, Any], plan: Plan) -> TrainConfig:
-    merged = {**options, **plan.options()}
-    return TrainConfig.from_options(**{k: v for k, v in merged.items() if v is not None})
-
-
-class _First:
-    """The first `n` batches of a loader, as a loader of length `n`."""
-
-    def __init__(self, loader: Any, n: int) -> None:
-        self.loader, self.n = loader, min(n, len(loader))
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):
-        return itertools.islice(iter(self.loader), self.n)
-
-
-def _step_seconds(run: Run, steps: int) -> float:
-    """The median time of `steps` training steps, after two that pay for allocation and
-    caches (the median: a shared machine's pauses do not count)."""
-
-    def epoch(n: int) -> None:
-        train_one_epoch(
-            run.train_model, _First(run.train_loader, n), run.loss_fn, run.optimizer,
-            run.scheduler, run.scaler, run.device, amp_dtype=run.amp_dtype,
-            channels_last=run.channels_last,
-        )  # fmt: skip
-
-    epoch(2)
-    times = []
-    for _ in range(steps):
-        tic = time.perf_counter()
-        epoch(1)
-        times.append(time.perf_counter() - tic)
-    return statistics.median(times)
-
-
-def time_steps(
-    config: TrainConfig,
-    class_map: ClassMap,
-    regions: Regions | None,
-    dataset: Path,
-    out: Path,
-    dist: Dist,
-    clock: float,
-) -> Timing:
-    """Build the run as it will be built and time a few training steps and validation.
-
-    Returns:
-        The seconds per step and per validation pass, and what is spent once (so far, plus
-        building the run again).
-    """
-    tic = time.perf_counter()
-    data = load_data(dataset, out, config, class_map, False, regions)
-    run = build_run(config, class_map, data, dist)
-    build = time.perf_counter() - tic
-    step = _step_seconds(run, steps=5)
-    val_batches = len(run.val_loader)
-    tic = time.perf_counter()
-    validate(
-        run.model, _First(run.val_loader, 2), run.loss_fn, class_map, run.device,
-        amp_dtype=run.amp_dtype,
-    )  # fmt: skip
-    validation = (time.perf_counter() - tic) / min(2, val_batches) * val_batches
-    return Timing(step, len(run.train_loader), validation, time.monotonic() - clock + build)
-
-
 def probe_batch_size(config: TrainConfig, class_map: ClassMap, fp: Fingerprint, limit: int) -> int:
     """The largest of `PROBE_BATCHES` (at most `limit`) whose training step fits in
     `GPU_HEADROOM` of the GPU's memory, tried on random input of the planned size (the first
     when even that does not fit: training then says so itself)."""
     from segtool.core.device import amp_dtype_for, autocast
-    from segtool.train.config import parse_channels
     from segtool.train.losses import build_loss
     from segtool.train.model import build_model
 
     device = torch.device("cuda")
-    box = parse_size(config.size) or ((config.crop,) * 2 if config.crop else fp.largest_size)
+    box = config.size or ((config.crop,) * 2 if config.crop else fp.largest_size)
     height, width = (-(-side // STRIDE) * STRIDE for side in box)
     model = build_model(
         config.arch, config.encoder, config.encoder_weights, class_map.num_classes,
-        decoder_channels=parse_channels(config.decoder_channels),
+        decoder_channels=config.decoder_channels,
     ).to(device)  # fmt: skip
     mode = mode_for(class_map.num_classes, class_map.multilabel)
     loss_fn = build_loss(config.loss, mode, class_map.ignore_index)
@@ -163,46 +88,33 @@ def probe_batch_size(config: TrainConfig, class_map: ClassMap, fp: Fingerprint, 
     return best
 
 
-def make_plan(
-    dataset: Path,
-    out: Path,
-    class_map: ClassMap,
-    regions: Regions | None,
-    options: dict[str, Any],
-    dist: Dist,
-    clock: float,
+def plan_new_run(
+    dataset: Path, class_map: ClassMap, regions: Regions | None, given: Given
 ) -> Planned:
-    """Measure, choose, probe and (with a time budget) time: the config a new run trains with.
+    """Measure, choose and probe: the config a new run trains with (a time budget's epochs
+    are fitted once the run has timed its first steps).
 
     Args:
         dataset: the dataset folder.
-        out: the run folder (not written here).
         class_map: the classes the model learns.
         regions: multi-label regions over the dataset's classes, if any.
-        options: the options the user gave (None: unset); each wins over the plan.
-        dist: the process group (timing runs on this process's device).
-        clock: `time.monotonic()` when the run started; the budget counts from it.
+        given: the options the user gave; each wins over the plan.
 
     Returns:
         The config and the plan behind it.
     """
-    pairs, _ = find_pairs(dataset, skip_unpaired=bool(options.get("skip_unpaired")))
+    pairs, _ = find_pairs(dataset, skip_unpaired=given.config.skip_unpaired)
     fp = measure_dataset(pairs, regions.source if regions else class_map)
-    machine = measure_machine(options.get("device") or "auto")
-    plan = plan_training(fp, machine, options)
-    config = _config(options, plan)
-    if machine.device == "cuda" and options.get("batch_size") is None:
-        limit = max(int(fp.n_images * 0.7) // 4, PROBE_BATCHES[0])
+    machine = measure_machine(given.config.device)
+    plan = plan_training(fp, machine, given)
+    config = given.over(plan.options())
+    if machine.device == "cuda" and given.get("batch_size") is None:
+        limit = max(int(fp.n_images * config.train_share) // 4, PROBE_BATCHES[0])
         batch = probe_batch_size(config, class_map, fp, limit)
         plan.set(
             "batch_size", batch, f"the largest batch that fits {GPU_HEADROOM:.0%} of GPU memory"
         )
-        config = _config(options, plan)
-    if config.time_budget:
-        config.check()
-        timing = time_steps(config, class_map, regions, dataset, out, dist, clock)
-        fit_budget(plan, fp, timing, config.time_budget)
-        config = _config(options, plan)
+        config = given.over(plan.options())
     return Planned(config, plan, fp, machine)
 
 
@@ -222,7 +134,7 @@ def dataset_classes(dataset: Path) -> ClassMap:
 
 
 def training_classes(
-    class_map: ClassMap, options: dict[str, Any], state: dict[str, Any] | None
+    class_map: ClassMap, given: Given, state: dict[str, Any] | None
 ) -> tuple[ClassMap, Regions | None]:
     """The classes the model learns: the dataset's, or with ``regions`` (given, or the resumed
     run's) the regions' multi-label map.
@@ -231,11 +143,11 @@ def training_classes(
         SegtoolError: bad regions, --tune-thresholds on exclusive classes, or more overlapping
             classes than training takes.
     """
-    text = options.get("regions") or (state["config"].get("regions") if state else None)
+    text = given.get("regions") or (state["config"].get("regions") if state else None)
     regions = parse_regions(text, class_map) if text else None
     if regions is not None:
         class_map = regions.class_map
-    if options.get("tune_thresholds") and not class_map.multilabel:
+    if given.config.tune_thresholds and not class_map.multilabel:
         raise SegtoolError(
             "--tune-thresholds tunes one cut per class of a multi-label model; this dataset's "
             "masks are exclusive (add --regions, or drop --tune-thresholds)"
@@ -254,60 +166,29 @@ def choose_config(
     state: dict[str, Any] | None,
     class_map: ClassMap,
     regions: Regions | None,
-    options: dict[str, Any],
+    given: Given,
     plan: bool,
     dist: Dist,
-    clock: float,
-) -> tuple[TrainConfig, dict[str, Any] | None]:
-    """The run's config and the plan record: the checkpoint's own on --resume (with the plan
-    it was made with), else the plan's (or the defaults') under the options given."""
-    if state:
-        saved = out / "config.json"
-        record = json.loads(saved.read_text()).get("plan") if saved.is_file() else None
-        return resume_config(out, options, state, class_map), record
-    if options.get("time_budget") and dist.world > 1:
-        raise SegtoolError("--time-budget plans one process; under torchrun pass --epochs")
-    if is_volume_folder(dataset):  # volumes train with the options given and the defaults
-        if options.get("time_budget"):
-            raise SegtoolError("--time-budget plans image datasets; for volumes pass --epochs")
-        return TrainConfig.from_options(**options), None
-    if not plan:
-        return TrainConfig.from_options(**options), None
-    planned = make_plan(dataset, out, class_map, regions, options, dist, clock)
-    return planned.config, planned.record()
-
-
-def keep_to_budget(
-    run: Run, config: TrainConfig, epoch: int, seconds: list[float], clock: float
-) -> bool:
-    """After `epoch`, set ``config.epochs`` to what fits the rest of the time budget at the
-    epochs' mean duration (`seconds`, this invocation's), and re-plan the schedule smoothly.
+) -> tuple[TrainConfig, Planned | None, dict[str, Any] | None]:
+    """The run's config: the checkpoint's own on --resume (with the plan it was made with),
+    else the plan's (or, without `plan`, the defaults') under the options given.
 
     Returns:
-        True when the number of epochs changed.
-    """
-    if not config.time_budget or not seconds:
-        return False
-    left = config.time_budget - (time.monotonic() - clock)
-    epochs = max(epoch + round(left / (sum(seconds) / len(seconds)) - 0.3), epoch)
-    if epochs == config.epochs:
-        return False
-    config.epochs = epochs
-    step = run.scheduler.last_epoch
-    run.scheduler.lr_lambdas[0].retarget(step, len(run.train_loader) * epochs)
-    return True
-
-
-def plan_run(dataset: Path, *, clock: float | None = None, **options: Any) -> Planned:
-    """The plan `fit` makes for a new run on `dataset` under `options`, without training
-    (``--plan-only``); with a ``time_budget`` it times real steps, as `fit` does. The planned
-    config is checked as `fit` checks it: a plan shown is a plan that runs.
+        (the config, the new plan when one was made, the plan record config.json keeps).
 
     Raises:
-        SegtoolError: bad data or options.
+        SegtoolError: options that cannot hold together (a budget for several processes or
+            a volume folder), or that differ from a resumed run's.
     """
-    class_map, regions = training_classes(dataset_classes(dataset), options, None)
-    clock = time.monotonic() if clock is None else clock
-    planned = make_plan(dataset, Path(), class_map, regions, options, Dist(), clock)
-    check_config(planned.config)
-    return planned
+    if state:
+        return resume_config(out, given, state, class_map), None, RunFolder(out).plan()
+    if given.config.time_budget and dist.world > 1:
+        raise SegtoolError("--time-budget plans one process; under torchrun pass --epochs")
+    if is_volume_folder(dataset):  # volumes train with the options given and the defaults
+        if given.config.time_budget:
+            raise SegtoolError("--time-budget plans image datasets; for volumes pass --epochs")
+        return given.config, None, None
+    if not plan:
+        return given.config, None, None
+    planned = plan_new_run(dataset, class_map, regions, given)
+    return planned.config, planned, planned.record()

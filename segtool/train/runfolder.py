@@ -1,49 +1,58 @@
-"""The run folder: checked as an output (new, replaced or resumed), and what it records as
-training goes: metrics.csv and curves.png (config.json and last.pt are written by the loop)."""
+"""The run folder, owned here: the one reader and writer of every document a run holds
+(config.json with its options, plan, fingerprints and volume settings; classes.json;
+split.json; thresholds.json; metrics.csv and curves.png through `curves`) and the places of
+its model and checkpoint; and the run folder as an output (new, replaced or resumed).
+
+Every other module asks a `RunFolder`; a damaged document is one line naming the file and
+the fix.
+"""
 
 from __future__ import annotations
 
-import csv
 import platform
 import shutil
-from dataclasses import asdict
+from functools import cached_property
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from segtool.core.classes import ClassMap, read_classes_json
 from segtool.core.constants import CLASSES_FILE, IMAGES_DIR, MASKS_DIR, SPLIT_FILE
+from segtool.core.dataset import Pair, files_digest, read_split, split_pairs
 from segtool.core.errors import SegtoolError
-from segtool.core.files import DiskFullError, OutputPlan, atomic_path, check_overwrite, write_json
+from segtool.core.files import (
+    DiskFullError,
+    OutputPlan,
+    check_overwrite,
+    read_json,
+    remove,
+    write_json,
+)
+from segtool.train import curves
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from segtool.core.classes import ClassMap
-    from segtool.train.build import Run, TrainingData
     from segtool.train.config import TrainConfig
-    from segtool.train.volume_data import VolumeData
 
+#: The run's own record of how it was trained (not the model folder's config.json, which is
+#: segmentation-models-pytorch's and read by `train.model`).
+CONFIG_FILE = "config.json"
 #: Where the checkpoint that --resume continues from lives inside a run folder.
 LAST_CHECKPOINT = Path("checkpoints", "last.pt")
 #: The best model's folder inside a run folder.
 MODEL_DIR = "model"
+#: Multi-label runs: the per-class cuts tuned on the validation split.
+THRESHOLDS_FILE = "thresholds.json"
+METRICS_FILE, CURVES_FILE = "metrics.csv", "curves.png"
 #: A run's disk use at its peak, in multiples of its model's weights: ``last.pt`` (the weights
 #: and AdamW's two moments) and the best model, while a new ``last.pt`` is written beside the
 #: old one (3 + 3 + 1).
 PEAK_WEIGHTS = 7
 #: Room for the rest of a run folder (metrics, curves, config and records).
 RUN_EXTRA_BYTES = 16 * 2**20
-#: The first columns of metrics.csv (per-class Dice columns follow).
-METRIC_COLUMNS = [
-    "epoch",
-    "train_loss",
-    "val_loss",
-    "val_dice",
-    "val_iou",
-    "val_images",
-    "lr",
-    "seconds",
-]
+#: The fix every damaged run document names.
+FIX = "restore it, or train the run again (--overwrite)"
 
 
 def package_versions() -> dict[str, str]:
@@ -66,105 +75,201 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def read_metrics(path: Path) -> list[dict[str, str]]:
-    """The rows of metrics.csv (empty if there is none)."""
-    if not path.is_file():
-        return []
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-        for row in rows:
-            int(row["epoch"])
-            for column in METRIC_COLUMNS[1:]:
-                if row.get(column):
-                    float(row[column])
-    except (OSError, UnicodeDecodeError, csv.Error, KeyError, TypeError, ValueError) as exc:
+class RunFolder:
+    """A run folder written by `segtool train`: what it holds, read and written here alone.
+
+    Reading is lazy and each document is read once; a folder without ``config.json`` (a run
+    from elsewhere, or only a model) reads as having no options, no plan and no dataset.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    # Places -----------------------------------------------------------------------------
+    @property
+    def config_file(self) -> Path:
+        """``config.json``: options, plan, dataset fingerprints, volume settings."""
+        return self.path / CONFIG_FILE
+
+    @property
+    def classes_file(self) -> Path:
+        """``classes.json``: the class map the model was trained with."""
+        return self.path / CLASSES_FILE
+
+    @property
+    def split_file(self) -> Path:
+        """``split.json``: the split the run was trained with."""
+        return self.path / SPLIT_FILE
+
+    @property
+    def thresholds_file(self) -> Path:
+        """``thresholds.json``: a multi-label run's tuned cuts."""
+        return self.path / THRESHOLDS_FILE
+
+    @property
+    def model_dir(self) -> Path:
+        """``model/``: the best model (segmentation-models-pytorch's format)."""
+        return self.path / MODEL_DIR
+
+    @property
+    def last_checkpoint(self) -> Path:
+        """``checkpoints/last.pt``: what --resume continues from."""
+        return self.path / LAST_CHECKPOINT
+
+    # Reading ----------------------------------------------------------------------------
+    @cached_property
+    def document(self) -> dict[str, Any]:
+        """``config.json`` as written by `write_records` (empty when there is none).
+
+        Raises:
+            SegtoolError: unreadable, or not a run's config (no ``options`` object).
+        """
+        path = self.config_file
+        if not path.is_file():
+            return {}
+        doc = read_json(path, "run config.json", FIX)
+        if not isinstance(doc, dict) or not isinstance(doc.get("options"), dict):
+            raise SegtoolError(f'{path}: no "options" object, so not a run\'s config.json; {FIX}')
+        return doc
+
+    def options(self) -> dict[str, Any]:
+        """The training options as recorded (``TrainConfig`` fields; empty without a config)."""
+        return dict(self.document.get("options", {}))
+
+    def config(self) -> TrainConfig | None:
+        """The training options as a `TrainConfig` (None without a config.json).
+
+        Raises:
+            SegtoolError: a recorded option that does not parse.
+        """
+        from segtool.train.config import TrainConfig
+
+        if not self.document:
+            return None
+        try:
+            return TrainConfig.from_json(self.document["options"])
+        except (SegtoolError, TypeError, ValueError) as exc:
+            raise SegtoolError(f"{self.config_file}: {exc}; {FIX}") from exc
+
+    def volume_settings(self) -> dict[str, Any] | None:
+        """What a run trained on volumes recorded (channels, axis, standardisation), or None
+        for a run trained on photos."""
+        return self.document.get("volumes")
+
+    def dataset(self) -> Path | None:
+        """The dataset folder the run was trained on (None when not recorded)."""
+        dataset = self.document.get("dataset")
+        return Path(dataset) if isinstance(dataset, str) else None
+
+    def dataset_files(self) -> str | None:
+        """The names-and-sizes digest of the files the split names, which --resume compares."""
+        return self.document.get("dataset_files")
+
+    def plan(self) -> dict[str, Any] | None:
+        """The plan the run was made with (choices, fingerprint, machine), if it was planned."""
+        return self.document.get("plan")
+
+    def class_map(self) -> ClassMap:
+        """The class map the run was trained with.
+
+        Raises:
+            SegtoolError: there is none, or it is damaged.
+        """
+        if not self.classes_file.is_file():
+            raise SegtoolError(f"{self.classes_file}: the run has no class map; {FIX}")
+        return read_classes_json(self.classes_file)
+
+    def split(self, stems: set[str] | None = None, *, required: bool = False) -> dict | None:
+        """The run's split (checked against `stems` when given), or None without one.
+
+        Raises:
+            SegtoolError: a damaged split, or (`required`) none.
+        """
+        if not self.split_file.is_file():
+            if required:
+                raise SegtoolError(f"{self.split_file}: the run has no split; {FIX}")
+            return None
+        return read_split(self.split_file, stems)
+
+    def thresholds(self, class_map: ClassMap) -> dict[str, float] | None:
+        """A multi-label run's tuned cut per foreground class name, or None without them.
+
+        Raises:
+            SegtoolError: unreadable file, or classes or values that do not fit the class map.
+        """
+        path = self.thresholds_file
+        if not path.is_file():
+            return None
+        fix = "delete it (predict then cuts at 0.5)"
+        doc = read_json(path, "thresholds file", fix)
+        cuts = doc.get("thresholds") if isinstance(doc, dict) else None
+        names = list(class_map.names[1:])
+        if not isinstance(cuts, dict) or sorted(cuts) != sorted(names):
+            raise SegtoolError(f"{path}: thresholds for {cuts!r:.80} do not match classes {names}")
+        if not all(isinstance(v, (int, float)) and 0 < v < 1 for v in cuts.values()):
+            raise SegtoolError(f"{path}: thresholds must lie between 0 and 1; {fix}")
+        return {name: float(cuts[name]) for name in names}
+
+    def metrics(self) -> list[dict[str, str]]:
+        """The rows of metrics.csv (empty if there is none)."""
+        return curves.read_metrics(self.path / METRICS_FILE)
+
+    def check_same_dataset(self, dataset: Path, pairs: list[Pair], split: dict) -> None:
+        """Refuse to resume on a dataset other than the run's (file names and sizes compared).
+
+        Raises:
+            SegtoolError: naming the dataset the run was trained on and what to do.
+        """
+        recorded = self.dataset_files()
+        used = split_pairs(pairs, split)
+        if recorded is None or recorded == files_digest(used, times=False):
+            return
+        extra = sorted({p.stem for p in pairs} - {p.stem for p in used})
+        hint = f"; {len(extra)} image(s) not in the run's split, e.g. {extra[0]}" if extra else ""
         raise SegtoolError(
-            f"{path}: not a readable metrics.csv ({type(exc).__name__}: {exc}); restore it, or "
-            f"start the run again with --overwrite"
-        ) from exc
-    return rows
-
-
-def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Rewrite metrics.csv from all rows (atomically; a run has few epochs)."""
-    columns = list(METRIC_COLUMNS)
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _cell(v) for k, v in row.items()})
-
-
-def _cell(value: Any) -> Any:
-    return f"{value:.6g}" if isinstance(value, float) else value
-
-
-def class_colours(n: int) -> list[tuple[float, float, float, float]]:
-    """`n` distinct colours: matplotlib's tab10/tab20 up to 20, else evenly spaced hues."""
-    from matplotlib import colormaps
-
-    if n <= 10:
-        return [colormaps["tab10"](i) for i in range(n)]
-    if n <= 20:
-        return [colormaps["tab20"](i) for i in range(n)]
-    return [colormaps["hsv"](i / n) for i in range(n)]
-
-
-def curves_figure(rows: list[dict[str, Any]]) -> Any:
-    """Three panels per epoch: loss (train and validation); validation mean Dice and IoU;
-    validation Dice per class, each class its own colour, the legend beside the panel."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [int(r["epoch"]) for r in rows]
-
-    def series(key: str) -> list[float]:
-        return [float(r[key]) if r.get(key) not in (None, "") else float("nan") for r in rows]
-
-    classes = [k for k in (rows[-1] if rows else {}) if k.startswith("dice_")]
-    legend_columns = 1 + len(classes) // 16
-    fig, (loss, mean, per_class) = plt.subplots(
-        1, 3, figsize=(14 + 1.6 * legend_columns, 4), dpi=80
-    )
-    loss.plot(epochs, series("train_loss"), "o-", label="train loss")
-    loss.plot(epochs, series("val_loss"), "o-", label="validation loss")
-    loss.set_title("loss")
-    mean.plot(epochs, series("val_dice"), "o-", label="mean Dice")
-    mean.plot(epochs, series("val_iou"), "o-", label="mean IoU")
-    mean.set_title("validation, mean over classes")
-    for key, colour in zip(classes, class_colours(len(classes)), strict=True):
-        per_class.plot(epochs, series(key), "-", color=colour, label=key.removeprefix("dice_"))
-    per_class.set_title("validation Dice per class")
-    for ax in (mean, per_class):
-        ax.set_ylim(0, 1)
-    for ax in (loss, mean, per_class):
-        ax.set_xlabel("epoch")
-    loss.legend()
-    mean.legend()
-    if classes:
-        per_class.legend(
-            fontsize=8, ncols=legend_columns, loc="upper left", bbox_to_anchor=(1.02, 1)
+            f"--resume: {dataset} is not the dataset {self.path} was trained on "
+            f"({self.dataset()}): file names or sizes differ{hint}; resume on the run's own "
+            f"dataset, or start a new run (--overwrite or another --out)"
         )
-    fig.tight_layout()
-    return fig
+
+    # Writing ----------------------------------------------------------------------------
+    def write_progress(self, rows: list[dict[str, Any]]) -> None:
+        """metrics.csv and curves.png from every epoch's row."""
+        curves.write_metrics(self.path / METRICS_FILE, rows)
+        curves.draw_curves(self.path / CURVES_FILE, rows)
+
+    def write_thresholds(self, doc: dict[str, Any] | None) -> None:
+        """Write the tuned thresholds, or (None) remove stale ones."""
+        if doc is None:
+            remove(self.thresholds_file)
+        else:
+            write_json(self.thresholds_file, doc)
+
+    def write_records(
+        self,
+        config: TrainConfig,
+        class_map: ClassMap,
+        split: dict,
+        facts: dict[str, Any],
+        plan: dict[str, Any] | None,
+    ) -> None:
+        """classes.json, split.json and config.json: the options, then `facts` (what the
+        run was trained on and how: dataset, fingerprints, for a volume folder its channels,
+        slice axis and standardisation, which predict reads; device, counts), the library
+        versions and the plan that chose the options."""
+        (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
+        class_map.save(self.classes_file)
+        write_json(self.split_file, split)
+        doc = {"options": config.to_json(), **facts, "versions": package_versions(), "plan": plan}
+        write_json(self.config_file, doc)
+        self.__dict__["document"] = doc
 
 
-def draw_curves(path: Path, rows: list[dict[str, Any]]) -> None:
-    """`curves_figure` as a PNG, written atomically."""
-    import matplotlib.pyplot as plt
-
-    fig = curves_figure(rows)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-
-
-def plan_run(
+# The run folder as an output -----------------------------------------------------------
+def check_run_output(
     out: Path, dataset: Path, split_file: str | None, resume: bool, overwrite: bool
 ) -> OutputPlan | None:
     """The run folder as this command's output, checked against its inputs (the dataset).
@@ -237,58 +342,3 @@ def publish_run(plan: OutputPlan | None, run_dir: Path, *, keep: bool) -> bool:
         return True
     plan.discard()
     return False
-
-
-def _files(data: TrainingData) -> str:
-    """The fingerprint --resume compares: names and sizes of the files the split names."""
-    from segtool.train.data import fingerprint, split_pairs
-
-    return fingerprint(split_pairs(data.pairs, data.split), times=False)
-
-
-def write_records(
-    out: Path,
-    dataset: Path,
-    config: TrainConfig,
-    class_map: ClassMap,
-    data: TrainingData | VolumeData,
-    run: Run,
-    world: int,
-    plan: dict[str, Any] | None,
-) -> None:
-    """classes.json, split.json and config.json: what the run was trained on, how (for a
-    volume folder also its channels, slice axis and standardisation, which predict reads), and
-    the plan that chose it."""
-    from segtool.train.data import fingerprint
-    from segtool.train.volume_data import VolumeData
-    from segtool.train.volumes import case_fingerprint
-
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    class_map.save(out / CLASSES_FILE)
-    write_json(out / SPLIT_FILE, data.split)
-    amp = str(run.amp_dtype).removeprefix("torch.") if run.amp_dtype else None
-    images = {"train": len(data.train), "val": len(data.val), "test": len(data.split["test"])}
-    volumes = isinstance(data, VolumeData)
-    write_json(
-        out / "config.json",
-        {
-            "options": asdict(config),
-            "dataset": str(dataset.resolve()),
-            "dataset_fingerprint": (
-                "-".join(case_fingerprint(c, config.axis) for c in data.volumes.cases)[:64]
-                if volumes
-                else fingerprint(data.pairs)
-            ),
-            **({"volumes": data.record(config)} if volumes else {}),
-            **({} if volumes else {"dataset_files": _files(data)}),
-            "classes": list(class_map.names),
-            "ignore_index": class_map.ignore_index,
-            "mode": run.mode,
-            "images": {**images, "skipped_unpaired": len(data.skipped)},
-            "device": str(run.device),
-            "amp": amp,
-            "world_size": world,
-            "versions": package_versions(),
-            "plan": plan,
-        },
-    )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -18,6 +19,9 @@ from segtool.core.metrics import Counts, count, count_multilabel, dice, iou, nan
 from segtool.core.multilabel import value_dtype
 from segtool.train.data import to_model_input
 from segtool.train.model import bits_from_logits, labels_from_logits
+
+if TYPE_CHECKING:
+    from segtool.train.build import Run
 
 #: Training steps between reads of the loss (each read waits for the device).
 SYNC_EVERY = 10
@@ -46,55 +50,60 @@ class NonFiniteLoss(SegtoolError):
     """The loss became NaN or infinite."""
 
 
+def train_step(run: Run, batch: dict[str, Any], clip_grad: float | None = 1.0) -> torch.Tensor:
+    """One optimiser step on `batch` (forward, loss, backward, clip, step, schedule).
+
+    Returns:
+        The batch's mean loss, still on the device (reading it waits for the device).
+    """
+    hardware, learner = run.hardware, run.learner
+    images = to_model_input(batch["image"], hardware.device)
+    if hardware.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    masks = batch["mask"].to(hardware.device, non_blocking=True)
+    with autocast(hardware.device, hardware.amp_dtype):
+        loss = learner.loss_fn(learner.train_model(images), masks)
+    learner.optimizer.zero_grad(set_to_none=True)
+    learner.scaler.scale(loss).backward()
+    if clip_grad:
+        learner.scaler.unscale_(learner.optimizer)
+        nn.utils.clip_grad_norm_(learner.train_model.parameters(), clip_grad)
+    learner.scaler.step(learner.optimizer)
+    learner.scaler.update()
+    learner.scheduler.step()
+    return loss.detach()
+
+
 def train_one_epoch(
-    model: nn.Module,
-    loader: DataLoader,
-    loss_fn: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-    device: torch.device,
+    run: Run,
+    loader: Iterable[dict[str, Any]],
+    step: Callable[[dict[str, Any]], torch.Tensor] | None = None,
     *,
-    amp_dtype: torch.dtype | None = None,
-    clip_grad: float | None = 1.0,
-    channels_last: bool = False,
     reporter: Reporter | None = None,
 ) -> float:
-    """One pass over `loader`; returns the mean training loss.
+    """One pass over `loader`, `step` (default: `train_step`) on each batch; returns the
+    mean training loss.
 
     Raises:
         NonFiniteLoss: the loss became NaN or infinite (checked every `SYNC_EVERY` steps;
             the caller keeps the last checkpoint, written before this epoch).
     """
-    model.train()
-    total = torch.zeros((), dtype=torch.float64, device=device)
+    step = step or (lambda batch: train_step(run, batch))
+    run.learner.train_model.train()
+    total = torch.zeros((), dtype=torch.float64, device=run.hardware.device)
     seen = 0
     start = time.perf_counter()
-    n_steps = len(loader)
-    for step, batch in enumerate(loader, 1):
-        images = to_model_input(batch["image"], device)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        masks = batch["mask"].to(device, non_blocking=True)
-        with autocast(device, amp_dtype):
-            loss = loss_fn(model(images), masks)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if clip_grad:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        total += loss.detach() * len(images)
-        seen += len(images)
+    n_steps = len(loader)  # type: ignore[arg-type]
+    for i, batch in enumerate(loader, 1):
+        total += step(batch) * len(batch["image"])
+        seen += len(batch["image"])
         # Reading the loss waits for the GPU; every SYNC_EVERY steps keeps its queue full.
-        if step % SYNC_EVERY == 0 or step == n_steps:
+        if i % SYNC_EVERY == 0 or i == n_steps:
             mean = float(total) / seen
             if not math.isfinite(mean):
-                raise NonFiniteLoss(f"the loss became {mean} by step {step}")
+                raise NonFiniteLoss(f"the loss became {mean} by step {i}")
             if reporter:
-                reporter.batch(step, mean, seen / (time.perf_counter() - start))
+                reporter.batch(i, mean, seen / (time.perf_counter() - start))
     return float(total) / max(seen, 1)
 
 

@@ -7,8 +7,6 @@ in ``thresholds.json``; ``segtool predict`` uses them and says so.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,21 +16,18 @@ from torch.utils.data import DataLoader
 
 from segtool.core.classes import ClassMap
 from segtool.core.device import autocast
-from segtool.core.errors import SegtoolError
-from segtool.core.files import remove, write_json
 from segtool.core.metrics import Counts, dice
 from segtool.train.build import Run, TrainingData, validation_loader
 from segtool.train.config import TrainConfig
 from segtool.train.data import to_model_input
 from segtool.train.model import load_model
-from segtool.train.runfolder import MODEL_DIR
+from segtool.train.runfolder import RunFolder
 
 if TYPE_CHECKING:
     from segtool.train.build import Run, TrainingData
     from segtool.train.config import TrainConfig
 
 
-THRESHOLDS_FILE = "thresholds.json"
 #: The cuts tried: 0.05, 0.10, ..., 0.95.
 GRID = np.round(np.arange(1, 20) * 0.05, 2)
 
@@ -104,26 +99,8 @@ def _clean(value: float) -> float | None:
     return None if np.isnan(value) else float(value)
 
 
-def read_thresholds(path: Path, class_map: ClassMap) -> dict[str, float]:
-    """Read a run's ``thresholds.json``: class name -> cut, one for every foreground class.
-
-    Raises:
-        SegtoolError: unreadable file, or classes or values that do not fit the class map.
-    """
-    try:
-        cuts = json.loads(path.read_text(encoding="utf-8"))["thresholds"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise SegtoolError(f"{path}: not a readable thresholds file ({exc}); delete it") from exc
-    names = list(class_map.names[1:])
-    if not isinstance(cuts, dict) or sorted(cuts) != sorted(names):
-        raise SegtoolError(f"{path}: thresholds for {cuts!r:.80} do not match classes {names}")
-    if not all(isinstance(v, (int, float)) and 0 < v < 1 for v in cuts.values()):
-        raise SegtoolError(f"{path}: thresholds must lie between 0 and 1; delete the file")
-    return {name: float(cuts[name]) for name in names}
-
-
 def tune_best_model(
-    out: Path,
+    folder: RunFolder,
     config: TrainConfig,
     class_map: ClassMap,
     data: TrainingData,
@@ -133,11 +110,14 @@ def tune_best_model(
     """A multi-label run's per-class thresholds.json, which belongs to the best model: tuned
     again on the validation split (with --tune-thresholds, when the run finished), or dropped
     because the best model may have changed."""
-    remove(out / THRESHOLDS_FILE)
+    folder.write_thresholds(None)
     if not (config.tune_thresholds and finished):
         return None
-    best_model = load_model(out / MODEL_DIR).to(run.device)
+    device = run.hardware.device
+    best_model = load_model(folder.model_dir).to(device)
     loader = validation_loader(config, class_map, data, run)
-    thresholds = tune_thresholds(best_model, loader, class_map, run.device, amp_dtype=run.amp_dtype)
-    write_json(out / THRESHOLDS_FILE, thresholds)
+    thresholds = tune_thresholds(
+        best_model, loader, class_map, device, amp_dtype=run.hardware.amp_dtype
+    )
+    folder.write_thresholds(thresholds)
     return thresholds

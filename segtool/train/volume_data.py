@@ -17,8 +17,6 @@ import numpy as np
 import torch
 
 from segtool.core.classes import ClassMap
-from segtool.core.constants import SPLIT_FILE
-from segtool.core.dataset import read_split
 from segtool.core.errors import SegtoolError
 from segtool.core.metrics import Counts, case_mean, dice, iou, nanmean
 from segtool.core.regions import Regions
@@ -28,6 +26,7 @@ from segtool.sources.volume_folder import VolumeDataset, read_volume_dataset
 from segtool.train.config import TrainConfig
 from segtool.train.data import resolve_split
 from segtool.train.distributed import Dist, barrier
+from segtool.train.runfolder import RunFolder
 from segtool.train.slices import VolumeSliceDataset
 from segtool.train.transforms import build_augmentation
 from segtool.train.volumes import CachedVolume, build_cache
@@ -82,7 +81,7 @@ def load_volume_data(
     volumes = read_volume_dataset(dataset)
     names = sorted(c.case for c in volumes.cases)
     if resume:
-        split = read_split(run_dir / SPLIT_FILE, set(names))
+        split = RunFolder(run_dir).split(set(names), required=True)
     else:
         split_file = Path(config.split_file) if config.split_file else None
         split = resolve_split(
