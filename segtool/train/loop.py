@@ -86,8 +86,6 @@ def fit(
         dataset, out, state, class_map, regions, given, config is None, dist
     )
     check_config(chosen)
-    if record is not None:
-        reporter.plan(record["choices"])
     # Checked; only now is anything written. A new run is built beside `out` (its data cache
     # too) and moved in at the end: an --overwrite'd run stays whole until the new one completes.
     fresh, run_dir = outputs is not None and not os.path.lexists(out), out

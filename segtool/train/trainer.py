@@ -177,13 +177,16 @@ class Trainer:
         return self.run
 
     def on_train_start(self) -> None:
-        """Build, restore ``last.pt`` on --resume, fit a new planned run to its budget, then
-        write the run's records (after checking the disk has room for its checkpoints)."""
+        """Build, restore ``last.pt`` on --resume, fit a new planned run to its budget, show
+        the plan, then write the run's records (after checking the disk has room for its
+        checkpoints)."""
         run = self.build()
         if self.setup.state is not None:
             self.restore(self.setup.state)
         elif self.budget.to_fit:
             self.fit_budget()
+        if self.setup.plan is not None:
+            self.reporter.plan(self.setup.plan["choices"])
         if self.dist.main:
             check_room(self.folder.path, run.learner.model, self.setup.out)
             self.write_records()
