@@ -100,6 +100,8 @@ def _path(value: Any) -> Path | None:
 
 
 def _size(value: Any) -> tuple[int, int] | None:
+    if value is None:  # the defaults (the CLI's help builds them) stay free of numpy
+        return None
     from segtool.train.geometry import parse_size
 
     return parse_size(value)
