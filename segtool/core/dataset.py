@@ -12,6 +12,7 @@ from segtool.core.classes import ClassMap
 from segtool.core.constants import IMAGE_SUFFIXES, IMAGES_DIR, MASK_SUFFIX, MASKS_DIR
 from segtool.core.errors import InvalidInputError, SegtoolError, check_choice
 from segtool.core.files import list_files, read_json
+from segtool.core.names import name_key, spelled_apart, spellings, twin_note, twins
 from segtool.core.parallel import default_jobs, imap_jobs
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -41,16 +42,18 @@ def index_by_stem(
     name_of = key or (lambda path: path.stem)
     for path in paths:
         name = name_of(path)
-        other = folded.get(name.casefold())
+        other = folded.get(name_key(name))
         if other is not None and name_of(other) == name:
             raise SegtoolError(f"{path}: same stem as {other}; {why}, so keep one")
+        if other is not None and spelled_apart(name_of(other), name):
+            raise SegtoolError(f"{path} and {other}: {spellings(name_of(other), name)}")
         if other is not None:
             raise SegtoolError(
                 f"{path} and {other}: stems that differ only in case; {why} and a "
                 f"case-insensitive disk (macOS, Windows) cannot tell them apart, so rename one"
             )
         files[name] = path
-        folded[name.casefold()] = path
+        folded[name_key(name)] = path
     return files
 
 
@@ -102,11 +105,13 @@ def find_pairs(
             )
     images = _by_stem(images_dir, IMAGE_SUFFIXES)
     masks = _by_stem(masks_dir, (MASK_SUFFIX,))
+    mask_twins = twins(masks)
     lonely = [
-        f"{images[s]}: no mask {masks_dir / (s + MASK_SUFFIX)}"
+        f"{images[s]}: no mask {masks_dir / (s + MASK_SUFFIX)}{twin_note(s, mask_twins)}"
         for s in sorted(images.keys() - masks.keys())
     ]
     lonely += [_no_image(masks[s], s, images_dir) for s in sorted(masks.keys() - images.keys())]
+    lonely.sort(key=lambda line: "Unicode" not in line)  # the baffling ones first
     pairs = [Pair(s, images[s], masks[s]) for s in sorted(images.keys() & masks.keys())]
     if not pairs:
         raise SegtoolError(
@@ -200,6 +205,9 @@ def _check_pair(
     """
     # Imported here: rasterize pairs files by stem through this module and needs neither
     # numpy nor OpenCV.
+    import numpy as np
+
+    from segtool.core.finite import non_finite_problem
     from segtool.core.images import ImageReadError, displayed_size, open_image
     from segtool.core.masks import read_mask
     from segtool.core.metrics import MaskValueError, check_values
@@ -209,6 +217,9 @@ def _check_pair(
         width, height, _ = displayed_size(pair.image, verify=False)
         with open_image(pair.image) as img:
             img.load()
+            problem = non_finite_problem(np.asarray(img), "pixel") if img.mode == "F" else None
+        if problem:
+            return f"{pair.image}: {problem}", False, False
     except ImageReadError as exc:
         return f"{pair.image}: {exc}", False, False
     except (OSError, ValueError, SyntaxError) as exc:

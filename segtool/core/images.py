@@ -11,6 +11,7 @@ from PIL import Image
 from segtool.core.constants import IMAGE_SUFFIXES
 from segtool.core.errors import SegtoolError
 from segtool.core.files import list_files
+from segtool.core.finite import non_finite_problem
 from segtool.core.limits import max_pixels, size_problem
 
 if TYPE_CHECKING:
@@ -144,6 +145,9 @@ def load_rgb(path: Path) -> np.ndarray:
             img = ImageOps.exif_transpose(img)
             if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                 array = np.asarray(img, dtype=np.float64)
+                problem = non_finite_problem(array, "pixel")
+                if problem:
+                    raise SegtoolError(f"{path}: {problem}")
                 low, high = float(array.min()), float(array.max())
                 scale = 255.0 / (high - low) if high > low else 0.0
                 array = ((array - low) * scale).round().astype(np.uint8)

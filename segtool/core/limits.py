@@ -40,3 +40,18 @@ def size_problem(width: int, height: int) -> str | None:
         f"{width} x {height} = {width * height:,} pixels is over the limit of {limit:,} "
         f"(a decompression bomb?); if the image is genuine, raise it with --max-pixels"
     )
+
+
+def available_ram() -> int:
+    """Bytes of memory free for a new allocation now (MemAvailable; 4 GiB when unknown)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 4 * 2**30

@@ -15,6 +15,7 @@ from segtool.core.classes import ClassMap
 from segtool.core.constants import IMAGES_DIR, MASK_SUFFIX, MASKS_DIR
 from segtool.core.errors import SegtoolError
 from segtool.core.images import FORMAT_SUFFIX, ImageReadError, displayed_size
+from segtool.core.names import name_key, sibling_note, spelled_apart, spellings
 from segtool.rasterize.instances import INSTANCES_DIR, draw_objects, write_instances
 from segtool.rasterize.result import (
     FileResult,
@@ -24,7 +25,7 @@ from segtool.rasterize.result import (
     write_multilabel,
 )
 from segtool.sources.records import ImageRecord, is_file
-from segtool.sources.shapes import ImageSource
+from segtool.sources.shapes import ImageSource, far_shape
 
 
 def read_export(
@@ -78,7 +79,12 @@ def _check_mask_names(path: Path, records: list[ImageRecord]) -> None:
                 f"{path}: image {record.name!r} would write the hidden file {mask}, which "
                 f"split, train and evaluate skip; rename the image without the leading dot"
             )
-        other = seen.get(record.stem.casefold())
+        other = seen.get(name_key(record.stem))
+        if other is not None and spelled_apart(other.stem, record.stem):
+            raise SegtoolError(
+                f"{path}: images {other.name!r} and {record.name!r} would both write "
+                f"{mask}: {spellings(other.stem, record.stem)}"
+            )
         if other is not None:
             case = (
                 "" if other.stem == record.stem else " on a case-insensitive disk (macOS, Windows)"
@@ -87,7 +93,7 @@ def _check_mask_names(path: Path, records: list[ImageRecord]) -> None:
                 f"{path}: images {other.name!r} and {record.name!r} would both write "
                 f"{mask}{case}; masks are named by file stem, so rename one"
             )
-        seen[record.stem.casefold()] = record
+        seen[name_key(record.stem)] = record
 
 
 def resolve_record_image(record: ImageRecord) -> ImageSource:
@@ -102,9 +108,10 @@ def resolve_record_image(record: ImageRecord) -> ImageSource:
             source = ImageSource(width, height, None, record.data, FORMAT_SUFFIX.get(fmt, ".img"))
         elif record.image is None or not is_file(record.image):
             folder = record.image.parent if record.image is not None else "the image folder"
+            note = sibling_note(record.image) if record.image is not None else ""
             raise ValueError(
                 f"image {record.name!r} not found in {folder}; pass --image-dir with the "
-                f"folder that holds the images"
+                f"folder that holds the images{note}"
             )
         else:
             width, height, _ = displayed_size(record.image)
@@ -143,10 +150,11 @@ def process_record(
         source = resolve_record_image(record)
     except ValueError as exc:
         return FileResult(key, problem=f"{record.export}: {exc}")
+    problem = far_shape(record.shapes, source.width, source.height)
     if class_map is not None:
-        problem = label_problem(record.labels, frozenset(class_map.names))
-        if problem:
-            return FileResult(key, problem=f"{record.export}: image {record.name!r}: {problem}")
+        problem = problem or label_problem(record.labels, frozenset(class_map.names))
+    if problem:
+        return FileResult(key, problem=f"{record.export}: image {record.name!r}: {problem}")
     result = FileResult(key, labels=sorted(record.labels), image=source.file)
     if out is None or class_map is None:
         return result

@@ -50,7 +50,7 @@ from segtool.rasterize.result import (
 )
 from segtool.sources.detect import FORMATS, detect
 from segtool.sources.labelme import LabelmeFile, parse_labelme, resolve_image
-from segtool.sources.shapes import AnnotationError, ImageSource
+from segtool.sources.shapes import AnnotationError, ImageSource, far_shape
 
 if TYPE_CHECKING:
     import numpy as np
@@ -67,6 +67,9 @@ def _load_checked(path: Path, class_map: ClassMap | None) -> tuple[LabelmeFile, 
     """
     ann = parse_labelme(path)
     source = resolve_image(ann)
+    far = far_shape(ann.shapes, source.width, source.height)
+    if far:
+        raise AnnotationError(far)
     if class_map is not None:
         problem = label_problem(ann.labels, frozenset(class_map.names))
         if problem:

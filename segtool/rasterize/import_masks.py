@@ -330,8 +330,9 @@ def import_masks(
     _check_options(images, masks, out, values, colors, unknown, image_mode, overwrite)
     layout = find_layout(images, masks)
     if not layout.pairs:
+        first = f", e.g. {layout.unpaired[0]}" if layout.unpaired else ""
         raise SegtoolError(
-            f"{images}: no image/mask pairs; images and masks are paired by file stem"
+            f"{images}: no image/mask pairs; images and masks are paired by file stem{first}"
         )
     by_color, _ = read_colors(colors) if colors is not None else ({}, [])
     packed = {(r << 16) | (g << 8) | b: name for (r, g, b), name in by_color.items()}

@@ -30,14 +30,11 @@ from segtool.sources.records import (
     json_text,
     load_json,
 )
+from segtool.sources.shapes import far_vertex
 
 #: How ``iscrowd: 1`` regions are painted: the ignore value (COCO scores nothing there) or
 #: their category's class.
 CROWD_MODES = ("ignore", "class")
-#: How far beyond the image's edges a polygon vertex may lie, in image sizes (and at least
-#: `_MIN_REACH` pixels). pycocotools walks every edge at 5x resolution in C ints: a vertex
-#: 1e12 pixels out overflows them and exhausts memory (a crash), so such files are refused.
-_REACH, _MIN_REACH = 4, 1024
 
 
 def _whole(value: Any) -> bool:
@@ -51,18 +48,6 @@ _NO_MATCH = object()
 def _key(value: Any) -> Any:
     """An id as a table key; a list or object (which JSON allows) matches nothing."""
     return _NO_MATCH if isinstance(value, (list, dict)) else value
-
-
-def _far_vertex(poly: list, height: int, width: int) -> str | None:
-    """A vertex of `poly` too far outside the image for pycocotools to draw, if any."""
-    reach = max(_MIN_REACH, _REACH * max(height, width))
-    for x, y in zip(poly[0::2], poly[1::2], strict=True):
-        if not (-reach <= x <= width - 1 + reach and -reach <= y <= height - 1 + reach):
-            return (
-                f"vertex ({x:g}, {y:g}) lies far outside the {width} x {height} image (more "
-                f"than {reach} pixels beyond its edge); the coordinates are damaged, fix them"
-            )
-    return None
 
 
 def rle_counts(counts: str | bytes) -> np.ndarray:
@@ -120,7 +105,7 @@ def check_segmentation(segm: Any, height: int, width: int) -> str | None:
                 return f"polygon {j} has an odd number of coordinates ({len(poly)}); fix it"
             if len(poly) < 6:
                 return f"polygon {j} has {len(poly) // 2} point(s); a polygon needs at least 3"
-            far = _far_vertex(poly, height, width)
+            far = far_vertex(zip(poly[0::2], poly[1::2], strict=True), width, height)
             if far:
                 return f"polygon {j}: {far}"
         return None

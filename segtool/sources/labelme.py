@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from segtool.core.constants import IMAGE_SUFFIXES
 from segtool.core.images import FORMAT_SUFFIX, ImageReadError, displayed_size, open_image
+from segtool.core.names import sibling_note
 from segtool.sources.detect import describe_json, sniff_json
 from segtool.sources.records import finite_number, is_file
 from segtool.sources.shapes import AnnotationError, ImageSource, Shape
@@ -290,7 +291,7 @@ def resolve_image(ann: LabelmeFile) -> ImageSource:
         elif not usable_path:
             raise AnnotationError(
                 f"image {path} not found and the JSON has no imageData; put the image at "
-                f"that path or re-save in labelme with 'Save With Image Data'"
+                f"that path or re-save in labelme with 'Save With Image Data'{sibling_note(path)}"
             )
         else:
             width, height, _ = displayed_size(path)

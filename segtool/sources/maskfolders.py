@@ -18,6 +18,7 @@ import numpy as np
 from segtool.core.constants import BACKGROUND_NAME, IMAGE_SUFFIXES
 from segtool.core.errors import SegtoolError
 from segtool.core.images import ImageReadError, open_image
+from segtool.core.names import nfc, spellings, twin_note, twins
 from segtool.sources.records import canonical_label
 
 #: PASCAL VOC's classes, by mask value; 255 marks VOC's "void" border pixels (ignored).
@@ -70,6 +71,7 @@ class MaskLayout:
 
 def _files(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
     files: dict[str, Path] = {}
+    spelled: dict[str, str] = {}  # NFC form -> stem
     for path in sorted(folder.iterdir()):
         if path.is_file() and path.suffix.lower() in suffixes and not path.name.startswith("."):
             if path.stem in files:
@@ -77,7 +79,11 @@ def _files(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
                     f"{path}: same stem as {files[path.stem]}; pairs are made by file stem, so "
                     f"keep one"
                 )
+            twin = spelled.get(nfc(path.stem))
+            if twin is not None:
+                raise SegtoolError(f"{path} and {files[twin]}: {spellings(twin, path.stem)}")
             files[path.stem] = path
+            spelled[nfc(path.stem)] = path.stem
     return files
 
 
@@ -98,15 +104,17 @@ def pair_folders(
         MaskPair(s, image_files[s], mask_files[s], split)
         for s in sorted(image_files.keys() & mask_files.keys())
     ]
+    image_twins, mask_twins = twins(image_files), twins(mask_files)
     lonely = [
-        f"{mask_files[s]}: no image {s}.* in {images}"
+        f"{mask_files[s]}: no image {s}.* in {images}{twin_note(s, image_twins)}"
         for s in sorted(mask_files.keys() - image_files.keys())
     ]
     if not masks_decide:
         lonely += [
-            f"{image_files[s]}: no mask {s}.* in {masks}"
+            f"{image_files[s]}: no mask {s}.* in {masks}{twin_note(s, mask_twins)}"
             for s in sorted(image_files.keys() - mask_files.keys())
         ]
+    lonely.sort(key=lambda line: "Unicode" not in line)  # the baffling ones first
     return pairs, lonely
 
 

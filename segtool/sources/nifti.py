@@ -14,6 +14,7 @@ import numpy as np
 
 from segtool.core.classes import ClassMap
 from segtool.core.errors import InvalidInputError, SegtoolError
+from segtool.core.finite import non_finite_problem
 from segtool.sources.volume_folder import VolumeCase, VolumeDataset
 
 #: Largest difference between two affines (millimetres, or direction cosines) still the same.
@@ -209,13 +210,11 @@ def load_case(
     """
     first, shape, affine = _spatial_header(case, num_channels)
     if len(case.images) == 1:
-        image = np.asarray(first.get_fdata(dtype=np.float32))
+        image = _finite_image(case.images[0], first)
         if image.ndim == 3:
             image = image[..., None]
     else:
-        image = np.stack(
-            [np.asarray(_load(p).get_fdata(dtype=np.float32)) for p in case.images], axis=-1
-        )
+        image = np.stack([_finite_image(p, _load(p)) for p in case.images], axis=-1)
     label = None
     if case.label is not None and class_map is not None:
         _check_label_header(case, shape, affine)
@@ -228,6 +227,19 @@ def load_case(
         first.header,
         voxel_spacing(first),
     )
+
+
+def _finite_image(path: Path, img) -> np.ndarray:
+    """A NIfTI image's voxels as float32, refused when any is NaN or infinite (`core.finite`).
+
+    Raises:
+        SegtoolError: naming the file, the first bad voxel and the fix.
+    """
+    image = np.asarray(img.get_fdata(dtype=np.float32))
+    problem = non_finite_problem(image)
+    if problem:
+        raise SegtoolError(f"{path}: {problem}")
+    return image
 
 
 def voxel_spacing(img) -> tuple[float, float, float]:

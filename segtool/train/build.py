@@ -30,6 +30,7 @@ from segtool.train.data import (
     worker_init,
 )
 from segtool.train.distributed import Dist
+from segtool.train.limits import check_batch
 from segtool.train.losses import LOSSES, build_loss
 from segtool.train.model import build_model, check_names
 from segtool.train.runfolder import RunFolder
@@ -155,6 +156,7 @@ def check_config(config: TrainConfig) -> None:
     check_choice("augment", config.augment, PRESETS)
     check_choice("normalize", config.normalize, NORMALIZATIONS)
     config.check()
+    check_batch(config)
 
 
 def default_workers(device: torch.device) -> int:

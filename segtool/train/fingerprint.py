@@ -7,9 +7,7 @@ device, its memory (GPU memory, or free RAM on the CPU) and the cores.
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +15,7 @@ import numpy as np
 from segtool.core.classes import ClassMap
 from segtool.core.dataset import Pair
 from segtool.core.images import displayed_size
+from segtool.core.limits import available_ram
 from segtool.core.masks import read_mask
 from segtool.core.multilabel import read_multilabel_mask
 from segtool.core.parallel import default_jobs, imap_jobs
@@ -141,16 +140,7 @@ def measure_dataset(pairs: list[Pair], class_map: ClassMap, jobs: int | None = N
 
 
 def _free_ram_gb() -> float:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 2**20
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
-    except (ValueError, OSError, AttributeError):
-        return 4.0
+    return available_ram() / 2**30
 
 
 def measure_machine(device: str = "auto") -> Machine:

@@ -16,6 +16,7 @@ from typing import Any
 from segtool.train.config import Given
 from segtool.train.fingerprint import Fingerprint, Machine
 from segtool.train.geometry import STRIDE
+from segtool.train.limits import check_budget
 
 #: The longest input side trained on whole images, per device; larger images are resized
 #: (keeping their aspect ratio) or cut into patches of `PATCH` pixels.
@@ -218,6 +219,7 @@ def fit_budget(plan: Plan, fp: Fingerprint, timing: Timing, budget: float) -> No
     epochs = epochs_within(timing, budget)
     given_geometry = any(c.why == "given" for c in plan.choices if c.option in ("size", "crop"))
     height, width = _input_shape(options, fp)
+    final = timing
     if epochs < MIN_EPOCHS and not given_geometry:
         long_side = max(height, width)
         # Shrink no further than objects stay visible (half of MIN_OBJECT_AREA).
@@ -234,14 +236,15 @@ def fit_budget(plan: Plan, fp: Fingerprint, timing: Timing, budget: float) -> No
             scaled = Timing(
                 timing.step * ratio, timing.steps_per_epoch, timing.validation * ratio, timing.fixed
             )
-            epochs = epochs_within(scaled, budget)
+            epochs, final = epochs_within(scaled, budget), scaled
         if long_side != max(height, width):
             plan.set("crop", None, "whole images fit the budget better")
             plan.set("size", box, f"{budget:.0f}s budget -> {box[1]}x{box[0]}")
             plan.set("resize", "keep", "pad with the ignore value instead of squashing")
+    check_budget(final, budget, epochs)
     if any(c.option == "epochs" and c.why == "given" for c in plan.choices):
         return
-    plan.set("epochs", max(epochs, 1), f"{budget:.0f}s budget, {timing.step:.2f}s a step")
+    plan.set("epochs", epochs, f"{budget:.0f}s budget, {timing.step:.2f}s a step")
 
 
 def _input_shape(options: dict[str, Any], fp: Fingerprint) -> tuple[int, int]:
