@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from segtool.core import png
 from segtool.core.classes import (
@@ -22,7 +22,6 @@ from segtool.core.classes import (
 from segtool.core.constants import (
     CLASSES_FILE,
     IGNORE_LABEL,
-    IMAGE_MODES,
     IMAGES_DIR,
     MASK_SUFFIX,
     MASKS_DIR,
@@ -48,6 +47,7 @@ from segtool.rasterize.result import (
     write_exclusive,
     write_multilabel,
 )
+from segtool.rasterize.spec import RasterizeSpec, spec_of
 from segtool.sources.detect import FORMATS, detect
 from segtool.sources.labelme import LabelmeFile, parse_labelme, resolve_image
 from segtool.sources.shapes import AnnotationError, ImageSource, far_shape
@@ -217,23 +217,16 @@ SOURCE_OPTIONS = {
 }
 
 
-def _sources(
-    annotations: Path,
-    out: Path,
-    format: str,
-    image_dir: Path | None,
-    via_attribute: str | None,
-    crowd: str,
-    workers: Workers,
-) -> list:
+def _sources(annotations: Path, out: Path, spec: RasterizeSpec, workers: Workers) -> list:
     """The labelme files, or the export's image records, that `rasterize_dir` converts."""
+    format = spec.format
     check_choice("format", format, ("auto", *FORMATS))
     if format == "auto":
         format, annotations = detect(annotations)
     given = {
-        "--image-dir": image_dir is not None,
-        "--via-attribute": via_attribute is not None,
-        "--crowd": crowd != "ignore",
+        "--image-dir": spec.image_dir is not None,
+        "--via-attribute": spec.via_attribute is not None,
+        "--crowd": spec.crowd != "ignore",
     }
     for option, formats in SOURCE_OPTIONS.items():
         if given[option] and format not in formats:
@@ -243,7 +236,9 @@ def _sources(
             )
     if format == "labelme":
         return find_annotations(annotations, exclude=[out], on_found=workers.found)
-    records = read_export(format, annotations, image_dir, via_attribute=via_attribute, crowd=crowd)
+    records = read_export(
+        format, annotations, spec.image_dir, via_attribute=spec.via_attribute, crowd=spec.crowd
+    )
     if not records:
         raise SegtoolError(f"{annotations}: the {format} file lists no images")
     return records
@@ -252,21 +247,10 @@ def _sources(
 def rasterize_dir(
     annotations: Path,
     out: Path,
+    spec: RasterizeSpec | None = None,
     *,
-    labels: Path | None = None,
-    images: str = "copy",
-    jobs: int | None = None,
-    skip_invalid: bool = False,
-    overwrite: bool = False,
-    multilabel: bool = False,
-    instances: bool = False,
-    previews: bool = False,
-    png_level: int = png.DEFAULT_LEVEL,
     on_progress: ProgressFn | None = None,
-    format: str = "auto",
-    image_dir: Path | None = None,
-    via_attribute: str | None = None,
-    crowd: str = "ignore",
+    **options: Any,
 ) -> RasterizeReport:
     """Turn annotations (a labelme folder or an export file) into a dataset folder
     (docs/architecture.md).
@@ -279,55 +263,36 @@ def rasterize_dir(
         annotations: a labelme folder (searched recursively for ``*.json``), a COCO, CVAT,
             VIA or Label Studio export file, or a folder holding one such file.
         out: the dataset folder to write.
-        labels: a labelme ``labels.txt`` or a ``classes.json``; None derives the map from the
-            annotations (background 0, then labels sorted by name).
-        images: ``copy``, ``link`` (hard link) or ``none``.
-        jobs: worker processes; None uses every core (none for fewer than
-            `MIN_FILES_FOR_WORKERS` files, where starting them costs more than it saves).
-        skip_invalid: convert the valid files and list the others in the report, instead of
-            failing.
-        overwrite: replace `out` if it exists.
-        multilabel: write multi-label masks (a bit set per pixel, `segtool.core.multilabel`)
-            in which overlapping shapes of different classes are all kept; also implied by a
-            ``classes.json`` with ``"multilabel": true``.
-        instances: also write ``instances/<stem>.png``, one id per object (labelme folders:
-            labelme2voc's SegmentationObject; exports: `segtool.rasterize.instances`), and
-            count objects per class.
-        previews: also write ``previews/<stem>.png``, colour pictures of multi-label masks.
-        png_level: mask PNG compression, 0..9: 0 none, 1 run-length matching (the default:
-            fast, and small on masks), 2-9 full deflate (smaller files, slower).
+        spec: the options (`RasterizeSpec`); default: its defaults.
         on_progress: called as ``(phase, done, total)`` after each file.
-        format: ``auto`` (detected from the content) or one of `FORMATS`.
-        image_dir: where an export's image paths start; default: the export file's folder
-            (CVAT: its ``images/`` folder when there is one).
-        via_attribute: the VIA region attribute holding the class.
-        crowd: COCO ``iscrowd`` regions: ``ignore`` (the ignore value) or ``class``.
+        **options: `RasterizeSpec` fields, building the spec or replacing its fields
+            (``labels=Path("labels.txt")``, ``jobs=1``, ``format="coco"``, ...).
 
     Returns:
         The report, also written as ``rasterize_report.json``.
 
     Raises:
         SegtoolError: bad options, an existing `out`, or (without `skip_invalid`) any invalid file.
+        TypeError: an option `RasterizeSpec` does not have.
     """
-    check_choice("images", images, IMAGE_MODES)
-    if png_level not in png.LEVELS:
-        raise SegtoolError(f"--png-level {png_level} is not one of 0..9")
+    spec = spec_of(RasterizeSpec, spec, options)
+    labels, images, instances, previews = spec.labels, spec.images, spec.instances, spec.previews
     inputs = [("the annotations folder", annotations), ("the labels file", labels)]
-    apart = [("the image folder", image_dir)] if image_dir is not None else []
-    check_output(out, overwrite, inputs=inputs, apart=apart)
+    apart = [("the image folder", spec.image_dir)] if spec.image_dir is not None else []
+    check_output(out, spec.overwrite, inputs=inputs, apart=apart)
     class_map = read_class_map(labels) if labels is not None else None
-    if class_map is not None and multilabel:
+    if class_map is not None and spec.multilabel:
         try:
             class_map = as_multilabel(class_map)
         except SegtoolError as exc:
             raise SegtoolError(f"{labels}: {exc}") from None
-    multilabel = multilabel or (class_map is not None and class_map.multilabel)
+    multilabel = spec.multilabel or (class_map is not None and class_map.multilabel)
     if previews and not multilabel:
         raise SegtoolError("--preview draws multi-label masks; add --multilabel")
     source = str(labels) if labels is not None else "derived from the annotations"
-    with Workers(jobs, min_items=MIN_FILES_FOR_WORKERS) as workers:
+    with Workers(spec.jobs, min_items=MIN_FILES_FOR_WORKERS) as workers:
         # The workers start (if the folder is large enough) while the search goes on.
-        files = _sources(annotations, out, format, image_dir, via_attribute, crowd, workers)
+        files = _sources(annotations, out, spec, workers)
         what = "annotation files" if isinstance(files[0], Path) else "images of the export"
         if not isinstance(files[0], Path) and class_map is None:
             # An export's labels are known once it is read: one pass checks and draws.
@@ -340,9 +305,9 @@ def rasterize_dir(
             on_progress=on_progress,
             instances=instances,
             previews=previews,
-            level=png_level,
+            level=spec.png_level,
         )
-        with output_folder(out, overwrite, inputs=inputs) as tmp:
+        with output_folder(out, spec.overwrite, inputs=inputs) as tmp:
             (tmp / MASKS_DIR).mkdir()
             for wanted, folder in ((images != "none", IMAGES_DIR), (instances, INSTANCES_DIR)):
                 if wanted:
@@ -352,7 +317,7 @@ def rasterize_dir(
             if class_map is None:
                 # The ids depend on every label, so all files are read before any is drawn.
                 checks = run(files, None, None, phase="check")
-                _refuse_invalid(checks, len(files), annotations, skip_invalid, what)
+                _refuse_invalid(checks, len(files), annotations, spec.skip_invalid, what)
                 try:
                     class_map = derive_class_map(
                         (label for c in checks for label in c.labels), multilabel=multilabel
@@ -365,10 +330,10 @@ def rasterize_dir(
             else:
                 # One pass checks and draws; the temporary folder is dropped if any file is bad.
                 results = run(files, class_map, tmp, phase="rasterize")
-                _refuse_invalid(results, len(files), annotations, skip_invalid, what)
+                _refuse_invalid(results, len(files), annotations, spec.skip_invalid, what)
             # OUT replaced by the new dataset must not take the folder of an image with it.
             folders = {("the images folder", r.image.parent) for r in results if r.image}
-            check_output(out, overwrite, inputs=inputs, apart=folders)
+            check_output(out, spec.overwrite, inputs=inputs, apart=folders)
             report = make_report(results, out, class_map, source, instances)
             class_map.save(tmp / CLASSES_FILE)
             write_json(tmp / REPORT_FILE, report.to_json())

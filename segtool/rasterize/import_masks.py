@@ -10,25 +10,26 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from segtool.core.classes import ClassMap, make_class_map, read_class_map
 from segtool.core.constants import (
     BACKGROUND_NAME,
     CLASSES_FILE,
     IGNORE_LABEL,
-    IMAGE_MODES,
     IMAGES_DIR,
     MASK_SUFFIX,
     MASKS_DIR,
     REPORT_FILE,
     SPLIT_FILE,
 )
-from segtool.core.errors import InvalidInputError, SegtoolError, check_choice
+from segtool.core.errors import InvalidInputError, SegtoolError
 from segtool.core.files import check_output, output_folder, write_json
 from segtool.core.images import ImageReadError, displayed_size
 from segtool.core.masks import write_mask
 from segtool.core.parallel import ProgressFn, default_jobs, imap_jobs, with_progress
 from segtool.rasterize.result import place_image
+from segtool.rasterize.spec import ImportSpec, spec_of
 from segtool.sources.maskfolders import (
     FOREGROUND_NAME,
     VOC_CLASSES,
@@ -43,9 +44,6 @@ from segtool.sources.maskfolders import (
     value_counts,
 )
 from segtool.sources.shapes import ImageSource
-
-#: What happens to a mask value the table does not name.
-UNKNOWN_MODES = ("error", "ignore")
 
 
 @dataclass
@@ -192,26 +190,6 @@ class ImportReport:
         }
 
 
-def _check_options(
-    images: Path,
-    masks: Path | None,
-    out: Path,
-    values: str | None,
-    colors: Path | None,
-    unknown: str,
-    image_mode: str,
-    overwrite: bool,
-) -> None:
-    """Refuse bad options before anything is read."""
-    check_choice("unknown", unknown, UNKNOWN_MODES)
-    check_choice("images", image_mode, IMAGE_MODES)
-    if values is not None and colors is not None:
-        raise SegtoolError(
-            "pass --values (grey or palette masks) or --colors (RGB masks), not both"
-        )
-    check_output(out, overwrite, inputs=_inputs(images, masks))
-
-
 def _inputs(images: Path, masks: Path | None) -> list[tuple[str, Path | None]]:
     """What import-masks reads, for the output mechanism's collision check."""
     return [("the image folder", images), ("the mask folder", masks)]
@@ -290,16 +268,10 @@ def import_masks(
     images: Path,
     masks: Path | None,
     out: Path,
+    spec: ImportSpec | None = None,
     *,
-    values: str | None = None,
-    colors: Path | None = None,
-    labels: Path | None = None,
-    unknown: str = "error",
-    image_mode: str = "copy",
-    jobs: int | None = None,
-    skip_invalid: bool = False,
-    overwrite: bool = False,
     on_progress: ProgressFn | None = None,
+    **options: Any,
 ) -> ImportReport:
     """Turn an image folder and a mask folder (or a VOC / split-folder tree) into a dataset.
 
@@ -307,27 +279,21 @@ def import_masks(
         images: the image folder, or the root of a recognised tree when `masks` is None.
         masks: the mask folder (paired with `images` by file stem).
         out: the dataset folder to write.
-        values: ``"0=_background_,255=membrane"``: grey values (palette indices) -> class
-            names; ``__ignore__`` names the ignore value. Default: 0/255 or 0/1 binary masks
-            (background / ``foreground``), VOC's table in the VOC layout.
-        colors: a colour table for RGB masks (``classes.json`` with colours, or ``R G B name``
-            lines).
-        labels: a class map fixing the ids; default: background 0, then the table's classes
-            in value order (colour tables: in file order).
-        unknown: ``error`` (default) or ``ignore`` for values the table does not name.
-        image_mode: ``copy``, ``link`` or ``none``.
-        jobs: worker processes; None uses every core.
-        skip_invalid: convert the valid pairs and list the others in the report.
-        overwrite: replace `out` if it exists.
+        spec: the options (`ImportSpec`: the value or colour table, the class map, what to do
+            with unknown values, images, jobs, ...); default: its defaults.
         on_progress: called as ``(phase, done, total)`` after each file.
+        **options: `ImportSpec` fields, building the spec or replacing its fields.
 
     Returns:
         The report, also written as ``rasterize_report.json``.
 
     Raises:
         SegtoolError: bad options, an existing `out`, or (without `skip_invalid`) any bad pair.
+        TypeError: an option `ImportSpec` does not have.
     """
-    _check_options(images, masks, out, values, colors, unknown, image_mode, overwrite)
+    spec = spec_of(ImportSpec, spec, options)
+    values, colors, unknown = spec.values, spec.colors, spec.unknown
+    check_output(out, spec.overwrite, inputs=_inputs(images, masks))
     layout = find_layout(images, masks)
     if not layout.pairs:
         first = f", e.g. {layout.unpaired[0]}" if layout.unpaired else ""
@@ -336,7 +302,7 @@ def import_masks(
         )
     by_color, _ = read_colors(colors) if colors is not None else ({}, [])
     packed = {(r << 16) | (g << 8) | b: name for (r, g, b), name in by_color.items()}
-    jobs = jobs or default_jobs()
+    jobs = spec.jobs or default_jobs()
     scans = list(
         with_progress(imap_jobs(_scan, layout.pairs, jobs), "check", len(layout.pairs), on_progress)
     )
@@ -346,7 +312,7 @@ def import_masks(
     problems = [p for p in problems if p]
     if unknown == "error":
         good = [s for s in good if not _unmapped(s, table)]
-    if problems and not skip_invalid:
+    if problems and not spec.skip_invalid:
         raise InvalidInputError(
             f"{len(problems)} problem(s) in {len(layout.pairs)} image/mask pairs, nothing was "
             f"written (fix them or pass --skip-invalid)",
@@ -354,7 +320,7 @@ def import_masks(
         )
     if not good:
         raise SegtoolError(f"{images}: no valid image/mask pair left to import")
-    class_map = _class_map(table, labels, by_color)
+    class_map = _class_map(table, spec.labels, by_color)
     report = ImportReport(out, class_map, layout.kind, table, bool(packed))
     report.skipped = [{"file": p.split(":", 1)[0], "reason": p} for p in problems]
     for scan in good:
@@ -365,9 +331,9 @@ def import_masks(
         [s.pair for s in good],
         report,
         fill,
-        image_mode,
+        spec.image_mode,
         jobs,
-        overwrite,
+        spec.overwrite,
         on_progress,
         _inputs(images, masks),
     )

@@ -10,14 +10,23 @@ encoder needs more on top), so a refusal is certain to be right, never a guess.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from segtool.core.errors import SegtoolError
 from segtool.core.limits import available_ram, max_pixels
 
 if TYPE_CHECKING:
     from segtool.train.config import TrainConfig
-    from segtool.train.plan import Timing
+
+
+class StepTimes(Protocol):
+    """Seconds measured for one configuration (`segtool.train.plan.Timing` has them)."""
+
+    step: float
+    steps_per_epoch: int
+    validation: float
+    fixed: float
+
 
 #: Bytes per pixel and per decoder feature channel at full resolution kept for the backward
 #: pass: the convolution's output, the normalised and the activated tensor (float32 each).
@@ -98,7 +107,7 @@ def check_batch(config: TrainConfig, in_channels: int = 3) -> None:
         )
 
 
-def check_budget(timing: Timing, budget: float, epochs: int) -> None:
+def check_budget(timing: StepTimes, budget: float, epochs: int) -> None:
     """Refuse a time budget in which not even one epoch fits (`epochs` is how many do),
     saying how long one takes and how many steps the budget could run.
 
