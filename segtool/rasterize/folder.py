@@ -38,7 +38,7 @@ from segtool.rasterize.draw import (
 )
 from segtool.rasterize.exports import process_record, read_export
 from segtool.rasterize.instances import INSTANCES_DIR, write_instances
-from segtool.rasterize.report import RasterizeReport, make_report
+from segtool.rasterize.report import RasterizeReport, Tally, make_report
 from segtool.rasterize.result import (
     PREVIEWS_DIR,
     FileResult,
@@ -181,31 +181,30 @@ def _run(
     phase: str,
     on_progress: ProgressFn | None,
     **outputs: bool | int,
-) -> list[FileResult]:
+) -> Tally:
     """`process_file` (for an export's image records, `process_record`) over `paths` on
-    `workers`, reporting progress as `phase`; `outputs` are `process_file`'s optional outputs
-    (instances, previews) and the PNG level."""
+    `workers`, reporting progress as `phase`, each record added up as it arrives; `outputs`
+    are `process_file`'s optional outputs (instances, previews) and the PNG level."""
     process = process_file if not paths or isinstance(paths[0], Path) else process_record
     work = partial(process, class_map=class_map, out=tmp, images=images, **outputs)
-    return list(with_progress(workers.imap(work, paths), phase, len(paths), on_progress))
+    tally = Tally()
+    for result in with_progress(workers.imap(work, paths), phase, len(paths), on_progress):
+        tally.add(result)
+    return tally
 
 
 def _refuse_invalid(
-    results: list[FileResult],
-    total: int,
-    annotations: Path,
-    skip_invalid: bool,
-    what: str = "annotation files",
+    tally: Tally, total: int, annotations: Path, skip_invalid: bool, what: str
 ) -> None:
     """Raise when a file is invalid (unless `skip_invalid`) or when no valid file is left."""
-    bad = [r.problem for r in results if r.problem]
+    bad = [r.problem for r in tally.bad]
     if bad and not skip_invalid:
         raise InvalidInputError(
             f"{len(bad)} of {total} {what} are invalid, nothing was written "
             f"(fix them or pass --skip-invalid)",
             bad,
         )
-    if len(bad) == len(results):
+    if len(bad) == tally.total:
         raise SegtoolError(f"{annotations}: no valid annotation file left to convert")
 
 
@@ -319,20 +318,19 @@ def rasterize_dir(
                 checks = run(files, None, None, phase="check")
                 _refuse_invalid(checks, len(files), annotations, spec.skip_invalid, what)
                 try:
-                    class_map = derive_class_map(
-                        (label for c in checks for label in c.labels), multilabel=multilabel
-                    )
+                    class_map = derive_class_map(sorted(checks.labels), multilabel=multilabel)
                 except SegtoolError as exc:
                     raise SegtoolError(f"{annotations}: {exc}") from None
-                valid = [f for f, c in zip(files, checks, strict=True) if not c.problem]
-                results = [c for c in checks if c.problem]
-                results += run(valid, class_map, tmp, phase="rasterize")
+                bad = {c.path for c in checks.bad}
+                results = run([f for f in files if f not in bad], class_map, tmp, phase="rasterize")
+                for check in checks.bad:
+                    results.add(check)
             else:
                 # One pass checks and draws; the temporary folder is dropped if any file is bad.
                 results = run(files, class_map, tmp, phase="rasterize")
                 _refuse_invalid(results, len(files), annotations, spec.skip_invalid, what)
             # OUT replaced by the new dataset must not take the folder of an image with it.
-            folders = {("the images folder", r.image.parent) for r in results if r.image}
+            folders = {("the images folder", folder) for folder in results.folders}
             check_output(out, spec.overwrite, inputs=inputs, apart=folders)
             report = make_report(results, out, class_map, source, instances)
             class_map.save(tmp / CLASSES_FILE)

@@ -78,27 +78,52 @@ def _bit_counts(histogram: Counter, class_map: ClassMap) -> tuple[Counter, Count
     return pixels, pairs, ignored
 
 
+@dataclass
+class Tally:
+    """The workers' records added up as they arrive: a folder of 20,000 files keeps these
+    sums and its bad files, not 20,000 records, so memory stays flat as the folder grows."""
+
+    total: int = 0
+    bad: list = field(default_factory=list)  #: the records of the files with a problem
+    n_images: int = 0
+    shapes: Counter = field(default_factory=Counter)
+    pixels: Counter = field(default_factory=Counter)
+    objects: Counter = field(default_factory=Counter)
+    warnings: list[str] = field(default_factory=list)
+    outside: Counter = field(default_factory=Counter)  #: file stem -> shapes reaching outside
+    labels: set[str] = field(default_factory=set)  #: every label of the valid files
+    folders: set[Path] = field(default_factory=set)  #: the folders of the images read
+
+    def add(self, result) -> None:
+        """Count one `FileResult`."""
+        self.total += 1
+        if result.image is not None:
+            self.folders.add(result.image.parent)
+        if result.problem:
+            self.bad.append(result)
+            return
+        self.n_images += 1
+        self.labels.update(result.labels)
+        self.shapes.update(result.shapes)
+        self.pixels.update(result.pixels)
+        self.objects.update(result.objects)
+        self.warnings.extend(result.warnings)
+        if result.outside:
+            self.outside[result.path.stem] = result.outside
+
+
 def make_report(
-    results: list, out: Path, class_map: ClassMap, source: str, instances: bool
+    tally: Tally, out: Path, class_map: ClassMap, source: str, instances: bool
 ) -> RasterizeReport:
-    """Add up what the workers found (their `FileResult` records): counts per class, skipped
+    """The report of what the workers found (their `Tally`): counts per class, skipped
     files, warnings."""
     report = RasterizeReport(out=out, class_map=class_map, class_map_source=source)
-    if instances:
-        report.objects = Counter()
-    outside = Counter()
-    for result in results:
-        if result.problem:
-            report.skipped.append({"file": str(result.path), "reason": result.problem})
-            continue
-        report.n_images += 1
-        report.shapes.update(result.shapes)
-        report.pixels.update(result.pixels)
-        if report.objects is not None:
-            report.objects.update(result.objects)
-        report.warnings.extend(result.warnings)
-        if result.outside:
-            outside[result.path.stem] = result.outside
+    report.objects = tally.objects if instances else None
+    report.skipped = [{"file": str(r.path), "reason": r.problem} for r in tally.bad]
+    report.n_images = tally.n_images
+    report.shapes, report.pixels = tally.shapes, tally.pixels
+    report.warnings = list(tally.warnings)
+    outside = tally.outside
     if outside:
         report.warnings.append(
             f"{sum(outside.values())} shape(s) in {len(outside)} file(s) reach outside their "
