@@ -1,30 +1,24 @@
-"""Writing files and folders: checked first, built beside, swapped in at the end.
+"""Writing files and folders: checked first, built beside, swapped in at the end; the one
+output mechanism of every command.
 
-The one output mechanism of every command.
-
-Every command declares what it reads (its inputs) and what it writes (its outputs) to one
-`OutputPlan` before it does any work:
+Every command declares what it reads and writes to one `OutputPlan` before any work:
 
 - an output that is, contains or lies inside an input is refused, naming the input (paths are
-  compared after resolving symbolic links and ``..``);
-- an output path that is itself a symbolic link, whose parent is a file, or whose folder cannot
-  be written is refused;
-- an existing output is replaced only with ``--overwrite``;
-- each output is built under a temporary name beside its final place
-  (``.NAME.segtool-new-HOST-PID``) and moved into place only when the command has finished
-  (`OutputPlan.commit`): a folder is exchanged atomically with the old one where the system
-  allows (Linux ``renameat2(RENAME_EXCHANGE)``), so the old output stays whole until the new one
-  is complete, through any error, Ctrl-C, ``kill -9`` or full disk;
-- temporary names left behind by a killed run are recognised (same host, owner process gone)
-  and cleared by the next run that writes there; an old output that a killed run had already
-  moved aside is put back;
+  compared after resolving symbolic links and ``..``); so is an output that is a link, lies
+  under a file or in a folder that cannot be written;
+- an existing output is replaced only with ``--overwrite``, and only the object that was
+  checked (its identity is recorded; `swap.place`): what appears or changes there while the
+  command runs is never replaced, the finished result is kept beside it instead;
+- each output is built beside its place (``.NAME.segtool-new-HOST-PID``) and swapped in only
+  when the command has finished, atomically where the system allows, so the old output stays
+  whole through any error, Ctrl-C, SIGTERM, ``kill -9`` or full disk; temporaries of killed runs
+  are cleared by the next run that writes there;
 - files are created with the user's umask (no 0600 files).
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -33,13 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segtool.core.errors import SegtoolError
+from segtool.core.errors import DiskFullError as DiskFullError  # re-exported
+from segtool.core.errors import SegtoolError, os_error
 from segtool.core.parallel import stop_all
-from segtool.core.swap import clear_stale, remove_path, replace_path, temp_name
-
-
-class DiskFullError(SegtoolError):
-    """The disk filled up while an output was being built; the old output is untouched."""
+from segtool.core.swap import Identity, clear_stale, identity, place, remove_path, temp_name
 
 
 def _resolved(path: Path) -> Path:
@@ -58,6 +49,9 @@ class Output:
     folder: bool
     option: str
     tmp: Path | None = None
+    #: what was at `path` when it was first checked (None: nothing); only that is replaced
+    seen: Identity | None = None
+    checked: bool = False
 
 
 @dataclass
@@ -104,6 +98,16 @@ class OutputPlan:
         for output in self.outputs:
             self._check_collisions(output)
             self._check_place(output)
+            if not output.checked:
+                output.seen, output.checked = identity(output.path), True
+
+    def keep_checks(self, checked: OutputPlan) -> None:
+        """Take what `checked` (an earlier check, before any input was read) saw at each
+        output: only that may be replaced."""
+        earlier = {o.path: o for o in checked.outputs if o.checked}
+        for output in self.outputs:
+            if output.path in earlier:
+                output.seen, output.checked = earlier[output.path].seen, True
 
     def _check_collisions(self, output: Output) -> None:
         target = _resolved(output.path)
@@ -212,11 +216,17 @@ class OutputPlan:
             self._made.append(made)
 
     def commit(self) -> None:
-        """Move every finished temporary into place (an output never written is skipped)."""
+        """Move every finished temporary into place (an output never written is skipped),
+        replacing only what `check` saw there.
+
+        Raises:
+            SwapConflict: something appeared at an output, or what was there changed, while the
+                command ran; it is left as it is, and the finished result kept beside it.
+        """
         for output in self.outputs:
-            if output.tmp is not None and os.path.lexists(output.tmp):
-                replace_path(output.tmp, output.path)
-            output.tmp = None
+            tmp, output.tmp = output.tmp, None
+            if tmp is not None and os.path.lexists(tmp):
+                place(tmp, output.path, output.seen, output.option)
 
     def discard(self) -> None:
         """Remove every temporary (and the folders made for them); the existing outputs are
@@ -232,22 +242,6 @@ class OutputPlan:
         self._made.clear()
 
 
-def os_error(exc: OSError, where: Path | None = None) -> SegtoolError:
-    """One line for an operating-system error, naming the file (or `where`) and a fix."""
-    name = exc.filename or where or "?"
-    if exc.errno == errno.ENOSPC or exc.errno == errno.EDQUOT:
-        return DiskFullError(
-            f"{name}: the disk is full; nothing was replaced; free space and run again"
-        )
-    if exc.errno == errno.EROFS:
-        return SegtoolError(f"{name}: read-only file system; pass a writable place")
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return SegtoolError(f"{name}: permission denied; pass a place you can write")
-    if exc.errno == errno.ENOTDIR:
-        return SegtoolError(f"{name}: a file stands where a folder is needed; pass another path")
-    return SegtoolError(f"{name}: {exc.strerror or exc}")
-
-
 def write_text(path: Path, text: str) -> None:
     """Write a text file atomically (temporary beside it, then rename), with the user's umask."""
     write_bytes(path, text.encode())
@@ -261,7 +255,8 @@ def write_bytes(path: Path, data: bytes) -> None:
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary name beside `path`; on success rename it onto `path`, else delete it.
+    """Yield a temporary name beside `path`; on success move it onto `path` (replacing only
+    what was there when the block started: `swap.place`), else delete it.
 
     Unlike `tempfile.mkstemp`, nothing is created with mode 0600: whoever writes the temporary
     creates it, with the user's umask. An `OSError` from the block that names no file (a write
@@ -269,9 +264,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """
     tmp = temp_name(path)
     remove_path(tmp)
+    seen = identity(path)
     try:
         yield tmp
-        os.replace(tmp, path)
+        place(tmp, path, seen)
     except OSError as exc:
         # A write through a file handle (a full disk) names no file: name the one being written.
         if exc.filename is None:
@@ -289,11 +285,13 @@ def output_folder(
     *,
     option: str = "OUT",
     inputs: Iterable[tuple[str, Path | None]] = (),
+    checked: OutputPlan | None = None,
 ) -> Iterator[Path]:
     """Build the folder `out` whole or not at all (an `OutputPlan` of one folder).
 
     Yields an empty temporary folder beside `out`; when the block finishes it replaces `out`,
-    and when the block raises (Ctrl-C included) it is deleted and `out` is left as it was.
+    and when the block raises (Ctrl-C included) it is deleted and `out` is left as it was;
+    `checked` (the `check_output` made before reading): only what it saw at `out` is replaced.
 
     Raises:
         SegtoolError: any check of `OutputPlan.check` (before anything is written).
@@ -302,6 +300,8 @@ def output_folder(
     for what, path in inputs:
         plan.read(what, path)
     target = plan.write(out, folder=True, option=option)
+    if checked is not None:
+        plan.keep_checks(checked)
     with plan.build():
         yield target.tmp
 
@@ -314,9 +314,13 @@ def check_output(
     option: str = "OUT",
     inputs: Iterable[tuple[str, Path | None]] = (),
     apart: Iterable[tuple[str, Path]] = (),
-) -> None:
+) -> OutputPlan:
     """Run `OutputPlan.check` for one output before any work starts (nothing is touched);
     `apart`: folders read for some files only (`out` may lie inside one, not be or contain it).
+
+    Returns:
+        The checked plan: give it to `output_folder` (``checked=``), so that only what was at
+        `out` now is replaced at the end.
 
     Raises:
         SegtoolError: as `OutputPlan.check`.
@@ -328,16 +332,12 @@ def check_output(
         plan.read(what, path, files_only=True)
     plan.write(out, folder=folder, option=option)
     plan.check()
+    return plan
 
 
 def check_overwrite(out: Path, overwrite: bool, alternative: str = "") -> None:
-    """Refuse to replace an existing `out` unless `overwrite` is set.
-
-    Args:
-        out: the output file or folder.
-        overwrite: the user passed ``--overwrite``.
-        alternative: another way out, named before ``--overwrite`` (e.g. ``--resume to
-            continue it``).
+    """Refuse to replace an existing `out` unless `overwrite` is set; `alternative` names
+    another way out before ``--overwrite`` (``resume to continue it``).
 
     Raises:
         SegtoolError: `out` exists and `overwrite` is not set.

@@ -278,7 +278,7 @@ def rasterize_dir(
     labels, images, instances, previews = spec.labels, spec.images, spec.instances, spec.previews
     inputs = [("the annotations folder", annotations), ("the labels file", labels)]
     apart = [("the image folder", spec.image_dir)] if spec.image_dir is not None else []
-    check_output(out, spec.overwrite, inputs=inputs, apart=apart)
+    checked = check_output(out, spec.overwrite, inputs=inputs, apart=apart)
     class_map = read_class_map(labels) if labels is not None else None
     if class_map is not None and spec.multilabel:
         try:
@@ -306,7 +306,7 @@ def rasterize_dir(
             previews=previews,
             level=spec.png_level,
         )
-        with output_folder(out, spec.overwrite, inputs=inputs) as tmp:
+        with output_folder(out, spec.overwrite, inputs=inputs, checked=checked) as tmp:
             (tmp / MASKS_DIR).mkdir()
             for wanted, folder in ((images != "none", IMAGES_DIR), (instances, INSTANCES_DIR)):
                 if wanted:
