@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from segtool.core.lock import lock_folder
 from segtool.core.swap import temp_name
 from segtool.train.budget import Budget
 from segtool.train.build import check_config
@@ -80,6 +81,7 @@ def fit(
     reporter = reporter if dist.main and reporter else Reporter()
     class_map = dataset_classes(dataset)
     outputs = check_run_output(out, dataset, given.config.split_file, resume, overwrite)
+    _lock = lock_folder(out, "run") if dist.main else None  # one writer: held until fit ends
     state = load_checkpoint(RunFolder(out).last_checkpoint) if resume else None
     class_map, regions = training_classes(class_map, given, state)
     chosen, planned, record = choose_config(
