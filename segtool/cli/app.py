@@ -19,6 +19,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from segtool import __version__
 from segtool.cli.common import UsageError, clean, interrupted, run_command
+from segtool.core.signals import install as install_signal_handlers
 
 
 class Command(NamedTuple):
@@ -175,4 +176,5 @@ def main(argv: Sequence[str] | None = None) -> None:
     Options may come before, between and after a command's paths (as in
     ``segtool import-masks images/ --images link masks/ out/``); after ``--`` every argument
     is a path."""
+    install_signal_handlers()  # SIGTERM and SIGHUP end a command as Ctrl-C does
     app(args=list(sys.argv[1:] if argv is None else argv), prog_name="segtool")

@@ -254,8 +254,9 @@ def interrupted() -> int:
 
 def error_line(exc: Exception) -> None:
     """Print an exception as one red ``error:`` line (and the rest of a long problem list)."""
-    from segtool.core.files import os_error
+    from segtool.core.errors import from_worker, os_error
 
+    exc = from_worker(exc)  # a worker's error as raised there, not wrapped in its traceback
     if isinstance(exc, OSError):
         exc = os_error(exc)
     elif isinstance(exc, RecursionError):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeVar
+
+from segtool.core.signals import for_worker
 
 if TYPE_CHECKING:
     from concurrent.futures import ProcessPoolExecutor
@@ -29,9 +33,11 @@ def default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _one_thread_per_worker() -> None:
+def _start_worker(parent: int, die_with_parent: bool) -> None:
     """Each worker process is one core's worth of work: OpenCV's own thread pool would only
-    oversubscribe the machine (whether OpenCV is loaded already or later, in the worker)."""
+    oversubscribe the machine (whether OpenCV is loaded already or later, in the worker). It
+    leaves Ctrl-C, SIGTERM and SIGHUP to its parent, and never outlives it (`for_worker`)."""
+    for_worker(parent, die_with_parent)
     os.environ["OPENCV_FOR_THREADS_NUM"] = "1"
     if "cv2" in sys.modules:
         sys.modules["cv2"].setNumThreads(1)
@@ -62,13 +68,14 @@ _RUNNING: set[Workers] = set()
 
 
 def stop_all() -> None:
-    """Stop every pool of worker processes this process runs, waiting for the tasks they are in.
+    """End every pool of worker processes this process runs, now: their results are not
+    wanted.
 
     The output mechanism calls this before it removes a failed output's temporary files
-    (after an error or Ctrl-C), so that no worker is still writing into them."""
+    (after an error, Ctrl-C or SIGTERM), so that no worker is still writing into them."""
     for workers in list(_RUNNING):
         if workers.owner == os.getpid():  # a forked worker holds a copy it does not own
-            workers.close()
+            workers.close(now=True)
 
 
 class Workers:
@@ -101,7 +108,12 @@ class Workers:
 
             method = "spawn" if "torch" in sys.modules else "fork"
             context = multiprocessing.get_context(method)
-            self._pool = ProcessPoolExecutor(self.jobs, context, initializer=_one_thread_per_worker)
+            # The kernel may kill a worker when its parent dies only if the thread that starts
+            # it lives as long as the process (the parent-death signal follows the thread).
+            main = threading.current_thread() is threading.main_thread()
+            self._pool = ProcessPoolExecutor(
+                self.jobs, context, initializer=_start_worker, initargs=(os.getpid(), main)
+            )
             for _ in range(self.jobs):  # one each: "spawn" pools start processes as needed
                 self._pool.submit(_ready)
             _RUNNING.add(self)
@@ -128,18 +140,24 @@ class Workers:
         for future in pending:
             yield from future.result()
 
-    def close(self) -> None:
-        """Stop the workers (waiting for them), if any were started."""
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
-            _RUNNING.discard(self)
+    def close(self, *, now: bool = False) -> None:
+        """Stop the workers, if any were started: after the tasks they are in, or (`now`)
+        at once, ending their processes; either way they are gone when this returns."""
+        if self._pool is None:
+            return
+        pool, self._pool = self._pool, None
+        if now:  # the pool has no public way to end its processes (before Python 3.14)
+            for process in dict(getattr(pool, "_processes", None) or {}).values():
+                with contextlib.suppress(OSError, ValueError):
+                    process.terminate()
+        pool.shutdown(cancel_futures=True)
+        _RUNNING.discard(self)
 
     def __enter__(self) -> Workers:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        self.close(now=kind is not None)  # after an error or Ctrl-C, no result is wanted
 
 
 def imap_jobs(fn: Callable[[T], R], items: Iterable[T], jobs: int) -> Iterator[R]:
