@@ -514,24 +514,31 @@ def test_during(case: During, base: Path, tmp_path: Path, monkeypatch) -> None:
 
 # --- signals at chosen moments, in a child process ------------------------------------------------
 
-#: Runs ``segtool ARGS`` with the function MODULE:NAME patched to announce (``AT pid``) and then
-#: block on a pipe that no one writes, before (or, for ``after``, after) its first work: the
-#: moment the test sends its signal. Workers forked later inherit the patch.
+#: Runs ``segtool ARGS`` with each function of MODULE:NAME[,MODULE:NAME...] patched to announce
+#: (``AT pid``) and block, in turn: the first before (or, for ``after``, after) its first call,
+#: the next one at its first call after that, ... A held call waits on the FIFO named by
+#: argv[1] until the test writes to it (or the process ends). Workers forked later inherit it.
 DRIVER = r"""
 import importlib, os, sys
-where, when, args = sys.argv[1], sys.argv[2], sys.argv[3:]
-module_name, name = where.split(":")
-module = importlib.import_module(module_name)
-original = getattr(module, name)
-hold, _keep_open = os.pipe()
+release, holds, when, args = sys.argv[1], sys.argv[2].split(","), sys.argv[3], sys.argv[4:]
+stage = [0]
 
-def held(*a, **k):
-    result = original(*a, **k) if when == "after" else None
-    os.write(1, f"AT {os.getpid()}\n".encode())
-    os.read(hold, 1)
-    return result if when == "after" else original(*a, **k)
+def hold_at(index, original):
+    def held(*a, **k):
+        if stage[0] != index:
+            return original(*a, **k)
+        result = original(*a, **k) if when == "after" and index == 0 else None
+        stage[0] += 1
+        os.write(1, f"AT {os.getpid()}\n".encode())
+        with open(release) as fifo:
+            fifo.read(1)
+        return result if when == "after" and index == 0 else original(*a, **k)
+    return held
 
-setattr(module, name, held)
+for index, where in enumerate(holds):
+    module_name, name = where.split(":")
+    module = importlib.import_module(module_name)
+    setattr(module, name, hold_at(index, getattr(module, name)))
 from segtool.cli.app import main
 main(args)
 """
@@ -552,6 +559,8 @@ class Signalled:
     setup: Callable[[World], object] | None = None
     check: Check | None = None
     outputs: tuple[str, ...] = ()
+    #: the signal goes to the whole process group (a terminal's Ctrl-C, systemd, Slurm)
+    group: bool = False
 
 
 def descendants(pid: int) -> set[int]:
@@ -599,23 +608,35 @@ def run_signalled(case: Signalled, world: World) -> tuple[int, str, set[int]]:
     stderr and the child processes it had."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
     args = [str(a) for a in case.args(world)]
+    release = world.root.parent / "release"
+    os.mkfifo(release)
     child = subprocess.Popen(
-        [sys.executable, "-c", DRIVER, case.at, case.when, *args],
+        [sys.executable, "-c", DRIVER, str(release), case.at, case.when, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
         text=True,
+        start_new_session=True,  # its own process group, as a shell gives each command
     )
-    line = child.stdout.readline()
-    if not line.startswith("AT "):
-        child.kill()
-        out, err = child.communicate()
-        pytest.fail(f"the moment never came: {line}{out}{err}")
-    children = descendants(child.pid)
-    for signum in case.signals:
-        child.send_signal(signum)
+    lines, children = "", set()
+    for stage, signum in enumerate(case.signals):
+        if stage < len(case.at.split(",")):  # the next moment
+            line = child.stdout.readline()
+            lines += line
+            if not line.startswith("AT "):
+                child.kill()
+                out, err = child.communicate()
+                pytest.fail(f"the moment never came: {lines}{out}{err}")
+            children |= descendants(child.pid)
+        if case.group:
+            os.killpg(child.pid, signum)
+        else:
+            child.send_signal(signum)
+    if len(case.at.split(",")) > 1:  # the last moment is held in segtool's clean-up: go on
+        with open(release, "w") as fifo:
+            fifo.write("go")
     out, err = child.communicate(timeout=600)
-    return child.returncode, line + out + err, children
+    return child.returncode, lines + out + err, children
 
 
 def check_resumable(w: World, result) -> None:
@@ -648,13 +669,40 @@ SIGNALLED = [
         _say("interrupted"),
     ),
     Signalled(
-        "rasterize -j 2 --overwrite: SIGTERM twice (a supervisor repeating) while workers draw",
-        cmd(*RASTER[:-2], "-j", "2", "--overwrite"),
+        "rasterize --overwrite: SIGTERM, then SIGTERM again during the clean-up",
+        cmd(*RASTER, "--overwrite"),
         (signal.SIGTERM, signal.SIGTERM),
-        "segtool.rasterize.result:write_mask",
+        "segtool.rasterize.result:write_mask,segtool.core.files:remove_path",
         -signal.SIGTERM,
         _say("interrupted"),
         setup=setup_out_exists,
+    ),
+    Signalled(
+        "rasterize -j 4: Ctrl-C in a terminal (the whole process group), one worker idle",
+        cmd(*RASTER[:-2], "-j", "4"),
+        (signal.SIGINT,),
+        "segtool.rasterize.result:write_mask",
+        130,
+        _say("interrupted"),
+        group=True,
+    ),
+    Signalled(
+        "evaluate -j 2: SIGTERM to the whole process group (systemd, Slurm) while workers score",
+        cmd(*EVAL[:-2], "-j", "2"),
+        (signal.SIGTERM,),
+        "segtool.evaluate.report:_score_files",
+        -signal.SIGTERM,
+        _say("interrupted"),
+        group=True,
+    ),
+    Signalled(
+        "rasterize -j 2: kill -9 while workers draw (the workers die with it)",
+        cmd(*RASTER[:-2], "-j", "2"),
+        (signal.SIGKILL,),
+        "segtool.rasterize.result:write_mask",
+        -signal.SIGKILL,
+        _say(),
+        outputs=(".out.segtool-new-",),  # left for the next run to clear (tested elsewhere)
     ),
     Signalled(
         "rasterize --overwrite: SIGTERM just before the swap",
@@ -734,6 +782,8 @@ def test_signalled(case: Signalled, base: Path, tmp_path: Path) -> None:
         assert str(part) in output, f"{part!r} not in:\n{output}"
     assert "error:" not in output, output
     assert not wait_gone(children), f"children outlived segtool: {children}\n{output}"
+    if case.signals == (signal.SIGKILL,):  # a kill -9 leaves its temporary folder
+        shutil.rmtree(next(world.root.glob(".out.segtool-new-*")))
     check_world(world, before, case.outputs)
     if case.check:
         case.check(world, output)
@@ -887,7 +937,8 @@ def test_a_second_writer_of_a_run_is_refused_naming_the_first(tmp_path):
     )
     try:
         assert child.stdout.readline() == "held\n"
-        with pytest.raises(SegtoolError, match=f"--out {run}: another segtool .* writing"):
+        named = f"--out {run}: another segtool \\(process {child.pid}\\) is writing this run"
+        with pytest.raises(SegtoolError, match=named):
             lock_folder(run, "run")
     finally:
         child.communicate("")  # the first writer ends: its lock goes with it

@@ -1,7 +1,5 @@
 """Writing files and folders: checked first, built beside, swapped in at the end; the one
-output mechanism of every command.
-
-Every command declares what it reads and writes to one `OutputPlan` before any work:
+output mechanism of every command, which declares what it reads and writes to one `OutputPlan`:
 
 - an output that is, contains or lies inside an input is refused, naming the input (paths are
   compared after resolving symbolic links and ``..``); so is an output that is a link, lies
@@ -12,8 +10,7 @@ Every command declares what it reads and writes to one `OutputPlan` before any w
 - each output is built beside its place (``.NAME.segtool-new-HOST-PID``) and swapped in only
   when the command has finished, atomically where the system allows, so the old output stays
   whole through any error, Ctrl-C, SIGTERM, ``kill -9`` or full disk; temporaries of killed runs
-  are cleared by the next run that writes there;
-- files are created with the user's umask (no 0600 files).
+  are cleared by the next run that writes there; files get the user's umask (no 0600 files).
 """
 
 from __future__ import annotations
@@ -30,6 +27,7 @@ from typing import Any
 from segtool.core.errors import DiskFullError as DiskFullError  # re-exported
 from segtool.core.errors import SegtoolError, os_error
 from segtool.core.parallel import stop_all
+from segtool.core.signals import deferred_signals
 from segtool.core.swap import Identity, clear_stale, identity, place, remove_path, temp_name
 
 
@@ -223,10 +221,11 @@ class OutputPlan:
             SwapConflict: something appeared at an output, or what was there changed, while the
                 command ran; it is left as it is, and the finished result kept beside it.
         """
-        for output in self.outputs:
-            tmp, output.tmp = output.tmp, None
-            if tmp is not None and os.path.lexists(tmp):
-                place(tmp, output.path, output.seen, output.option)
+        with deferred_signals():  # a signal waits until every output is in place
+            for output in self.outputs:
+                tmp, output.tmp = output.tmp, None
+                if tmp is not None and os.path.lexists(tmp):
+                    place(tmp, output.path, output.seen, output.option)
 
     def discard(self) -> None:
         """Remove every temporary (and the folders made for them); the existing outputs are
