@@ -533,6 +533,8 @@ def hold_at(index, original):
         with open(release) as fifo:
             fifo.read(1)
         return result if when == "after" and index == 0 else original(*a, **k)
+    held.__qualname__ = held.__name__ = f"held_{index}"  # pickled by name, as workers need
+    globals()[held.__name__] = held
     return held
 
 for index, where in enumerate(holds):
