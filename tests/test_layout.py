@@ -314,16 +314,11 @@ def _public_functions(tree: ast.Module):
                 yield owner + function.name, function
 
 
-#: Packages whose functions are being given a spec of their own (rasterize: its options);
-#: they join this check when it lands.
-NOT_YET = ("rasterize",)
-
-
 def _too_many_parameters(modules: dict[str, Path]) -> dict[str, int]:
     found = {}
     for module, path in modules.items():
         layer = _layer(module)
-        if layer == ORDER.index("cli") or (layer is not None and ORDER[layer] in NOT_YET):
+        if layer == ORDER.index("cli"):
             continue  # a command's function takes what its command line declares
         for name, function in _public_functions(ast.parse(path.read_text(), str(path))):
             if (n := _parameters(function)) > MAX_PARAMETERS:
