@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from segtool.cli.common import clean
+from segtool.cli.common import clean, warn
 
 #: Seconds between progress lines when the output is not a terminal.
 LINE_EVERY = 30.0
@@ -114,6 +114,8 @@ class RichReporter:
             f"images, {info['mode']} mode, {info['workers']} loader workers{resumed}{budget}",
             highlight=False,
         )
+        for message in info.get("notes", []):
+            warn(message)
 
     def epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
         clock = self.clock

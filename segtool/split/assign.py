@@ -32,7 +32,7 @@ from segtool.split.amounts import (
     take_in_order,
 )
 
-__all__ = ["check_fractions", "make_split", "split_dataset"]
+__all__ = ["check_fractions", "make_split", "mask_histogram", "split_dataset"]
 
 
 def _unit(seed: int, stem: str) -> float:
@@ -84,7 +84,7 @@ class SplitResult:
     notes: list[str] = field(default_factory=list)  # unpaired files left out, empty splits
 
 
-def _histogram(
+def mask_histogram(
     path: Path, num_classes: int, ignore_index: int, multilabel: bool = False
 ) -> tuple[np.ndarray, int]:
     """(pixels per class id, pixels holding the ignore value) of one mask; of a multi-label
@@ -167,7 +167,7 @@ def _mask_histograms(
     k = class_map.num_classes if class_map else 256
     ignore = class_map.ignore_index if class_map else IGNORE_INDEX
     multilabel = bool(class_map and class_map.multilabel)
-    work = partial(_histogram, num_classes=k, ignore_index=ignore, multilabel=multilabel)
+    work = partial(mask_histogram, num_classes=k, ignore_index=ignore, multilabel=multilabel)
     hists, ignored = [], 0
     for hist, n_ignored in imap_jobs(work, [p.mask for p in pairs], jobs):
         hists.append(hist)

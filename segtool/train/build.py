@@ -4,7 +4,7 @@ model, the loss, the optimiser and its schedule, and the loaders."""
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from segtool.train.distributed import Dist
 from segtool.train.limits import check_batch
 from segtool.train.losses import LOSSES, build_loss
 from segtool.train.model import build_model, check_names
+from segtool.train.presence import check_presence
 from segtool.train.runfolder import RunFolder
 from segtool.train.schedule import WarmupCosine, warmup_steps
 from segtool.train.transforms import PRESETS, build_augmentation
@@ -50,6 +51,7 @@ class TrainingData:
     train: list[Pair]
     val: list[Pair]
     regions: Regions | None = None  # --regions: the dataset's class ids -> region bits
+    notes: list[str] = field(default_factory=list)  # classes a split lacks (`check_presence`)
 
 
 @dataclass
@@ -140,7 +142,9 @@ def load_data(
             f"--batch-size {config.batch_size} is larger than the {len(train)} training "
             f"images; use --batch-size {len(train)} or less, or add images"
         )
-    return TrainingData(pairs, skipped, split, train, val, regions)
+    # A new run is checked for what its splits hold; a resumed one was checked when it began.
+    notes = [] if resume else check_presence(train, val, regions.source if regions else class_map)
+    return TrainingData(pairs, skipped, split, train, val, regions, notes)
 
 
 def check_config(config: TrainConfig) -> None:

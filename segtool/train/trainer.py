@@ -201,6 +201,7 @@ class Trainer:
                 "workers": run.hardware.workers,
                 "mode": run.mode,
                 "time_budget": self.config.time_budget,
+                "notes": getattr(self.data, "notes", []),
             }
         )
 
