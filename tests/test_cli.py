@@ -53,8 +53,8 @@ def test_rasterize_loads_only_what_it_needs(tmp_path, labels_txt):
 
 
 def test_evaluate_of_a_small_folder_loads_only_what_it_needs(tmp_path):
-    # Plain 8-bit masks decode without PIL, a few classes count without OpenCV, and a small
-    # folder is scored without worker processes.
+    # Without HD95 and object scores: plain 8-bit masks decode without PIL, a few classes count
+    # without OpenCV or SciPy, and a small folder is scored without worker processes.
     import numpy as np
 
     from segtool.core.classes import make_class_map
@@ -69,7 +69,8 @@ def test_evaluate_of_a_small_folder_loads_only_what_it_needs(tmp_path):
     code = (
         "import sys\n"
         "from tests.cli import invoke\n"
-        "args = ['evaluate', sys.argv[1], sys.argv[2], '--no-hd95', '--out', sys.argv[3]]\n"
+        "args = ['evaluate', sys.argv[1], sys.argv[2], '--no-hd95', '--no-objects', '--out',"
+        " sys.argv[3]]\n"
         "result = invoke(args)\n"
         "assert result.exit_code == 0, result.output\n"
         "heavy = ('cv2', 'torch', 'PIL', 'multiprocessing', 'scipy', 'rich.progress')\n"

@@ -24,6 +24,7 @@ from segtool.cli.common import (
     warn,
     with_default,
 )
+from segtool.cli.evaluate_tables import interval_row, print_objects
 from segtool.core.constants import DEVICES
 
 
@@ -40,16 +41,24 @@ def print_summary(summary: dict, title: str) -> None:
     items = "cases" if summary.get("volumes") else "images"
     columns = ["class", "Dice", "IoU", "prec.", "recall"]
     columns += [f"HD95 {unit}"] if with_hd95 else []
+    keys = [*metrics, *(["hd95"] if with_hd95 else [])]
+    digits = [4] * len(metrics) + [2] * with_hd95
     rows: list = []
     for name, row in summary["per_class"].items():
         cells = [_fmt(row[m]) for m in metrics] + ([_fmt(row["hd95"], 2)] if with_hd95 else [])
         rows.append([name, *cells, row["images_with_reference"]])
+        if "ci95" in row:
+            rows.append([*interval_row(row["ci95"], keys, digits), ""])
     mean, mean_all = summary["mean"], summary.get("mean_all")
     cells = [_fmt(mean[m]) for m in metrics] + ([_fmt(mean["hd95"], 2)] if with_hd95 else [])
     rows += [None, ["mean, foreground", *cells, ""]]
+    if "mean_ci95" in summary:
+        rows.append([*interval_row(summary["mean_ci95"], keys, digits), ""])
     if mean_all is not None:
         cells = [_fmt(mean_all[m]) for m in metrics] + (["—"] if with_hd95 else [])
         rows.append(["mean, all classes (mIoU)", *cells, ""])
+        if "mean_all_ci95" in summary:
+            rows.append([*interval_row(summary["mean_all_ci95"], keys, digits), ""])
     table(title, [*columns, items], rows)
     lines = (
         [
@@ -90,6 +99,7 @@ def print_summary(summary: dict, title: str) -> None:
         )
     for line in lines:
         say(line)
+    print_objects(summary)
 
 
 def command(
@@ -162,6 +172,40 @@ def command(
         flag("--overwrite", "Replace an existing report (and, with --model, predictions)."),
     ] = False,
     max_pixels: MaxPixels = None,
+    objects: Annotated[
+        bool,
+        typer.Option(
+            "--objects/--no-objects",
+            help="Object-level scores: lesion-wise Dice and HD95 (BraTS 2023), detection "
+            "P/R/F1, panoptic quality (with instances/ beside GT), NSD (with --nsd-tolerance).",
+        ),
+    ] = True,
+    nsd_tolerance: Annotated[
+        float | None,
+        typer.Option(
+            min=0, metavar="D", help="Normalised surface Dice at D pixels (mm for volumes)."
+        ),
+    ] = None,
+    lesion_dilation: Annotated[
+        int, typer.Option(min=0, help="Lesion-wise: dilation steps joining near lesions.")
+    ] = 3,
+    lesion_min_size: Annotated[
+        float,
+        typer.Option(min=0, help="Lesion-wise: lesions of at most this size (px, mm³) left out."),
+    ] = 50.0,
+    iou_threshold: Annotated[
+        float,
+        typer.Option(min=0.01, max=1, help="Detection: an object is found at IoU >= this."),
+    ] = 0.5,
+    connectivity: Annotated[
+        Literal["full", "face"],
+        typer.Option(help="Objects join at corners too (full) or at faces only."),
+    ] = "full",
+    gallery_by: Annotated[
+        Literal["dice", "lesion_dice"],
+        typer.Option(help="What the gallery ranks by: each image's Dice or lesion-wise Dice."),
+    ] = "dice",
+    seed: Annotated[int, typer.Option(help="Seeds the 95% bootstrap intervals.")] = 0,
 ) -> None:
     """Score predicted label masks against references.
 
@@ -187,14 +231,7 @@ def _evaluate(args: SimpleNamespace) -> None:
                 raise UsageError("with --model, pass only the DATASET folder")
             if args.regions is not None:
                 raise UsageError("with --model, the run's own regions are scored")
-            given = [
-                name
-                for name, on in (
-                    ("--classes", args.classes),
-                    ("--allow-missing", args.allow_missing),
-                )
-                if on
-            ]
+            given = [name for name, on in _folder_options(args) if on]
             if given:
                 raise UsageError(f"{given[0]} scores PRED GT folders; with --model, drop it")
             from segtool.evaluate.model import evaluate_model
@@ -243,6 +280,14 @@ def _evaluate(args: SimpleNamespace) -> None:
                 regions=args.regions,
                 overwrite=args.overwrite,
                 on_progress=on_progress,
+                objects=args.objects,
+                nsd_tolerance=args.nsd_tolerance,
+                lesion_dilation=args.lesion_dilation,
+                lesion_min_size=args.lesion_min_size,
+                iou_threshold=args.iou_threshold,
+                connectivity=args.connectivity,
+                gallery_by=args.gallery_by,
+                seed=args.seed,
             )
             title = f"{first} vs {references}"
     for message in result.warnings:
@@ -255,3 +300,20 @@ def _evaluate(args: SimpleNamespace) -> None:
             f"gallery of the {len(result.gallery)} lowest-Dice images: "
             f"{result.gallery[0].parent / 'index.html'}"
         )
+
+
+def _folder_options(args: SimpleNamespace) -> list[tuple[str, bool]]:
+    """Whether each option that scores PRED GT folders only is given (--model scores the run's
+    classes, and the object-level scores with their defaults)."""
+    return [
+        ("--classes", args.classes is not None),
+        ("--allow-missing", args.allow_missing),
+        ("--no-objects", not args.objects),
+        ("--gallery-by", args.gallery_by != "dice"),
+        ("--seed", args.seed != 0),
+        ("--nsd-tolerance", args.nsd_tolerance is not None),
+        ("--lesion-dilation", args.lesion_dilation != 3),
+        ("--lesion-min-size", args.lesion_min_size != 50.0),
+        ("--iou-threshold", args.iou_threshold != 0.5),
+        ("--connectivity", args.connectivity != "full"),
+    ]

@@ -20,9 +20,14 @@ TP, FP, FN, IGNORED = (40, 180, 60), (220, 40, 40), (40, 90, 230), (90, 90, 90)
 PANEL = 384
 
 
-def image_score(row: dict) -> float:
-    """An image's mean Dice over the foreground classes present in it (NaN if none)."""
-    values = [v for v in row["dice"].values() if v is not None]
+#: What the gallery ranks by: the per-image score and how the page names it.
+RANKS = {"dice": "Dice", "lesion_dice": "lesion-wise Dice"}
+
+
+def image_score(row: dict, metric: str = "dice") -> float:
+    """An image's mean `metric` (Dice by default) over the foreground classes where it is
+    defined (NaN if none)."""
+    values = [v for v in row[metric].values() if v is not None]
     return float(np.mean(values)) if values else math.nan
 
 
@@ -121,8 +126,10 @@ def make_gallery(
     reader: MaskReader,
     n: int,
     images: Path | None = None,
+    rank_by: str = "dice",
 ) -> list[Path]:
-    """Write a PNG for each of the `n` images (or cases) with the lowest mean Dice (image,
+    """Write a PNG for each of the `n` images (or cases) with the lowest mean Dice, or
+    lesion-wise Dice with `rank_by` ``lesion_dice`` (image,
     reference, prediction, error map of the reader's view: the image itself, or a volume's
     most wrong slice) and an ``index.html`` showing them with their scores.
 
@@ -133,11 +140,15 @@ def make_gallery(
         reader: the reader of the masks (and so of their views).
         n: how many.
         images: where the images are (none drawn when absent).
+        rank_by: the per-image score ranked by (`RANKS`).
 
     Returns:
         The PNGs written, worst first.
     """
-    scored = [(image_score(row), row) for row in summary["per_image"] if row["image"] in files]
+    label = RANKS[rank_by]
+    scored = [
+        (image_score(row, rank_by), row) for row in summary["per_image"] if row["image"] in files
+    ]
     # Ties (common for a weak model) are broken by name; rows themselves never compare.
     kept = [(s, row) for s, row in scored if not math.isnan(s)]
     scored = sorted(kept, key=lambda item: (item[0], item[1]["image"]))[:n]
@@ -151,7 +162,7 @@ def make_gallery(
         side_by_side(_panels(view, reader)).save(path)
         written.append(path)
         per_class = ", ".join(
-            f"{name} {value:.3f}" for name, value in row["dice"].items() if value is not None
+            f"{name} {value:.3f}" for name, value in row[rank_by].items() if value is not None
         )
         where = "" if view.where is None else f"<td>{html.escape(view.where)}</td>"
         rows.append(
@@ -160,12 +171,12 @@ def make_gallery(
         )
     where_head = f"<th>{reader.where_label}</th>" if reader.where_label else ""
     (out / "index.html").write_text(
-        "<!doctype html><meta charset='utf-8'><title>segtool: lowest Dice</title>"
+        f"<!doctype html><meta charset='utf-8'><title>segtool: lowest {label}</title>"
         "<style>body{font-family:sans-serif}td{vertical-align:top;padding:4px}"
         "img{max-width:100%}</style>"
-        f"<h1>The {len(rows)} {reader.item}s with the lowest mean Dice{reader.view_note}</h1>"
+        f"<h1>The {len(rows)} {reader.item}s with the lowest mean {label}{reader.view_note}</h1>"
         "<p>Error map: green = foreground right, red = false positive, blue = false negative, "
-        f"grey = ignored.</p><table><tr><th>{reader.item}</th><th>mean Dice</th>"
+        f"grey = ignored.</p><table><tr><th>{reader.item}</th><th>mean {label}</th>"
         f"<th>per class</th>{where_head}<th></th></tr>" + "".join(rows) + "</table>\n"
     )
     return written

@@ -21,7 +21,9 @@ from segtool.core.errors import SegtoolError
 from segtool.core.files import Output, OutputPlan, atomic_path, write_json
 from segtool.core.masks import binary_255_error
 from segtool.core.parallel import ProgressFn, Workers
+from segtool.evaluate.intervals import PER_IMAGE_OBJECT_SCORES, add_objects_and_intervals
 from segtool.evaluate.kinds import reader_for
+from segtool.evaluate.objects import object_settings
 from segtool.evaluate.readers import MaskReader
 from segtool.evaluate.score import ImageScore, Item, score_pair
 from segtool.evaluate.spec import EvalSpec
@@ -114,9 +116,8 @@ def pair_masks(
 def write_table(path: Path, summary: dict) -> None:
     """The per-item table: one row an image (or case), a ``<metric>_<class>`` column each."""
     names = list(summary["per_class"])
-    metrics = [
-        m for m in ("dice", "iou", "hd95") if summary["per_image"] and m in summary["per_image"][0]
-    ]
+    shown = ("dice", "iou", "hd95", *PER_IMAGE_OBJECT_SCORES)
+    metrics = [m for m in shown if summary["per_image"] and m in summary["per_image"][0]]
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["image", *(f"{m}_{n}" for n in names for m in metrics)])
@@ -194,10 +195,13 @@ def score_into(
         )
     if missing:
         warnings.append(f"{len(missing)} reference(s) without a prediction scored as empty")
-    work = partial(score_pair, reader=reader, with_hd95=spec.with_hd95)
+    objects = spec.object_setup()
+    work = partial(score_pair, reader=reader, with_hd95=spec.with_hd95, objects=objects)
     scores = []
-    # Without HD95 a PNG pair takes about a millisecond: workers pay only for larger folders.
-    min_items = 2 if spec.with_hd95 else reader.min_pairs_for_workers
+    # Without HD95 or object scores a PNG pair takes about a millisecond: workers pay only
+    # for larger folders.
+    slow = spec.with_hd95 or objects is not None
+    min_items = 2 if slow else reader.min_pairs_for_workers
     with Workers(spec.jobs, min_items=min_items) as workers:
         for done, score in enumerate(workers.imap(work, pairs), 1):
             scores.append(score)
@@ -217,6 +221,9 @@ def score_into(
         background_scored=background_scored,
     )
     summary.update(reader.summary_fields)
+    add_objects_and_intervals(summary, scores, names, seed=spec.seed)
+    if objects is not None:
+        summary["objects"] = object_settings(objects, summary.get("hd95_unit", "px"))
     if reader.refuses_binary_255:
         _refuse_binary_255(scores, references, predictions, reader.ignore_index)
     write_json(targets.summary.tmp, summary)
@@ -233,6 +240,7 @@ def score_into(
             reader if reader.class_map else _named(reader, names),
             spec.gallery,
             images,
+            spec.gallery_by,
         )
     return result
 

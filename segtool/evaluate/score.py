@@ -16,6 +16,7 @@ import numpy as np
 
 from segtool.core.distances import hd95_multilabel, hd95_per_class
 from segtool.core.metrics import Counts, count, count_multilabel
+from segtool.evaluate.objects import ObjectScores, ObjectSetup, score_pair_objects
 
 if TYPE_CHECKING:
     from segtool.evaluate.readers import MaskReader
@@ -36,10 +37,15 @@ class ImageScore:
     # Multi-label masks: pixels whose whole label set is right, and pixels counted.
     pixels_right: int | None = None
     pixels_counted: int | None = None
+    # Object-level scores (lesion-wise, detection, surface Dice, panoptic), unless skipped.
+    objects: ObjectScores | None = None
 
 
-def score_pair(item: Item, reader: MaskReader, with_hd95: bool) -> ImageScore:
-    """Read one prediction/reference pair through `reader` and score it (runs in a worker).
+def score_pair(
+    item: Item, reader: MaskReader, with_hd95: bool, objects: ObjectSetup | None = None
+) -> ImageScore:
+    """Read one prediction/reference pair through `reader` and score it (runs in a worker);
+    with `objects`, its object-level scores too (`segtool.evaluate.objects`).
 
     Raises:
         SegtoolError: as the reader's `read_pair`.
@@ -67,6 +73,10 @@ def score_pair(item: Item, reader: MaskReader, with_hd95: bool) -> ImageScore:
             score.hd95[present] = hd95_per_class(
                 reference, prediction, present, reader.ignore_index, spacing
             )
+    if objects is not None:
+        score.objects = score_pair_objects(
+            reference, prediction, spacing, reader, ref_path, objects
+        )
     score.missing_prediction = pred_path is None
     return score
 

@@ -10,11 +10,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from segtool.core.errors import check_choice
+from segtool.core.bootstrap import SEED
+from segtool.core.errors import SegtoolError, check_choice
+from segtool.core.objects import BRATS_DILATION, BRATS_MIN_SIZE, IOU_THRESHOLD, ObjectOptions
+from segtool.evaluate.objects import ObjectSetup
 
 #: What --split accepts with --model: a split of the run's split.json, or every image the
 #: model was not trained on.
 SPLITS = ("test", "val", "train", "all")
+#: What --connectivity accepts: objects join at corners too (full), or at faces only.
+CONNECTIVITY = ("full", "face")
+#: What --gallery-by accepts.
+GALLERY_RANKS = ("dice", "lesion_dice")
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,18 @@ class EvalSpec:
         batch_size: with a model: images (or slices) per step; None: predict's default for
             the kind (4 images, 8 slices).
         tta: with a model: average flipped predictions.
+        objects: object-level scores: lesion-wise Dice and HD95, detection, panoptic quality
+            (where the references have instance masks) and, with `nsd_tolerance`, surface Dice.
+        lesion_dilation: lesion-wise: dilation steps joining near reference lesions (BraTS's 3).
+        lesion_min_size: lesion-wise: reference lesions of at most this size (pixels, or mm^3
+            for volumes) are left out (BraTS's 50).
+        iou_threshold: the IoU at which a predicted object finds a reference object.
+        connectivity: of objects: ``full`` (corner neighbours; default) or ``face``.
+        nsd_tolerance: normalised surface Dice at this distance (pixels, or mm for volumes);
+            None: not computed.
+        seed: seeds the bootstrap intervals.
+        gallery_by: what the gallery ranks by: ``dice`` (each image's mean Dice) or
+            ``lesion_dice`` (its mean lesion-wise Dice; needs `objects`).
     """
 
     classes: Path | None = None
@@ -60,12 +79,39 @@ class EvalSpec:
     device: str = "auto"
     batch_size: int | None = None
     tta: bool = False
+    objects: bool = True
+    lesion_dilation: int = BRATS_DILATION
+    lesion_min_size: float = BRATS_MIN_SIZE
+    iou_threshold: float = IOU_THRESHOLD
+    connectivity: str = "full"
+    nsd_tolerance: float | None = None
+    seed: int = SEED
+    gallery_by: str = "dice"
 
     def __post_init__(self) -> None:
         if self.only is not None and not isinstance(self.only, frozenset):
             object.__setattr__(self, "only", frozenset(self.only))
         if self.split is not None:
             check_choice("split", self.split, SPLITS)
+        check_choice("connectivity", self.connectivity, CONNECTIVITY)
+        check_choice("gallery-by", self.gallery_by, GALLERY_RANKS)
+        if self.gallery_by == "lesion_dice" and not self.objects:
+            raise SegtoolError(
+                "--gallery-by lesion_dice ranks by an object-level score; drop --no-objects"
+            )
+
+    def object_setup(self) -> ObjectSetup | None:
+        """How each pair's object-level scores are computed; None when they are skipped."""
+        if not self.objects:
+            return None
+        options = ObjectOptions(
+            dilation=self.lesion_dilation,
+            min_size=self.lesion_min_size,
+            connectivity=1 if self.connectivity == "face" else None,
+            iou_threshold=self.iou_threshold,
+            distances=self.with_hd95,
+        )
+        return ObjectSetup(options, self.nsd_tolerance)
 
     @classmethod
     def build(cls, spec: EvalSpec | None, options: Mapping[str, object]) -> EvalSpec:

@@ -1,0 +1,87 @@
+"""The parts of ``segtool evaluate``'s printout beyond the pixel table: a 95 % interval row
+under each score row, the object-level table, and how both were made."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from segtool.cli.common import say, table
+
+#: The object-level columns: summary key, header, decimals.
+OBJECT_COLUMNS = (
+    ("lesion_dice", "les. Dice", 4),
+    ("lesion_hd95", "les. HD95", 2),
+    ("detection_precision", "det. P", 4),
+    ("detection_recall", "det. R", 4),
+    ("detection_f1", "det. F1", 4),
+    ("nsd", "NSD", 4),
+    ("pq", "PQ", 4),
+)
+CI_LABEL = "  95% interval"
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def interval_row(ci95: dict | None, keys: Sequence[str], digits: Sequence[int]) -> list:
+    """The cells under a score row: each score's interval as ``low–high`` (blank without)."""
+    cells = []
+    for key, d in zip(keys, digits, strict=True):
+        ends = (ci95 or {}).get(key)
+        cells.append(
+            "" if ends is None else f"{ends[0]:.{max(d - 2, 1)}f}–{ends[1]:.{max(d - 2, 1)}f}"
+        )
+    return [CI_LABEL, *cells]
+
+
+def print_objects(summary: dict) -> None:
+    """The object-level table (when evaluate scored objects), with intervals, and one line
+    each on its settings, lesion counts and the intervals' bootstrap."""
+    settings = summary.get("objects")
+    if settings is not None:
+        _object_table(summary, settings)
+    boot = summary.get("bootstrap")
+    if boot is not None:
+        say(
+            f"95% intervals: percentile bootstrap over {boot['over']} ({boot['resamples']} "
+            f"draws, seed {boot['seed']}); a mean over classes is taken in each draw"
+        )
+
+
+def _object_table(summary: dict, settings: dict) -> None:
+    unit = settings["unit"]
+    shown = [(k, h, d) for k, h, d in OBJECT_COLUMNS if k in summary["mean"]]
+    keys = [k for k, _, _ in shown]
+    digits = [d for _, _, d in shown]
+    headers = [f"{h} {unit}" if k == "lesion_hd95" else h for k, h, _ in shown]
+    rows: list = []
+    for name, row in summary["per_class"].items():
+        if "lesion_dice" not in row:
+            continue  # the background
+        rows.append([name, *(_fmt(row[k], d) for k, d in zip(keys, digits, strict=True))])
+        rows.append(interval_row(row.get("ci95"), keys, digits))
+    mean = summary["mean"]
+    rows += [
+        None,
+        ["mean, foreground", *(_fmt(mean[k], d) for k, d in zip(keys, digits, strict=True))],
+    ]
+    rows.append(interval_row(summary.get("mean_ci95"), keys, digits))
+    size = "mm³" if unit == "mm" else "px"
+    table(
+        f"objects (lesion-wise as BraTS 2023: dilation {settings['lesion_dilation']}, lesions "
+        f"over {settings['lesion_min_size']:g} {size}; detection at IoU >= "
+        f"{settings['iou_threshold']:g})",
+        ["class", *headers],
+        rows,
+    )
+    for name, row in summary["per_class"].items():
+        if "lesion_dice" in row:
+            say(
+                f"{name}: {row['lesions']} lesions scored ({row['lesions_missed']} missed), "
+                f"{row['lesion_false_positives']} false positive components, "
+                f"{row['lesions_small']} small lesions left out; objects {row['objects_tp']} "
+                f"found, {row['objects_fn']} missed, {row['objects_fp']} false"
+            )
+    if settings.get("nsd_tolerance") is not None:
+        say(f"NSD: normalised surface Dice at {settings['nsd_tolerance']:g} {unit}")
