@@ -410,7 +410,7 @@ CASES = [
             code=1,
             says="is writing this run",
         ),
-        at="segtool.train.loop.save_epoch",
+        at="segtool.train.trainer:Trainer.save",
         outputs=("run",),
     ),
     # --- files vanishing mid-run ----------------------------------------------------------------
@@ -444,7 +444,7 @@ CASES = [
         1,
         _say("s03.png"),
         delete("ds/masks/s03.png"),
-        at="segtool.train.loop.run_epoch",
+        at="segtool.train.trainer:Trainer.train_epoch",
     ),
     During(
         "predict: an image deleted after the listing, before it is read",
@@ -462,6 +462,9 @@ def _hook(case: During, world: World, monkeypatch, seen: dict) -> None:
     what it changed (path -> new hash, or None where it deleted)."""
     module_name, name = case.at.split(":") if ":" in case.at else case.at.rsplit(".", 1)
     module = importlib.import_module(module_name)
+    *owners, name = name.split(".")  # "module:Class.method" patches the class
+    for owner in owners:
+        module = getattr(module, owner)
     original = getattr(module, name)
 
     def hooked(*args, **kwargs):
@@ -540,6 +543,9 @@ def hold_at(index, original):
 for index, where in enumerate(holds):
     module_name, name = where.split(":")
     module = importlib.import_module(module_name)
+    *owners, name = name.split(".")  # "module:Class.method" patches the class
+    for owner in owners:
+        module = getattr(module, owner)
     setattr(module, name, hold_at(index, getattr(module, name)))
 from segtool.cli.app import main
 main(args)
@@ -727,7 +733,7 @@ SIGNALLED = [
         "split -j 2: SIGTERM while the workers count",
         cmd(S, lambda w: w.ds, "-j", "2", "--overwrite"),
         (signal.SIGTERM,),
-        "segtool.split.assign:_histogram",
+        "segtool.split.assign:mask_histogram",
         -signal.SIGTERM,
         _say("interrupted"),
     ),
@@ -752,7 +758,7 @@ SIGNALLED = [
         "train: SIGTERM after the first epoch is saved leaves a resumable run",
         train_args(OUT, "--epochs", "3", "--workers", "1"),
         (signal.SIGTERM,),
-        "segtool.train.loop:save_epoch",
+        "segtool.train.trainer:Trainer.save",
         -signal.SIGTERM,
         _say("interrupted", "--resume"),
         when="after",
@@ -763,7 +769,7 @@ SIGNALLED = [
         "train --overwrite: SIGHUP during the first epoch keeps the old run",
         train_args(lambda w: w.run, "--overwrite", "--workers", "1"),
         (signal.SIGHUP,),
-        "segtool.train.loop:save_epoch",
+        "segtool.train.trainer:Trainer.save",
         -signal.SIGHUP,
         _say("interrupted"),
     ),
