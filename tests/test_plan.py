@@ -186,7 +186,7 @@ def test_plan_only_prints_the_plan_and_writes_nothing(tmp_path):
     assert "given" in result.stdout and not run.exists()
 
 
-def test_a_time_budget_run_ends_near_its_budget(tmp_path):
+def test_a_time_budget_run_trains_the_epochs_its_budget_allows(tmp_path):
     dataset = make_dataset(tmp_path / "ds", n=16, size=48)
     # A budget in which start-up and one epoch do not fit is refused before training, with the
     # budget that would fit (on a loaded machine 20 s may not): then the run with that one.
@@ -201,13 +201,13 @@ def test_a_time_budget_run_ends_near_its_budget(tmp_path):
             budget = int(re.search(r"cannot fit one epoch.*Give --time-budget (\d+)s", str(exc))[1])
     else:
         pytest.fail(f"no budget up to {budget} s was accepted")
-    elapsed = time.monotonic() - tic
-    # The run re-plans after every epoch from the epochs' mean time, so it ends within about an
-    # epoch of its budget. The margin is the longest epoch measured, not a share of the budget:
-    # on a loaded machine epochs slow down, and so may the last one.
+    # How close the run ends to its budget depends on the machine's load, so it is not
+    # asserted here (tests never assert on wall time); the stop rule itself is tested with an
+    # injected clock (test_specs.test_the_budget_refits_the_epochs_to_the_time_left). Here: the
+    # run trained exactly the epochs its last re-plan allowed, and recorded them.
     with open(tmp_path / "run" / "metrics.csv") as fh:
-        longest = max(float(row["seconds"]) for row in csv.DictReader(fh))
-    assert budget - 1.5 * longest < elapsed < budget + 1.5 * longest, (elapsed, longest)
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == result.epochs_done >= 1
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["options"]["time_budget"] == budget
     assert config["options"]["epochs"] == result.epochs_done
