@@ -87,6 +87,27 @@ def command(
             "Predict the readable images and list the others (else nothing is written).",
         ),
     ] = False,
+    as_format: Annotated[
+        str | None,
+        typer.Option(
+            "--as",
+            metavar="FORMAT",
+            help=(
+                "Also write the masks as pre-annotations: labelme (OUT/<stem>.json), coco, cvat, "
+                "via or labelstudio (one file in OUT; images named relative to IMAGES)."
+            ),
+        ),
+    ] = None,
+    simplify: Annotated[
+        float,
+        typer.Option(
+            metavar="PX",
+            help="--as polygons: simplification tolerance in pixels (0: exact outlines).",
+        ),
+    ] = 0.0,
+    embed_images: Annotated[
+        bool, flag("--embed-images", "--as labelme: put each image in its JSON (imageData).")
+    ] = False,
     overwrite: Overwrite = False,
     max_pixels: MaxPixels = None,
 ) -> None:
@@ -96,6 +117,7 @@ def command(
 
     example:
       segtool predict run/ new_images/ masks_out/ --overlay
+      segtool predict run/ new_images/ pre/ --as labelme
     """
     _predict(SimpleNamespace(**locals()))
 
@@ -122,6 +144,9 @@ def _predict(args: SimpleNamespace) -> None:
         amp=args.amp,
         skip_invalid=args.skip_invalid,
         overwrite=args.overwrite,
+        annotations=args.as_format,
+        simplify=args.simplify,
+        embed_images=args.embed_images,
     )
     predictor = load_predictor(args.model, args.classes)
     stems = split_stems(predictor.split, args.split, predictor.source) if args.split else None
@@ -142,6 +167,8 @@ def _predict(args: SimpleNamespace) -> None:
     )
     if args.overlay:
         note(f"overlays: {args.out / 'overlays'}")
+    if args.as_format:
+        note(f"{args.as_format} pre-annotations: {args.out}")
 
 
 def _predict_volumes(
@@ -149,6 +176,12 @@ def _predict_volumes(
 ) -> None:
     """A run trained on volumes: NIfTI label volumes on the input's grid."""
     from segtool.predict.volumes import predict_volumes
+
+    if args.as_format:
+        raise UsageError(
+            f"--as {args.as_format}: annotation tools take images, and this run was trained on "
+            f"volumes; drop --as"
+        )
 
     with progress_bar() as on_progress:
         report = predict_volumes(

@@ -28,6 +28,7 @@ from segtool.core.images import ImageReadError, list_images, load_rgb, open_imag
 from segtool.core.masks import write_mask
 from segtool.core.multilabel import preview, write_multilabel_mask
 from segtool.core.parallel import ProgressFn, default_jobs
+from segtool.predict.annotations import AnnotationSink, annotation_sink
 from segtool.predict.engine import Engine
 from segtool.predict.predictor import Predictor, load_predictor
 from segtool.predict.spec import PredictSpec
@@ -78,20 +79,31 @@ class _Writer:
     """Writes each prediction into the output folder in a few threads (PNG encoding releases
     the GIL, so a few threads keep up with a GPU), keeping a bounded queue."""
 
-    def __init__(self, folder: Path, class_map: ClassMap, overlays: bool, threads: int) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        class_map: ClassMap,
+        overlays: bool,
+        threads: int,
+        *,
+        probabilities: bool = False,
+        annotations: AnnotationSink | None = None,
+    ) -> None:
         self.folder = folder
+        self.probabilities = probabilities
         self.class_map = class_map
         self.overlays = overlays
+        self.annotations = annotations
         self.pool = ThreadPoolExecutor(max_workers=threads)
         self.pending: list = []
         if overlays:
             (folder / "overlays").mkdir()
 
     def submit(
-        self, stem: str, labels: np.ndarray, probs: np.ndarray | None, image: np.ndarray
+        self, path: Path, labels: np.ndarray, probs: np.ndarray | None, image: np.ndarray
     ) -> None:
         """Queue one image's outputs."""
-        self.pending.append(self.pool.submit(self._save, stem, labels, probs, image))
+        self.pending.append(self.pool.submit(self._save, path, labels, probs, image))
 
     def wait(self, at_most: int = 0) -> None:
         """Block until at most `at_most` writes are in flight (re-raising their errors)."""
@@ -99,14 +111,17 @@ class _Writer:
             self.pending.pop(0).result()
 
     def _save(
-        self, stem: str, labels: np.ndarray, probs: np.ndarray | None, image: np.ndarray
+        self, path: Path, labels: np.ndarray, probs: np.ndarray | None, image: np.ndarray
     ) -> None:
+        stem = path.stem
         target = self.folder / f"{stem}{MASK_SUFFIX}"
         if self.class_map.multilabel:
             write_multilabel_mask(target, labels, atomic=False)
         else:
             write_mask(target, labels, self.class_map, atomic=False)
-        if probs is not None:
+        if self.annotations is not None:
+            self.annotations.add(self.folder, path, labels, probs)
+        if self.probabilities:
             np.savez_compressed(self.folder / f"{stem}.npz", probs=probs.astype(np.float16))
         if self.overlays:
             picture = overlay(image, labels, self.class_map)
@@ -223,8 +238,9 @@ def _predict_all(
             probs = engine.probabilities([item["input"] for item in good])
             for item, p in zip(good, probs, strict=True):
                 labels = engine.labels(p, threshold)
-                saved = p.cpu().numpy() if probabilities else None
-                writer.submit(item["path"].stem, labels, saved, item["image"])
+                keep = probabilities or writer.annotations is not None
+                saved = p.cpu().numpy() if keep else None
+                writer.submit(item["path"], labels, saved, item["image"])
         report.n_images += len(good)
         done += len(batch)
         if on_progress:
@@ -260,8 +276,9 @@ def predict_dir(
 
     Writes ``OUT/<stem>.png`` (palette label masks at each image's size as displayed, as
     rasterize writes them), with `probabilities` also ``OUT/<stem>.npz`` (float16 ``probs``,
-    K x H x W), with `overlay_images` ``OUT/overlays/<stem>.jpg``. OUT appears complete or not
-    at all. Multi-label models write multi-label masks (`segtool.core.multilabel`), each class
+    K x H x W), with `overlay_images` ``OUT/overlays/<stem>.jpg``, with `annotations` the
+    masks as that annotation format (`segtool.predict.annotations`). OUT appears complete or
+    not at all. Multi-label models write multi-label masks (`segtool.core.multilabel`), each class
     cut at `threshold`, else at the run's thresholds tuned on the validation split (a note
     says so), else at 0.5; their probabilities are K-1 x H x W.
 
@@ -292,6 +309,7 @@ def predict_dir(
     for what, path in predictor.inputs:
         plan.read(what, path)
     plan.check()
+    sink = annotation_sink(predictor, spec, images, out)
     paths = find_images(images, stems)
     torch_device = pick_device(spec.device)
     engine = Engine(
@@ -314,7 +332,10 @@ def predict_dir(
         tmp = target.tmp
         start = time.perf_counter()
         threads = 2 if torch_device.type == "cpu" else 4
-        writer = _Writer(tmp, predictor.class_map, spec.overlay_images, threads)
+        writer = _Writer(
+            tmp, predictor.class_map, spec.overlay_images, threads,
+            probabilities=spec.probabilities, annotations=sink,
+        )  # fmt: skip
         with writer.pool:
             _predict_all(
                 loader,
@@ -325,6 +346,8 @@ def predict_dir(
                 probabilities=spec.probabilities,
                 on_progress=on_progress,
             )
+        if sink is not None:
+            sink.finish(tmp)
         report.seconds = time.perf_counter() - start
         if not report.n_images:
             raise SegtoolError(f"{images}: no image could be read: {report.failed[0]}")

@@ -12,6 +12,8 @@ from typing import Any
 
 from segtool.core.constants import DEVICES
 from segtool.core.errors import SegtoolError, check_choice
+from segtool.sources.writers.formats import ANNOTATION_FORMATS
+from segtool.sources.writers.polygons import check_tolerance
 
 #: Default overlap of neighbouring tiles (a fraction of the tile), for --tile.
 TILE_OVERLAP = 0.25
@@ -36,6 +38,10 @@ class PredictSpec:
         skip_invalid: predict the readable images and list the others (else nothing is
             written when one cannot be read).
         overwrite: replace an existing output folder.
+        annotations: also write the masks as this annotation format (``--as``: labelme,
+            coco, cvat, via, labelstudio), see `segtool.predict.annotations`.
+        simplify: the polygons' simplification tolerance in pixels (0: exact outlines).
+        embed_images: labelme files hold their image (``imageData``).
     """
 
     tile: int | None = None
@@ -50,6 +56,9 @@ class PredictSpec:
     workers: int | None = None
     skip_invalid: bool = False
     overwrite: bool = False
+    annotations: str | None = None
+    simplify: float = 0.0
+    embed_images: bool = False
 
     def __post_init__(self) -> None:
         """Check the values once, before anything is read.
@@ -63,6 +72,12 @@ class PredictSpec:
         if self.batch_size < 1:
             raise SegtoolError(f"--batch-size {self.batch_size} must be at least 1")
         check_choice("device", self.device, DEVICES)
+        if self.annotations is not None:
+            check_choice("as", self.annotations, ANNOTATION_FORMATS)
+        check_tolerance(self.simplify)
+        if self.annotations is None and (self.simplify or self.embed_images):
+            option = "--simplify" if self.simplify else "--embed-images"
+            raise SegtoolError(f"{option} shapes the annotations of --as; add --as FORMAT")
 
     @classmethod
     def build(cls, spec: PredictSpec | None, **options: Any) -> PredictSpec:

@@ -51,12 +51,13 @@ class _RegionError(ValueError):
 
 
 def is_labelstudio(doc: Any) -> bool:
-    """True for a Label Studio JSON export: a list of tasks with ``data`` and annotations."""
+    """True for a Label Studio JSON export: a list of tasks with ``data`` and annotations (or,
+    in a file of tasks to import, pre-annotations: ``predictions``)."""
     return (
         isinstance(doc, list)
         and bool(doc)
         and all(isinstance(t, dict) and "data" in t for t in doc)
-        and any("annotations" in t or "completions" in t for t in doc)
+        and any(_KINDS.intersection(t) for t in doc)
     )
 
 
@@ -217,8 +218,15 @@ def _image_name(task: dict, image_dir: Path) -> str:
     return name
 
 
+#: The keys of a task that hold its regions: annotations (older exports: completions), or
+#: only predictions in a file of tasks to import (``segtool predict --as labelstudio``).
+_KINDS = frozenset({"annotations", "completions", "predictions"})
+
+
 def _annotation(task: dict) -> dict:
-    annotations = task.get("annotations", task.get("completions"))
+    """The task's first finished annotation; a task with no annotations key (tasks to
+    import) gives its first prediction."""
+    annotations = task.get("annotations", task.get("completions", task.get("predictions")))
     done = [
         a
         for a in annotations or []
