@@ -116,6 +116,15 @@ def command(
             help="Folder of reference PNG masks (e.g. dataset/masks).",
         ),
     ] = None,
+    more: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            parser=path_arg,
+            metavar="[PATH]...",
+            show_default=False,
+            help="With --cv: more runs, then DATASET; with --compare: REFERENCE.",
+        ),
+    ] = None,
     model: Annotated[
         Path | None,
         path_option(
@@ -206,6 +215,22 @@ def command(
         typer.Option(help="What the gallery ranks by: each image's Dice or lesion-wise Dice."),
     ] = "dice",
     seed: Annotated[int, typer.Option(help="Seeds the 95% bootstrap intervals.")] = 0,
+    cv: Annotated[
+        bool,
+        flag(
+            "--cv",
+            "Cross-validation: evaluate --cv RUN0 RUN1 ... DATASET predicts each run's own "
+            "validation fold; mean ± sd over folds and the pooled out-of-fold score.",
+        ),
+    ] = False,
+    compare: Annotated[
+        bool,
+        flag(
+            "--compare",
+            "evaluate --compare A B REFERENCE: two prediction folders (or runs, on DATASET's "
+            "--split) on the same references; paired differences with 95% intervals, wins.",
+        ),
+    ] = False,
 ) -> None:
     """Score predicted label masks against references.
 
@@ -217,8 +242,18 @@ def command(
 
     example:
       segtool evaluate --model run/ dataset/ --gallery 8
+      segtool evaluate --cv runs/fold0 runs/fold1 runs/fold2 dataset/
+      segtool evaluate --compare predA/ predB/ dataset/masks
     """
-    _evaluate(SimpleNamespace(**locals()))
+    args = SimpleNamespace(**locals())
+    if cv or compare:
+        from segtool.cli.evaluate_cv import run_cv_or_compare
+
+        run_cv_or_compare(args, print_summary)
+    elif more:
+        raise UsageError("more than PRED GT: use --cv RUN... DATASET or --compare A B REFERENCE")
+    else:
+        _evaluate(args)
 
 
 def _evaluate(args: SimpleNamespace) -> None:

@@ -10,6 +10,7 @@ import typer
 from segtool.cli.common import (
     Jobs,
     MaxPixels,
+    UsageError,
     flag,
     path_argument,
     table,
@@ -28,19 +29,38 @@ def command(
         ),
     ],
     val: Annotated[
-        float,
+        float | None,
         typer.Option(
             metavar="X",
-            help="Validation images: a fraction (0.15) or an exact count (6).",
+            help="Validation images: a fraction (0.15) or an exact count (6). [default: 0.15]",
+            show_default=False,
         ),
-    ] = 0.15,
+    ] = None,
     test: Annotated[
-        float,
+        float | None,
         typer.Option(
             metavar="X",
-            help="Test images held out: a fraction (0.15) or an exact count (6).",
+            help="Test images held out: a fraction (0.15) or an exact count (6); with --folds, "
+            "of groups, held out of every fold. [default: 0.15; with --folds 0]",
+            show_default=False,
         ),
-    ] = 0.15,
+    ] = None,
+    folds: Annotated[
+        int | None,
+        typer.Option(
+            min=2,
+            metavar="K",
+            help="K folds for cross-validation (train --fold k validates on fold k).",
+        ),
+    ] = None,
+    group: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PATTERN",
+            help="With --folds: a regular expression whose first group (or whole match) names "
+            "an image's group, e.g. a patient id: '^(P\\d+)_'; a group never straddles folds.",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the assignment.")] = 0,
     stratify: Annotated[
         bool,
@@ -65,19 +85,35 @@ def command(
     example:
       segtool split dataset/ --val 0.15 --test 0.15 --seed 0
       segtool split dataset/ --val 6 --test 6 --stratify
+      segtool split dataset/ --folds 5 --group '^(P\\d+)_' --test 0.15
+
+    With --folds K the images (cases; groups with --group) are dealt into K folds of equal
+    size, largest group first, each into the smallest fold; --test holds groups out of every
+    fold by the same hash. Replacing such a split (--overwrite) with the same K, seed, --group
+    and --test keeps every image in its fold and deals only new ones.
     """
     from segtool.sources.volume_folder import is_volume_folder
     from segtool.split.assign import split_dataset
 
     use_max_pixels(max_pixels)
+    if folds is None and group is not None:
+        raise UsageError("--group names the groups of --folds; add --folds K")
+    if folds is not None and val is not None:
+        raise UsageError("with --folds each fold is a validation set; drop --val")
+    fold_spec = None
+    if folds is not None:
+        from segtool.split.folds import FoldSpec
+
+        fold_spec = FoldSpec(folds, group)
     result = split_dataset(
         dataset,
-        val=val,
+        val=0.15 if val is None else val,
         test=test,
         seed=seed,
         stratify=stratify,
         overwrite=overwrite,
         jobs=jobs,
+        folds=fold_spec,
     )
     for message in result.notes:
         warn(message)
@@ -96,12 +132,12 @@ def command(
     title = f"{result.path} (seed {seed})"
     if len(labels) <= 6:  # a column per class
         rows = [
-            [name, len(result.split[name]), *(f"{v:.2%}" for v in share)]
+            [name, len(result.parts[name]), *(f"{v:.2%}" for v in share)]
             for name, share in shares.items()
         ]
         table(title, ["split", unit, *labels], rows)
     else:  # many classes: a row per class, so the table stays readable at 80 columns
-        rows = [[unit, *(len(result.split[n]) for n in shares)], None]
+        rows = [[unit, *(len(result.parts[n]) for n in shares)], None]
         rows += [
             [label, *(f"{share[c]:.2%}" for share in shares.values())]
             for c, label in enumerate(labels)

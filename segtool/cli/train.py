@@ -96,6 +96,14 @@ OPTIONS: dict[str, Opt] = {
         DATA, "A split.json.", Path, "FILE", path_arg, to_config=_text,
         shown="DATASET/split.json, else a new one",
     ),
+    "fold": Opt(
+        DATA,
+        "Train on the other folds of a split made with segtool split --folds K, validate on "
+        "fold k (0 to K-1).",
+        int,
+        "k",
+        min=0,
+    ),
     "skip_unpaired": Opt(DATA, "Skip images without masks and vice versa.", bool),
     "size": Opt(DATA, "Resize images (masks nearest) into S x S or H,W.", metavar="SIZE"),
     "resize": Opt(DATA, "stretch to --size, or keep the aspect and pad (ignored).", RESIZE),

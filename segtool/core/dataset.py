@@ -143,6 +143,7 @@ def read_split(path: Path, stems: set[str] | None = None) -> dict:
                     f"{path}: {stem!r} is in both {seen[stem]} and {name}; fix the split"
                 )
             seen[stem] = name
+    _check_folds(doc, path)
     if stems is not None:
         unknown = sorted(seen.keys() - stems)
         if unknown:
@@ -151,6 +152,32 @@ def read_split(path: Path, stems: set[str] | None = None) -> dict:
                 f"re-run segtool split --overwrite"
             )
     return doc
+
+
+def _check_folds(doc: dict, path: Path) -> None:
+    """Refuse a ``"folds"`` entry (``segtool split --folds``) that is not lists of names, names
+    one twice, holds a test image, or differs from train + val."""
+    folds = doc.get("folds")
+    if folds is None:
+        return
+    fix = "re-run segtool split --folds K --overwrite"
+    if not isinstance(folds, list) or not all(isinstance(f, list) for f in folds):
+        raise SegtoolError(f'{path}: "folds" must be a list of lists of names; {fix}')
+    seen: dict[str, int] = {}
+    for i, stems in enumerate(folds):
+        for stem in stems:
+            if stem in seen:
+                raise SegtoolError(f"{path}: {stem!r} is in folds {seen[stem]} and {i}; {fix}")
+            seen[stem] = i
+    for stem in doc["test"]:
+        if stem in seen:
+            raise SegtoolError(f"{path}: {stem!r} is in test and in fold {seen[stem]}; {fix}")
+    differ = sorted(seen.keys() ^ (set(doc["train"]) | set(doc["val"])))
+    if differ:
+        raise SegtoolError(
+            f"{path}: {differ[0]!r} is in a fold but not in train or val, or the other way "
+            f"round; {fix}"
+        )
 
 
 def split_stems(split: dict | None, name: str, source: Path) -> set[str]:

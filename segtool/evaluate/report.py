@@ -43,6 +43,10 @@ class Evaluation:
     per_image_path: Path
     warnings: list[str] = field(default_factory=list)
     gallery: list[Path] = field(default_factory=list)
+    #: what the summary was made of, so that evaluations can be pooled (`build_summary`)
+    scores: list[ImageScore] = field(default_factory=list, repr=False)
+    names: list[str] = field(default_factory=list)
+    reader: MaskReader | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -212,23 +216,13 @@ def score_into(
         names = ["background" if c == 0 else str(c) for c in range(max(k, 2))]
     else:
         names = list(reader.class_map.names)
-    background_scored = bool(reader.class_map and reader.class_map.background_scored)
-    summary = summarize(
-        scores,
-        names,
-        reader.ignore_index,
-        multilabel=reader.multilabel,
-        background_scored=background_scored,
-    )
-    summary.update(reader.summary_fields)
-    add_objects_and_intervals(summary, scores, names, seed=spec.seed)
-    if objects is not None:
-        summary["objects"] = object_settings(objects, summary.get("hd95_unit", "px"))
+    summary = build_summary(scores, names, reader, spec)
     if reader.refuses_binary_255:
         _refuse_binary_255(scores, references, predictions, reader.ignore_index)
     write_json(targets.summary.tmp, summary)
     write_table(targets.per_image.tmp, summary)
     result = Evaluation(summary, targets.summary.path, targets.per_image.path, warnings)
+    result.scores, result.names, result.reader = scores, names, reader
     if targets.gallery is not None and spec.gallery:
         from segtool.evaluate.gallery import make_gallery
 
@@ -243,6 +237,28 @@ def score_into(
             spec.gallery_by,
         )
     return result
+
+
+def build_summary(
+    scores: list[ImageScore], names: list[str], reader: MaskReader, spec: EvalSpec
+) -> dict:
+    """The ``summary.json`` document of `scores` (classes `names`, read by `reader`): pooled
+    scores and means (`summarize`), the reader's fields, object-level scores and intervals.
+    Counts are sums, so the scores of several evaluations joined give their pooled summary."""
+    background_scored = bool(reader.class_map and reader.class_map.background_scored)
+    summary = summarize(
+        scores,
+        names,
+        reader.ignore_index,
+        multilabel=reader.multilabel,
+        background_scored=background_scored,
+    )
+    summary.update(reader.summary_fields)
+    add_objects_and_intervals(summary, scores, names, seed=spec.seed)
+    objects = spec.object_setup()
+    if objects is not None:
+        summary["objects"] = object_settings(objects, summary.get("hd95_unit", "px"))
+    return summary
 
 
 def _named(reader: MaskReader, names: list[str]) -> MaskReader:

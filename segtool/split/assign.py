@@ -15,7 +15,8 @@ import numpy as np
 
 from segtool.core.classes import ClassMap, read_classes_json
 from segtool.core.constants import CLASSES_FILE, IGNORE_INDEX, IMAGES_DIR, MASKS_DIR, SPLIT_FILE
-from segtool.core.dataset import SPLIT_NAMES, find_pairs
+from segtool.core.dataset import SPLIT_NAMES, find_pairs, read_split
+from segtool.core.errors import SegtoolError
 from segtool.core.files import OutputPlan, write_json
 from segtool.core.masks import binary_255_error, read_mask
 from segtool.core.multilabel import read_multilabel_values
@@ -31,6 +32,7 @@ from segtool.split.amounts import (
     strata,
     take_in_order,
 )
+from segtool.split.folds import FoldSpec, fold_document
 
 __all__ = ["check_fractions", "make_split", "mask_histogram", "split_dataset"]
 
@@ -82,6 +84,8 @@ class SplitResult:
     pixels: dict[str, np.ndarray]  # split name -> pixels per class id
     class_map: ClassMap | None
     notes: list[str] = field(default_factory=list)  # unpaired files left out, empty splits
+    #: the names of each part the pixels count: the splits, or each fold and test
+    parts: dict[str, list[str]] = field(default_factory=dict)
 
 
 def mask_histogram(
@@ -105,15 +109,17 @@ def split_dataset(
     dataset: Path,
     *,
     val: float = 0.15,
-    test: float = 0.15,
+    test: float | None = None,
     seed: int = 0,
     stratify: bool = False,
     overwrite: bool = False,
     jobs: int | None = None,
+    folds: FoldSpec | int | None = None,
 ) -> SplitResult:
     """Write ``DATASET/split.json`` and count each class's pixels per split.
 
-    `val` and `test` are fractions (0.15) or exact counts (6). With `stratify`, the images are
+    `val` and `test` are fractions (0.15) or exact counts (6); `test` defaults to 0.15, or
+    to 0 with `folds`. With `stratify`, the images are
     grouped by the rarest class each holds and every group is shared out among the splits
     (`amounts.take_in_order`), so a class held by few images still reaches val and test.
 
@@ -121,11 +127,18 @@ def split_dataset(
     cases (patients), so the slices of one case are never in two splits, and the counts are
     voxels; every case is checked first.
 
+    With `folds` (K, or a `FoldSpec` with a ``--group`` pattern) the names are dealt into K
+    folds for cross-validation (`segtool.split.folds`), `test` held out of all of them; `val`
+    and `stratify` do not apply. An existing split of the same K, seed, group and test keeps
+    its folds (with `overwrite`), and new names join the smallest folds.
+
     Raises:
         SegtoolError: bad fractions or counts, no pairs, 0/255 masks, or an existing split
             without `overwrite`.
     """
-    check_amounts(val, test)
+    folds = FoldSpec(folds) if isinstance(folds, int) else folds
+    test = (0.0 if folds is not None else 0.15) if test is None else test
+    _check_options(val, test, stratify, folds)
     path = dataset / SPLIT_FILE
     plan = OutputPlan(overwrite=overwrite)
     plan.read("the images folder", dataset / IMAGES_DIR)
@@ -144,18 +157,62 @@ def split_dataset(
         pairs, lonely = find_pairs(dataset, skip_unpaired=True)
         names = [p.stem for p in pairs]
         class_map, hists = _mask_histograms(dataset, pairs, jobs)
-    held = {n: (h[1:].nonzero()[0] + 1).tolist() for n, h in zip(names, hists, strict=True)}
-    split = make_split(names, val, test, seed, strata(held) if stratify else None)
-    where = {name: part for part in SPLIT_NAMES for name in split[part]}
+    notes = [f"left out of the split: {line}" for line in lonely]
+    if folds is not None:
+        what = "cases" if is_volume_folder(dataset) else "images"
+        previous = _previous(path) if overwrite else None
+        split, more = fold_document(
+            names,
+            folds,
+            seed=seed,
+            hash_of=partial(_unit, seed),
+            test=test,
+            previous=previous,
+            what=what,
+        )
+        parts = {f"fold {i}": stems for i, stems in enumerate(split["folds"])}
+        if test:
+            parts["test"] = split["test"]
+        notes += more
+    else:
+        held = {n: (h[1:].nonzero()[0] + 1).tolist() for n, h in zip(names, hists, strict=True)}
+        split = make_split(names, val, test, seed, strata(held) if stratify else None)
+        parts = {part: split[part] for part in SPLIT_NAMES}
+    where = {name: part for part, stems in parts.items() for name in stems}
     k = len(hists[0]) if hists else 0
-    pixels = {part: np.zeros(k, dtype=np.int64) for part in SPLIT_NAMES}
+    pixels = {part: np.zeros(k, dtype=np.int64) for part in parts}
     for name, hist in zip(names, hists, strict=True):
         pixels[where[name]] += hist
-    notes = [f"left out of the split: {line}" for line in lonely]
-    notes += _balance_notes(split, pixels, class_map, (val, test), stratify)
+    if folds is None:
+        notes += _balance_notes(split, pixels, class_map, (val, test), stratify)
     with plan.build():
         write_json(target.tmp, split)
-    return SplitResult(path, split, pixels, class_map, notes)
+    return SplitResult(path, split, pixels, class_map, notes, parts)
+
+
+def _check_options(val: float, test: float, stratify: bool, folds: FoldSpec | None) -> None:
+    """The amounts; with folds, no --val or --stratify (each fold is a validation set).
+
+    Raises:
+        SegtoolError: naming the option and the fix.
+    """
+    if folds is None:
+        check_amounts(val, test)
+        return
+    check_amounts(0.0, test)
+    if stratify:
+        raise SegtoolError("--stratify shares a train/val/test split; drop it with --folds")
+
+
+def _previous(path: Path) -> dict | None:
+    """The split.json being replaced (None when there is none or it cannot be read: a new
+    split is made)."""
+    if not path.is_file():
+        return None
+    try:
+        return read_split(path)
+    except SegtoolError:
+        return None
 
 
 def _mask_histograms(

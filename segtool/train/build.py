@@ -25,8 +25,8 @@ from segtool.train.config import TrainConfig
 from segtool.train.data import (
     NORMALIZATIONS,
     SegmentationDataset,
+    config_split,
     pad_collate,
-    resolve_split,
     worker_init,
 )
 from segtool.train.distributed import Dist
@@ -131,10 +131,7 @@ def load_data(
         split = run.split({p.stem for p in pairs}, required=True)
         run.check_same_dataset(dataset, pairs, split)
     else:
-        split_file = Path(config.split_file) if config.split_file else None
-        split = resolve_split(
-            dataset, pairs, split_file, val=config.val, test=config.test, seed=config.seed
-        )
+        split = config_split(dataset, pairs, config)
     by_stem = {p.stem: p for p in pairs}
     train, val = [by_stem[s] for s in split["train"]], [by_stem[s] for s in split["val"]]
     if config.batch_size > len(train):

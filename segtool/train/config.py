@@ -157,6 +157,7 @@ class TrainConfig:
     val: float = 0.15
     test: float = 0.15
     split_file: Path | None = None
+    fold: int | None = None
     skip_unpaired: bool = False
     regions: str | None = None
     tune_thresholds: bool = False

@@ -24,6 +24,8 @@ from segtool.core.metrics import MaskValueError, check_values
 from segtool.core.multilabel import read_multilabel_values
 from segtool.core.regions import Regions
 from segtool.split.assign import make_split
+from segtool.split.folds import fold_split
+from segtool.train.config import TrainConfig
 from segtool.train.geometry import STRIDE, parse_size, resize_pair
 from segtool.train.transforms import Transform
 
@@ -69,22 +71,31 @@ def resolve_split(
     val: float = 0.15,
     test: float = 0.15,
     seed: int = 0,
+    fold: int | None = None,
 ) -> dict:
     """The split to train with: `split_file`, else ``DATASET/split.json``, else a new one made
     by the function `segtool split` uses (the caller saves it into the run). `pairs` may be
-    names instead (the cases of a volume folder).
+    names instead (the cases of a volume folder). With `fold`, the split must have folds
+    (``segtool split --folds K``): the other folds train and fold `fold` validates
+    (`segtool.split.folds.fold_split`; the run's split.json records ``"fold"``).
 
     Raises:
         SegtoolError: the split names images that are not in the dataset, or leaves no
-            training or validation images.
+            training or validation images; `fold` without folds or out of range.
     """
     stems = {p if isinstance(p, str) else p.stem for p in pairs}
     path = split_file or dataset / SPLIT_FILE
     if split_file is not None and not split_file.is_file():
         raise SegtoolError(f"--split-file {split_file}: no such file; run segtool split first")
+    if fold is not None and not path.is_file():
+        raise SegtoolError(
+            f"--fold {fold}: {path} does not exist; run segtool split {dataset} --folds K first"
+        )
     split = (
         read_split(path, stems) if path.is_file() else make_split(sorted(stems), val, test, seed)
     )
+    if fold is not None:
+        split = fold_split(split, fold, str(path))
     for name in ("train", "val"):
         if not split[name]:
             raise SegtoolError(
@@ -93,6 +104,21 @@ def resolve_split(
                 f"another --seed"
             )
     return split
+
+
+def config_split(dataset: Path, names: list[Pair] | list[str], config: TrainConfig) -> dict:
+    """`resolve_split` with a new run's options (``--split-file``, ``--val``, ``--test``,
+    ``--seed``, ``--fold``)."""
+    split_file = Path(config.split_file) if config.split_file else None
+    return resolve_split(
+        dataset,
+        names,
+        split_file,
+        val=config.val,
+        test=config.test,
+        seed=config.seed,
+        fold=config.fold,
+    )
 
 
 def _pad_to(image: np.ndarray, mask: np.ndarray, height: int, width: int, ignore: int) -> tuple:

@@ -24,7 +24,7 @@ from segtool.core.volumes import STANDARDIZATION
 from segtool.sources.nifti import check_cases
 from segtool.sources.volume_folder import VolumeDataset, read_volume_dataset
 from segtool.train.config import TrainConfig
-from segtool.train.data import resolve_split
+from segtool.train.data import config_split
 from segtool.train.distributed import Dist, barrier
 from segtool.train.runfolder import RunFolder
 from segtool.train.slices import VolumeSliceDataset
@@ -83,10 +83,7 @@ def load_volume_data(
     if resume:
         split = RunFolder(run_dir).split(set(names), required=True)
     else:
-        split_file = Path(config.split_file) if config.split_file else None
-        split = resolve_split(
-            dataset, names, split_file, val=config.val, test=config.test, seed=config.seed
-        )
+        split = config_split(dataset, names, config)
     by_case = volumes.by_case
     train_cases = [by_case[c] for c in split["train"]]
     val_cases = [by_case[c] for c in split["val"]]
