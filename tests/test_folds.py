@@ -106,6 +106,11 @@ def test_hand_table_of_the_dealing_rule():
     assert sorted(len(f) for f in doc["folds"]) == [4, 4]
     a_fold = next(f for f in doc["folds"] if "a_1" in f)
     assert "d_1" in a_fold  # the single image joins the group of 3
+    # Two single images and a group of 3: the group is dealt first, whatever the hashes
+    # (in hash order, two singles first would make 4 | 1).
+    for seed in range(8):
+        doc = _folds(["a_1", "b_1", "c_1", "c_2", "c_3"], 2, seed=seed, group="^(.)_")
+        assert sorted(len(f) for f in doc["folds"]) == [2, 3], seed
 
 
 def test_test_groups_are_held_out_of_every_fold():
