@@ -122,6 +122,10 @@ def test_cv_refuses_one_fold_twice(folds, tmp_path):
     dataset, _, runs = folds
     out = invoke(["evaluate", "--cv", str(runs[0]), str(runs[0]), str(dataset)])
     assert out.exit_code == 1 and "both validate on" in out.stderr
+    out = invoke(["evaluate", "--cv", *map(str, runs), str(dataset), "--gallery", "2"])
+    assert out.exit_code != 0 and "--gallery does not go with --cv" in out.output
+    out = invoke(["evaluate", "--cv", str(runs[0]), str(dataset)])
+    assert out.exit_code != 0 and "--cv takes the runs of 2 or more folds" in out.output
 
 
 CMAP = make_class_map(["_background_", "cat", "dog"])

@@ -120,7 +120,7 @@ def command(
         list[Path] | None,
         typer.Argument(
             parser=path_arg,
-            metavar="[PATH]...",
+            metavar="PATH",
             show_default=False,
             help="With --cv: more runs, then DATASET; with --compare: REFERENCE.",
         ),

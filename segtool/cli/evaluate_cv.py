@@ -10,6 +10,16 @@ from segtool.cli.common import UsageError, note, progress_bar, say, table, warn
 
 #: Options that score PRED GT folders only, refused with --cv (the runs' own classes).
 FOLDER_ONLY = ("classes", "regions", "allow_missing")
+#: Object-level options, passed on to every evaluation of both forms.
+OBJECT_OPTIONS = (
+    "objects",
+    "nsd_tolerance",
+    "lesion_dilation",
+    "lesion_min_size",
+    "iou_threshold",
+    "connectivity",
+    "gallery_by",
+)
 #: The scores of the fold table and the comparison's differences: key, header, decimals.
 COLUMNS = (
     ("dice", "Dice", 4),
@@ -49,8 +59,11 @@ def run_cv_or_compare(args: SimpleNamespace, print_summary) -> None:
         if len(paths) < 3:
             raise UsageError("--cv takes the runs of 2 or more folds, then DATASET")
         given = [f"--{n.replace('_', '-')}" for n in FOLDER_ONLY if getattr(args, n)]
-        if given or args.split is not None:
-            raise UsageError(f"{(given or ['--split'])[0]} does not go with --cv; drop it")
+        given += ["--split"] * (args.split is not None) + ["--gallery"] * bool(args.gallery)
+        if given:
+            raise UsageError(
+                f"{given[0]} does not go with --cv (each run scores its own val fold); drop it"
+            )
     elif len(paths) != 3:
         raise UsageError("--compare takes A B REFERENCE (two prediction folders or runs)")
     common = {
@@ -61,6 +74,7 @@ def run_cv_or_compare(args: SimpleNamespace, print_summary) -> None:
         "seed": args.seed,
         "device": args.device or "auto",
         "tta": args.tta,
+        **{name: getattr(args, name) for name in OBJECT_OPTIONS},
     }
     with progress_bar() as on_progress:
         if args.cv:
@@ -76,6 +90,7 @@ def run_cv_or_compare(args: SimpleNamespace, print_summary) -> None:
                 regions=args.regions,
                 allow_missing=args.allow_missing,
                 split=args.split,
+                gallery=args.gallery,
                 on_progress=on_progress,
                 **common,
             )
