@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
 from segtool.cli.common import UsageError, note, progress_bar, say, table, warn
 
+#: evaluate's results table: (summary.json document, title) -> printed.
+PrintSummary = Callable[[dict, str], None]
 #: Options that score PRED GT folders only, refused with --cv (the runs' own classes).
 FOLDER_ONLY = ("classes", "regions", "allow_missing")
 #: Object-level options, passed on to every evaluation of both forms.
@@ -41,7 +44,7 @@ def _paths(args: SimpleNamespace) -> list[Path]:
     return [p for p in (args.pred, args.gt, *(args.more or [])) if p is not None]
 
 
-def run_cv_or_compare(args: SimpleNamespace, print_summary) -> None:
+def run_cv_or_compare(args: SimpleNamespace, print_summary: PrintSummary) -> None:
     """`args` (evaluate's parameters) with --cv or --compare: check, run with a progress bar,
     then print (the pooled table with evaluate's `print_summary`).
 
@@ -106,7 +109,7 @@ def run_cv_or_compare(args: SimpleNamespace, print_summary) -> None:
     note(f"wrote {pair.summary_path} (each side's report: {pair.summary_path.parent}/a, /b)")
 
 
-def print_folds(summary: dict, print_summary) -> None:
+def print_folds(summary: dict, print_summary: PrintSummary) -> None:
     """The pooled table (`print_summary`, evaluate's), then mean ± sd over folds beside the
     pooled value, per class and for each mean."""
     cv = summary["cross_validation"]

@@ -80,7 +80,9 @@ def _image_dice(evaluation: Evaluation, k: int) -> np.ndarray:
     return out
 
 
-def paired_differences(a: Evaluation, b: Evaluation, *, seed: int, resamples: int = RESAMPLES):
+def paired_differences(
+    a: Evaluation, b: Evaluation, *, seed: int, resamples: int = RESAMPLES
+) -> dict:
     """The comparison document's scores: per class and for each mean, A's and B's value, the
     difference A - B with its paired 95 % bootstrap interval, and the wins.
 
