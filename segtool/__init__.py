@@ -4,6 +4,11 @@ The commands' functions, usable from Python::
 
     from segtool import rasterize_dir, split_dataset, fit, predict_dir, evaluate_dirs
 
+and the in-memory predictor::
+
+    from segtool import load_model
+    labels, probs = load_model("run").predict(image)
+
 They are imported on first use, so ``import segtool`` stays light (no torch).
 """
 
@@ -20,6 +25,8 @@ _API = {
     "predict_dir": "segtool.predict.folder",
     "evaluate_dirs": "segtool.evaluate.report",
     "evaluate_model": "segtool.evaluate.model",
+    "load_model": "segtool.predict.loaded",
+    "choose_postprocessing": "segtool.evaluate.postprocess",
     "EvalSpec": "segtool.evaluate.spec",
     # The typed specs and the run folder the functions take and write.
     "TrainConfig": "segtool.train.config",

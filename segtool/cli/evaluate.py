@@ -126,9 +126,11 @@ def command(
         ),
     ] = None,
     model: Annotated[
-        Path | None,
+        list[Path] | None,
         path_option(
-            help="A run folder: predict the --split of DATASET, then score it.", metavar="RUN"
+            help="A run folder: predict the --split of DATASET, then score it. Repeated: an "
+            "ensemble (the runs' probabilities averaged).",
+            metavar="RUN",
         ),
     ] = None,
     split: Annotated[
@@ -231,6 +233,14 @@ def command(
             "--split) on the same references; paired differences with 95% intervals, wins.",
         ),
     ] = False,
+    postprocess: Annotated[
+        bool,
+        typer.Option(
+            "--postprocess/--no-postprocess",
+            help="With --model: apply the run's post-processing chosen on the validation "
+            "split (postprocess.json), as predict does.",
+        ),
+    ] = True,
 ) -> None:
     """Score predicted label masks against references.
 
@@ -244,6 +254,7 @@ def command(
       segtool evaluate --model run/ dataset/ --gallery 8
       segtool evaluate --cv runs/fold0 runs/fold1 runs/fold2 dataset/
       segtool evaluate --compare predA/ predB/ dataset/masks
+      segtool evaluate --model run_a/ --model run_b/ dataset/
     """
     args = SimpleNamespace(**locals())
     if cv or compare:
@@ -261,7 +272,7 @@ def _evaluate(args: SimpleNamespace) -> None:
     first, references, model, split = args.pred, args.gt, args.model, args.split
     use_max_pixels(args.max_pixels)
     with progress_bar() as on_progress:
-        if model is not None:
+        if model:
             if references is not None:
                 raise UsageError("with --model, pass only the DATASET folder")
             if args.regions is not None:
@@ -280,23 +291,20 @@ def _evaluate(args: SimpleNamespace) -> None:
                 with_hd95=args.hd95,
                 device=args.device or "auto",
                 tta=args.tta,
+                postprocess=args.postprocess,
                 gallery=args.gallery,
                 jobs=args.jobs,
                 overwrite=args.overwrite,
                 on_progress=on_progress,
             )
-            source = read_run(model).dataset
+            source = read_run(model[0]).dataset
             separate = split is None and (source is None or source.resolve() != first.resolve())
             scope = "the separate test set" if separate else f"the {split or 'test'} split of"
-            title = f"{model} on {scope} {first}"
+            title = f"{' + '.join(map(str, model))} on {scope} {first}"
         else:
             if references is None:
                 raise UsageError("pass PRED and GT folders, or --model RUN DATASET")
-            given = [
-                name
-                for name, on in (("--split", split), ("--device", args.device), ("--tta", args.tta))
-                if on
-            ]
+            given = [name for name, on in _model_options(args) if on]
             if given:
                 raise UsageError(
                     f"{given[0]} goes with --model RUN DATASET; drop it to score folders"
@@ -335,6 +343,16 @@ def _evaluate(args: SimpleNamespace) -> None:
             f"gallery of the {len(result.gallery)} lowest-Dice images: "
             f"{result.gallery[0].parent / 'index.html'}"
         )
+
+
+def _model_options(args: SimpleNamespace) -> list[tuple[str, bool]]:
+    """Whether each option that goes with --model only is given."""
+    return [
+        ("--split", bool(args.split)),
+        ("--device", bool(args.device)),
+        ("--tta", args.tta),
+        ("--no-postprocess", not args.postprocess),
+    ]
 
 
 def _folder_options(args: SimpleNamespace) -> list[tuple[str, bool]]:

@@ -27,7 +27,12 @@ from segtool.core.constants import DEVICES
 
 def command(
     model: Annotated[
-        Path, path_argument("MODEL", "Run folder (or a save_pretrained model folder).")
+        list[Path],
+        path_argument(
+            "RUN",
+            "Run folder (or a save_pretrained model folder); several runs are an ensemble "
+            "(their probabilities averaged).",
+        ),
     ],
     images: Annotated[
         Path,
@@ -110,14 +115,25 @@ def command(
     ] = False,
     overwrite: Overwrite = False,
     max_pixels: MaxPixels = None,
+    postprocess: Annotated[
+        bool,
+        typer.Option(
+            "--postprocess/--no-postprocess",
+            help="Apply the run's post-processing chosen on the validation split "
+            "(postprocess.json), if it has one.",
+        ),
+    ] = True,
 ) -> None:
     """Predict label masks for new images with a trained model.
 
-    Masks are PNGs with the same palette as rasterize's, at each image's own size.
+    Masks are PNGs with the same palette as rasterize's, at each image's own size. Several
+    RUN folders before IMAGES and OUT are an ensemble: their probabilities (each with its
+    own input size and TTA) are averaged; runs with other classes are refused.
 
     example:
       segtool predict run/ new_images/ masks_out/ --overlay
       segtool predict run/ new_images/ pre/ --as labelme
+      segtool predict run_a/ run_b/ new_images/ masks_out/
     """
     _predict(SimpleNamespace(**locals()))
 
@@ -126,8 +142,8 @@ def _predict(args: SimpleNamespace) -> None:
     """Predict a folder of images (or volumes) and print the throughput."""
     use_max_pixels(args.max_pixels)
     from segtool.core.dataset import split_stems
+    from segtool.predict.ensemble import load_predictors
     from segtool.predict.folder import predict_dir
-    from segtool.predict.predictor import load_predictor
     from segtool.predict.spec import TILE_OVERLAP, PredictSpec
 
     if args.overlap is not None and args.tile is None:
@@ -147,15 +163,17 @@ def _predict(args: SimpleNamespace) -> None:
         annotations=args.as_format,
         simplify=args.simplify,
         embed_images=args.embed_images,
+        postprocess=args.postprocess,
     )
-    predictor = load_predictor(args.model, args.classes)
+    predictors = load_predictors(args.model, args.classes)
+    predictor = predictors[0]
     stems = split_stems(predictor.split, args.split, predictor.source) if args.split else None
     if predictor.run is not None and predictor.run.volume_settings() is not None:
-        _predict_volumes(predictor, args, spec, stems)
+        _predict_volumes(predictors, args, spec, stems)
         return
     with progress_bar() as on_progress:
         report = predict_dir(
-            predictor, args.images, args.out, spec, stems=stems, on_progress=on_progress
+            predictors, args.images, args.out, spec, stems=stems, on_progress=on_progress
         )
     for message in report.notes:
         warn(message)
@@ -172,7 +190,7 @@ def _predict(args: SimpleNamespace) -> None:
 
 
 def _predict_volumes(
-    predictor: Any, args: SimpleNamespace, spec: Any, cases: set[str] | None
+    predictors: Any, args: SimpleNamespace, spec: Any, cases: set[str] | None
 ) -> None:
     """A run trained on volumes: NIfTI label volumes on the input's grid."""
     from segtool.predict.volumes import predict_volumes
@@ -185,7 +203,7 @@ def _predict_volumes(
 
     with progress_bar() as on_progress:
         report = predict_volumes(
-            predictor, args.images, args.out, spec, names=cases, on_progress=on_progress
+            predictors, args.images, args.out, spec, names=cases, on_progress=on_progress
         )
     for message in report.notes:
         warn(message)

@@ -325,3 +325,17 @@ def _train(run: dict[str, Any], options: dict[str, Any]) -> None:
     )
     if result.main_process:  # rank 0 alone reports
         _print_result(result, run["dataset"], run["out"])
+        _choose_postprocessing(run["out"], run["dataset"], options)
+
+
+def _choose_postprocessing(out: Path, dataset: Path, options: dict[str, Any]) -> None:
+    """Choose the finished run's post-processing on its validation split, and print it."""
+    from segtool.cli.common import progress_bar
+    from segtool.cli.postprocess_table import print_postprocess
+    from segtool.evaluate.postprocess import choose_postprocessing
+
+    with progress_bar() as on_progress:
+        choice = choose_postprocessing(
+            out, dataset, device=options.get("device") or "auto", on_progress=on_progress
+        )
+    print_postprocess(choice.document, choice.path)

@@ -130,6 +130,27 @@ def list_images(folder: Path) -> list[Path]:
     return list_files(folder, IMAGE_SUFFIXES)
 
 
+def rgb_array(img: Image.Image, where: str) -> np.ndarray:
+    """A PIL image as an ``(H, W, 3)`` uint8 array: grey/RGBA converted as PIL converts,
+    16-bit and float images stretched from their own minimum and maximum to 0..255.
+
+    Raises:
+        SegtoolError: a float image holding NaN or infinity (`where` names it).
+    """
+    import numpy as np
+
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(img, dtype=np.float64)
+        problem = non_finite_problem(array, "pixel")
+        if problem:
+            raise SegtoolError(f"{where}: {problem}")
+        low, high = float(array.min()), float(array.max())
+        scale = 255.0 / (high - low) if high > low else 0.0
+        array = ((array - low) * scale).round().astype(np.uint8)
+        return np.repeat(array[:, :, None], 3, axis=2)
+    return np.asarray(img.convert("RGB"))
+
+
 def load_rgb(path: Path) -> np.ndarray:
     """An image as an ``(H, W, 3)`` uint8 array as displayed: EXIF applied, grey/RGBA/16-bit
     converted to 8-bit RGB.
@@ -137,22 +158,11 @@ def load_rgb(path: Path) -> np.ndarray:
     Raises:
         SegtoolError: the image cannot be read.
     """
-    import numpy as np
     from PIL import ImageOps
 
     try:
         with open_image(path) as img:
-            img = ImageOps.exif_transpose(img)
-            if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                array = np.asarray(img, dtype=np.float64)
-                problem = non_finite_problem(array, "pixel")
-                if problem:
-                    raise SegtoolError(f"{path}: {problem}")
-                low, high = float(array.min()), float(array.max())
-                scale = 255.0 / (high - low) if high > low else 0.0
-                array = ((array - low) * scale).round().astype(np.uint8)
-                return np.repeat(array[:, :, None], 3, axis=2)
-            return np.asarray(img.convert("RGB"))
+            return rgb_array(ImageOps.exif_transpose(img), str(path))
     except ImageReadError as exc:
         raise SegtoolError(f"{path}: {exc}; re-export or remove it") from exc
     except (OSError, ValueError, SyntaxError) as exc:

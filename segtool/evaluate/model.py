@@ -7,6 +7,7 @@ once from the run's record; the scoring is `evaluate_dirs`, the one pipeline.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
@@ -21,7 +22,8 @@ from segtool.evaluate.report import Evaluation, evaluate_dirs, plan_report
 from segtool.evaluate.runs import RunRecord, read_run
 from segtool.evaluate.separate import in_run_ids, refuse_training_images
 from segtool.evaluate.spec import SPLITS, EvalSpec
-from segtool.predict.predictor import Predictor, load_predictor
+from segtool.predict.ensemble import load_predictors
+from segtool.predict.predictor import Predictor
 from segtool.train.runfolder import RunFolder
 
 __all__ = ["SPLITS", "evaluate_model"]
@@ -51,6 +53,8 @@ class ModelData:
     dataset: Path
     record: RunRecord
     predictor: Predictor
+    #: an ensemble's runs (the first is `predictor`); empty: `predictor` alone
+    members: list[Predictor] = field(default_factory=list)
 
     #: the per-item table its reader writes
     table_file: ClassVar[str] = PER_IMAGE_FILE
@@ -110,13 +114,14 @@ class ModelData:
                 overwrite=True,  # checked with the report
             )
         predict_dir(
-            self.predictor,
+            self.members or self.predictor,
             self.dataset / IMAGES_DIR,
             target.out / "predictions",
             stems=target.names,
             device=spec.device,
             batch_size=spec.batch_size or 4,
             tta=spec.tta,
+            postprocess=spec.postprocess,
             overwrite=True,  # checked with the report, before anything is written
             on_progress=on_progress,
         )
@@ -162,11 +167,12 @@ class VolumeModelData(ModelData):
         from segtool.predict.volumes import predict_volumes
 
         predict_volumes(
-            self.predictor,
+            self.members or self.predictor,
             self.dataset,
             target.out / "predictions",
             names=target.names,
             tta=spec.tta,
+            postprocess=spec.postprocess,
             device=spec.device,
             batch_size=spec.batch_size or 8,
             overwrite=True,  # checked with the report, before anything is written
@@ -192,8 +198,37 @@ def _check_outputs(target: Target, spec: EvalSpec, table_file: str) -> None:
     plan.check()
 
 
+def model_data(runs: Path | Sequence[Path], dataset: Path) -> ModelData:
+    """The run (or the runs of an ensemble, checked to agree) and the dataset, as the kind
+    the first run was trained on."""
+    runs = [runs] if isinstance(runs, Path) else list(runs)
+    record = read_run(runs[0])
+    predictors = load_predictors(runs)
+    kind = VolumeModelData if record.volumes is not None else ModelData
+    return kind(runs[0], dataset, record, predictors[0], predictors if len(runs) > 1 else [])
+
+
+def _check_held_out(data: ModelData, target: Target) -> None:
+    """Refuse to score an ensemble on images one of its runs trained on.
+
+    Raises:
+        SegtoolError: naming the image, the run and the fix.
+    """
+    for member in data.members[1:]:
+        trained = set((member.split or {}).get("train", []))
+        # a separate test set is checked by content against the first run's training images
+        seen = sorted(target.names & trained) if target.separate is None else []
+        if seen:
+            raise SegtoolError(
+                f"{seen[0]}: in the train split of {member.source}, so the ensemble would be "
+                f"scored on an image it trained on; ensemble runs that share their held-out "
+                f"split (or score a separate test set)"
+            )
+        target.inputs += [(f"the model of {member.source}", path) for _, path in member.inputs]
+
+
 def evaluate_model(
-    run: Path,
+    run: Path | Sequence[Path],
     dataset: Path,
     spec: EvalSpec | None = None,
     *,
@@ -201,7 +236,8 @@ def evaluate_model(
     **options: object,
 ) -> Evaluation:
     """Predict `dataset` (one split of it, or all of a separate test set) with the model in
-    `run` and score it against the run's class map.
+    `run` and score it against the run's class map. Several runs are an ensemble (their
+    probabilities averaged); it is refused if a scored image is in any run's train split.
 
     The dataset the run was trained on is scored by split: ``test`` by default, from the run's
     own split.json; ``train`` must be asked for by name. Any other image folder is a separate
@@ -214,7 +250,7 @@ def evaluate_model(
     or lie inside what is read.
 
     Args:
-        run: the run folder (or a bare model folder).
+        run: the run folder (or a bare model folder), or several (an ensemble).
         dataset: the dataset (or volume folder) to predict and score.
         spec: the options (`EvalSpec`: split, out, with_hd95, device, batch_size, tta,
             gallery, jobs, overwrite).
@@ -227,11 +263,9 @@ def evaluate_model(
             with the inputs, or bad run/dataset folders.
     """
     spec = EvalSpec.build(spec, options)
-    record = read_run(run)
-    predictor = load_predictor(run)
-    kind = VolumeModelData if record.volumes is not None else ModelData
-    data = kind(run, dataset, record, predictor)
+    data = model_data(run, dataset)
     target = data.target(spec)
+    _check_held_out(data, target)
     _check_outputs(target, spec, data.table_file)
     references = data.predict(target, spec, on_progress)
     result = evaluate_dirs(

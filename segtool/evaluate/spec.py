@@ -50,6 +50,8 @@ class EvalSpec:
         batch_size: with a model: images (or slices) per step; None: predict's default for
             the kind (4 images, 8 slices).
         tta: with a model: average flipped predictions.
+        postprocess: with a model: apply the run's post-processing chosen on the validation
+            split (``postprocess.json``), as predict does.
         objects: object-level scores: lesion-wise Dice and HD95, detection, panoptic quality
             (where the references have instance masks) and, with `nsd_tolerance`, surface Dice.
         lesion_dilation: lesion-wise: dilation steps joining near reference lesions (BraTS's 3).
@@ -79,6 +81,7 @@ class EvalSpec:
     device: str = "auto"
     batch_size: int | None = None
     tta: bool = False
+    postprocess: bool = True
     objects: bool = True
     lesion_dilation: int = BRATS_DILATION
     lesion_min_size: float = BRATS_MIN_SIZE

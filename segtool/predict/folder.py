@@ -28,9 +28,18 @@ from segtool.core.images import ImageReadError, list_images, load_rgb, open_imag
 from segtool.core.masks import write_mask
 from segtool.core.multilabel import preview, write_multilabel_mask
 from segtool.core.parallel import ProgressFn, default_jobs
+from segtool.core.postprocess import Rule
 from segtool.predict.annotations import AnnotationSink, annotation_sink
 from segtool.predict.engine import Engine
-from segtool.predict.predictor import Predictor, load_predictor
+from segtool.predict.ensemble import (
+    Ensemble,
+    Models,
+    finish_labels,
+    load_predictors,
+    make_engine,
+    rules_by_id,
+)
+from segtool.predict.predictor import Predictor
 from segtool.predict.spec import PredictSpec
 from segtool.train.data import normalize
 from segtool.train.model import STRIDE, has_model
@@ -164,7 +173,7 @@ def find_images(folder: Path, stems: set[str] | None = None) -> list[Path]:
     return paths
 
 
-def _notes(engine: Engine, tile: int | None) -> list[str]:
+def _notes(engine: Engine | Ensemble, tile: int | None) -> list[str]:
     """What the user should know about how their options were applied."""
     notes = []
     if tile is not None and engine.tile != tile:
@@ -204,7 +213,7 @@ def decision_thresholds(
 
 
 def _image_loader(
-    paths: list[Path], engine: Engine, batch_size: int, workers: int | None
+    paths: list[Path], engine: Engine | Ensemble, batch_size: int, workers: int | None
 ) -> DataLoader:
     """Images decoded in DataLoader workers (one at a time when tiling or resizing)."""
     if workers is None:  # on the CPU the model needs every core; decoding is cheap next to it
@@ -221,11 +230,12 @@ def _image_loader(
 
 def _predict_all(
     loader: DataLoader,
-    engine: Engine,
+    engine: Engine | Ensemble,
     writer: _Writer,
     report: PredictReport,
     *,
     threshold: float | list[float],
+    rules: dict[int, Rule],
     probabilities: bool,
     on_progress: ProgressFn | None,
 ) -> None:
@@ -237,7 +247,7 @@ def _predict_all(
         if good:
             probs = engine.probabilities([item["input"] for item in good])
             for item, p in zip(good, probs, strict=True):
-                labels = engine.labels(p, threshold)
+                labels = finish_labels(engine, p, threshold, rules)
                 keep = probabilities or writer.annotations is not None
                 saved = p.cpu().numpy() if keep else None
                 writer.submit(item["path"], labels, saved, item["image"])
@@ -262,7 +272,7 @@ def _readable(paths: list[Path]) -> tuple[list[Path], list[str]]:
 
 
 def predict_dir(
-    model: Path | Predictor,
+    model: Models,
     images: Path,
     out: Path,
     spec: PredictSpec | None = None,
@@ -280,10 +290,13 @@ def predict_dir(
     masks as that annotation format (`segtool.predict.annotations`). OUT appears complete or
     not at all. Multi-label models write multi-label masks (`segtool.core.multilabel`), each class
     cut at `threshold`, else at the run's thresholds tuned on the validation split (a note
-    says so), else at 0.5; their probabilities are K-1 x H x W.
+    says so), else at 0.5; their probabilities are K-1 x H x W. The run's post-processing
+    (``postprocess.json``, chosen on the validation split) is applied to each mask unless
+    `postprocess` is False. Several models are an ensemble: their probabilities averaged.
 
     Args:
-        model: a run folder, a bare model folder (with `classes`), or a loaded `Predictor`.
+        model: a run folder, a bare model folder (with `classes`), or a loaded `Predictor`;
+            or several (an ensemble).
         images: the folder of images.
         out: the folder to write (whole, or not at all).
         spec: how to predict; or None, and keyword `options` (`PredictSpec` fields) build it.
@@ -299,25 +312,28 @@ def predict_dir(
     spec = PredictSpec.build(spec, **options)
     plan = OutputPlan(overwrite=spec.overwrite)
     plan.read("the images folder", images)
-    if isinstance(model, Path) and (model / "model").is_dir():
-        plan.read("the model", model / "model")
-    elif isinstance(model, Path) and has_model(model):
-        plan.read("the model", model)
+    for each in [model] if isinstance(model, (Path, Predictor)) else model:
+        if isinstance(each, Path) and (each / "model").is_dir():
+            plan.read("the model", each / "model")
+        elif isinstance(each, Path) and has_model(each):
+            plan.read("the model", each)
     target = plan.write(out, folder=True, option="OUT")
     plan.check()
-    predictor = model if isinstance(model, Predictor) else load_predictor(model, classes)
-    for what, path in predictor.inputs:
+    predictors = load_predictors(model, classes)
+    for what, path in (pair for p in predictors for pair in p.inputs):
         plan.read(what, path)
     plan.check()
-    sink = annotation_sink(predictor, spec, images, out)
+    sink = annotation_sink(predictors[0], spec, images, out)
     paths = find_images(images, stems)
     torch_device = pick_device(spec.device)
-    engine = Engine(
-        predictor, torch_device, tile=spec.tile, overlap=spec.overlap, tta=spec.tta,
+    notes: list[str] = []
+    engine = make_engine(
+        predictors, torch_device, notes, tile=spec.tile, overlap=spec.overlap, tta=spec.tta,
         batch_size=spec.batch_size, amp=spec.amp,
     )  # fmt: skip
-    report = PredictReport(out, notes=_notes(engine, spec.tile))
-    cut = decision_thresholds(predictor, spec.threshold, report.notes)
+    report = PredictReport(out, notes=[*notes, *_notes(engine, spec.tile)])
+    cut = decision_thresholds(engine.p, spec.threshold, report.notes)
+    rules = rules_by_id(engine.p, spec.postprocess, report.notes)
     paths, report.failed = _readable(paths)
     if report.failed and not spec.skip_invalid:
         raise InvalidInputError(
@@ -333,7 +349,7 @@ def predict_dir(
         start = time.perf_counter()
         threads = 2 if torch_device.type == "cpu" else 4
         writer = _Writer(
-            tmp, predictor.class_map, spec.overlay_images, threads,
+            tmp, engine.p.class_map, spec.overlay_images, threads,
             probabilities=spec.probabilities, annotations=sink,
         )  # fmt: skip
         with writer.pool:
@@ -343,6 +359,7 @@ def predict_dir(
                 writer,
                 report,
                 threshold=cut,
+                rules=rules,
                 probabilities=spec.probabilities,
                 on_progress=on_progress,
             )

@@ -9,6 +9,7 @@ from torch import nn
 
 from segtool.core.classes import ClassMap, out_channels, read_classes_json
 from segtool.core.errors import SegtoolError
+from segtool.core.postprocess import Rule
 from segtool.train.model import has_model, load_model, model_classes
 from segtool.train.runfolder import RunFolder
 
@@ -31,6 +32,9 @@ class Predictor:
     inputs: list[tuple[str, Path]] = field(default_factory=list)
     #: the run folder it came from (None for a bare model folder)
     run: RunFolder | None = None
+    #: the post-processing chosen on the validation split (``postprocess.json``), by class
+    #: name; None when none was chosen
+    postprocess: dict[str, Rule] | None = None
 
 
 def load_predictor(path: Path, classes: Path | None = None) -> Predictor:
@@ -66,6 +70,7 @@ def load_predictor(path: Path, classes: Path | None = None) -> Predictor:
     config = run.config() if run is not None else None
     split = run.split() if run is not None and run.document else None
     thresholds = run.thresholds(class_map) if run is not None else None
+    postprocess = run.postprocess(class_map) if run is not None else None
     model = load_model(folder)
     model.eval()
     inputs = [("the model", folder), ("the class map", classes)]
@@ -82,4 +87,5 @@ def load_predictor(path: Path, classes: Path | None = None) -> Predictor:
         thresholds,
         inputs,
         run,
+        postprocess,
     )

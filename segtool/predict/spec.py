@@ -2,7 +2,8 @@
 
 `predict_dir` and `predict_volumes` take a spec, or the keyword options that build one; the
 command line builds it once from its options. Volumes use the fields that apply to them
-(`tta`, `threshold`, `probabilities`, `device`, `batch_size`, `amp`, `overwrite`).
+(`tta`, `threshold`, `probabilities`, `device`, `batch_size`, `amp`, `overwrite`,
+`postprocess`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class PredictSpec:
             coco, cvat, via, labelstudio), see `segtool.predict.annotations`.
         simplify: the polygons' simplification tolerance in pixels (0: exact outlines).
         embed_images: labelme files hold their image (``imageData``).
+        postprocess: apply the run's post-processing chosen on the validation split
+            (``postprocess.json``), if it has one.
     """
 
     tile: int | None = None
@@ -59,6 +62,7 @@ class PredictSpec:
     annotations: str | None = None
     simplify: float = 0.0
     embed_images: bool = False
+    postprocess: bool = True
 
     def __post_init__(self) -> None:
         """Check the values once, before anything is read.

@@ -20,10 +20,11 @@ from segtool.core.device import pick_device
 from segtool.core.errors import SegtoolError
 from segtool.core.files import output_folder
 from segtool.core.parallel import ProgressFn
+from segtool.core.postprocess import Rule, apply_rules
 from segtool.core.volumes import slice_axis, standardize, to_slices
 from segtool.predict.engine import Engine
+from segtool.predict.ensemble import Ensemble, Models, load_predictors, make_engine, rules_by_id
 from segtool.predict.folder import PredictReport, decision_thresholds
-from segtool.predict.predictor import Predictor, load_predictor
 from segtool.predict.spec import PredictSpec
 from segtool.sources.nifti import Volume, load_case
 from segtool.sources.volume_folder import (
@@ -63,14 +64,16 @@ def find_cases(volumes: Path, settings: dict, names: set[str] | None = None) -> 
 
 
 def predict_volume(
-    engine: Engine,
+    engine: Engine | Ensemble,
     volume: Volume,
     axis: str,
     threshold: float | list[float] = 0.5,
     probabilities: bool = False,
+    rules: dict[int, Rule] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Labels ``(X, Y, Z)`` (and, with `probabilities`, ``(X, Y, Z, K)`` float32) for one
-    volume, predicted slice by slice along `axis`."""
+    volume, predicted slice by slice along `axis`; `rules` post-process the whole volume
+    (components in 3-D)."""
     image, _ = standardize(volume.image)
     index = slice_axis(volume.affine, axis)
     slices = to_slices(image, index)
@@ -85,6 +88,8 @@ def predict_volume(
             if probabilities:
                 probs.append(p.float().cpu().numpy())
     label_volume = np.moveaxis(np.stack(labels), 0, index)
+    if rules:
+        label_volume = apply_rules(label_volume, rules, engine.p.class_map.multilabel)
     prob_volume = None
     if probabilities:
         prob_volume = np.moveaxis(np.moveaxis(np.stack(probs), 1, -1), 0, index)
@@ -102,7 +107,7 @@ def save_like(path: Path, data: np.ndarray, volume: Volume) -> None:
 
 
 def predict_volumes(
-    model: Path | Predictor,
+    model: Models,
     volumes: Path,
     out: Path,
     spec: PredictSpec | None = None,
@@ -116,12 +121,13 @@ def predict_volumes(
     or not at all.
 
     Args:
-        model: a run folder trained on volumes, or its loaded `Predictor`.
+        model: a run folder trained on volumes, or its loaded `Predictor`; or several (an
+            ensemble: their probabilities averaged).
         volumes: a volume folder (its ``imagesTs``, or the labelled cases in `names`), or a
             folder of ``.nii.gz`` volumes.
         out: the folder to write (whole, or not at all).
         spec: how to predict (the fields volumes use: tta, threshold, probabilities, device,
-            batch_size, amp, overwrite); or None, and keyword `options` build it.
+            batch_size, amp, overwrite, postprocess); or None, and keyword `options` build it.
         names: only these cases.
         on_progress: called as cases are done.
 
@@ -130,7 +136,8 @@ def predict_volumes(
             without ``overwrite``.
     """
     spec = PredictSpec.build(spec, **options)
-    predictor = model if isinstance(model, Predictor) else load_predictor(model)
+    predictors = load_predictors(model)
+    predictor = predictors[0]
     settings = predictor.run.volume_settings() if predictor.run is not None else None
     if settings is None:
         raise SegtoolError(
@@ -138,20 +145,21 @@ def predict_volumes(
             f"with it, or train on the volume folder"
         )
     cases = find_cases(volumes, settings, names)
-    engine = Engine(
-        predictor, pick_device(spec.device), tta=spec.tta, batch_size=spec.batch_size,
-        amp=spec.amp,
-    )  # fmt: skip
     report = PredictReport(out)
-    cut = decision_thresholds(predictor, spec.threshold, report.notes)
+    engine = make_engine(
+        predictors, pick_device(spec.device), report.notes, tta=spec.tta,
+        batch_size=spec.batch_size, amp=spec.amp,
+    )  # fmt: skip
+    cut = decision_thresholds(engine.p, spec.threshold, report.notes)
+    rules = rules_by_id(engine.p, spec.postprocess, report.notes)
     channels = len(settings["channels"])
-    inputs = [("the volume folder", volumes), *predictor.inputs]
+    inputs = [("the volume folder", volumes), *(pair for p in predictors for pair in p.inputs)]
     with output_folder(out, spec.overwrite, inputs=inputs) as tmp:
         start = time.perf_counter()
         for i, case in enumerate(cases, 1):
             volume = load_case(case, channels)
             labels, probs = predict_volume(
-                engine, volume, settings["axis"], cut, spec.probabilities
+                engine, volume, settings["axis"], cut, spec.probabilities, rules
             )
             save_like(tmp / f"{case.case}.nii.gz", labels, volume)
             if probs is not None:

@@ -1,7 +1,8 @@
 """The run folder, owned here: the one reader and writer of every document a run holds
 (config.json with its options, plan, fingerprints and volume settings; classes.json;
-split.json; thresholds.json; metrics.csv and curves.png through `curves`) and the places of
-its model and checkpoint; and the run folder as an output (new, replaced or resumed).
+split.json; thresholds.json; postprocess.json; metrics.csv and curves.png through
+`curves`) and the places of its model and checkpoint; and the run folder as an output (new,
+replaced or resumed).
 
 Every other module asks a `RunFolder`; a damaged document is one line naming the file and
 the fix.
@@ -28,6 +29,7 @@ from segtool.core.files import (
     remove,
     write_json,
 )
+from segtool.core.postprocess import Rule
 from segtool.train import curves
 
 if TYPE_CHECKING:
@@ -44,6 +46,8 @@ LAST_CHECKPOINT = Path("checkpoints", "last.pt")
 MODEL_DIR = "model"
 #: Multi-label runs: the per-class cuts tuned on the validation split.
 THRESHOLDS_FILE = "thresholds.json"
+#: The post-processing chosen on the validation split (per class, a rule or none).
+POSTPROCESS_FILE = "postprocess.json"
 METRICS_FILE, CURVES_FILE = "metrics.csv", "curves.png"
 #: A run's disk use at its peak, in multiples of its model's weights: ``last.pt`` (the weights
 #: and AdamW's two moments) and the best model, while a new ``last.pt`` is written beside the
@@ -108,6 +112,11 @@ class RunFolder:
     def thresholds_file(self) -> Path:
         """``thresholds.json``: a multi-label run's tuned cuts."""
         return self.path / THRESHOLDS_FILE
+
+    @property
+    def postprocess_file(self) -> Path:
+        """``postprocess.json``: the post-processing chosen on the validation split."""
+        return self.path / POSTPROCESS_FILE
 
     @property
     def model_dir(self) -> Path:
@@ -194,24 +203,55 @@ class RunFolder:
             return None
         return read_split(self.split_file, stems)
 
+    def _by_class(
+        self, path: Path, key: str, class_map: ClassMap, fix: str, every: bool
+    ) -> dict[str, Any] | None:
+        """The `key` object of a per-class document (`every`: each foreground class in it),
+        or None without the file.
+
+        Raises:
+            SegtoolError: unreadable, or names that are not the class map's."""
+        if not path.is_file():
+            return None
+        doc = read_json(path, f"{key} file", fix)
+        entries = doc.get(key) if isinstance(doc, dict) else None
+        names = list(class_map.names[1:])
+        fits = isinstance(entries, dict) and set(entries) <= set(names)
+        if not fits or (every and len(entries) != len(names)):  # type: ignore[arg-type]
+            raise SegtoolError(f"{path}: {key} for {entries!r:.80} do not match classes {names}")
+        return entries
+
     def thresholds(self, class_map: ClassMap) -> dict[str, float] | None:
         """A multi-label run's tuned cut per foreground class name, or None without them.
 
         Raises:
             SegtoolError: unreadable file, or classes or values that do not fit the class map.
         """
-        path = self.thresholds_file
-        if not path.is_file():
-            return None
         fix = "delete it (predict then cuts at 0.5)"
-        doc = read_json(path, "thresholds file", fix)
-        cuts = doc.get("thresholds") if isinstance(doc, dict) else None
-        names = list(class_map.names[1:])
-        if not isinstance(cuts, dict) or sorted(cuts) != sorted(names):
-            raise SegtoolError(f"{path}: thresholds for {cuts!r:.80} do not match classes {names}")
+        cuts = self._by_class(self.thresholds_file, "thresholds", class_map, fix, every=True)
+        if cuts is None:
+            return None
         if not all(isinstance(v, (int, float)) and 0 < v < 1 for v in cuts.values()):
-            raise SegtoolError(f"{path}: thresholds must lie between 0 and 1; {fix}")
-        return {name: float(cuts[name]) for name in names}
+            raise SegtoolError(
+                f"{self.thresholds_file}: thresholds must lie between 0 and 1; {fix}"
+            )
+        return {name: float(cuts[name]) for name in class_map.names[1:]}
+
+    def postprocess(self, class_map: ClassMap) -> dict[str, Rule] | None:
+        """The post-processing rule by class name (what predict applies and an export
+        carries), or None when none was chosen.
+
+        Raises:
+            SegtoolError: unreadable file, classes or rules that do not fit the class map.
+        """
+        fix = "delete it (predict then applies none) or choose again"
+        rules = self._by_class(self.postprocess_file, "rules", class_map, fix, every=False)
+        if rules is None:
+            return None
+        try:
+            return {name: Rule.from_json(rule) for name, rule in rules.items()}
+        except SegtoolError as exc:
+            raise SegtoolError(f"{self.postprocess_file}: {exc}; {fix}") from exc
 
     def metrics(self) -> list[dict[str, str]]:
         """The rows of metrics.csv (empty if there is none)."""
@@ -247,6 +287,21 @@ class RunFolder:
             remove(self.thresholds_file)
         else:
             write_json(self.thresholds_file, doc)
+
+    def save_best(self, model: nn.Module) -> None:
+        """Save a new best model; the post-processing chosen for the one it replaces goes."""
+        from segtool.train.model import save_model
+
+        save_model(model, self.model_dir)
+        self.write_postprocess(None)
+
+    def write_postprocess(self, doc: dict[str, Any] | None) -> None:
+        """Write the post-processing chosen on the validation split, or (None) remove a
+        stale one (it belongs to the best model it was chosen for)."""
+        if doc is None:
+            remove(self.postprocess_file)
+        else:
+            write_json(self.postprocess_file, doc)
 
     def write_records(
         self,

@@ -34,7 +34,6 @@ from segtool.train.build import Run, build_loaders, build_run, load_data, run_fa
 from segtool.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from segtool.train.config import TrainConfig
 from segtool.train.distributed import Dist, stop, sum_validation
-from segtool.train.model import save_model
 from segtool.train.runfolder import RunFolder, check_room
 from segtool.train.schedule import warmup_steps
 from segtool.train.steps import (
@@ -357,7 +356,7 @@ class Trainer:
         """The best model (when this epoch improved), last.pt, metrics.csv and curves.png."""
         learner, progress = self.run.learner, self.progress
         if improved:
-            save_model(learner.model, self.folder.model_dir)
+            self.folder.save_best(learner.model)
         save_checkpoint(
             self.folder.last_checkpoint,
             {
