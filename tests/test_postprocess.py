@@ -258,3 +258,20 @@ def test_volumes_are_post_processed_in_three_dimensions(tmp_path):
         )
         per_slice_differs |= not np.array_equal(per_slice, done)
     assert changed and per_slice_differs  # the rule acted, on 3-D components
+
+
+def test_multilabel_runs_choose_per_class_bit(tmp_path):
+    from tests.synthetic import make_multilabel_dataset
+
+    dataset = make_multilabel_dataset(tmp_path / "ml", n=14, size=32)
+    run_dir = tmp_path / "run"
+    fit(dataset, run_dir, epochs=1, **FAST)
+    doc = choose_postprocessing(run_dir, device="cpu").document
+    assert set(doc["val_dice_without"]) == {"square", "disc"}
+    for out, postprocess, key in (("w", True, "val_dice_with"), ("wo", False, "val_dice_without")):
+        result = evaluate_model(
+            run_dir, dataset, split="val", device="cpu", out=tmp_path / out,
+            postprocess=postprocess, objects=False, with_hd95=False,
+        )  # fmt: skip
+        for name, row in result.summary["per_class"].items():
+            assert row["dice"] == pytest.approx(doc[key][name], abs=1e-12), (key, name)
