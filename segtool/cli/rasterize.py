@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 #: Annotation formats (``auto`` detects from the content); kept in sync with
 #: ``segtool.sources.detect.FORMATS`` by a test.
-FORMATS = ("auto", "labelme", "coco", "cvat", "via", "labelstudio")
+FORMATS = ("auto", "labelme", "coco", "cvat", "via", "labelstudio", "yolo")
 
 
 def command(
@@ -39,7 +39,7 @@ def command(
         path_argument(
             "SOURCE",
             "A labelme folder (searched recursively), an export file (COCO, CVAT XML, VIA, "
-            "Label Studio), or a folder holding one.",
+            "Label Studio), or a folder holding one; a YOLO dataset (its data.yaml or folder).",
         ),
     ],
     out: Annotated[Path, path_argument("OUT", "Dataset folder to write.")],
@@ -117,6 +117,7 @@ def command(
     examples:
       segtool rasterize annotations/ dataset/ --labels labels.txt
       segtool rasterize instances_train.json dataset/ --image-dir train2017/
+      segtool rasterize yolo_dataset/ dataset/
     """
     from segtool.rasterize.folder import rasterize_dir
 
@@ -148,7 +149,7 @@ def _print_report(report: RasterizeReport, out_dir: Path, derived: bool, instanc
     doc = report.to_json()
     if derived:
         ids = ", ".join(f"{i}={n}" for i, n in enumerate(report.class_map.names))
-        note(f"class map derived from the annotations: {ids}")
+        note(f"class map {report.class_map_source}: {ids}")
     for skipped in report.skipped:
         warn(f"skipped {skipped['reason']}")
     for message in report.warnings[:10]:

@@ -41,6 +41,12 @@ def read_export(
     Raises:
         SegtoolError: the file cannot be read as `fmt`, or two images share a mask name.
     """
+    if fmt == "yolo":  # a dataset folder, its images found by the layout
+        from segtool.sources.yolo import read_yolo
+
+        records = read_yolo(path)
+        _check_mask_names(path, records)
+        return records
     if not path.is_file():
         raise SegtoolError(f"{path}: a {fmt} export is one file; pass the file, not a folder")
     if image_dir is not None and not image_dir.is_dir():
@@ -64,6 +70,23 @@ def read_export(
         records = read_labelstudio(path, image_dir)
     _check_mask_names(path, records)
     return records
+
+
+def declared_class_map(records: list[ImageRecord], multilabel: bool) -> ClassMap | None:
+    """The class map an export fixes itself (YOLO's ``data.yaml``: background 0, then its
+    names in index order), or None when its ids are derived from the labels.
+
+    Raises:
+        SegtoolError: the declared names do not make a class map (a name twice).
+    """
+    from segtool.core.classes import make_class_map
+    from segtool.core.constants import BACKGROUND_NAME
+
+    declared = records[0].classes if records else ()
+    if not declared:
+        return None
+    source = "data.yaml's names"
+    return make_class_map([BACKGROUND_NAME, *declared], source=source, multilabel=multilabel)
 
 
 def _check_mask_names(path: Path, records: list[ImageRecord]) -> None:

@@ -36,7 +36,7 @@ from segtool.rasterize.draw import (
     draw_multilabel,
     draw_shapes,
 )
-from segtool.rasterize.exports import process_record, read_export
+from segtool.rasterize.exports import declared_class_map, process_record, read_export
 from segtool.rasterize.instances import INSTANCES_DIR, write_instances
 from segtool.rasterize.report import RasterizeReport, Tally, make_report
 from segtool.rasterize.result import (
@@ -296,7 +296,11 @@ def rasterize_dir(
         if not isinstance(files[0], Path) and class_map is None:
             # An export's labels are known once it is read: one pass checks and draws.
             found = (label for r in files if not r.problem for label in r.labels)
-            class_map = derive_class_map(found, multilabel=multilabel)
+            class_map = declared_class_map(files, multilabel)
+            if class_map is not None:
+                source = "from data.yaml's names"
+            else:
+                class_map = derive_class_map(found, multilabel=multilabel)
         run = partial(
             _run,
             images=images,

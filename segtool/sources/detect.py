@@ -10,7 +10,7 @@ from segtool.core.errors import SegtoolError
 from segtool.sources.records import JsonFileError, load_json
 
 #: Every format ``segtool rasterize --format`` accepts (``auto`` detects).
-FORMATS = ("labelme", "coco", "cvat", "via", "labelstudio")
+FORMATS = ("labelme", "coco", "cvat", "via", "labelstudio", "yolo")
 #: A folder with more JSON/XML files than this at its top is taken for a labelme folder.
 _MAX_SNIFFED = 3
 #: How much of an XML file is read to recognise it.
@@ -70,12 +70,19 @@ def detect(source: Path) -> tuple[str, Path]:
     """The format of `source` and the path its reader takes.
 
     A labelme folder stays a folder; a folder holding exactly one COCO, CVAT, VIA or Label
-    Studio file gives that file.
+    Studio file gives that file; a folder with a ``data.yaml`` (or the file) is a YOLO
+    dataset.
 
     Raises:
         SegtoolError: nothing recognisable, saying what was found and which formats exist.
     """
+    from segtool.sources.yolo import YAML_NAMES, yaml_in
+
     formats = ", ".join(FORMATS)
+    if source.is_file() and source.name in YAML_NAMES:
+        return "yolo", source
+    if source.is_dir() and yaml_in(source) is not None:
+        return "yolo", source
     if source.is_file():
         found, looks = sniff_file(source)
         if found == "labelme":

@@ -49,7 +49,9 @@ class ImageRecord:
     """One image of an export file and its shapes, in the order they are drawn.
 
     ``image`` is the image file inside the image folder (None when the export names none that
-    can be used: see ``problem``); ``data`` holds an image embedded in the export (VIA 1.x).
+    can be used: see ``problem``); ``data`` holds an image embedded in the export (VIA 1.x);
+    ``classes`` the export's own class names in id order, when it fixes the ids (YOLO's
+    ``data.yaml``: index i is class i + 1), else empty and the ids are derived.
     """
 
     export: Path
@@ -61,6 +63,7 @@ class ImageRecord:
     data: bytes | None = None
     problem: str | None = None
     warnings: tuple[str, ...] = field(default=())
+    classes: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def labels(self) -> set[str]:

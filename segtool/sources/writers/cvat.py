@@ -25,7 +25,7 @@ def document(images: Sequence[PredictedImage], names: Sequence[str], version: st
     ElementTree.SubElement(meta, "name").text = f"predictions of {version}"
     labels = ElementTree.SubElement(meta, "labels")
     used = {r.label for item in images for r in item.regions}
-    for name in [n for n in names[1:]] + [n for n in names[:1] if n in used]:
+    for name in [*names[1:], *(n for n in names[:1] if n in used)]:
         ElementTree.SubElement(ElementTree.SubElement(labels, "label"), "name").text = name
     for image_id, item in enumerate(images):
         node = ElementTree.SubElement(

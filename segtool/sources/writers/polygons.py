@@ -130,17 +130,17 @@ def painted_regions(
         filled = np.zeros_like(patch)
         cv2.fillPoly(filled, [np.array(points, np.int32) - (x - 1, y - 1)], 1)
         filled = (filled > 0) | (patch > 0)
-        todo.append((int(filled.sum()), value, own, (x, y), filled[1:-1, 1:-1]))
+        todo.append((int(filled.sum()), value, own, (x, y), filled[1:-1, 1:-1], points))
     todo.sort(key=lambda t: -t[0])  # a part in another's hole has the smaller filled area
     covered = np.zeros(labels.shape, bool)
     regions = []
-    for _, value, own, (x, y), filled in todo:
+    for _, value, own, (x, y), filled, points in todo:
         box = covered[y : y + own.shape[0], x : x + own.shape[1]]
         if value == 0 and not box[own].any():
             continue  # a background part nothing covered: nothing to paint back
         box |= filled
-        patch = np.pad(own, 1).astype(np.uint8)
-        points = outline(patch, (x - 1, y - 1), tolerance)
+        if tolerance > 0:
+            points = outline(np.pad(own, 1).astype(np.uint8), (x - 1, y - 1), tolerance)
         score = None
         if confidence is not None and value != 0:
             score = float(confidence[y : y + own.shape[0], x : x + own.shape[1]][own].mean())
