@@ -258,6 +258,13 @@ def test_volumes_are_post_processed_in_three_dimensions(tmp_path):
         )
         per_slice_differs |= not np.array_equal(per_slice, done)
     assert changed and per_slice_differs  # the rule acted, on 3-D components
+    # an ensemble of the run with itself is the run, volumes too (post-processing shared)
+    predict_volumes([run_dir, run_dir], mri, tmp_path / "ens", device="cpu")
+    for path in sorted((tmp_path / "pp").glob("*.nii.gz")):
+        np.testing.assert_array_equal(
+            np.asarray(nib.load(path).dataobj),
+            np.asarray(nib.load(tmp_path / "ens" / path.name).dataobj),
+        )
 
 
 def test_multilabel_runs_choose_per_class_bit(tmp_path):
