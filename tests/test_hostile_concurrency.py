@@ -60,7 +60,7 @@ Check = Callable[[World, object], None]
 
 def make_folder(rel: str) -> Action:
     def run(w: World) -> None:
-        (w.root / rel).mkdir()
+        (w.root / rel).mkdir(parents=True)
         (w.root / rel / "user.txt").write_text("made during the run")
 
     return run
@@ -294,6 +294,24 @@ CASES = [
         make_folder("out/predictions"),
         only="predictions",
         outputs=("out/predictions.not-placed-",),
+    ),
+    During(
+        "evaluate --model: the predictions folder appears after the first check, before predicting",
+        cmd(*EVAL_MODEL, "--out", OUT),
+        1,
+        _say(lambda w: w.root / "out" / "predictions", "appeared", "not-placed"),
+        make_folder("out/predictions"),
+        at="segtool.predict.folder.predict_dir",
+        outputs=("out/predictions.not-placed-",),
+    ),
+    During(
+        "import-masks --overwrite: OUT absent when checked, made while the masks are scanned",
+        cmd(*IMPORT, "--overwrite"),
+        1,
+        APPEARED,
+        make_folder("out"),
+        at="segtool.rasterize.import_masks._write",
+        outputs=NOT_PLACED,
     ),
     During(
         "rasterize: a second segtool writes the same OUT and finishes first",

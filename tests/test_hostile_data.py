@@ -405,6 +405,12 @@ def pred_twins(w: World) -> None:
     shutil.copy(w.gt / "s13.png", w.gt / f"{NFC}.png")
 
 
+def pred_spelled_apart(w: World) -> None:
+    """The reference gt/café.png (NFC), its prediction pred/café.png (NFD)."""
+    shutil.copy(w.pred / "s13.png", w.pred / f"{NFD}.png")
+    shutil.copy(w.gt / "s13.png", w.gt / f"{NFC}.png")
+
+
 UNICODE = [
     Case(
         "split: an image and its mask named in two normalisations",
@@ -482,6 +488,20 @@ UNICODE = [
         1,
         _say("café.png", *SPELLINGS),
         setup=pred_twins,
+    ),
+    Case(
+        "evaluate: a prediction named in NFD, its reference in NFC",
+        cmd(E, lambda w: w.pred, lambda w: w.gt, "--out", OUT),
+        1,
+        _say("café.png", "another spelling", *SPELLINGS),
+        setup=pred_spelled_apart,
+    ),
+    Case(
+        "evaluate --allow-missing: a prediction named in NFD, its reference in NFC (not scored as missing)",
+        cmd(E, lambda w: w.pred, lambda w: w.gt, "--out", OUT, "--allow-missing"),
+        1,
+        _say("café.png", "another spelling", *SPELLINGS),
+        setup=pred_spelled_apart,
     ),
 ]
 

@@ -130,3 +130,25 @@ def test_overlap_scores_in_3d_against_a_numpy_oracle():
         assert iou(c)[k] == pytest.approx(inter / np.logical_or(a, b).sum())
         assert precision(c)[k] == pytest.approx(inter / b.sum())
         assert recall(c)[k] == pytest.approx(inter / a.sum())
+
+
+def test_the_gallery_slice_of_an_image_with_nan_voxels_is_scaled_on_its_finite_ones(tmp_path):
+    """A picture only (the scores never read the image): NaN voxels black, the rest scaled
+    between the finite voxels' 1st and 99th percentiles, not all NaN."""
+    import nibabel as nib
+
+    from segtool.evaluate.nifti_reader import _grey
+
+    volume = np.tile(np.linspace(0, 100, 101, dtype=np.float32), (3, 101, 1)).transpose(1, 2, 0)
+    volume[0, 0, 1] = np.nan
+    volume[5, 7, 1] = np.inf
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "c_0000.nii.gz")
+    grey = _grey(tmp_path / "c_0000.nii.gz", 2, 1)
+    plane = volume[:, :, 1]
+    finite = plane[np.isfinite(plane)]
+    low, high = np.percentile(finite, [1, 99])
+    scaled = np.clip((np.nan_to_num(plane, posinf=0) - low) / (high - low), 0, 1)
+    expected = (scaled * 255).astype(np.uint8)
+    expected[~np.isfinite(plane)] = 0
+    assert np.array_equal(grey, expected)
+    assert grey[0, 0] == 0 and grey[5, 7] == 0 and grey.max() == 255

@@ -18,6 +18,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from segtool import __version__
+from segtool.cli import loaded
 from segtool.cli.common import UsageError, clean, interrupted, run_command
 from segtool.core.signals import install as install_signal_handlers
 
@@ -176,5 +177,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     Options may come before, between and after a command's paths (as in
     ``segtool import-masks images/ --images link masks/ out/``); after ``--`` every argument
     is a path."""
+    loaded()  # Ctrl-C from here on interrupts the command, which cleans up
     install_signal_handlers()  # SIGTERM and SIGHUP end a command as Ctrl-C does
     app(args=list(sys.argv[1:] if argv is None else argv), prog_name="segtool")

@@ -20,6 +20,7 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from typing import Any
 from segtool.core.errors import DiskFullError as DiskFullError  # re-exported
 from segtool.core.errors import SegtoolError, os_error
 from segtool.core.parallel import stop_all
+from segtool.core.reading import list_files as list_files  # re-exported
+from segtool.core.reading import read_json as read_json  # re-exported
 from segtool.core.signals import deferred_signals
 from segtool.core.swap import Identity, clear_stale, identity, place, remove_path, temp_name
 
@@ -93,6 +96,8 @@ class OutputPlan:
             SegtoolError: an output collides with an input, is a symbolic link, sits under a
                 file, cannot be written, or exists without ``--overwrite``.
         """
+        for earlier in _EARLIER.get():
+            self.keep_checks(earlier)
         for output in self.outputs:
             self._check_collisions(output)
             self._check_place(output)
@@ -241,6 +246,26 @@ class OutputPlan:
         self._made.clear()
 
 
+#: Plans checked at a command's start, whose outputs later plans build (`checked_first`).
+_EARLIER: ContextVar[tuple[OutputPlan, ...]] = ContextVar("segtool_earlier_checks", default=())
+
+
+@contextmanager
+def checked_first(plan: OutputPlan) -> Iterator[None]:
+    """Within the block, a plan that writes one of `plan`'s outputs replaces only what
+    `plan`'s check saw there (`OutputPlan.keep_checks`).
+
+    For a command that checks all its outputs before any work and then builds them through
+    other functions (``evaluate --model``: the predictions, then the report): something that
+    appears at an output while it works is never replaced, even though the function that
+    builds it is told to overwrite."""
+    token = _EARLIER.set((*_EARLIER.get(), plan))
+    try:
+        yield
+    finally:
+        _EARLIER.reset(token)
+
+
 def write_text(path: Path, text: str) -> None:
     """Write a text file atomically (temporary beside it, then rename), with the user's umask."""
     write_bytes(path, text.encode())
@@ -346,17 +371,6 @@ def check_overwrite(out: Path, overwrite: bool, alternative: str = "") -> None:
         raise SegtoolError(f"{out}: already exists; pass {other}--overwrite to replace it")
 
 
-def list_files(folder: Path, suffixes: Iterable[str]) -> list[Path]:
-    """The files in `folder` whose suffix (any case) is one of `suffixes`, sorted by name.
-
-    Hidden files (a leading dot, as macOS's ``._x.png``) are not data and are left out.
-    """
-    wanted = {s.lower() for s in suffixes}
-    return sorted(
-        p for p in folder.iterdir() if p.suffix.lower() in wanted and not p.name.startswith(".")
-    )
-
-
 def give_user_mode(folder: Path) -> None:
     """Give every file in `folder` the mode the user's umask gives new files (libraries that
     write through a private temporary file leave it 0600, unreadable to the user's group)."""
@@ -375,25 +389,3 @@ def remove(path: Path) -> None:
 def write_json(path: Path, doc: dict[str, Any]) -> None:
     """Write a JSON document atomically."""
     write_text(path, json.dumps(doc, indent=2) + "\n")
-
-
-def read_json(path: Path, kind: str, fix: str) -> Any:
-    """Parse a JSON file (`kind` names the document, e.g. ``classes.json``); any failure is one
-    line naming the file and `fix`.
-
-    Raises:
-        SegtoolError: unreadable, not UTF-8, not JSON, or nested too deeply to be segtool's.
-    """
-    what = f"{path}: not a readable {kind}"
-    try:
-        return json.loads(path.read_bytes().decode("utf-8-sig"))
-    except OSError as exc:
-        raise SegtoolError(f"{what} ({exc.strerror or exc}); {fix}") from exc
-    except UnicodeDecodeError as exc:
-        raise SegtoolError(f"{what} (not UTF-8 text: {exc.reason}); {fix}") from exc
-    except json.JSONDecodeError as exc:
-        raise SegtoolError(
-            f"{what} (not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}); {fix}"
-        ) from exc
-    except RecursionError as exc:
-        raise SegtoolError(f"{what} (JSON nested too deeply); {fix}") from exc

@@ -82,16 +82,37 @@ def _end_by_signal() -> None:
 @contextlib.contextmanager
 def deferred_signals() -> Iterator[None]:
     """Hold Ctrl-C, SIGTERM and SIGHUP until the block is done (a swap is never cut in half);
-    they are handled as soon as it ends."""
-    if threading.current_thread() is not threading.main_thread():
+    they are handled as soon as it ends.
+
+    They are held where Python runs its handlers, not by the thread's signal mask: the kernel
+    gives a signal sent to the process to any thread that does not block it (a pool's manager
+    thread, an encoder thread), and Python then runs the handler in the main thread whatever
+    that thread's mask, so a mask would hold nothing once a command runs threads. Nested
+    blocks hold until the outermost one ends."""
+    if threading.current_thread() is not threading.main_thread() or _holding:
         yield
         return
-    held = {signal.SIGINT, *ENDING}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    held: list[int] = []
+
+    def hold(signum: int, frame: object) -> None:
+        held.append(signum)
+
+    # A handler installed outside Python (None) is left as it is.
+    ours = [s for s in (signal.SIGINT, *ENDING) if signal.getsignal(s) is not None]
+    previous = {signum: signal.signal(signum, hold) for signum in ours}
+    _holding.append(True)
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        _holding.clear()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if held:  # handled now, by the handler the command had
+            signal.raise_signal(held[0])
+
+
+#: Set while `deferred_signals` holds signals (an inner block adds nothing).
+_holding: list[bool] = []
 
 
 def for_worker(parent: int, die_with_parent: bool) -> None:

@@ -15,7 +15,7 @@ from typing import ClassVar
 from segtool.core.constants import CLASSES_FILE, IMAGES_DIR, MASKS_DIR, SPLIT_FILE
 from segtool.core.dataset import Pair, find_pairs, held_out_stems
 from segtool.core.errors import SegtoolError
-from segtool.core.files import OutputPlan
+from segtool.core.files import OutputPlan, checked_first
 from segtool.core.parallel import ProgressFn
 from segtool.evaluate.readers import PER_CASE_FILE, PER_IMAGE_FILE
 from segtool.evaluate.report import Evaluation, evaluate_dirs, plan_report
@@ -181,7 +181,7 @@ class VolumeModelData(ModelData):
         return target.references
 
 
-def _check_outputs(target: Target, spec: EvalSpec, table_file: str) -> None:
+def _check_outputs(target: Target, spec: EvalSpec, table_file: str) -> OutputPlan:
     """Every output in OUT (predictions/, references/ for a separate set, the report) against
     what is read, before anything is written: `OutputPlan.check`.
 
@@ -196,6 +196,7 @@ def _check_outputs(target: Target, spec: EvalSpec, table_file: str) -> None:
         plan.write(target.out / "references", folder=True, option="--out")
     plan_report(plan, target.out, spec.gallery, table_file)
     plan.check()
+    return plan
 
 
 def model_data(runs: Path | Sequence[Path], dataset: Path) -> ModelData:
@@ -266,13 +267,14 @@ def evaluate_model(
     data = model_data(run, dataset)
     target = data.target(spec)
     _check_held_out(data, target)
-    _check_outputs(target, spec, data.table_file)
-    references = data.predict(target, spec, on_progress)
-    result = evaluate_dirs(
-        target.out / "predictions",
-        references,
-        replace(target.spec, out=target.out, only=frozenset(target.names), overwrite=True),
-        on_progress=on_progress,
-    )
+    checked = _check_outputs(target, spec, data.table_file)
+    with checked_first(checked):  # what appears in OUT while this runs is never replaced
+        references = data.predict(target, spec, on_progress)
+        result = evaluate_dirs(
+            target.out / "predictions",
+            references,
+            replace(target.spec, out=target.out, only=frozenset(target.names), overwrite=True),
+            on_progress=on_progress,
+        )
     result.warnings[:0] = target.warnings
     return result

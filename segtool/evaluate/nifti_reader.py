@@ -134,12 +134,14 @@ def most_wrong_slice(reference: np.ndarray, prediction: np.ndarray, axis: int, i
 
 
 def _grey(image_path: Path, axis: int, index: int) -> np.ndarray:
-    """The first channel's slice, scaled to 0..255 between its 1st and 99th percentiles."""
+    """The first channel's slice, scaled to 0..255 between its 1st and 99th percentiles (of
+    its finite voxels: a picture only, so NaN or infinite voxels are shown black)."""
     import nibabel as nib
 
     data = nib.load(str(image_path)).dataobj
     volume = np.asarray(data[..., 0] if len(data.shape) == 4 else data, dtype=np.float32)
     plane = np.take(volume, index, axis=axis)
-    low, high = np.percentile(plane, [1, 99])
+    finite = np.isfinite(plane)
+    low, high = np.percentile(plane[finite], [1, 99]) if finite.any() else (0.0, 0.0)
     scaled = (plane - low) / (high - low) if high > low else np.zeros_like(plane)
-    return (np.clip(scaled, 0, 1) * 255).astype(np.uint8)
+    return (np.clip(np.where(finite, scaled, 0), 0, 1) * 255).astype(np.uint8)

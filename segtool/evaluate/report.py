@@ -20,6 +20,7 @@ from segtool.core.dataset import index_by_stem
 from segtool.core.errors import SegtoolError
 from segtool.core.files import Output, OutputPlan, atomic_path, write_json
 from segtool.core.masks import binary_255_error
+from segtool.core.names import twin_note, twins
 from segtool.core.parallel import ProgressFn, Workers
 from segtool.evaluate.intervals import PER_IMAGE_OBJECT_SCORES, add_objects_and_intervals
 from segtool.evaluate.kinds import reader_for
@@ -101,6 +102,13 @@ def pair_masks(
             raise SegtoolError(f"{references}: none of the selected {reader.item}s has a reference")
     missing = sorted(refs.keys() - preds.keys())
     extra = sorted(preds.keys() - refs.keys())
+    others = twins(extra)
+    for stem in missing:  # not scored as missing, even with --allow-missing
+        if note := twin_note(stem, others):
+            raise SegtoolError(
+                f"{predictions}: the prediction for reference {refs[stem].name} is named "
+                f"in another spelling{note}"
+            )
     if len(missing) == len(refs):
         raise SegtoolError(
             f"{predictions} and {references} share no file names (e.g. "

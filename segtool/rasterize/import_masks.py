@@ -24,7 +24,7 @@ from segtool.core.constants import (
     SPLIT_FILE,
 )
 from segtool.core.errors import InvalidInputError, SegtoolError
-from segtool.core.files import check_output, output_folder, write_json
+from segtool.core.files import check_output, checked_first, output_folder, write_json
 from segtool.core.images import ImageReadError, displayed_size
 from segtool.core.masks import write_mask
 from segtool.core.parallel import ProgressFn, default_jobs, imap_jobs, with_progress
@@ -292,8 +292,16 @@ def import_masks(
         TypeError: an option `ImportSpec` does not have.
     """
     spec = spec_of(ImportSpec, spec, options)
+    checked = check_output(out, spec.overwrite, inputs=_inputs(images, masks))
+    with checked_first(checked):  # only what is at OUT now may be replaced at the end
+        return _import(images, masks, out, spec, on_progress)
+
+
+def _import(
+    images: Path, masks: Path | None, out: Path, spec: ImportSpec, on_progress: ProgressFn | None
+) -> ImportReport:
+    """`import_masks` after its output check."""
     values, colors, unknown = spec.values, spec.colors, spec.unknown
-    check_output(out, spec.overwrite, inputs=_inputs(images, masks))
     layout = find_layout(images, masks)
     if not layout.pairs:
         first = f", e.g. {layout.unpaired[0]}" if layout.unpaired else ""
