@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
+
+import pytest
 
 from segtool.core import parallel
 from segtool.core.parallel import Workers, imap_jobs
@@ -114,3 +117,24 @@ def test_a_failed_output_stops_its_workers_before_removing_their_files(tmp_path)
     time.sleep(0.3)  # anything a worker were still doing would have landed by now
     assert list(tmp_path.iterdir()) == []
     assert not parallel._RUNNING
+
+
+@pytest.mark.parametrize(
+    ("loaded", "method"), [((), "fork"), (("cv2",), "spawn"), (("torch",), "spawn")]
+)
+def test_workers_are_forked_only_before_a_library_with_threads_is_loaded(
+    loaded, method, monkeypatch
+):
+    """A child forked while torch's or OpenCV's thread pool holds a lock hangs in its first
+    call into that library (seen: `cv2.setNumThreads` in a forked evaluate worker)."""
+    for name in ("torch", "cv2"):
+        if name in loaded:
+            monkeypatch.setitem(sys.modules, name, sys.modules.get(name) or object())
+        else:
+            monkeypatch.delitem(sys.modules, name, raising=False)
+    chosen = []
+    real = multiprocessing.get_context
+    monkeypatch.setattr(multiprocessing, "get_context", lambda m=None: chosen.append(m) or real(m))
+    with Workers(2) as workers:
+        workers.found(4)
+    assert chosen == [method]

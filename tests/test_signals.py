@@ -106,3 +106,49 @@ def test_once_loaded_ctrl_c_interrupts_the_command_again():
         [sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=60
     )
     assert (done.returncode, done.stdout) == (0, "cleaned up\n")
+
+
+WORKERS = r"""
+import os, sys
+from segtool.core import parallel
+
+def blocked():
+    line = next(l for l in open("/proc/self/status") if l.startswith("SigBlk"))
+    return int(line.split()[1], 16)
+
+original = parallel.for_worker
+
+def recording(parent, die_with_parent):
+    with open(os.path.join(sys.argv[1], str(os.getpid())), "w") as fh:
+        fh.write(str(blocked()))  # as the worker starts, before its own handlers
+    original(parent, die_with_parent)
+
+parallel.for_worker = recording
+
+def task(item):
+    return blocked()
+
+with parallel.Workers(2) as workers:
+    print(*set(workers.imap(task, list(range(8)))), blocked())
+"""
+
+
+def test_workers_start_with_the_ending_signals_blocked_and_unblock_them(tmp_path):
+    """A worker forked while the parent has its own handlers must not run a copy of them: it
+    starts with Ctrl-C, SIGTERM and SIGHUP blocked and unblocks them once its handlers are
+    set; the parent's mask is as it was."""
+    done = subprocess.run(
+        [sys.executable, "-c", WORKERS, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    bits = sum(1 << (s - 1) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
+    at_start = [int(p.read_text()) for p in tmp_path.iterdir()]
+    assert len(at_start) == 2
+    assert all(mask & bits == bits for mask in at_start)
+    in_tasks, parent = done.stdout.split()
+    assert int(in_tasks) & bits == 0
+    assert int(parent) & bits == 0

@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
-from segtool.core.signals import for_worker
+from segtool.core.signals import blocked_for_children, for_worker
 
 if TYPE_CHECKING:
     from concurrent.futures import ProcessPoolExecutor
@@ -106,16 +106,19 @@ class Workers:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            method = "spawn" if "torch" in sys.modules else "fork"
+            # OpenCV's thread pool is no safer: a child forked while one of its threads holds
+            # the pool's lock hangs in its first OpenCV call (`_start_worker`'s included).
+            method = "spawn" if {"torch", "cv2"} & sys.modules.keys() else "fork"
             context = multiprocessing.get_context(method)
             # The kernel may kill a worker when its parent dies only if the thread that starts
             # it lives as long as the process (the parent-death signal follows the thread).
             main = threading.current_thread() is threading.main_thread()
-            self._pool = ProcessPoolExecutor(
-                self.jobs, context, initializer=_start_worker, initargs=(os.getpid(), main)
-            )
-            for _ in range(self.jobs):  # one each: "spawn" pools start processes as needed
-                self._pool.submit(_ready)
+            with blocked_for_children():  # a starting worker must not run our handlers
+                self._pool = ProcessPoolExecutor(
+                    self.jobs, context, initializer=_start_worker, initargs=(os.getpid(), main)
+                )
+                for _ in range(self.jobs):  # one each: "spawn" pools start processes as needed
+                    self._pool.submit(_ready)
             _RUNNING.add(self)
 
     def imap(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:

@@ -115,6 +115,25 @@ def deferred_signals() -> Iterator[None]:
 _holding: list[bool] = []
 
 
+@contextlib.contextmanager
+def blocked_for_children() -> Iterator[None]:
+    """Block Ctrl-C, SIGTERM and SIGHUP in this thread while it starts worker processes.
+
+    A child inherits the mask (through exec too) and unblocks them once it has set its own
+    handlers (`for_worker`): a signal that reaches a child while it starts then ends it as a
+    worker should end, never through a copy of the parent's handler, which raised in the
+    child's start-up ("Exception ignored in Random.seed ... Terminated"). The parent handles
+    what came meanwhile as the block ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, *ENDING})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def for_worker(parent: int, die_with_parent: bool) -> None:
     """Set up a worker process: Ctrl-C and SIGHUP are its parent's to handle (the parent stops
     it), SIGTERM ends it at once, and with `die_with_parent` (its parent's thread that started
@@ -122,6 +141,7 @@ def for_worker(parent: int, die_with_parent: bool) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, *ENDING})  # `blocked_for_children`
     if die_with_parent and sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             libc = ctypes.CDLL(None, use_errno=True)
