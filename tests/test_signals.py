@@ -152,3 +152,35 @@ def test_workers_start_with_the_ending_signals_blocked_and_unblock_them(tmp_path
     in_tasks, parent = done.stdout.split()
     assert int(in_tasks) & bits == 0
     assert int(parent) & bits == 0
+
+
+LOADING_TORCH = r"""
+import importlib.abc, os, signal, sys
+from segtool.cli.common import load_torch
+from segtool.core import signals
+
+signals.install()
+
+class SignalMidImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "torch.autograd":  # deep inside torch's own import
+            os.kill(os.getpid(), signal.SIGTERM)
+        return None
+
+sys.meta_path.insert(0, SignalMidImport())
+try:
+    load_torch()
+except KeyboardInterrupt:
+    import torch
+    print("interrupted once loaded:", torch.autograd.grad is not None, flush=True)
+"""
+
+
+def test_sigterm_while_torch_loads_waits_until_it_is_loaded():
+    """A signal inside torch's import (where a C++ callback turned the handler's exception into
+    an abort, exit -6) is handled once torch is loaded: the command is interrupted as usual."""
+    done = subprocess.run(
+        [sys.executable, "-c", LOADING_TORCH], capture_output=True, text=True, env=ENV, timeout=300
+    )
+    assert done.stdout == "interrupted once loaded: True\n", done.stderr[-2000:]
+    assert done.returncode == -signal.SIGTERM

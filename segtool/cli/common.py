@@ -246,6 +246,17 @@ def run_command(work: Callable[[], None], debug: bool) -> int:
     return 0
 
 
+def load_torch() -> None:
+    """Load torch with Ctrl-C, SIGTERM and SIGHUP held until it is loaded (a second or more):
+    a signal handled inside one of its C++ import callbacks aborts the process ("terminate
+    called after throwing ... Terminated") instead of interrupting the command. Each command
+    that uses a model calls this before anything else loads torch."""
+    from segtool.core.signals import deferred_signals
+
+    with deferred_signals():
+        import torch  # noqa: F401
+
+
 def interrupted() -> int:
     """Say that Ctrl-C stopped the command; its exit code, 130."""
     emit(styled("interrupted", "red", sys.stderr), sys.stderr)

@@ -13,6 +13,7 @@ from segtool.cli.common import (
     MaxPixels,
     UsageError,
     flag,
+    load_torch,
     note,
     path_arg,
     path_argument,
@@ -280,6 +281,7 @@ def _evaluate(args: SimpleNamespace) -> None:
             given = [name for name, on in _folder_options(args) if on]
             if given:
                 raise UsageError(f"{given[0]} scores PRED GT folders; with --model, drop it")
+            load_torch()
             from segtool.evaluate.model import evaluate_model
             from segtool.evaluate.runs import read_run
 

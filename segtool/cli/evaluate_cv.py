@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
-from segtool.cli.common import UsageError, note, progress_bar, say, table, warn
+from segtool.cli.common import UsageError, load_torch, note, progress_bar, say, table, warn
 
 #: evaluate's results table: (summary.json document, title) -> printed.
 PrintSummary = Callable[[dict, str], None]
@@ -81,6 +81,7 @@ def run_cv_or_compare(args: SimpleNamespace, print_summary: PrintSummary) -> Non
     }
     with progress_bar() as on_progress:
         if args.cv:
+            load_torch()
             from segtool.evaluate.crossval import evaluate_folds
 
             folds = evaluate_folds(paths[:-1], paths[-1], on_progress=on_progress, **common)

@@ -13,6 +13,7 @@ from segtool.cli.common import (
     Overwrite,
     UsageError,
     flag,
+    load_torch,
     note,
     path_argument,
     path_option,
@@ -141,6 +142,7 @@ def command(
 def _predict(args: SimpleNamespace) -> None:
     """Predict a folder of images (or volumes) and print the throughput."""
     use_max_pixels(args.max_pixels)
+    load_torch()
     from segtool.core.dataset import split_stems
     from segtool.predict.ensemble import load_predictors
     from segtool.predict.folder import predict_dir

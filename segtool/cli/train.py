@@ -14,6 +14,7 @@ from segtool.cli.common import (
     err_console,
     finite,
     flag,
+    load_torch,
     max_pixels_option,
     note,
     path_arg,
@@ -304,6 +305,8 @@ def _train(run: dict[str, Any], options: dict[str, Any]) -> None:
     from rich.console import Console
 
     from segtool.cli.train_progress import RichReporter, plan_table
+
+    load_torch()
     from segtool.train.loop import fit
 
     use_max_pixels(run["max_pixels"])
