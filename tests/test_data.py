@@ -39,7 +39,7 @@ def test_item_is_a_dict_of_tensors(tmp_path):
     p = pair(tmp_path, "a", Image.new("RGB", (30, 20), (255, 0, 0)), mask)
     item = SegmentationDataset([p], CMAP)[0]
     assert item["image"].shape == (3, 20, 30) and item["image"].dtype == torch.uint8
-    assert item["mask"].dtype == torch.int64 and int(item["mask"][6, 6]) == 2
+    assert item["mask"].dtype == torch.uint8 and int(item["mask"][6, 6]) == 2
     x = to_model_input(item["image"][None], torch.device("cpu"))  # ImageNet statistics
     assert x.dtype == torch.float32
     assert float(x[0, 0, 0, 0]) == pytest.approx((1 - 0.485) / 0.229, rel=1e-5)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
+
 import torch
 
 from segtool.core.constants import DEVICES
@@ -38,6 +40,9 @@ def amp_dtype_for(device: torch.device, amp: bool | None) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
-    """Mixed precision in `dtype` on `device`, or a no-op context when `dtype` is None."""
-    return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None)
+def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager:
+    """Mixed precision in `dtype` on `device`, or a no-op context when `dtype` is None (any
+    device, the meta device of the sync audit included)."""
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)

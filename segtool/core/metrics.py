@@ -136,14 +136,7 @@ def count(
         code = reference * width + pred
         code[reference == ignore_index] = 255
         hist = cv2.calcHist([code.reshape(-1, 1)], [0], None, [256], [0, 256]).ravel()
-        matrix = hist[: k * (k + 1)].astype(np.int64).reshape(k, k + 1)
-        tp = np.diag(matrix[:, :k]).copy()
-        return Counts(
-            tp=tp,
-            fp=matrix[:, :k].sum(axis=0) - tp,
-            fn=matrix.sum(axis=1) - tp,
-            abstained=int(matrix[:, k].sum()),
-        )
+        return counts_from_confusion(hist[: k * (k + 1)].astype(np.int64).reshape(k, k + 1))
     ref = reference.ravel()
     pred = prediction.ravel()
     valid = ref != ignore_index
@@ -155,6 +148,21 @@ def count(
     ref_n = np.bincount(ref, minlength=k)[:k]
     pred_n = np.bincount(pred[~abstain] if abstain.any() else pred, minlength=k)[:k]
     return Counts(tp=tp, fp=pred_n - tp, fn=ref_n - tp, abstained=int(abstain.sum()))
+
+
+def counts_from_confusion(matrix: np.ndarray) -> Counts:
+    """Counts from the K x (K + 1) confusion matrix of `confusion_matrix` (rows the reference
+    class, columns the predicted class, the last "predicted the ignore value"): TP is its
+    diagonal, FP the first K column sums minus it, FN the row sums minus it. Training's
+    validation counts the matrix on the device and reads it through here too."""
+    k = matrix.shape[0]
+    tp = np.diag(matrix[:, :k]).copy()
+    return Counts(
+        tp=tp,
+        fp=matrix[:, :k].sum(axis=0) - tp,
+        fn=matrix.sum(axis=1) - tp,
+        abstained=int(matrix[:, k].sum()),
+    )
 
 
 def count_multilabel(

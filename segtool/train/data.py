@@ -1,8 +1,9 @@
 """The one dataset module: pairs -> checked, split, loaded, cropped, augmented tensors.
 
 Every step that reads training data (train's loaders, validation, the benchmarks) goes
-through `SegmentationDataset`, which returns ``{"image": float tensor (3, H, W), "mask": long
-tensor (H, W), "stem": str}``; augmentation is a parameter.
+through `SegmentationDataset`, which returns ``{"image": tensor (3, H, W), "mask": tensor (H, W),
+"stem": str}`` (uint8 images and masks where the values fit, made float and int64 on the device
+by `to_model_input` and `to_model_target`); augmentation is a parameter.
 """
 
 from __future__ import annotations
@@ -52,15 +53,46 @@ def normalize(image: np.ndarray, mode: str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
 
+#: ImageNet statistics as 0..255 values, made on each device once (`_imagenet_stats`).
+_STATS: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _imagenet_stats(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ImageNet mean and standard deviation as ``(1, 3, 1, 1)`` tensors on `device`, made
+    there once per process: filled in place from numbers, so no step copies them from the
+    host (a copy from pageable memory would wait for the device on every batch)."""
+    stats = _STATS.get(device)
+    if stats is None:
+        mean, std = torch.empty(3, device=device), torch.empty(3, device=device)
+        for c in range(3):
+            mean[c] = float(IMAGENET_MEAN[c]) * 255
+            std[c] = float(IMAGENET_STD[c]) * 255
+        stats = _STATS[device] = (mean.view(1, 3, 1, 1), std.view(1, 3, 1, 1))
+    return stats
+
+
 def to_model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A batch from `normalize`/`pad_collate` as float32 on `device` (uint8 batches get the
-    ImageNet statistics there)."""
+    ImageNet statistics there); the copy does not wait (pinned batches overlap it)."""
     x = images.to(device, non_blocking=True)
     if x.dtype == torch.uint8:
-        mean = torch.as_tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
-        std = torch.as_tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255
+        mean, std = _imagenet_stats(x.device)
         x = (x.float() - mean) / std
     return x
+
+
+def to_model_target(masks: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch of masks from `pad_collate` (uint8 where the values fit: an eighth of the bytes
+    of int64 cross to the device) as int64 on `device`, what the losses and counts take."""
+    return masks.to(device, non_blocking=True).long()
+
+
+def mask_tensor(mask: np.ndarray) -> torch.Tensor:
+    """A mask as the loaders carry it: uint8 stays uint8 (converted on the device by
+    `to_model_target`), anything wider becomes int64."""
+    if mask.dtype != np.uint8:
+        return torch.from_numpy(mask.astype(np.int64))
+    return torch.from_numpy(np.require(mask, requirements=("C", "W")))  # a read-only cache: copied
 
 
 def resolve_split(
@@ -260,7 +292,7 @@ class SegmentationDataset(Dataset):
             image, mask = out["image"], out["mask"]
         return {
             "image": normalize(image, self.normalization),
-            "mask": torch.from_numpy(mask.astype(np.int64)),
+            "mask": mask_tensor(mask),
             "stem": self.pairs[index].stem,
         }
 
@@ -275,7 +307,10 @@ def pad_collate(
     height, width = -(-height // multiple) * multiple, -(-width // multiple) * multiple
     channels = batch[0]["image"].shape[0]  # 3 for photos, one per sequence for volumes
     images = torch.zeros((len(batch), channels, height, width), dtype=batch[0]["image"].dtype)
-    masks = torch.full((len(batch), height, width), ignore_index, dtype=torch.int64)
+    mask_type = torch.uint8 if ignore_index <= 255 else torch.int64
+    if any(item["mask"].dtype != torch.uint8 for item in batch):
+        mask_type = torch.int64
+    masks = torch.full((len(batch), height, width), ignore_index, dtype=mask_type)
     for i, item in enumerate(batch):
         h, w = item["mask"].shape
         images[i, :, :h, :w] = item["image"]

@@ -36,9 +36,12 @@ class MaskedBCE(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits = logits.reshape(target.shape)
         valid = target != self.ignore_index
-        if not valid.any():
-            return logits.sum() * 0.0
-        return F.binary_cross_entropy_with_logits(logits[valid], target[valid].to(logits.dtype))
+        # Weighted rather than gathered (logits[valid]): a gather reads the number of valid
+        # pixels back from the device, a wait on every step. No valid pixel: 0.
+        per_pixel = F.binary_cross_entropy_with_logits(
+            logits, (target * valid).to(logits.dtype), reduction="none"
+        )
+        return (per_pixel * valid).sum() / valid.sum().clamp(min=1)
 
 
 class MultilabelTargets(nn.Module):

@@ -230,7 +230,9 @@ def labels_from_logits(
 def bits_from_logits(logits: torch.Tensor, thresholds: torch.Tensor | float = 0.5) -> torch.Tensor:
     """Multi-label bit values ``(N, H, W)`` from ``(N, C, H, W)`` logits: bit c is set where the
     sigmoid of channel c exceeds its threshold (one per channel, or one for all)."""
-    thresholds = torch.as_tensor(thresholds, dtype=logits.dtype, device=logits.device)
-    on = torch.sigmoid(logits) > thresholds.reshape(-1, 1, 1)
+    if not isinstance(thresholds, float | int):  # one number stays one: no copy to the device
+        thresholds = torch.as_tensor(thresholds, dtype=logits.dtype, device=logits.device)
+        thresholds = thresholds.reshape(-1, 1, 1)
+    on = torch.sigmoid(logits) > thresholds
     bits = torch.arange(logits.shape[1], device=logits.device)
     return (on.long() << bits[:, None, None]).sum(dim=1)

@@ -1,7 +1,7 @@
 """The training dataset of a volume folder: 2-D slices from the slice cache.
 
 Returns the same items as `SegmentationDataset` (``{"image": float tensor (C, H, W), "mask":
-long tensor (H, W), "stem": case name}``), so losses, the collate function, the training step
+tensor (H, W) as `data.mask_tensor` carries it, "stem": case name}``), so losses, the collate function, the training step
 and validation are shared with photos. The ``stem`` is the case, so validation can add up
 counts per case: a volume's Dice is computed from all of its voxels, not averaged over slices.
 """
@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from segtool.core.classes import ClassMap
 from segtool.core.regions import Regions
-from segtool.train.data import random_crop
+from segtool.train.data import mask_tensor, random_crop
 from segtool.train.transforms import Transform
 from segtool.train.volumes import CachedVolume
 
@@ -91,6 +91,6 @@ class VolumeSliceDataset(Dataset):
             image, mask = out["image"], out["mask"]
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
-            "mask": torch.from_numpy(mask.astype(np.int64)),
+            "mask": mask_tensor(mask),
             "stem": volume.case,
         }

@@ -15,9 +15,9 @@ from torch.utils.data import DataLoader
 from segtool.core.classes import ClassMap
 from segtool.core.device import autocast
 from segtool.core.errors import SegtoolError
-from segtool.core.metrics import Counts, count, count_multilabel, dice, iou, nanmean
-from segtool.core.multilabel import value_dtype
-from segtool.train.data import to_model_input
+from segtool.core.metrics import Counts, dice, iou, nanmean
+from segtool.train.counting import DeviceCounter
+from segtool.train.data import to_model_input, to_model_target
 from segtool.train.model import bits_from_logits, labels_from_logits
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def train_step(run: Run, batch: dict[str, Any], clip_grad: float | None = 1.0) -
     images = to_model_input(batch["image"], hardware.device)
     if hardware.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    masks = batch["mask"].to(hardware.device, non_blocking=True)
+    masks = to_model_target(batch["mask"], hardware.device)
     with autocast(hardware.device, hardware.amp_dtype):
         loss = learner.loss_fn(learner.train_model(images), masks)
     learner.optimizer.zero_grad(set_to_none=True)
@@ -118,42 +118,51 @@ def validate(
     amp_dtype: torch.dtype | None = None,
     per_case: dict[str, Counts] | None = None,
 ) -> tuple[float, Counts, int]:
-    """Loss and pooled TP/FP/FN counts over `loader` (the metrics module's own `count`).
+    """Loss and pooled TP/FP/FN counts over `loader` (the metrics module's counts, taken on
+    the device by `DeviceCounter`).
 
-    With `per_case` (volumes: an item's ``stem`` is its case), each item's counts are also
-    added to ``per_case[stem]``, so a case is scored in 3-D from all of its slices.
+    Everything adds up on the device and is read once, at the end: a pass waits for the
+    device once, not once per batch. With `per_case` (volumes: an item's ``stem`` is its
+    case), each item's counts are also added to ``per_case[stem]``, so a case is scored in
+    3-D from all of its slices.
 
     Returns:
         (summed loss over images, pooled counts, number of images).
     """
     model.eval()
-    k, ignore = class_map.num_classes, class_map.ignore_index
-    bit_type = value_dtype(k - 1) if class_map.multilabel else None
-    pooled = Counts(*(np.zeros(k, dtype=np.int64) for _ in range(3)))
-    loss_sum, n = 0.0, 0
+    k = class_map.num_classes
+    counter = DeviceCounter(k, class_map.ignore_index, class_map.multilabel)
+    pooled = torch.zeros(counter.width, dtype=torch.int64, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    cases: dict[str, torch.Tensor] = {}
+    n = 0
     for batch in loader:
         images = to_model_input(batch["image"], device)
-        masks = batch["mask"].to(device)
+        masks = to_model_target(batch["mask"], device)
         with autocast(device, amp_dtype):
             logits = model(images)
             loss = loss_fn(logits, masks)
-        loss_sum += float(loss) * len(images)
+        loss_sum += loss.detach().double() * len(images)
         n += len(images)
-        if bit_type is not None:  # multi-label: each class its own binary problem
-            predicted = bits_from_logits(logits.float()).cpu().numpy().astype(bit_type)
-            refs = masks.cpu().numpy().astype(bit_type)
-            item_counts = [
-                count_multilabel(r, p, k)[0] for p, r in zip(predicted, refs, strict=True)
-            ]
-        else:
-            predicted = labels_from_logits(logits.float(), k).cpu().numpy()
-            refs = masks.cpu().numpy()
-            item_counts = [count(r, p, k, ignore) for p, r in zip(predicted, refs, strict=True)]
-        for stem, counts in zip(batch["stem"], item_counts, strict=True):
-            pooled = pooled + counts
-            if per_case is not None:
-                per_case[stem] = per_case[stem] + counts if stem in per_case else counts
-    return loss_sum, pooled, n
+        predicted = (
+            bits_from_logits(logits.float())
+            if class_map.multilabel
+            else labels_from_logits(logits.float(), k)
+        )
+        rows = counter.rows(masks, predicted)
+        pooled += rows.sum(dim=0)
+        if per_case is not None:
+            for stem, row in zip(batch["stem"], rows, strict=True):
+                cases[stem] = cases[stem] + row if stem in cases else row
+    names = list(cases)
+    table = torch.stack([pooled, *(cases[s] for s in names)])
+    # The one read: the counts, exact as int64, with the loss's float64 bits beside them.
+    values = torch.cat([table.view(-1), loss_sum.view(1).view(torch.int64)]).cpu().numpy()
+    read = values[:-1].reshape(len(names) + 1, counter.width)
+    for stem, row in zip(names, read[1:], strict=True):
+        counts = counter.counts(row)
+        per_case[stem] = per_case[stem] + counts if stem in per_case else counts
+    return float(values[-1:].view(np.float64)[0]), counter.counts(read[0]), n
 
 
 def scores(counts: Counts, class_map: ClassMap) -> dict[str, Any]:

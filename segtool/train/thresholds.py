@@ -19,7 +19,7 @@ from segtool.core.device import autocast
 from segtool.core.metrics import Counts, dice
 from segtool.train.build import Run, TrainingData, validation_loader
 from segtool.train.config import TrainConfig
-from segtool.train.data import to_model_input
+from segtool.train.data import to_model_input, to_model_target
 from segtool.train.model import load_model
 from segtool.train.runfolder import RunFolder
 
@@ -57,7 +57,7 @@ def tune_thresholds(
     bits = torch.arange(channels, device=device)
     for batch in loader:
         images = to_model_input(batch["image"], device)
-        masks = batch["mask"].to(device)
+        masks = to_model_target(batch["mask"], device)
         with autocast(device, amp_dtype):
             probs = torch.sigmoid(model(images).float())
         valid = (masks & class_map.ignore_index) == 0  # (N, H, W)
