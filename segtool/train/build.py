@@ -18,19 +18,13 @@ from segtool.core.classes import ClassMap, mode_for
 from segtool.core.dataset import Pair, check_pairs, files_digest, find_pairs, split_pairs
 from segtool.core.device import amp_dtype_for, pick_device
 from segtool.core.errors import SegtoolError, check_choice
-from segtool.core.parallel import default_jobs
 from segtool.core.regions import Regions
 from segtool.core.volumes import AXES
 from segtool.train.config import TrainConfig
-from segtool.train.data import (
-    NORMALIZATIONS,
-    SegmentationDataset,
-    config_split,
-    pad_collate,
-    worker_init,
-)
+from segtool.train.data import NORMALIZATIONS, SegmentationDataset, config_split
 from segtool.train.distributed import Dist
 from segtool.train.limits import check_batch
+from segtool.train.loaders import Loaders, default_workers, make_loader, training_sampler
 from segtool.train.losses import LOSSES, build_loss
 from segtool.train.model import build_model, check_names
 from segtool.train.presence import check_presence
@@ -86,18 +80,6 @@ class Learner:
     def restart(self, total: int, warmup: int) -> None:
         """Warm up to the peak rate again over `warmup` steps, then decay to step `total`."""
         self.scheduler.lr_lambdas[0].restart(self.scheduler.last_epoch, total, warmup)
-
-
-@dataclass
-class Loaders:
-    """The training and validation batches (and what seeds them per epoch)."""
-
-    train_ds: Dataset  # SegmentationDataset, or VolumeSliceDataset for a volume folder
-    sampler: torch.utils.data.Sampler | None
-    generator: torch.Generator
-    train: DataLoader
-    val: DataLoader
-    val_cases: list[str] | None = None  # volume folders: validation is scored per case
 
 
 @dataclass
@@ -160,47 +142,11 @@ def check_config(config: TrainConfig) -> None:
     check_batch(config)
 
 
-def default_workers(device: torch.device) -> int:
-    """DataLoader workers: on a GPU up to 4 (cores - 1); on the CPU the model needs every core,
-    so none on small machines (loading runs in the main process) and 2 on large ones."""
-    cores = default_jobs()
-    if device.type == "cpu":
-        return 0 if cores <= 4 else 2
-    return min(4, max(cores - 1, 0))
-
-
 def seed_all(seed: int) -> None:
     """Seed Python's, numpy's and torch's global random streams."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def _loader(
-    dataset: Dataset,
-    config: TrainConfig,
-    run_device: torch.device,
-    workers: int,
-    ignore: int,
-    *,
-    shuffle: bool,
-    generator: torch.Generator | None = None,
-    sampler: torch.utils.data.Sampler | None = None,
-) -> DataLoader:
-    size, batch = len(dataset), config.batch_size
-    return DataLoader(
-        dataset,
-        batch_size=batch,
-        shuffle=shuffle and sampler is None,
-        sampler=sampler,
-        num_workers=workers,
-        collate_fn=partial(pad_collate, ignore_index=ignore),
-        pin_memory=run_device.type == "cuda",
-        drop_last=shuffle and size % batch == 1 and size > batch,  # no batch of one (BatchNorm)
-        worker_init_fn=worker_init if workers else None,
-        generator=generator,
-        persistent_workers=False,
-    )
 
 
 def _datasets(
@@ -269,9 +215,7 @@ def validation_loader(
         )
     )
     hardware = run.hardware
-    return _loader(
-        dataset, config, hardware.device, hardware.workers, class_map.ignore_index, shuffle=False
-    )
+    return make_loader(dataset, config, hardware.device, hardware.workers, class_map.ignore_index)
 
 
 def build_loaders(
@@ -283,16 +227,9 @@ def build_loaders(
 ) -> Loaders:
     """The datasets and their loaders (each process its share under torchrun)."""
     train_ds, val_ds = _datasets(config, class_map, data, dist)
-    sampler = None
-    if dist.world > 1:
-        from torch.utils.data.distributed import DistributedSampler
-
-        sampler = DistributedSampler(
-            train_ds, dist.world, dist.rank, shuffle=True, seed=config.seed
-        )
-    generator = torch.Generator()
+    sampler = training_sampler(train_ds, dist.rank, dist.world, config.seed)
     loader = partial(
-        _loader,
+        make_loader,
         config=config,
         run_device=hardware.device,
         workers=hardware.workers,
@@ -301,9 +238,8 @@ def build_loaders(
     return Loaders(
         train_ds=train_ds,
         sampler=sampler,
-        generator=generator,
-        train=loader(train_ds, shuffle=True, generator=generator, sampler=sampler),
-        val=loader(val_ds, shuffle=False),
+        train=loader(train_ds, sampler=sampler),
+        val=loader(val_ds),
         val_cases=[v.case for v in data.val] if isinstance(data, VolumeData) else None,
     )
 

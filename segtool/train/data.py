@@ -153,6 +153,22 @@ def config_split(dataset: Path, names: list[Pair] | list[str], config: TrainConf
     )
 
 
+def split_key(key: int | tuple[int, int], seed: int) -> tuple[int, int]:
+    """(index, epoch seed) from a sampler's key: an index (the dataset's own `seed`), or the
+    pair `loaders.SeededSampler` sends, so workers need no reseeding between epochs."""
+    return key if isinstance(key, tuple) else (key, seed)
+
+
+def seed_sample(augment: Transform | None, seed: int, index: int) -> np.random.Generator:
+    """Seed sample `index`'s augmentation from (epoch seed, index) alone, and return the
+    random stream its crop draws from: the numbers never depend on the worker count, the
+    order workers run, or the machine's cores."""
+    sample_seed = int(np.random.SeedSequence([seed % 2**63, index]).generate_state(1)[0])
+    if augment is not None and hasattr(augment, "set_random_seed"):
+        augment.set_random_seed(sample_seed)
+    return np.random.default_rng(sample_seed)
+
+
 def _pad_to(image: np.ndarray, mask: np.ndarray, height: int, width: int, ignore: int) -> tuple:
     """Pad bottom/right to at least (height, width): image with 0, mask with the ignore value."""
     dh, dw = max(height - mask.shape[0], 0), max(width - mask.shape[1], 0)
@@ -234,18 +250,12 @@ class SegmentationDataset(Dataset):
         self.regions = regions
         self.reseed(seed)
 
-    #: crops and augmentation draw from (epoch seed, sample): workers need not reseed it
-    per_sample_seeds = True
-
     def reseed(self, seed: int) -> None:
         """Set the epoch's seed: sample `i`'s crop and augmentation draw from (seed, i) alone,
         so the numbers never depend on the worker count, the order workers run, or the
         machine's cores (a resumed run with another --workers repeats the same epoch)."""
         self.seed = seed
         self.rng = np.random.default_rng(seed)
-
-    def _sample_seed(self, index: int) -> int:
-        return int(np.random.SeedSequence([self.seed % 2**63, index]).generate_state(1)[0])
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -275,12 +285,10 @@ class SegmentationDataset(Dataset):
             raise SegtoolError(f"{path}: {exc}") from exc
         return mask if self.regions is None else self.regions.apply(mask)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, seed = split_key(key, self.seed)
         image, mask = self.load(index)
-        sample_seed = self._sample_seed(index)
-        self.rng = np.random.default_rng(sample_seed)
-        if self.augment is not None and hasattr(self.augment, "set_random_seed"):
-            self.augment.set_random_seed(sample_seed)
+        self.rng = seed_sample(self.augment, seed, index)
         if self.box is not None:
             image, mask = resize_pair(image, mask, self.box, self.resize)
         elif self.crop:
@@ -319,17 +327,9 @@ def pad_collate(
 
 
 def worker_init(worker_id: int) -> None:
-    """Give each DataLoader worker its own, reproducible random streams."""
-    # SegmentationDataset draws from (epoch seed, sample) itself, whatever the worker; a dataset
-    # without per-sample seeds gets its own stream per worker.
-    info = torch.utils.data.get_worker_info()
+    """Give each DataLoader worker its own, reproducible global random streams (the datasets
+    draw from (epoch seed, sample) themselves, whatever the worker)."""
     seed = torch.initial_seed() % 2**32
-    if (
-        info is not None
-        and hasattr(info.dataset, "reseed")
-        and not getattr(info.dataset, "per_sample_seeds", False)
-    ):
-        info.dataset.reseed(seed)
     np.random.seed(seed)
     import random
 

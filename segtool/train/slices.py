@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from segtool.core.classes import ClassMap
 from segtool.core.regions import Regions
-from segtool.train.data import mask_tensor, random_crop
+from segtool.train.data import mask_tensor, random_crop, seed_sample, split_key
 from segtool.train.transforms import Transform
 from segtool.train.volumes import CachedVolume
 
@@ -33,7 +33,7 @@ class VolumeSliceDataset(Dataset):
             foreground (most slices of a brain hold no tumour), its crop centred on a
             foreground voxel.
         augment: an albumentations transform (geometric; the images are standardised floats).
-        seed: seeds the sampling (reseed per epoch/worker with `reseed`).
+        seed: seeds the sampling (the epoch's seed comes with each index, or from `reseed`).
         regions: for ``--regions``: label ids -> region bits (`class_map` is the regions').
     """
 
@@ -58,15 +58,16 @@ class VolumeSliceDataset(Dataset):
         self.reseed(seed)
 
     def reseed(self, seed: int) -> None:
-        """Restart the sampling and augmentation random streams from `seed`."""
-        self.rng = np.random.default_rng(seed)
-        if self.augment is not None and hasattr(self.augment, "set_random_seed"):
-            self.augment.set_random_seed(seed)
+        """Set the epoch's seed: slice `i`'s choice, crop and augmentation draw from (seed, i)
+        alone (`data.seed_sample`), whatever the worker count."""
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, seed = split_key(key, self.seed)
+        self.rng = seed_sample(self.augment, seed, index)
         v, s = self.index[index]
         volume = self.volumes[v]
         foreground = False

@@ -156,6 +156,7 @@ class Trainer:
             # The interrupted epoch did not finish; last.pt holds the one before.
             stopped, epoch = "interrupted", self._saved_epoch(epoch - 1)
         finally:
+            self.run.loaders.close()  # the workers persist across epochs, not past the run
             stop(self.dist)
         return self.on_train_end(stopped, epoch)
 
@@ -386,12 +387,7 @@ class Trainer:
     def _seed_epoch(self, epoch: int) -> None:
         """Order and augmentation depend on (seed, epoch) alone, so a resumed run repeats
         exactly what an uninterrupted one would have done."""
-        loaders = self.run.loaders
-        epoch_seed = self.config.seed * 100_003 + epoch
-        loaders.generator.manual_seed(epoch_seed)
-        loaders.train_ds.reseed(epoch_seed)
-        if loaders.sampler is not None:
-            loaders.sampler.set_epoch(epoch)
+        self.run.loaders.seed_epoch(epoch, self.config.seed * 100_003 + epoch)
 
     def _saved_epoch(self, fallback: int) -> int:
         """The epoch ``last.pt`` holds (after Ctrl-C), or `fallback` when there is none."""

@@ -1,0 +1,128 @@
+"""Training's DataLoaders: worker processes that live for the whole run, each index sent to
+them with its epoch's seed, pinned batches on a GPU.
+
+Workers used to restart every epoch because the epoch's seed was set on the dataset in the
+main process, and a worker holds its own copy of the dataset. `SeededSampler` sends the seed
+with every index instead (``(index, epoch seed)``, which the datasets' ``__getitem__`` take),
+so the workers persist across epochs and still draw each sample's crop and augmentation from
+(seed, epoch, sample) alone: the same numbers with 0, 1 or 16 workers, and on resume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
+
+from segtool.core.parallel import default_jobs
+from segtool.train.config import TrainConfig
+from segtool.train.data import pad_collate, worker_init
+
+#: Batches each worker prepares ahead (DataLoader's prefetch_factor): a GPU step is short.
+PREFETCH = 4
+
+
+class SeededSampler(Sampler):
+    """The indices of `inner` (a random, sequential or distributed sampler), each paired with
+    the epoch's seed; `set_epoch` seeds the order and the samples of the next pass."""
+
+    def __init__(self, inner: Sampler, generator: torch.Generator | None = None) -> None:
+        self.inner, self.generator, self.seed = inner, generator, 0
+
+    def set_epoch(self, epoch: int, seed: int) -> None:
+        """The next pass's order and samples depend on (`epoch`, `seed`) alone."""
+        self.seed = seed
+        if self.generator is not None:
+            self.generator.manual_seed(seed)
+        if hasattr(self.inner, "set_epoch"):
+            self.inner.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        seed = self.seed
+        if self.generator is not None:
+            # The draw the DataLoader took from this generator (its workers' base seed) when
+            # it shared it: the order stays what it was, and runs started then resume exactly.
+            torch.empty((), dtype=torch.int64).random_(generator=self.generator)
+        return ((int(i), seed) for i in self.inner)
+
+    def __len__(self) -> int:
+        return len(self.inner)  # type: ignore[arg-type]
+
+
+@dataclass
+class Loaders:
+    """The training and validation batches (and what seeds them per epoch)."""
+
+    train_ds: Dataset  # SegmentationDataset, or VolumeSliceDataset for a volume folder
+    sampler: SeededSampler
+    train: DataLoader
+    val: DataLoader
+    val_cases: list[str] | None = None  # volume folders: validation is scored per case
+
+    def seed_epoch(self, epoch: int, seed: int) -> None:
+        """Seed the next pass over the training set: its order and every sample's crop and
+        augmentation (in the workers too: the seed travels with each index)."""
+        self.sampler.set_epoch(epoch, seed)
+        self.train_ds.reseed(seed)  # type: ignore[attr-defined]  # direct indexing
+
+    def close(self) -> None:
+        """End the loaders' worker processes now (they otherwise live as long as the run)."""
+        for loader in (self.train, self.val):
+            loader._iterator = None  # its __del__ ends the workers
+
+
+def default_workers(device: torch.device) -> int:
+    """DataLoader workers: on a GPU up to 4 (cores - 1); on the CPU the model needs every core,
+    so none on small machines (loading runs in the main process) and 2 on large ones."""
+    cores = default_jobs()
+    if device.type == "cpu":
+        return 0 if cores <= 4 else 2
+    return min(4, max(cores - 1, 0))
+
+
+def make_loader(
+    dataset: Dataset,
+    config: TrainConfig,
+    run_device: torch.device,
+    workers: int,
+    ignore: int,
+    *,
+    sampler: Sampler | None = None,
+) -> DataLoader:
+    """A loader of `config.batch_size` batches collated by `pad_collate`, in `sampler`'s order
+    (default: the dataset's); persistent workers, pinned batches on a GPU.
+
+    The loader draws its workers' base seed from a generator of its own, so neither the
+    number of workers nor their persistence moves torch's global random stream (which
+    ``last.pt`` saves) or the sampler's."""
+    size, batch = len(dataset), config.batch_size  # type: ignore[arg-type]
+    shuffled = sampler is not None and not isinstance(
+        getattr(sampler, "inner", sampler), SequentialSampler
+    )
+    return DataLoader(
+        dataset,
+        batch_size=batch,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=partial(pad_collate, ignore_index=ignore),
+        pin_memory=run_device.type == "cuda",
+        drop_last=shuffled and size % batch == 1 and size > batch,  # no batch of one (BatchNorm)
+        worker_init_fn=worker_init if workers else None,
+        generator=torch.Generator().manual_seed(config.seed),
+        persistent_workers=workers > 0,
+        prefetch_factor=PREFETCH if workers else None,
+    )
+
+
+def training_sampler(dataset: Dataset, rank: int, world: int, seed: int) -> SeededSampler:
+    """A shuffled order, this process's share of it under torchrun, with the epoch's seed."""
+    if world > 1:
+        from torch.utils.data.distributed import DistributedSampler
+
+        inner: Sampler = DistributedSampler(dataset, world, rank, shuffle=True, seed=seed)
+        return SeededSampler(inner)
+    generator = torch.Generator()
+    return SeededSampler(RandomSampler(dataset, generator=generator), generator)
