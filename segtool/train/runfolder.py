@@ -276,10 +276,11 @@ class RunFolder:
         )
 
     # Writing ----------------------------------------------------------------------------
-    def write_progress(self, rows: list[dict[str, Any]]) -> None:
-        """metrics.csv and curves.png from every epoch's row."""
+    def write_progress(self, rows: list[dict[str, Any]], draw: bool = True) -> None:
+        """metrics.csv and (with `draw`) curves.png from every epoch's row."""
         curves.write_metrics(self.path / METRICS_FILE, rows)
-        curves.draw_curves(self.path / CURVES_FILE, rows)
+        if draw:
+            curves.draw_curves(self.path / CURVES_FILE, rows)
 
     def write_thresholds(self, doc: dict[str, Any] | None) -> None:
         """Write the tuned thresholds, or (None) remove stale ones."""

@@ -31,10 +31,11 @@ from segtool.core.regions import Regions
 from segtool.sources.volume_folder import is_volume_folder
 from segtool.train.budget import TIMED_STEPS, TIMED_VAL_BATCHES, WARM_STEPS, Budget
 from segtool.train.build import Run, build_loaders, build_run, load_data, run_facts
-from segtool.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from segtool.train.checkpoint import load_checkpoint, rng_state, set_rng_state
 from segtool.train.config import TrainConfig
 from segtool.train.distributed import Dist, stop, sum_validation
 from segtool.train.runfolder import RunFolder, check_room
+from segtool.train.saving import Saver
 from segtool.train.schedule import warmup_steps
 from segtool.train.steps import (
     NonFiniteLoss,
@@ -136,6 +137,7 @@ class Trainer:
         self.class_map = setup.class_map
         self.folder = setup.folder
         self.progress = Progress()
+        self.saver = Saver(self.folder)
         self.data: Any = None
         self.run: Run | None = None
 
@@ -158,6 +160,7 @@ class Trainer:
         finally:
             self.run.loaders.close()  # the workers persist across epochs, not past the run
             stop(self.dist)
+            self.saver.finish()  # nothing reads or moves the run folder while it is written
         return self.on_train_end(stopped, epoch)
 
     # Hooks ------------------------------------------------------------------------------
@@ -225,7 +228,7 @@ class Trainer:
             )
         except NonFiniteLoss as exc:
             last = self.setup.out / self.folder.last_checkpoint.relative_to(self.folder.path)
-            saved = self.folder.last_checkpoint.is_file()
+            saved = self.saver.finish() or self.folder.last_checkpoint.is_file()
             kept = f"the last good checkpoint is {last}" if saved else "no checkpoint was written"
             raise NonFiniteLoss(
                 f"epoch {epoch}: {exc}; training stopped and {kept}; lower --lr (now "
@@ -354,12 +357,11 @@ class Trainer:
         run.learner.retarget(len(run.loaders.train) * self.config.epochs)
 
     def save(self, improved: bool) -> None:
-        """The best model (when this epoch improved), last.pt, metrics.csv and curves.png."""
+        """The best model (when this epoch improved), last.pt, metrics.csv and curves.png,
+        snapshotted now and written in the background (`Saver`)."""
         learner, progress = self.run.learner, self.progress
-        if improved:
-            self.folder.save_best(learner.model)
-        save_checkpoint(
-            self.folder.last_checkpoint,
+        self.saver.save(
+            learner.model,
             {
                 "model": learner.model.state_dict(),
                 "optimizer": learner.optimizer.state_dict(),
@@ -374,8 +376,9 @@ class Trainer:
                 "config": self.config.to_json(),
                 "rng": rng_state(),
             },
+            progress.rows,
+            improved,
         )
-        self.folder.write_progress(progress.rows)
 
     def write_records(self) -> None:
         """classes.json, split.json and config.json (again when the budget re-fits)."""
@@ -391,5 +394,6 @@ class Trainer:
 
     def _saved_epoch(self, fallback: int) -> int:
         """The epoch ``last.pt`` holds (after Ctrl-C), or `fallback` when there is none."""
+        self.saver.finish()
         last = self.folder.last_checkpoint
         return int(load_checkpoint(last)["epoch"]) if last.is_file() else fallback
