@@ -123,7 +123,8 @@ def command(
             parser=path_arg,
             metavar="PATH",
             show_default=False,
-            help="With --cv: more runs, then DATASET; with --compare: REFERENCE.",
+            help="With --cv: more runs, then DATASET; with --compare: REFERENCE; with --merge: "
+            "more shards.",
         ),
     ] = None,
     model: Annotated[
@@ -242,6 +243,21 @@ def command(
             "split (postprocess.json), as predict does.",
         ),
     ] = True,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            metavar="K/N",
+            help="Score only shard K of N of GT (by name) and keep its items for --merge.",
+        ),
+    ] = None,
+    merge: Annotated[
+        bool,
+        flag(
+            "--merge",
+            "evaluate --merge SHARD... --out DIR: the --out folders of --shard K/N runs, as "
+            "the one report a run over all of GT writes.",
+        ),
+    ] = False,
 ) -> None:
     """Score predicted label masks against references.
 
@@ -262,6 +278,10 @@ def command(
         from segtool.cli.evaluate_cv import run_cv_or_compare
 
         run_cv_or_compare(args, print_summary)
+    elif merge:
+        from segtool.cli.evaluate_merge import merge_command
+
+        merge_command(args, print_summary)
     elif more:
         raise UsageError("more than PRED GT: use --cv RUN... DATASET or --compare A B REFERENCE")
     else:
@@ -311,6 +331,7 @@ def _evaluate(args: SimpleNamespace) -> None:
                 raise UsageError(
                     f"{given[0]} goes with --model RUN DATASET; drop it to score folders"
                 )
+            from segtool.core.shards import parse_shard
             from segtool.evaluate.report import evaluate_dirs
 
             result = evaluate_dirs(
@@ -333,6 +354,7 @@ def _evaluate(args: SimpleNamespace) -> None:
                 connectivity=args.connectivity,
                 gallery_by=args.gallery_by,
                 seed=args.seed,
+                shard=parse_shard(args.shard),
             )
             title = f"{first} vs {references}"
     for message in result.warnings:
@@ -371,4 +393,5 @@ def _folder_options(args: SimpleNamespace) -> list[tuple[str, bool]]:
         ("--lesion-min-size", args.lesion_min_size != 50.0),
         ("--iou-threshold", args.iou_threshold != 0.5),
         ("--connectivity", args.connectivity != "full"),
+        ("--shard", args.shard is not None),
     ]

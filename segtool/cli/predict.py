@@ -114,6 +114,17 @@ def command(
     embed_images: Annotated[
         bool, flag("--embed-images", "--as labelme: put each image in its JSON (imageData).")
     ] = False,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            metavar="K/N",
+            help=with_default(
+                "Only shard K of N of the images (by name), for N jobs or machines; a shard "
+                "whose OUT is already complete is skipped.",
+                "RANK+1/WORLD_SIZE under torchrun, else all",
+            ),
+        ),
+    ] = None,
     overwrite: Overwrite = False,
     max_pixels: MaxPixels = None,
     postprocess: Annotated[
@@ -144,6 +155,7 @@ def _predict(args: SimpleNamespace) -> None:
     use_max_pixels(args.max_pixels)
     load_torch()
     from segtool.core.dataset import split_stems
+    from segtool.core.shards import parse_shard
     from segtool.predict.ensemble import load_predictors
     from segtool.predict.folder import predict_dir
     from segtool.predict.spec import TILE_OVERLAP, PredictSpec
@@ -166,6 +178,7 @@ def _predict(args: SimpleNamespace) -> None:
         simplify=args.simplify,
         embed_images=args.embed_images,
         postprocess=args.postprocess,
+        shard=parse_shard(args.shard),
     )
     predictors = load_predictors(args.model, args.classes)
     predictor = predictors[0]
@@ -202,6 +215,8 @@ def _predict_volumes(
             f"--as {args.as_format}: annotation tools take images, and this run was trained on "
             f"volumes; drop --as"
         )
+    if spec.shard is not None:
+        raise UsageError(f"--shard {spec.shard}: shards split image folders; drop --shard")
 
     with progress_bar() as on_progress:
         report = predict_volumes(

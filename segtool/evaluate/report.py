@@ -9,7 +9,6 @@ the gallery of the worst items.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -18,19 +17,18 @@ from segtool.core.classes import make_class_map
 from segtool.core.constants import IGNORE_INDEX
 from segtool.core.dataset import index_by_stem
 from segtool.core.errors import SegtoolError
-from segtool.core.files import Output, OutputPlan, atomic_path, write_json
+from segtool.core.files import Output, OutputPlan, write_json
 from segtool.core.masks import binary_255_error
 from segtool.core.names import twin_note, twins
 from segtool.core.parallel import ProgressFn, Workers
-from segtool.evaluate.intervals import PER_IMAGE_OBJECT_SCORES, add_objects_and_intervals
 from segtool.evaluate.kinds import reader_for
 from segtool.evaluate.objects import object_settings
 from segtool.evaluate.readers import MaskReader
 from segtool.evaluate.score import ImageScore, Item, score_pair
+from segtool.evaluate.shards import SCORES_FILE, shard_document, summary_from
 from segtool.evaluate.spec import EvalSpec
-from segtool.evaluate.summary import summarize
+from segtool.evaluate.summary import SUMMARY_FILE, write_table
 
-SUMMARY_FILE = "summary.json"
 GALLERY_DIR = "gallery"
 
 
@@ -57,14 +55,18 @@ class ReportTargets:
     summary: Output
     per_image: Output
     gallery: Output | None
+    shard: Output | None = None  #: --shard: shard_scores.json, for --merge
 
 
-def plan_report(plan: OutputPlan, out: Path, gallery: int, table_file: str) -> ReportTargets:
+def plan_report(
+    plan: OutputPlan, out: Path, gallery: int, table_file: str, shard: bool = False
+) -> ReportTargets:
     """Declare the report's outputs in `out` to `plan` (`table_file`: the reader's)."""
     return ReportTargets(
         plan.write(out / SUMMARY_FILE, folder=False, option="--out"),
         plan.write(out / table_file, folder=False, option="--out"),
         plan.write(out / GALLERY_DIR, folder=True, option="--gallery") if gallery else None,
+        plan.write(out / SCORES_FILE, folder=False, option="--out") if shard else None,
     )
 
 
@@ -95,6 +97,10 @@ def pair_masks(
             )
         found.append(masks)
     preds, refs = found
+    if spec.shard is not None:  # this shard's block of the references; other shards' files
+        keep = set(spec.shard.take(sorted(refs)))  # are theirs, neither missing nor extra
+        refs = {stem: path for stem, path in refs.items() if stem in keep}
+        preds = {stem: path for stem, path in preds.items() if stem in keep}
     if spec.only is not None:
         refs = {stem: path for stem, path in refs.items() if stem in spec.only}
         preds = {stem: path for stem, path in preds.items() if stem in spec.only}
@@ -123,19 +129,6 @@ def pair_masks(
         )
     pairs = [(stem, preds.get(stem), refs[stem]) for stem in sorted(refs)]
     return pairs, missing, extra
-
-
-def write_table(path: Path, summary: dict) -> None:
-    """The per-item table: one row an image (or case), a ``<metric>_<class>`` column each."""
-    names = list(summary["per_class"])
-    shown = ("dice", "iou", "hd95", *PER_IMAGE_OBJECT_SCORES)
-    metrics = [m for m in shown if summary["per_image"] and m in summary["per_image"][0]]
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["image", *(f"{m}_{n}" for n in names for m in metrics)])
-        for row in summary["per_image"]:
-            values = [row[m].get(n) for n in names for m in metrics]
-            writer.writerow([row["image"], *("" if v is None else f"{v:.6g}" for v in values)])
 
 
 def evaluate_dirs(
@@ -172,7 +165,8 @@ def evaluate_dirs(
     plan.read("the predictions folder", predictions, files_only=True)
     plan.read("the references folder", references, files_only=True)
     plan.read("the class map", spec.classes)
-    targets = plan_report(plan, spec.out or predictions, spec.gallery, reader.table_file)
+    targets = plan_report(plan, spec.out or predictions, spec.gallery, reader.table_file,
+                          shard=spec.shard is not None)  # fmt: skip
     plan.check()
     with plan.build():
         result = score_into(targets, predictions, references, spec, reader, on_progress)
@@ -224,9 +218,12 @@ def score_into(
         names = ["background" if c == 0 else str(c) for c in range(max(k, 2))]
     else:
         names = list(reader.class_map.names)
-    summary = build_summary(scores, names, reader, spec)
+    context = summary_context(names, reader, spec)
+    summary = summary_from(scores, context)
     if reader.refuses_binary_255:
         _refuse_binary_255(scores, references, predictions, reader.ignore_index)
+    if targets.shard is not None:
+        write_json(targets.shard.tmp, shard_document(spec.shard, scores, context))
     write_json(targets.summary.tmp, summary)
     write_table(targets.per_image.tmp, summary)
     result = Evaluation(summary, targets.summary.path, targets.per_image.path, warnings)
@@ -247,26 +244,34 @@ def score_into(
     return result
 
 
+def summary_context(names: list[str], reader: MaskReader, spec: EvalSpec) -> dict:
+    """What a summary is built from besides the items' scores (`shards.summary_from`): the
+    classes `names`, what `reader` reads and adds, the intervals' seed and the object
+    settings. Kept in a shard's scores file, so --merge builds the same summary."""
+    context = {
+        "names": names,
+        "ignore_index": reader.ignore_index,
+        "multilabel": reader.multilabel,
+        "background_scored": bool(reader.class_map and reader.class_map.background_scored),
+        "fields": reader.summary_fields,
+        "seed": spec.seed,
+        "table_file": reader.table_file,
+        "objects": None,
+    }
+    objects = spec.object_setup()
+    if objects is not None:
+        unit = reader.summary_fields.get("hd95_unit", "px")
+        context["objects"] = object_settings(objects, unit)
+    return context
+
+
 def build_summary(
     scores: list[ImageScore], names: list[str], reader: MaskReader, spec: EvalSpec
 ) -> dict:
     """The ``summary.json`` document of `scores` (classes `names`, read by `reader`): pooled
     scores and means (`summarize`), the reader's fields, object-level scores and intervals.
     Counts are sums, so the scores of several evaluations joined give their pooled summary."""
-    background_scored = bool(reader.class_map and reader.class_map.background_scored)
-    summary = summarize(
-        scores,
-        names,
-        reader.ignore_index,
-        multilabel=reader.multilabel,
-        background_scored=background_scored,
-    )
-    summary.update(reader.summary_fields)
-    add_objects_and_intervals(summary, scores, names, seed=spec.seed)
-    objects = spec.object_setup()
-    if objects is not None:
-        summary["objects"] = object_settings(objects, summary.get("hd95_unit", "px"))
-    return summary
+    return summary_from(scores, summary_context(names, reader, spec))
 
 
 def _named(reader: MaskReader, names: list[str]) -> MaskReader:

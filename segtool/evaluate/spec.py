@@ -13,6 +13,7 @@ from pathlib import Path
 from segtool.core.bootstrap import SEED
 from segtool.core.errors import SegtoolError, check_choice
 from segtool.core.objects import BRATS_DILATION, BRATS_MIN_SIZE, IOU_THRESHOLD, ObjectOptions
+from segtool.core.shards import Shard
 from segtool.evaluate.objects import ObjectSetup
 
 #: What --split accepts with --model: a split of the run's split.json, or every image the
@@ -37,6 +38,8 @@ class EvalSpec:
         jobs: worker processes; None: every core (none for small folders without HD95).
         allow_missing: score references without a prediction as empty predictions.
         only: score only these stems (images) or case names (volumes).
+        shard: score only this shard's block of the references (by name) and write its
+            items' scores to ``shard_scores.json`` for ``--merge`` (`segtool.evaluate.shards`).
         gallery: also draw the N images (or cases) with the lowest Dice into ``OUT/gallery/``.
         images: where the gallery finds the images (default: ``images/``, or ``imagesTr/``,
             beside the references).
@@ -90,6 +93,7 @@ class EvalSpec:
     nsd_tolerance: float | None = None
     seed: int = SEED
     gallery_by: str = "dice"
+    shard: Shard | None = None
 
     def __post_init__(self) -> None:
         if self.only is not None and not isinstance(self.only, frozenset):

@@ -3,12 +3,19 @@ the foreground and all-class means with what each covers and leaves out, per-ima
 
 from __future__ import annotations
 
+import csv
 import math
+from pathlib import Path
 
 import numpy as np
 
+from segtool.core.files import atomic_path
 from segtool.core.metrics import Counts, dice, iou, nanmean, pixel_accuracy, precision, recall
+from segtool.evaluate.intervals import PER_IMAGE_OBJECT_SCORES
 from segtool.evaluate.score import ImageScore
+
+#: The summary document's name in an evaluation's --out folder.
+SUMMARY_FILE = "summary.json"
 
 
 def _clean(value: float) -> float | None:
@@ -140,3 +147,16 @@ def summarize(
         "per_image": per_image,
         **({"multilabel": True} if multilabel else {}),
     }
+
+
+def write_table(path: Path, summary: dict) -> None:
+    """The per-item table: one row an image (or case), a ``<metric>_<class>`` column each."""
+    names = list(summary["per_class"])
+    shown = ("dice", "iou", "hd95", *PER_IMAGE_OBJECT_SCORES)
+    metrics = [m for m in shown if summary["per_image"] and m in summary["per_image"][0]]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["image", *(f"{m}_{n}" for n in names for m in metrics)])
+        for row in summary["per_image"]:
+            values = [row[m].get(n) for n in names for m in metrics]
+            writer.writerow([row["image"], *("" if v is None else f"{v:.6g}" for v in values)])

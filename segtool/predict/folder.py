@@ -23,12 +23,13 @@ from segtool.core.constants import IMAGE_SUFFIXES, MASK_SUFFIX, MULTICLASS
 from segtool.core.dataset import index_by_stem
 from segtool.core.device import pick_device
 from segtool.core.errors import InvalidInputError, SegtoolError
-from segtool.core.files import OutputPlan
+from segtool.core.files import OutputPlan, write_json
 from segtool.core.images import ImageReadError, list_images, load_rgb, open_image
 from segtool.core.masks import write_mask
 from segtool.core.multilabel import preview, write_multilabel_mask
 from segtool.core.parallel import ProgressFn, default_jobs
 from segtool.core.postprocess import Rule
+from segtool.core.shards import SHARD_FILE
 from segtool.predict.annotations import AnnotationSink, annotation_sink
 from segtool.predict.engine import Engine
 from segtool.predict.ensemble import (
@@ -40,6 +41,7 @@ from segtool.predict.ensemble import (
     rules_by_id,
 )
 from segtool.predict.predictor import Predictor
+from segtool.predict.shards import shard_complete, shard_images, shard_record
 from segtool.predict.spec import PredictSpec
 from segtool.train.data import normalize
 from segtool.train.model import STRIDE, has_model
@@ -310,6 +312,8 @@ def predict_dir(
             written) unless ``skip_invalid``.
     """
     spec = PredictSpec.build(spec, **options)
+    if spec.shard and shard_complete(out, spec.shard, find_images(images, stems)):
+        return PredictReport(out, notes=[f"{out}: shard {spec.shard} is already complete"])
     plan = OutputPlan(overwrite=spec.overwrite)
     plan.read("the images folder", images)
     for each in [model] if isinstance(model, (Path, Predictor)) else model:
@@ -325,6 +329,7 @@ def predict_dir(
     plan.check()
     sink = annotation_sink(predictors[0], spec, images, out)
     paths = find_images(images, stems)
+    paths = shard_images(paths, spec.shard) if spec.shard else paths
     torch_device = pick_device(spec.device)
     notes: list[str] = []
     engine = make_engine(
@@ -365,6 +370,8 @@ def predict_dir(
             )
         if sink is not None:
             sink.finish(tmp)
+        if spec.shard:
+            write_json(tmp / SHARD_FILE, shard_record(spec.shard, paths))
         report.seconds = time.perf_counter() - start
         if not report.n_images:
             raise SegtoolError(f"{images}: no image could be read: {report.failed[0]}")

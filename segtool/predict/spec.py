@@ -13,6 +13,7 @@ from typing import Any
 
 from segtool.core.constants import DEVICES
 from segtool.core.errors import SegtoolError, check_choice
+from segtool.core.shards import Shard
 from segtool.sources.writers.formats import ANNOTATION_FORMATS
 from segtool.sources.writers.polygons import check_tolerance
 
@@ -39,6 +40,8 @@ class PredictSpec:
         skip_invalid: predict the readable images and list the others (else nothing is
             written when one cannot be read).
         overwrite: replace an existing output folder.
+        shard: only this shard's images (`segtool.core.shards`); an OUT that already holds
+            this shard's complete output is kept and nothing is done (a resumed job).
         annotations: also write the masks as this annotation format (``--as``: labelme,
             coco, cvat, via, labelstudio), see `segtool.predict.annotations`.
         simplify: the polygons' simplification tolerance in pixels (0: exact outlines).
@@ -63,6 +66,7 @@ class PredictSpec:
     simplify: float = 0.0
     embed_images: bool = False
     postprocess: bool = True
+    shard: Shard | None = None
 
     def __post_init__(self) -> None:
         """Check the values once, before anything is read.

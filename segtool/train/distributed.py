@@ -22,19 +22,27 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    local_world: int = 0  #: processes on this machine (0: all of them, one machine)
 
     @property
     def main(self) -> bool:
         """True on the process that prints, logs and saves (rank 0)."""
         return self.rank == 0
 
+    @property
+    def machines(self) -> int:
+        """How many machines the processes run on (torchrun's nodes)."""
+        return -(-self.world // (self.local_world or self.world))
+
     @classmethod
     def from_env(cls) -> Dist:
-        """Read torchrun's ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` (defaults: one process)."""
+        """Read torchrun's ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and ``LOCAL_WORLD_SIZE``
+        (defaults: one process)."""
         return cls(
             int(os.environ.get("RANK", 0)),
             int(os.environ.get("WORLD_SIZE", 1)),
             int(os.environ.get("LOCAL_RANK", 0)),
+            int(os.environ.get("LOCAL_WORLD_SIZE", 0)),
         )
 
 

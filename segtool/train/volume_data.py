@@ -9,6 +9,8 @@ Dice is its 3-D Dice, and the epoch's score is the mean over cases (as evaluate 
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,7 @@ from segtool.train.distributed import Dist, barrier
 from segtool.train.runfolder import RunFolder
 from segtool.train.slices import VolumeSliceDataset
 from segtool.train.transforms import build_augmentation
-from segtool.train.volumes import CachedVolume, build_cache
+from segtool.train.volumes import CachedVolume, build_cache, case_fingerprint
 
 #: The cache folder inside a run, unless --cache names another.
 CACHE_DIR = "cache"
@@ -63,6 +65,19 @@ class VolumeData:
         }
 
 
+def cache_folder(config: TrainConfig, run_dir: Path, cases: list, dist: Dist) -> Path:
+    """Where the slice cache is: ``--cache``; else ``RUN/cache`` on one machine; across
+    machines a folder in each machine's temporary directory named by the cases' fingerprints
+    and the slice axis (the run folder being built has another name on every machine: it
+    carries the machine's name and process id), written by each machine's first process."""
+    if config.cache:
+        return Path(config.cache)
+    if dist.machines == 1:
+        return run_dir / CACHE_DIR
+    key = hashlib.sha256("-".join(case_fingerprint(c, config.axis) for c in cases).encode())
+    return Path(tempfile.gettempdir()) / f"segtool-slices-{key.hexdigest()[:24]}"
+
+
 def load_volume_data(
     dataset: Path,
     run_dir: Path,
@@ -87,11 +102,13 @@ def load_volume_data(
     by_case = volumes.by_case
     train_cases = [by_case[c] for c in split["train"]]
     val_cases = [by_case[c] for c in split["val"]]
-    cache = Path(config.cache) if config.cache else run_dir / CACHE_DIR
+    cache = cache_folder(config, run_dir, train_cases + val_cases, dist)
     if dist.main:
         check_cases(volumes, train_cases + val_cases)
+    per_machine = dist.machines > 1 and not config.cache
+    if dist.main or (per_machine and dist.local_rank == 0):
         build_cache(volumes, train_cases + val_cases, cache, config.axis, on_progress)
-    barrier(dist)  # the other processes open what rank 0 wrote
+    barrier(dist)  # the other processes open what their machine's first process wrote
     cached = build_cache(volumes, train_cases + val_cases, cache, config.axis)
     train, val = cached[: len(train_cases)], cached[len(train_cases) :]
     slices = sum(len(v.label) for v in train)
