@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 
 import numpy as np
@@ -277,3 +278,31 @@ def test_cv_on_a_volume_folder_pools_cases(tmp_path):
     )
     assert summary["per_class"]["edema"]["tp"] == folds_tp
     assert "out-of-fold cases" in out.stdout
+
+
+def test_cv_scores_each_fold_without_the_post_processing_chosen_on_it(folds, tmp_path):
+    """A run's post-processing was chosen on its own validation fold: scoring that fold with it
+    would flatter the run, so the out-of-fold predictions are the model's own."""
+    dataset, _, runs = folds
+    copies = []
+    for run in runs:
+        copy = tmp_path / run.name
+        shutil.copytree(run, copy, ignore=shutil.ignore_patterns("evaluation"))
+        copies.append(copy)
+    plain = _evaluate("--cv", *copies, dataset, "--out", tmp_path / "plain", "--no-hd95")
+    assert plain.exit_code == 0, plain.output
+    for copy in copies:  # a rule that would remove every predicted square
+        doc = {"rules": {"square": {"rule": "min_size", "min_size": 2**20}}}
+        (copy / "postprocess.json").write_text(json.dumps(doc))
+    chosen = _evaluate(
+        "--cv", *copies, dataset, "--out", tmp_path / "chosen", "--no-hd95", "--overwrite"
+    )
+    assert chosen.exit_code == 0, chosen.output
+    pooled = [
+        json.loads((tmp_path / name / "summary.json").read_text())["per_class"]["square"]
+        for name in ("plain", "chosen")
+    ]
+    assert [(p["tp"], p["fp"], p["fn"]) for p in pooled[:1]] * 2 == [
+        (p["tp"], p["fp"], p["fn"]) for p in pooled
+    ]
+    assert pooled[0]["tp"] + pooled[0]["fp"] > 0  # the rule would have changed the score

@@ -157,7 +157,8 @@ def evaluate_folds(
     """Predict each run's own validation fold of `dataset` and summarise the out-of-fold
     predictions (module docstring): each fold's report in ``RUN/evaluation/val/``, the pooled
     ``summary.json`` (with ``cross_validation``) and per-image table in `spec.out` (default:
-    ``crossval/`` beside the first run).
+    ``crossval/`` beside the first run). Each fold is scored without the post-processing its
+    run chose on that same fold (``postprocess.json``), which would flatter it.
 
     Raises:
         SegtoolError: fewer than 2 runs, runs of different splits or of one fold, a fold image
@@ -172,7 +173,9 @@ def evaluate_folds(
     plan, targets = _report_plan(runs, dataset, out, spec, table)
     folds = []
     for run in runs:
-        fold_spec = replace(spec, split="val", out=run / FOLD_REPORT, gallery=0)
+        # Without the post-processing a run chose on this very fold: chosen on these images,
+        # its score would be optimistic (as scoring the fold that picked the best epoch is).
+        fold_spec = replace(spec, split="val", out=run / FOLD_REPORT, gallery=0, postprocess=False)
         folds.append(evaluate_model(run, dataset, fold_spec, on_progress=on_progress))
     _check_complete(runs, splits, folds)
     plan.check()
