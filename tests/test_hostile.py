@@ -560,7 +560,7 @@ def evaluate_user_predictions(w: World) -> None:
     (w.root / "eo" / "predictions" / "precious.png").write_bytes(b"user data")
 
 
-R, S, T, P, E = "rasterize", "split", "train", "predict", "evaluate"
+R, S, T, P, E, X = "rasterize", "split", "train", "predict", "evaluate", "export"
 LBL = ["--labels", lambda w: w.labels]
 
 
@@ -1188,6 +1188,58 @@ CASES = [
         _say("model"),
         setup=run_drop("model"),
     ),
+    # --- export --------------------------------------------------------------------------------
+    Case(
+        "export: OUT is the run (with --overwrite)",
+        cmd(X, lambda w: w.run, lambda w: w.run, "--overwrite"),
+        1,
+        _say("is the run", lambda w: w.run),
+    ),
+    Case(
+        "export: OUT lies inside the run",
+        cmd(X, lambda w: w.run, lambda w: w.run / "exported"),
+        1,
+        _say("lies inside the run"),
+    ),
+    Case(
+        "export: OUT contains the run (with --overwrite)",
+        cmd(X, lambda w: w.run, lambda w: w.run.parent, "--overwrite"),
+        1,
+        _say("contains the run"),
+    ),
+    Case(
+        "export: OUT exists, no --overwrite",
+        cmd(X, lambda w: w.run, lambda w: w.root / "out"),
+        1,
+        _say("already exists"),
+        setup=setup_out_exists,
+    ),
+    Case(
+        "export: OUT is the check images (with --overwrite)",
+        cmd(X, lambda w: w.run, lambda w: w.new, "--check-images", lambda w: w.new, "--overwrite"),
+        1,
+        _say("is the check images", lambda w: w.new),
+    ),
+    Case(
+        "export: run without a model",
+        cmd(X, lambda w: w.run, lambda w: w.root / "out"),
+        1,
+        _say("no trained model"),
+        setup=run_drop("model"),
+    ),
+    Case(
+        "predict: --backend onnxruntime with a run that has no export",
+        cmd(
+            P,
+            lambda w: w.run,
+            lambda w: w.new,
+            lambda w: w.root / "out",
+            "--backend",
+            "onnxruntime",
+        ),
+        1,
+        _say("no exported model here", lambda w: w.run),
+    ),
     Case(
         "predict: --overlap 1.5",
         cmd(
@@ -1476,7 +1528,7 @@ def test_hostile(case: Case, base: Path, tmp_path: Path, monkeypatch) -> None:
 
 def test_enough_situations():
     commands = {c.id.split(":")[0] for c in CASES}
-    assert commands == {"rasterize", "split", "train", "predict", "evaluate"}
+    assert commands == {"rasterize", "split", "train", "predict", "evaluate", "export"}
     assert len(CASES) >= 60
 
 

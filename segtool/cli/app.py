@@ -43,6 +43,10 @@ COMMANDS = {
         "segtool.cli.predict", "Predict label masks for new images with a trained model."
     ),
     "evaluate": Command("segtool.cli.evaluate", "Score predicted label masks against references."),
+    "export": Command(
+        "segtool.cli.export",
+        "Export a run's model to ONNX or TorchScript, checked against the run on real images.",
+    ),
 }
 
 #: Options every command takes, before or after its name.

@@ -23,7 +23,7 @@ from segtool.cli.common import (
     warn,
     with_default,
 )
-from segtool.core.constants import DEVICES
+from segtool.core.constants import BACKENDS, DEVICES
 
 
 def command(
@@ -31,8 +31,8 @@ def command(
         list[Path],
         path_argument(
             "RUN",
-            "Run folder (or a save_pretrained model folder); several runs are an ensemble "
-            "(their probabilities averaged).",
+            "Run folder (or a save_pretrained model folder, or an export folder of segtool "
+            "export); several are an ensemble (their probabilities averaged).",
         ),
     ],
     images: Annotated[
@@ -125,6 +125,13 @@ def command(
             ),
         ),
     ] = None,
+    backend: Annotated[
+        Literal[BACKENDS],
+        typer.Option(
+            help="What runs the model: torch (a run; a TorchScript export), or onnxruntime "
+            "(MODEL is an ONNX export folder written by segtool export)."
+        ),
+    ] = "torch",
     overwrite: Overwrite = False,
     max_pixels: MaxPixels = None,
     postprocess: Annotated[
@@ -146,6 +153,7 @@ def command(
       segtool predict run/ new_images/ masks_out/ --overlay
       segtool predict run/ new_images/ pre/ --as labelme
       segtool predict run_a/ run_b/ new_images/ masks_out/
+      segtool predict exported/ new_images/ masks_out/ --backend onnxruntime
     """
     _predict(SimpleNamespace(**locals()))
 
@@ -179,8 +187,9 @@ def _predict(args: SimpleNamespace) -> None:
         embed_images=args.embed_images,
         postprocess=args.postprocess,
         shard=parse_shard(args.shard),
+        backend=args.backend,
     )
-    predictors = load_predictors(args.model, args.classes)
+    predictors = load_predictors(args.model, args.classes, args.backend)
     predictor = predictors[0]
     stems = split_stems(predictor.split, args.split, predictor.source) if args.split else None
     if predictor.run is not None and predictor.run.volume_settings() is not None:

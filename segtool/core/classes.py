@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from segtool.core.constants import (
     BACKGROUND_NAME,
@@ -304,7 +304,16 @@ def read_classes_json(path: Path) -> ClassMap:
         SegtoolError: the file does not parse or breaks the layout (ids 0..K-1, unique names,
             RGB colours, an ignore value outside the class ids).
     """
-    doc = read_json(path, "classes.json", "fix the JSON")
+    return class_map_from_json(read_json(path, "classes.json", "fix the JSON"), path)
+
+
+def class_map_from_json(doc: Any, path: Path | str) -> ClassMap:
+    """A class map from a parsed ``classes.json`` document (`path` names where it came from,
+    such as an exported model's ``segtool.json``).
+
+    Raises:
+        SegtoolError: the document breaks the layout of `read_classes_json`.
+    """
     entries = doc.get("classes") if isinstance(doc, dict) else None
     if not isinstance(entries, list) or not entries:
         raise SegtoolError(

@@ -21,6 +21,13 @@ MULTICLASS = "multiclass"
 MULTILABEL = "multilabel"
 #: Device names every command accepts (auto: CUDA, then MPS, then the CPU).
 DEVICES = ("auto", "cpu", "cuda", "mps")
+#: What runs a model in predict: PyTorch (a run, or a TorchScript export) or onnxruntime (an
+#: ONNX export folder, written by ``segtool export``).
+BACKENDS = ("torch", "onnxruntime")
+#: ``segtool export``'s formats, and the ONNX operator set it writes (onnxruntime 1.14 and
+#: later run it).
+EXPORT_FORMATS = ("onnx", "torchscript")
+ONNX_OPSET = 18
 #: How the original images reach ``dataset/images``: copied, hard-linked or left out.
 IMAGE_MODES = ("copy", "link", "none")
 #: Image suffixes segtool pairs with masks (lower case).

@@ -35,7 +35,10 @@ class Engine:
     ) -> None:
         self.p = predictor
         self.device = device
-        self.model = predictor.model.to(device)
+        # The forward function is pluggable: the torch module (moved to the device), or an
+        # exported model's runtime, which takes and gives tensors wherever they are.
+        model = predictor.model
+        self.model = model.to(device) if isinstance(model, torch.nn.Module) else model
         self.amp_dtype = amp_dtype_for(device, amp)
         self.tile = None if tile is None else -(-tile // STRIDE) * STRIDE
         if not 0 <= overlap < 1:

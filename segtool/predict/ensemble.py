@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 from segtool.core.errors import SegtoolError
 from segtool.core.postprocess import Rule, apply_rules
 from segtool.predict.engine import Engine
-from segtool.predict.predictor import Predictor, load_predictor
+from segtool.predict.exported import load_for_backend
+from segtool.predict.predictor import Predictor
 
 if TYPE_CHECKING:
     import numpy as np
@@ -29,8 +30,11 @@ if TYPE_CHECKING:
 Models = Path | Predictor | Sequence[Path | Predictor]
 
 
-def load_predictors(models: Models, classes: Path | None = None) -> list[Predictor]:
-    """Each model loaded (`load_predictor`), checked to agree with the first.
+def load_predictors(
+    models: Models, classes: Path | None = None, backend: str = "torch"
+) -> list[Predictor]:
+    """Each model loaded (`load_for_backend`: a run, or an export folder on `backend`),
+    checked to agree with the first.
 
     Raises:
         SegtoolError: no model, a model that cannot be loaded, or runs that disagree
@@ -39,7 +43,9 @@ def load_predictors(models: Models, classes: Path | None = None) -> list[Predict
     items = [models] if isinstance(models, (Path, Predictor)) else list(models)
     if not items:
         raise SegtoolError("no model given; pass a run folder")
-    loaded = [m if isinstance(m, Predictor) else load_predictor(m, classes) for m in items]
+    loaded = [
+        m if isinstance(m, Predictor) else load_for_backend(m, classes, backend) for m in items
+    ]
     for other in loaded[1:]:
         _check_agree(loaded[0], other)
     return loaded

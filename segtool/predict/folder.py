@@ -40,6 +40,7 @@ from segtool.predict.ensemble import (
     make_engine,
     rules_by_id,
 )
+from segtool.predict.exported import is_export
 from segtool.predict.predictor import Predictor
 from segtool.predict.shards import shard_complete, shard_images, shard_record
 from segtool.predict.spec import PredictSpec
@@ -297,7 +298,8 @@ def predict_dir(
     `postprocess` is False. Several models are an ensemble: their probabilities averaged.
 
     Args:
-        model: a run folder, a bare model folder (with `classes`), or a loaded `Predictor`;
+        model: a run folder, a bare model folder (with `classes`), an export folder
+            (``segtool export``; with the backend of its format), or a loaded `Predictor`;
             or several (an ensemble).
         images: the folder of images.
         out: the folder to write (whole, or not at all).
@@ -319,11 +321,11 @@ def predict_dir(
     for each in [model] if isinstance(model, (Path, Predictor)) else model:
         if isinstance(each, Path) and (each / "model").is_dir():
             plan.read("the model", each / "model")
-        elif isinstance(each, Path) and has_model(each):
+        elif isinstance(each, Path) and (has_model(each) or is_export(each)):
             plan.read("the model", each)
     target = plan.write(out, folder=True, option="OUT")
     plan.check()
-    predictors = load_predictors(model, classes)
+    predictors = load_predictors(model, classes, spec.backend)
     for what, path in (pair for p in predictors for pair in p.inputs):
         plan.read(what, path)
     plan.check()

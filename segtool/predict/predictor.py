@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from torch import nn
+import torch
 
 from segtool.core.classes import ClassMap, out_channels, read_classes_json
 from segtool.core.errors import SegtoolError
@@ -18,7 +19,9 @@ from segtool.train.runfolder import RunFolder
 class Predictor:
     """A loaded model with what predicting needs to know about its training."""
 
-    model: nn.Module
+    #: the forward function, model input -> logits: the torch module, or an exported model
+    #: (a TorchScript module, or an onnxruntime session in `predict.exported.OrtForward`)
+    model: torch.nn.Module | Callable[[torch.Tensor], torch.Tensor]
     class_map: ClassMap
     normalization: str = "imagenet"
     size: tuple[int, int] | None = None  #: the (H, W) box images are resized into

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from segtool.core.constants import DEVICES
+from segtool.core.constants import BACKENDS, DEVICES
 from segtool.core.errors import SegtoolError, check_choice
 from segtool.core.shards import Shard
 from segtool.sources.writers.formats import ANNOTATION_FORMATS
@@ -48,6 +48,8 @@ class PredictSpec:
         embed_images: labelme files hold their image (``imageData``).
         postprocess: apply the run's post-processing chosen on the validation split
             (``postprocess.json``), if it has one.
+        backend: ``torch`` (a run, or a TorchScript export) or ``onnxruntime`` (an ONNX
+            export folder in place of the run).
     """
 
     tile: int | None = None
@@ -67,13 +69,14 @@ class PredictSpec:
     embed_images: bool = False
     postprocess: bool = True
     shard: Shard | None = None
+    backend: str = "torch"
 
     def __post_init__(self) -> None:
         """Check the values once, before anything is read.
 
         Raises:
-            SegtoolError: a threshold that is no probability, a batch size below 1 or an
-                unknown device (the engine checks the tiles' overlap).
+            SegtoolError: a threshold that is no probability, a batch size below 1, an
+                unknown device or backend (the engine checks the tiles' overlap).
         """
         if self.threshold is not None and not 0 <= self.threshold <= 1:  # NaN fails too
             raise SegtoolError(f"--threshold {self.threshold} must be a probability in [0, 1]")
@@ -86,6 +89,7 @@ class PredictSpec:
         if self.annotations is None and (self.simplify or self.embed_images):
             option = "--simplify" if self.simplify else "--embed-images"
             raise SegtoolError(f"{option} shapes the annotations of --as; add --as FORMAT")
+        check_choice("backend", self.backend, BACKENDS)
 
     @classmethod
     def build(cls, spec: PredictSpec | None, **options: Any) -> PredictSpec:

@@ -1,0 +1,1 @@
+"""Exporting a run's model to ONNX or TorchScript, checked against the run on real images."""
