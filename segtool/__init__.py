@@ -27,6 +27,7 @@ _API = {
     "evaluate_model": "segtool.evaluate.model",
     "load_model": "segtool.predict.loaded",
     "choose_postprocessing": "segtool.evaluate.postprocess",
+    "export_model": "segtool.export.folder",
     "EvalSpec": "segtool.evaluate.spec",
     # The typed specs and the run folder the functions take and write.
     "TrainConfig": "segtool.train.config",

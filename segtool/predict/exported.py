@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from segtool import __version__
 from segtool.core.classes import class_map_from_json, mode_for, out_channels
 from segtool.core.constants import BACKENDS, BINARY, EXPORT_FORMATS, MULTILABEL, ONNX_OPSET
 from segtool.core.errors import SegtoolError, check_choice
@@ -94,6 +95,7 @@ def describe(predictor: Predictor, fmt: str, dynamic: list[str]) -> dict[str, An
     box = None if "height" in dynamic or size is None else [-(-s // STRIDE) * STRIDE for s in size]
     return {
         "segtool_export": DOC_VERSION,
+        "segtool_version": __version__,
         "format": fmt,
         "model_file": MODEL_FILES[fmt],
         "opset": ONNX_OPSET if fmt == "onnx" else None,
@@ -165,13 +167,15 @@ def read_export(folder: Path) -> dict[str, Any]:
 
 class OrtForward:
     """An ONNX model in onnxruntime (CPU) as a forward function: tensors in, logits out on
-    the input's device."""
+    the input's device. It uses as many threads as PyTorch would (``OMP_NUM_THREADS``, else
+    the cores), so that the two backends compare on equal terms."""
 
     def __init__(self, path: Path) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: no graph-optimiser chatter
+        options.intra_op_num_threads = torch.get_num_threads()
         try:
             self.session = ort.InferenceSession(
                 str(path), options, providers=["CPUExecutionProvider"]
@@ -255,6 +259,10 @@ def load_for_backend(path: Path, classes: Path | None, backend: str) -> Predicto
     """
     check_choice("backend", backend, BACKENDS)
     if is_export(path):
+        if classes is not None:
+            raise SegtoolError(
+                f"--classes {classes}: the export {path} carries its own class map; drop --classes"
+            )
         return load_exported(path, backend)
     if backend != "torch":
         raise SegtoolError(
