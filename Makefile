@@ -50,6 +50,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_multilabel.py
 	$(BIN)/python benchmarks/bench_hd95_3d.py
 	$(BIN)/python benchmarks/bench_volume_loader.py
+	$(BIN)/python benchmarks/bench_onnx.py
 
 clean:
 	rm -rf build
