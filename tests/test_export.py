@@ -250,3 +250,35 @@ def test_fixed_height_and_width_where_the_architecture_needs_them(tmp_path, monk
     monkeypatch.setattr(formats, "_export", lambda *a: (_ for _ in ()).throw(RuntimeError("x")))
     with pytest.raises(Exception, match="cannot export this model"):
         export_model(tmp_path / "run", tmp_path / "out2")
+
+
+@pytest.mark.parametrize("kind", ["binary", "multilabel"])
+def test_sigmoid_runs_carry_their_thresholds(kind, tmp_path):
+    """A binary run (one sigmoid channel, cut 0.5) and a multi-label run with tuned per-class
+    cuts: segtool.json carries the cuts, and onnxruntime's masks are the run's."""
+    from segtool.train.loop import fit
+    from segtool.train.runfolder import RunFolder
+    from tests.synthetic import make_multilabel_dataset
+
+    if kind == "binary":
+        dataset, extra = make_dataset(tmp_path / "ds", n=12, size=48, classes=2), {}
+    else:
+        dataset, extra = make_multilabel_dataset(tmp_path / "ds"), {"tune_thresholds": True}
+    fit(dataset, tmp_path / "run", **TINY, **extra)
+    export_model(tmp_path / "run", tmp_path / "out")
+    output = json.loads((tmp_path / "out" / "segtool.json").read_text())["output"]
+    assert output["mode"] == kind and output["activation"] == "sigmoid"
+    if kind == "binary":
+        assert output["channels"] == 1 and output["thresholds"] == {"square": 0.5}
+    else:
+        run = RunFolder(tmp_path / "run")
+        tuned = run.thresholds(run.class_map())
+        assert tuned and output["thresholds"] == tuned and output["thresholds_tuned"]
+        loaded = exported_module.load_exported(tmp_path / "out", "onnxruntime")
+        assert loaded.thresholds == tuned  # what predict cuts at
+    images = dataset / "images"
+    predict_dir(tmp_path / "run", images, tmp_path / "a", device="cpu")
+    predict_dir(tmp_path / "out", images, tmp_path / "b", device="cpu", backend="onnxruntime")
+    for name in sorted(os.listdir(tmp_path / "a")):
+        a, b = (np.asarray(Image.open(tmp_path / d / name)) for d in ("a", "b"))
+        np.testing.assert_array_equal(a, b)
