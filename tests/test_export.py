@@ -282,3 +282,28 @@ def test_sigmoid_runs_carry_their_thresholds(kind, tmp_path):
     for name in sorted(os.listdir(tmp_path / "a")):
         a, b = (np.asarray(Image.open(tmp_path / d / name)) for d in ("a", "b"))
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_runs_post_processing_is_carried_and_applied(run, tmp_path):
+    """A run with post-processing (keep each square's largest component): segtool.json holds
+    the rule, and onnxruntime's masks are the run's, post-processed alike."""
+    import shutil
+
+    from segtool.core.postprocess import LARGEST, Rule
+
+    _, run_dir = run
+    shutil.copytree(run_dir, tmp_path / "run")
+    rules = {"rules": {"square": {"rule": LARGEST}}}
+    (tmp_path / "run" / "postprocess.json").write_text(json.dumps(rules))
+    export_model(tmp_path / "run", tmp_path / "out")
+    doc = json.loads((tmp_path / "out" / "segtool.json").read_text())
+    assert doc["postprocess"] == {"square": {"rule": "largest"}}
+    assert exported_module.load_exported(tmp_path / "out", "onnxruntime").postprocess == {
+        "square": Rule(LARGEST)
+    }
+    images = _odd_images(tmp_path / "imgs")
+    predict_dir(tmp_path / "run", images, tmp_path / "a", device="cpu")
+    predict_dir(tmp_path / "out", images, tmp_path / "b", device="cpu", backend="onnxruntime")
+    for name in sorted(os.listdir(tmp_path / "a")):
+        a, b = read_mask(tmp_path / "a" / name), read_mask(tmp_path / "b" / name)
+        np.testing.assert_array_equal(a, b)
