@@ -10,6 +10,7 @@ import typer
 from segtool.cli.common import (
     Overwrite,
     finite,
+    load_torch,
     note,
     path_argument,
     path_option,
@@ -71,6 +72,7 @@ def command(
       segtool export run/ exported/
       segtool predict exported/ new_images/ masks/ --backend onnxruntime
     """
+    load_torch()
     from segtool.export.folder import export_model
 
     report = export_model(
