@@ -12,12 +12,14 @@ from PIL import Image
 
 from segtool.core.bootstrap import draws, mean_interval, ratio_interval
 from segtool.core.errors import SegtoolError
+from segtool.core.lesions import lesion_wise
 from segtool.core.metrics import count
 from segtool.core.objects import ObjectOptions, class_masks
 from segtool.evaluate.intervals import add_objects_and_intervals
 from segtool.evaluate.objects import score_objects
 from segtool.evaluate.report import evaluate_dirs
 from segtool.evaluate.score import ImageScore
+from segtool.evaluate.spec import EvalSpec
 from segtool.evaluate.summary import summarize
 
 NAMES = ["background", "a", "b"]
@@ -264,3 +266,53 @@ def test_bit_masks_leave_out_only_the_reference_ignore_bit():
     assert p1.tolist() == [[False, True, False, False, False]]  # 128 predicts nothing
     assert r2.tolist() == [[False, True, False, True, False]]
     assert p2.tolist() == [[False, False, False, True, True]]  # under the reference's 128: out
+
+
+def test_without_hd95_no_lesion_distance_is_computed(tmp_path, monkeypatch):
+    import segtool.core.lesions as lesions
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a lesion distance was computed")
+
+    pred, gt = _write_dataset(tmp_path)
+    monkeypatch.setattr(lesions, "hd95", refuse)
+    result = evaluate_dirs(pred, gt, jobs=1, with_hd95=False)
+    entry = result.summary["per_class"]["1"]
+    assert entry["lesion_dice"] is not None and entry.get("lesion_hd95") is None
+    assert "lesion_hd95" not in result.summary["mean"]
+    with pytest.raises(AssertionError, match="a lesion distance was computed"):
+        evaluate_dirs(pred, gt, jobs=1, out=tmp_path / "with")  # the patch does bite
+
+
+def test_images_count_every_lesion_and_volumes_keep_bratss_minimum(tmp_path):
+    from segtool.evaluate.kinds import reader_for
+    from segtool.evaluate.nifti_reader import NiftiLabels
+    from segtool.evaluate.readers import PngLabels
+
+    assert PngLabels.lesion_min_size == 0 and NiftiLabels.lesion_min_size == 50
+    pred, gt = _write_dataset(tmp_path)
+    spec = EvalSpec()
+    assert spec.object_setup(reader_for(gt, spec).lesion_min_size).options.min_size == 0
+    assert EvalSpec(lesion_min_size=9).object_setup(50.0).options.min_size == 9
+    result = evaluate_dirs(pred, gt, jobs=1)
+    assert result.summary["objects"]["lesion_min_size"] == 0
+
+
+def test_missed_lesions_on_a_larger_volume_score_the_volumes_diagonal():
+    """The worst distance (core/lesions.py): the whole array's diagonal in the spacing's unit,
+    even though each class is scored inside its bounding box."""
+    shape, spacing = (40, 30, 20), (1.0, 2.0, 3.0)
+    ref = np.zeros(shape, dtype=bool)
+    ref[5:9, 5:9, 5:9] = True  # 64 voxels x 6 mm³ = 384 mm³: scored (over 50)
+    ref[30:34, 20:24, 12:16] = True  # a second lesion, also missed
+    pred = np.zeros(shape, dtype=bool)
+    worst = math.sqrt(40**2 + 60**2 + 60**2)  # sqrt(8800) = 93.81 mm
+    direct = lesion_wise(ref, pred, spacing, ObjectOptions())
+    assert (direct.lesions, direct.missed) == (2, 2)
+    assert direct.dice == 0 and direct.hd95 == pytest.approx(worst)
+    # through evaluate's per-class path, scored inside the box: still the volume's diagonal
+    pred[36:38, 2:4, 2:4] = True  # a false positive far away: the worst distance too
+    scores = score_objects([(1, ref, pred)], 2, spacing, ObjectOptions())
+    lesion_dice, lesion_hd95, lesions, missed, false_positives, _ = scores.lesion[1]
+    assert (lesions, missed, false_positives) == (2, 2, 1)
+    assert lesion_hd95 == pytest.approx(worst) and lesion_dice == 0

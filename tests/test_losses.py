@@ -117,7 +117,9 @@ def test_every_loss_ignores_ignore_pixels(name):
 
 
 def test_unknown_loss_lists_the_valid_ones():
-    with pytest.raises(SegtoolError, match="--loss 'dicey' is not one of dice, jaccard, bce-dice"):
+    with pytest.raises(
+        SegtoolError, match="--loss 'dicey' is not one of dice, dice-image, dice-squared"
+    ):
         build_loss("dicey", BINARY, IGN)
 
 

@@ -325,3 +325,25 @@ def test_predict_help_shows_the_engine_tile_overlap():
     from segtool.predict.engine import TILE_OVERLAP
 
     assert f"[default: {TILE_OVERLAP}]" in invoke(["predict", "--help"]).stdout
+
+
+def test_evaluate_model_takes_the_object_options_as_folders_do(run, tmp_path):
+    dataset, run_dir = run
+    out = tmp_path / "ev"
+    args = ["evaluate", "--model", str(run_dir), str(dataset), "--device", "cpu", "--no-hd95"]
+    more = ["--lesion-min-size", "7", "--lesion-dilation", "1", "--iou-threshold", "0.3"]
+    more += ["--connectivity", "face", "--nsd-tolerance", "2", "--seed", "5", "--out", str(out)]
+    result = invoke([*args, *more])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["objects"] == {
+        "connectivity": "face",
+        "lesion_dilation": 1,
+        "lesion_min_size": 7,
+        "iou_threshold": 0.3,
+        "nsd_tolerance": 2.0,
+        "unit": "px",
+    }
+    assert summary["bootstrap"]["seed"] == 5
+    plain = evaluate_model(run_dir, dataset, out=tmp_path / "plain", device="cpu", jobs=1)
+    assert plain.summary["objects"]["lesion_min_size"] == 0  # images: every object counts

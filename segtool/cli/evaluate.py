@@ -203,9 +203,15 @@ def command(
         int, typer.Option(min=0, help="Lesion-wise: dilation steps joining near lesions.")
     ] = 3,
     lesion_min_size: Annotated[
-        float,
-        typer.Option(min=0, help="Lesion-wise: lesions of at most this size (px, mm³) left out."),
-    ] = 50.0,
+        float | None,
+        typer.Option(
+            min=0,
+            help=with_default(
+                "Lesion-wise: lesions of at most this size (px, mm³) left out.",
+                "0 for images (every object), 50 mm³ for volumes (BraTS)",
+            ),
+        ),
+    ] = None,
     iou_threshold: Annotated[
         float,
         typer.Option(min=0.01, max=1, help="Detection: an object is found at IoU >= this."),
@@ -318,6 +324,7 @@ def _evaluate(args: SimpleNamespace) -> None:
                 jobs=args.jobs,
                 overwrite=args.overwrite,
                 on_progress=on_progress,
+                **_object_options(args),
             )
             source = read_run(model[0]).dataset
             separate = split is None and (source is None or source.resolve() != first.resolve())
@@ -346,14 +353,7 @@ def _evaluate(args: SimpleNamespace) -> None:
                 regions=args.regions,
                 overwrite=args.overwrite,
                 on_progress=on_progress,
-                objects=args.objects,
-                nsd_tolerance=args.nsd_tolerance,
-                lesion_dilation=args.lesion_dilation,
-                lesion_min_size=args.lesion_min_size,
-                iou_threshold=args.iou_threshold,
-                connectivity=args.connectivity,
-                gallery_by=args.gallery_by,
-                seed=args.seed,
+                **_object_options(args),
                 shard=parse_shard(args.shard),
             )
             title = f"{first} vs {references}"
@@ -380,18 +380,17 @@ def _model_options(args: SimpleNamespace) -> list[tuple[str, bool]]:
 
 
 def _folder_options(args: SimpleNamespace) -> list[tuple[str, bool]]:
-    """Whether each option that scores PRED GT folders only is given (--model scores the run's
-    classes, and the object-level scores with their defaults)."""
+    """Whether each option that scores PRED GT folders only is given (--model scores the
+    run's classes)."""
     return [
         ("--classes", args.classes is not None),
         ("--allow-missing", args.allow_missing),
-        ("--no-objects", not args.objects),
-        ("--gallery-by", args.gallery_by != "dice"),
-        ("--seed", args.seed != 0),
-        ("--nsd-tolerance", args.nsd_tolerance is not None),
-        ("--lesion-dilation", args.lesion_dilation != 3),
-        ("--lesion-min-size", args.lesion_min_size != 50.0),
-        ("--iou-threshold", args.iou_threshold != 0.5),
-        ("--connectivity", args.connectivity != "full"),
         ("--shard", args.shard is not None),
     ]
+
+
+def _object_options(args: SimpleNamespace) -> dict[str, object]:
+    """The object-level and interval options, the same for folders and for --model."""
+    names = ("objects", "nsd_tolerance", "lesion_dilation", "lesion_min_size", "iou_threshold",
+             "connectivity", "gallery_by", "seed")  # fmt: skip
+    return {name: getattr(args, name) for name in names}

@@ -30,7 +30,10 @@ from segtool.train.config import PLANNED, TrainConfig, parse_duration
 
 # Choices come from the same tables the library uses (a test keeps them in sync); they are
 # spelled out here so that `segtool train --help` need not import torch.
-LOSSES = ("dice", "jaccard", "bce-dice", "ce", "focal", "tversky", "lovasz")
+LOSSES = (
+    "dice", "dice-image", "dice-squared", "generalized-dice", "log-cosh-dice", "jaccard",
+    "bce-dice", "ce", "focal", "tversky", "lovasz",
+)  # fmt: skip
 AUGMENTS = ("none", "light", "strong")
 NORMALIZE = ("imagenet", "image")
 AXES = ("axial", "coronal", "sagittal")
@@ -115,6 +118,13 @@ OPTIONS: dict[str, Opt] = {
         metavar="REGIONS",
     ),
     "fg_crop": Opt(DATA, "Share of crops centred on foreground.", float, "X", FRACTION),
+    "oversample": Opt(
+        DATA,
+        "Whole images: share of draws from images holding a rare class (0: off).",
+        float,
+        "X",
+        FRACTION,
+    ),
     "augment": Opt(DATA, "Augmentation preset.", AUGMENTS),
     "axis": Opt(DATA, "Volumes: slice along this anatomical axis.", AXES),
     "cache": Opt(
@@ -135,6 +145,13 @@ OPTIONS: dict[str, Opt] = {
     "dice_weight": Opt(LOSS, "bce-dice: weight of the Dice term.", float, "X", AMOUNT),
     "tversky_alpha": Opt(LOSS, "tversky: weight of false positives.", float, "X", AMOUNT),
     "tversky_beta": Opt(LOSS, "tversky: weight of false negatives.", float, "X", AMOUNT),
+    "class_weights": Opt(
+        LOSS,
+        "ce, bce-dice: weight of each class's pixels, background first (e.g. 0.5,1,4), or "
+        "auto: median frequency over the training split.",
+        metavar="auto|W,W,..",
+        shown="none",
+    ),
     "focal_gamma": Opt(LOSS, "focal: how much easy pixels are down-weighted.", float, "X", AMOUNT),
     "epochs": Opt(OPTIM, "Epochs.", int, "N", min=1),
     "batch_size": Opt(OPTIM, "Images per step.", int, "N", min=1),

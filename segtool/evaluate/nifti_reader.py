@@ -16,6 +16,7 @@ import numpy as np
 
 from segtool.core.classes import ClassMap
 from segtool.core.errors import SegtoolError
+from segtool.core.objects import BRATS_MIN_SIZE
 from segtool.core.volumes import slice_axis, to_slices
 from segtool.evaluate.readers import PER_CASE_FILE, Arrays, MaskReader, View
 from segtool.sources.nifti import read_bits, read_geometry, read_label
@@ -46,6 +47,7 @@ class NiftiLabels(MaskReader):
     item: ClassVar[str] = "case"
     pattern: ClassVar[str] = "*.nii.gz, *.nii"
     table_file: ClassVar[str] = PER_CASE_FILE
+    lesion_min_size: ClassVar[float] = BRATS_MIN_SIZE  # mm³: BraTS 2023's
     summary_fields: ClassVar[dict] = {"volumes": True, "hd95_unit": "mm"}
     images_dir: ClassVar[str] = "imagesTr"
     min_pairs_for_workers: ClassVar[int] = 2

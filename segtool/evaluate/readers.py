@@ -23,6 +23,7 @@ from segtool.core.errors import SegtoolError
 from segtool.core.masks import read_mask
 from segtool.core.metrics import MaskValueError, check_values
 from segtool.core.multilabel import MARKER, read_multilabel_values
+from segtool.core.objects import IMAGE_MIN_SIZE
 from segtool.core.regions import Regions
 
 #: The table of per-item scores: one row an image, or a case for volumes.
@@ -67,6 +68,8 @@ class MaskReader:
     #: what one scored file is called
     item: ClassVar[str] = "image"
     pattern: ClassVar[str] = "*.png"
+    #: lesion-wise scores leave out lesions of at most this size unless told (`EvalSpec`)
+    lesion_min_size: ClassVar[float] = IMAGE_MIN_SIZE
     table_file: ClassVar[str] = PER_IMAGE_FILE
     #: keys the summary gains for this kind
     summary_fields: ClassVar[dict] = {}

@@ -201,7 +201,7 @@ def score_into(
         )
     if missing:
         warnings.append(f"{len(missing)} reference(s) without a prediction scored as empty")
-    objects = spec.object_setup()
+    objects = spec.object_setup(reader.lesion_min_size)
     work = partial(score_pair, reader=reader, with_hd95=spec.with_hd95, objects=objects)
     scores = []
     # Without HD95 or object scores a PNG pair takes about a millisecond: workers pay only

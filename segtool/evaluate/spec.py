@@ -12,7 +12,7 @@ from pathlib import Path
 
 from segtool.core.bootstrap import SEED
 from segtool.core.errors import SegtoolError, check_choice
-from segtool.core.objects import BRATS_DILATION, BRATS_MIN_SIZE, IOU_THRESHOLD, ObjectOptions
+from segtool.core.objects import BRATS_DILATION, IMAGE_MIN_SIZE, IOU_THRESHOLD, ObjectOptions
 from segtool.core.shards import Shard
 from segtool.evaluate.objects import ObjectSetup
 
@@ -59,7 +59,8 @@ class EvalSpec:
             (where the references have instance masks) and, with `nsd_tolerance`, surface Dice.
         lesion_dilation: lesion-wise: dilation steps joining near reference lesions (BraTS's 3).
         lesion_min_size: lesion-wise: reference lesions of at most this size (pixels, or mm^3
-            for volumes) are left out (BraTS's 50).
+            for volumes) are left out; None: the reader's default (images 0: every object
+            counts; volumes BraTS's 50 mm^3; `segtool.core.objects.IMAGE_MIN_SIZE`).
         iou_threshold: the IoU at which a predicted object finds a reference object.
         connectivity: of objects: ``full`` (corner neighbours; default) or ``face``.
         nsd_tolerance: normalised surface Dice at this distance (pixels, or mm for volumes);
@@ -87,7 +88,7 @@ class EvalSpec:
     postprocess: bool = True
     objects: bool = True
     lesion_dilation: int = BRATS_DILATION
-    lesion_min_size: float = BRATS_MIN_SIZE
+    lesion_min_size: float | None = None
     iou_threshold: float = IOU_THRESHOLD
     connectivity: str = "full"
     nsd_tolerance: float | None = None
@@ -107,13 +108,14 @@ class EvalSpec:
                 "--gallery-by lesion_dice ranks by an object-level score; drop --no-objects"
             )
 
-    def object_setup(self) -> ObjectSetup | None:
-        """How each pair's object-level scores are computed; None when they are skipped."""
+    def object_setup(self, min_size: float = IMAGE_MIN_SIZE) -> ObjectSetup | None:
+        """How each pair's object-level scores are computed, `min_size` the kind's minimum
+        lesion size where none was given; None when they are skipped."""
         if not self.objects:
             return None
         options = ObjectOptions(
             dilation=self.lesion_dilation,
-            min_size=self.lesion_min_size,
+            min_size=min_size if self.lesion_min_size is None else self.lesion_min_size,
             connectivity=1 if self.connectivity == "face" else None,
             iou_threshold=self.iou_threshold,
             distances=self.with_hd95,

@@ -29,6 +29,7 @@ from segtool.train.losses import LOSSES, build_loss
 from segtool.train.model import build_model, check_names
 from segtool.train.presence import check_presence
 from segtool.train.runfolder import RunFolder
+from segtool.train.sampling import draw_sampler, resolve_class_weights, train_counts
 from segtool.train.schedule import WarmupCosine, warmup_steps
 from segtool.train.transforms import PRESETS, build_augmentation
 from segtool.train.volume_data import VolumeData, volume_datasets
@@ -46,6 +47,7 @@ class TrainingData:
     val: list[Pair]
     regions: Regions | None = None  # --regions: the dataset's class ids -> region bits
     notes: list[str] = field(default_factory=list)  # classes a split lacks (`check_presence`)
+    counts: np.ndarray | None = None  # the training images' pixel counts, where imbalance asks
 
 
 @dataclass
@@ -123,7 +125,9 @@ def load_data(
         )
     # A new run is checked for what its splits hold; a resumed one was checked when it began.
     notes = [] if resume else check_presence(train, val, regions.source if regions else class_map)
-    return TrainingData(pairs, skipped, split, train, val, regions, notes)
+    wanted = config.oversample or config.class_weights == "auto"
+    counts = train_counts(train, class_map, regions) if wanted else None
+    return TrainingData(pairs, skipped, split, train, val, regions, notes, counts)
 
 
 def check_config(config: TrainConfig) -> None:
@@ -227,7 +231,12 @@ def build_loaders(
 ) -> Loaders:
     """The datasets and their loaders (each process its share under torchrun)."""
     train_ds, val_ds = _datasets(config, class_map, data, dist)
-    sampler = training_sampler(train_ds, dist.rank, dist.world, config.seed)
+    counts = getattr(data, "counts", None)  # none for a volume folder
+    sampler = (
+        draw_sampler(config, counts, dist)
+        if config.oversample
+        else training_sampler(train_ds, dist.rank, dist.world, config.seed)
+    )
     loader = partial(
         make_loader,
         config=config,
@@ -264,6 +273,7 @@ def build_run(
         tversky_alpha=config.tversky_alpha,
         tversky_beta=config.tversky_beta,
         focal_gamma=config.focal_gamma,
+        class_weights=resolve_class_weights(config, data),
     )
     volumes = isinstance(data, VolumeData)
     model = _model(config, class_map, device, data.in_channels if volumes else 3)
@@ -316,4 +326,5 @@ def run_facts(
         if run.hardware.amp_dtype
         else None,
         "world_size": world,
+        "class_weights": resolve_class_weights(config, data),
     }

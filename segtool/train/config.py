@@ -34,7 +34,7 @@ PER_INVOCATION = {"time_budget": None, "warm_restart": False}
 #: The options the plan chooses when they are not given.
 PLANNED = frozenset(
     ("size", "resize", "crop", "fg_crop", "encoder", "decoder_channels", "batch_size",
-     "augment", "lr", "epochs", "loss")
+     "augment", "lr", "epochs", "loss", "oversample")
 )  # fmt: skip
 
 
@@ -75,6 +75,15 @@ def parse_duration(text: str | float) -> float:
     return seconds
 
 
+def _numbers(text: Any, kind: type) -> tuple:
+    """``"1,2,3"`` or a list -> a tuple of `kind`; () when a value does not parse."""
+    try:
+        values = text.split(",") if isinstance(text, str) else list(text)
+        return tuple(kind(v) for v in values)
+    except (TypeError, ValueError):
+        return ()
+
+
 def parse_channels(text: Any) -> tuple[int, ...] | None:
     """``"64,32,16,16,16"`` (or a list of widths) -> (64, 32, 16, 16, 16).
 
@@ -83,16 +92,30 @@ def parse_channels(text: Any) -> tuple[int, ...] | None:
     """
     if text is None:
         return None
-    try:
-        values = text.split(",") if isinstance(text, str) else list(text)
-        channels = tuple(int(v) for v in values)
-    except (TypeError, ValueError):
-        channels = ()
+    channels = _numbers(text, int)
     if not channels or min(channels) < 1:
         raise SegtoolError(
             f"--decoder-channels {text!r}: give positive integers, e.g. 64,32,16,16,16"
         )
     return channels
+
+
+def parse_class_weights(text: Any) -> str | tuple[float, ...] | None:
+    """``--class-weights``: ``auto`` (median frequency balancing over the training split), or
+    one weight per class, background first (``"0.5,1,4"`` or a list) -> "auto" or a tuple.
+
+    Raises:
+        SegtoolError: not ``auto`` nor finite weights, 0 or more, one of them above 0.
+    """
+    if text is None or text == "auto":
+        return text
+    weights = _numbers(text, float)
+    if not weights or not all(0 <= w < math.inf for w in weights) or not any(weights):
+        raise SegtoolError(
+            f"--class-weights {text!r}: give auto, or one weight per class (0 or more, "
+            f"background first), e.g. 0.5,1,4"
+        )
+    return weights
 
 
 def _path(value: Any) -> Path | None:
@@ -114,6 +137,7 @@ def _budget(value: Any) -> float | None:
 #: How each option that users type as text becomes its value (applied once, on building).
 PARSERS = {
     "size": _size,
+    "class_weights": parse_class_weights,
     "decoder_channels": parse_channels,
     "time_budget": _budget,
     "split_file": _path,
@@ -137,6 +161,7 @@ class TrainConfig:
     tversky_alpha: float = 0.3
     tversky_beta: float = 0.7
     focal_gamma: float = 2.0
+    class_weights: str | tuple[float, ...] | None = None  #: "auto", or one per class
     arch: str = DEFAULT_ARCH
     encoder: str = DEFAULT_ENCODER
     encoder_weights: str = "none"
@@ -145,6 +170,7 @@ class TrainConfig:
     resize: str = "stretch"
     crop: int | None = None
     fg_crop: float = 0.33
+    oversample: float = 0.0  #: share of whole-image draws from images holding a rare class
     augment: str = "light"
     normalize: str = "imagenet"
     seed: int = 0
@@ -226,8 +252,11 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise SegtoolError(f"--{name.replace('_', '-')} must be at least 1")
-        if not 0 <= self.fg_crop <= 1:
-            raise SegtoolError(f"--fg-crop {self.fg_crop} must be between 0 and 1")
+        for name in ("fg_crop", "oversample"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise SegtoolError(
+                    f"--{name.replace('_', '-')} {getattr(self, name)} must be between 0 and 1"
+                )
         for name in AMOUNTS:
             value = getattr(self, name)
             if not 0 <= value < math.inf:  # also false for NaN

@@ -7,7 +7,7 @@ device, its memory (GPU memory, or free RAM on the CPU) and the cores.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,19 @@ class Fingerprint:
     largest_size: tuple[int, int]  #: (height, width), the largest of each side
     channels: int
     classes: list[ClassStats]
+    #: images x classes pixel counts (not in config.json), rows in the order of `stems`
+    image_counts: np.ndarray | None = field(default=None, repr=False, compare=False)
+    stems: list[str] = field(default_factory=list, repr=False, compare=False)
+    #: the training split's stems, once known (`planning.plan_new_run`); None: every image
+    train_stems: list[str] | None = field(default=None, repr=False, compare=False)
+
+    def train_counts(self) -> np.ndarray:
+        """The pixel counts of the training split's images (every image's until it is known)."""
+        counts = self.image_counts if self.image_counts is not None else np.zeros((0, 1))
+        if self.train_stems is None:
+            return counts
+        train = set(self.train_stems)
+        return counts[[i for i, s in enumerate(self.stems) if s in train]]
 
     def rare(self, share: float = 0.01) -> list[ClassStats]:
         """Classes with fewer than `share` of the labelled pixels, or in under 10% of images."""
@@ -51,8 +64,9 @@ class Fingerprint:
         return min(areas) if areas else 0.0
 
     def to_json(self) -> dict[str, Any]:
-        """A plain dict for config.json."""
-        return asdict(self)
+        """A plain dict for config.json (without the per-image counts)."""
+        hidden = ("image_counts", "stems", "train_stems")
+        return {k: v for k, v in asdict(self).items() if k not in hidden}
 
 
 @dataclass
@@ -109,6 +123,7 @@ def measure_dataset(pairs: list[Pair], class_map: ClassMap, jobs: int | None = N
     counts = np.zeros(k, dtype=np.int64)
     images = np.zeros(k, dtype=np.int64)
     areas: list[list[int]] = [[] for _ in range(k)]
+    rows = []
     for h, w, ch, pixels, objects in imap_jobs(
         _measure_pair, ((p, k, class_map.multilabel) for p in pairs), jobs
     ):
@@ -116,6 +131,7 @@ def measure_dataset(pairs: list[Pair], class_map: ClassMap, jobs: int | None = N
         widths.append(w)
         channels.append(ch)
         counts += pixels
+        rows.append(pixels)
         images += pixels > 0
         for c in range(k):
             areas[c] += objects[c]
@@ -136,6 +152,8 @@ def measure_dataset(pairs: list[Pair], class_map: ClassMap, jobs: int | None = N
         largest_size=(max(heights, default=0), max(widths, default=0)),
         channels=max(set(channels), key=channels.count) if channels else 3,
         classes=classes,
+        image_counts=np.array(rows, dtype=np.int64).reshape(len(rows), k),
+        stems=[p.stem for p in pairs],
     )
 
 

@@ -22,6 +22,7 @@ from segtool.train.build import check_config
 from segtool.train.checkpoint import load_checkpoint
 from segtool.train.config import Given, TrainConfig
 from segtool.train.distributed import Dist, start
+from segtool.train.losses import check_class_weights
 from segtool.train.planning import (
     Planned,
     choose_config,
@@ -88,6 +89,7 @@ def fit(
         dataset, out, state, class_map, regions, given, config is None, dist
     )
     check_config(chosen)
+    check_class_weights(chosen.loss, chosen.class_weights, class_map)
     # Checked; only now is anything written. A new run is built beside `out` (its data cache
     # too) and moved in at the end: an --overwrite'd run stays whole until the new one completes.
     fresh, run_dir = outputs is not None and not os.path.lexists(out), out
@@ -131,6 +133,7 @@ def preview_plan(dataset: Path, *, clock: float | None = None, **options: Any) -
     class_map, regions = training_classes(dataset_classes(dataset), given, None)
     planned = plan_new_run(dataset, class_map, regions, given)
     check_config(planned.config)
+    check_class_weights(planned.config.loss, planned.config.class_weights, class_map)
     if planned.config.time_budget:
         setup = Setup(dataset, dataset, RunFolder(Path()), planned.config, class_map, regions)
         trainer = Trainer(setup, Reporter(), Dist(), _budget(planned.config, clock, planned))

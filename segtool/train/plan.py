@@ -13,9 +13,16 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from segtool.core.constants import BACKGROUND_NAME
 from segtool.train.config import Given
 from segtool.train.fingerprint import Fingerprint, Machine
 from segtool.train.geometry import STRIDE
+from segtool.train.imbalance import (
+    OVERSAMPLE_SHARE,
+    describe_rare,
+    median_frequency,
+    rare_classes,
+)
 from segtool.train.limits import check_budget
 
 #: The longest input side trained on whole images, per device; larger images are resized
@@ -163,6 +170,37 @@ def _training(plan: Plan, fp: Fingerprint, machine: Machine, given: Given) -> No
     plan.set("epochs", epochs, f"about {target} steps of {steps} per epoch")
 
 
+def _imbalance(plan: Plan, fp: Fingerprint, given: Given) -> None:
+    """Oversampling of images holding rare classes (whole images only: patches are centred
+    on foreground by --fg-crop instead), and --class-weights auto's values, from the
+    training split's counts."""
+    counts = fp.train_counts()
+    names = [BACKGROUND_NAME, *(c.name for c in fp.classes)]
+    if given.config.class_weights == "auto" and counts.size:
+        weights = median_frequency(counts)
+        shown = ", ".join(f"{n} {w:.3g}" for n, w in zip(names, weights, strict=True))
+        why = f"median frequency over {len(counts)} training images: {shown}"
+        plan.set("class_weights", "auto", why)
+    if _given(plan, given, "oversample"):
+        return
+    if plan.options().get("crop") or not counts.size:  # patches; or nothing measured
+        return
+    rare = rare_classes(counts)
+    if not rare:
+        plan.set("oversample", 0.0, "no rare class in the training split: uniform draws")
+        return
+    natural = float((counts[:, rare] > 0).any(axis=1).mean())
+    if natural >= OVERSAMPLE_SHARE:
+        why = f"rare {describe_rare(counts, rare, names)}, already in {natural:.0%} of images"
+        plan.set("oversample", 0.0, f"{why}: uniform draws")
+        return
+    plan.set(
+        "oversample", OVERSAMPLE_SHARE, f"rare {describe_rare(counts, rare, names)} -> "
+        f"{OVERSAMPLE_SHARE:.0%} of draws from images holding it (as nnU-Net's foreground "
+        f"patches)",
+    )  # fmt: skip
+
+
 def plan_training(fp: Fingerprint, machine: Machine, given: Given) -> Plan:
     """Choose geometry, model, batch size, augmentation, learning rate and epochs.
 
@@ -180,6 +218,7 @@ def plan_training(fp: Fingerprint, machine: Machine, given: Given) -> Plan:
     _model(plan, machine, given)
     _batch_size(plan, fp, machine, given)
     _training(plan, fp, machine, given)
+    _imbalance(plan, fp, given)
     rare = fp.rare()
     if not _given(plan, given, "loss") and rare and not plan.options().get("crop"):
         names = ", ".join(f"{c.name} ({c.share:.2%})" for c in rare[:3])

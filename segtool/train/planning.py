@@ -18,6 +18,7 @@ from segtool.core.multilabel import mask_bits
 from segtool.core.regions import Regions, parse_regions
 from segtool.sources.volume_folder import is_volume_folder, read_volume_dataset
 from segtool.train.config import Given, TrainConfig, resume_config
+from segtool.train.data import resolve_split
 from segtool.train.distributed import Dist
 from segtool.train.fingerprint import Fingerprint, Machine, measure_dataset, measure_machine
 from segtool.train.geometry import STRIDE
@@ -105,6 +106,10 @@ def plan_new_run(
     """
     pairs, _ = find_pairs(dataset, skip_unpaired=given.config.skip_unpaired)
     fp = measure_dataset(pairs, regions.source if regions else class_map)
+    cfg = given.config  # the split the run will train on: imbalance is measured on it
+    fp.train_stems = resolve_split(
+        dataset, pairs, cfg.split_file, val=cfg.val, test=cfg.test, seed=cfg.seed
+    )["train"]
     machine = measure_machine(given.config.device)
     plan = plan_training(fp, machine, given)
     config = given.over(plan.options())
