@@ -34,9 +34,10 @@ def test_rare_classes_hand_table():
     assert rare_classes(COUNTS) == []
     counts = np.array([[1000, 5]] + [[1000, 0]] * 9)  # 0.05 % of pixels, 1 of 10 images
     assert rare_classes(counts) == [1]
-    common = np.array([[900, 100]] * 3 + [[1000, 0]] * 27)  # 3.3 %, but in 10 % of images
+    common = np.array([[500, 500]] * 3 + [[1000, 0]] * 27)  # 5 % of pixels, 10 % of images
     assert rare_classes(common) == []
-    assert rare_classes(np.array([[900, 100]] * 2 + [[1000, 0]] * 28)) == [1]  # 6.7 %
+    few = np.array([[500, 500]] * 2 + [[1000, 0]] * 28)  # 3.3 % of pixels, in 6.7 % of images
+    assert rare_classes(few) == [1]
 
 
 def test_draw_probabilities_hand_table():
