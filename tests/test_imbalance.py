@@ -152,3 +152,27 @@ def test_the_run_records_the_class_weights_it_used(tmp_path):
     assert doc["class_weights"] == pytest.approx(
         median_frequency(np.array([[924, 100, 0]] * 14 + [[922, 100, 2]] * 2))
     )
+
+
+def test_volume_folders_refuse_oversampling_and_auto_weights_in_one_line():
+    from segtool.core.errors import SegtoolError
+    from segtool.train.sampling import draw_sampler, resolve_class_weights
+
+    with pytest.raises(SegtoolError, match="--oversample 0.33 draws whole images.*drop it"):
+        draw_sampler(TrainConfig(oversample=0.33), None, torch.Generator(), Dist())
+    with pytest.raises(SegtoolError, match="--class-weights auto measures .*0.5,1,2"):
+        resolve_class_weights(TrainConfig(class_weights="auto"), object())
+    assert resolve_class_weights(TrainConfig(class_weights="1,2"), object()) == (1.0, 2.0)
+
+
+def test_cli_refuses_a_wrong_weight_count_in_one_line(tmp_path):
+    from tests.cli import invoke
+
+    dataset, _ = rare_dataset(tmp_path / "data")
+    result = invoke(["train", str(dataset), "--out", str(tmp_path / "run"), "--loss", "ce",
+                     "--class-weights", "1,2", "--epochs", "1"])  # fmt: skip
+    assert result.exit_code == 1
+    assert "2 weights for 3 classes (_background_, square, dot)" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+    bad = invoke(["train", str(dataset), "--out", str(tmp_path / "r"), "--class-weights", "a,b"])
+    assert bad.exit_code == 1 and "give auto, or one weight per class" in bad.stderr
