@@ -212,7 +212,7 @@ def test_resume_refuses_changed_settings(trained, easy):
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"loss": "dicey"}, "--loss 'dicey' is not one of dice, jaccard"),
+        ({"loss": "dicey"}, "--loss 'dicey' is not one of dice, dice-image"),
         ({"arch": "unnet"}, "--arch 'unnet' is unknown; did you mean 'unet'"),
         ({"encoder": "resnet19"}, "--encoder 'resnet19' is unknown; did you mean 'resnet18'"),
         ({"batch_size": 50}, "--batch-size 50 is larger than the 12 training images"),

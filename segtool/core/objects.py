@@ -34,8 +34,8 @@ BRATS_DILATION = 3
 BRATS_MIN_SIZE = 50.0
 #: The minimum lesion size on 2-D images: none, every object counts. BraTS's 50 voxels drop
 #: label noise at 1 mm³ in brain MRI; in a photo an object of a few pixels is drawn on
-#: purpose (the demo's spots are 12-40 px: 50 left out 12 of its 13), so volumes keep
-#: BraTS's size and images count every object.
+#: purpose (the demo's spots are 20-56 px, median 36: a minimum of 50 left out 12 of its 13
+#: test spots), so volumes keep BraTS's size and images count every object.
 IMAGE_MIN_SIZE = 0.0
 #: OpenCV labels 2-D masks below this many pixels (its int32 labels and indexing).
 _CV_LIMIT = 2**31 - 1
