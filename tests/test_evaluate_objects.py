@@ -253,6 +253,11 @@ def test_volumes_are_scored_in_mm_over_cases(tmp_path):
     assert a["lesion_hd95"] == pytest.approx((worst / 2 + 0 + 0) / 3)
     assert s["bootstrap"]["over"] == "cases" and s["objects"]["unit"] == "mm"
     assert "lesion_dice_lesion" in result.per_image_path.read_text().splitlines()[0]
+    default = evaluate_dirs(
+        tmp_path / "pred", tmp_path / "gt", classes=tmp_path / "classes.json", out=tmp_path / "d"
+    ).summary  # volumes keep BraTS's 50 mm³: each lesion is 18 x 2.97 = 53.5 mm³, scored
+    assert default["objects"]["lesion_min_size"] == 50
+    assert default["per_class"]["lesion"]["lesions"] == 6
 
 
 def test_bit_masks_leave_out_only_the_reference_ignore_bit():
