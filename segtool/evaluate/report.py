@@ -258,7 +258,7 @@ def summary_context(names: list[str], reader: MaskReader, spec: EvalSpec) -> dic
         "table_file": reader.table_file,
         "objects": None,
     }
-    objects = spec.object_setup()
+    objects = spec.object_setup(reader.lesion_min_size)
     if objects is not None:
         unit = reader.summary_fields.get("hd95_unit", "px")
         context["objects"] = object_settings(objects, unit)
