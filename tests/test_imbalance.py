@@ -105,7 +105,7 @@ def test_rare_class_images_are_drawn_more_often_in_training(tmp_path):
         loaders = build_loaders(config, cmap, data, Dist(), hardware)
         stems = Counter()
         for epoch in range(20):
-            loaders.generator.manual_seed(epoch)
+            loaders.seed_epoch(epoch, epoch)
             for batch in loaders.train:
                 stems.update(batch["stem"])
         drawn[share] = (stems["r00"] + stems["r01"]) / sum(stems.values())
@@ -159,7 +159,7 @@ def test_volume_folders_refuse_oversampling_and_auto_weights_in_one_line():
     from segtool.train.sampling import draw_sampler, resolve_class_weights
 
     with pytest.raises(SegtoolError, match="--oversample 0.33 draws whole images.*drop it"):
-        draw_sampler(TrainConfig(oversample=0.33), None, torch.Generator(), Dist())
+        draw_sampler(TrainConfig(oversample=0.33), None, Dist())
     with pytest.raises(SegtoolError, match="--class-weights auto measures .*0.5,1,2"):
         resolve_class_weights(TrainConfig(class_weights="auto"), object())
     assert resolve_class_weights(TrainConfig(class_weights="1,2"), object()) == (1.0, 2.0)
