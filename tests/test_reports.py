@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -24,11 +25,10 @@ def _console(width: int = 80) -> tuple[Console, io.StringIO]:
     return Console(file=buffer, width=width, force_terminal=False, color_system=None), buffer
 
 
-def test_progress_lines_when_the_output_is_not_a_terminal(monkeypatch):
+def test_progress_lines_when_the_output_is_not_a_terminal():
     console, buffer = _console()
     now = [1000.0]
-    monkeypatch.setattr("segtool.cli.train_progress.time.monotonic", lambda: now[0])
-    reporter = RichReporter(console, line_every=30)
+    reporter = RichReporter(console, line_every=30, now=lambda: now[0])
     reporter.epoch_start(1, 4, 10)
     for step in range(1, 11):
         now[0] += 7.0  # a step every 7 s: a line at 35 s and at 70 s
@@ -38,6 +38,44 @@ def test_progress_lines_when_the_output_is_not_a_terminal(monkeypatch):
     # 5 steps in 35 s: 70 s an epoch, 35 s left in this one, 3 more epochs: 245 s = 4m05s.
     assert lines[0] == "epoch 1/4  step 5/10  loss 0.1000  12.0 img/s  4m05s left"
     assert lines[1].startswith("epoch 1/4  step 10/10")
+
+
+def test_slow_steps_give_a_progress_line_every_30_s_not_every_ten_steps():
+    """Steps of 13.5 s (a busy machine): training reports every step, so a line comes at
+    each 30 s (steps 3, 6, 9, ...), not only where the loss is read (every 10 steps, 135 s)."""
+    import torch
+
+    from segtool.train.steps import train_one_epoch
+
+    console, buffer = _console()
+    now = [0.0]
+    reporter = RichReporter(console, line_every=30, now=lambda: now[0])
+    run = SimpleNamespace(
+        hardware=SimpleNamespace(device=torch.device("cpu")),
+        learner=SimpleNamespace(train_model=torch.nn.Identity()),
+    )
+
+    def step(batch):
+        now[0] += 13.5
+        return torch.tensor(0.5)
+
+    reporter.epoch_start(1, 1, 20)
+    train_one_epoch(run, [{"image": torch.zeros(2, 1)}] * 20, step, reporter=reporter)
+    lines = [line for line in buffer.getvalue().splitlines() if line.startswith("epoch 1/1  step")]
+    assert [line.split()[3] for line in lines] == [
+        "3/20",
+        "6/20",
+        "9/20",
+        "12/20",
+        "15/20",
+        "18/20",
+    ]
+
+
+def test_a_phase_gets_its_line():
+    console, buffer = _console()
+    RichReporter(console).phase("timing the first steps")
+    assert buffer.getvalue() == "timing the first steps\n"
 
 
 def test_no_progress_lines_on_a_terminal(monkeypatch):

@@ -85,10 +85,12 @@ def test_resume_with_more_epochs_continues_the_rate(easy, tmp_path):
     fit(easy, run, resume=True, epochs=6)
     rates = [r / FAST["lr"] for r in _rates(run)]
     assert len(rates) == 6 and all(b <= a for a, b in itertools.pairwise(rates[1:]))
-    # From step 6 (epoch 3's start, rate rates[2]) the decay is re-planned to end at step 18.
+    # From step 6 (epoch 3's start, rate rates[2]) the decay is re-planned to end at step 18:
+    # the cosine goes on from its phase there, stretched over the 12 steps left.
+    start = math.acos(2 * (rates[2] - FLOOR) / (1 - FLOOR) - 1) / math.pi
     for epoch, step in ((5, 12), (6, 15)):
-        progress = (step - 6) / (18 - 6)
-        expected = FLOOR + (rates[2] - FLOOR) * 0.5 * (1 + math.cos(math.pi * progress))
+        phase = start + (1 - start) * (step - 6) / (18 - 6)
+        expected = FLOOR + (1 - FLOOR) * 0.5 * (1 + math.cos(math.pi * phase))
         assert rates[epoch - 1] == pytest.approx(expected, rel=1e-4)
 
 

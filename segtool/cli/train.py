@@ -280,6 +280,26 @@ command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
 )
 
 
+def _resume_line(dataset: Path, out_dir: Path) -> str:
+    """The exact command that continues the run."""
+    return f"segtool train {quote(str(dataset))} --out {quote(str(out_dir))} --resume"
+
+
+def _how_it_ended(result: Any) -> str:
+    """How the run stopped, as the summary's title says it."""
+    if result.stopped != "time budget":
+        return result.stopped
+    text = (
+        f"stopped at the time budget after {result.epochs_done} of {result.planned_epochs} "
+        "planned epochs"
+    )
+    if result.cut:
+        text += (
+            f"; epoch {result.epochs_done} cut short after {result.cut[0]} of {result.cut[1]} steps"
+        )
+    return text
+
+
 def _print_result(result: Any, dataset: Path, out_dir: Path) -> None:
     """The best epoch's validation Dice per class; after Ctrl-C, how to resume."""
     interrupted = styled("interrupted", "yellow", sys.stderr)
@@ -288,16 +308,20 @@ def _print_result(result: Any, dataset: Path, out_dir: Path) -> None:
             f"{interrupted}: the new run was not complete and is discarded; {out_dir} is as it was"
         )
         raise SystemExit(130)
-    if result.stopped == "interrupted" and result.best_epoch == 0:
-        note(f"{interrupted} before the first epoch finished; nothing to resume")
+    if result.stopped == "interrupted" and not (result.epochs_done or result.saved_steps):
+        note(f"{interrupted} before the run's first checkpoint; nothing to resume")
         raise SystemExit(130)
-    rows: list = [
-        [name, "—" if score != score else f"{score:.4f}"]
-        for name, score in result.best_per_class.items()
-    ]
-    rows += [None, ["mean", f"{result.best_dice:.4f}"]]
-    title = f"{out_dir}: best epoch {result.best_epoch} of {result.epochs_done} ({result.stopped})"
-    table(title, ["class", "val Dice"], rows)
+    if result.best_epoch:
+        rows: list = [
+            [name, "—" if score != score else f"{score:.4f}"]
+            for name, score in result.best_per_class.items()
+        ]
+        rows += [None, ["mean", f"{result.best_dice:.4f}"]]
+        title = (
+            f"{out_dir}: best epoch {result.best_epoch} of {result.epochs_done} "
+            f"({_how_it_ended(result)})"
+        )
+        table(title, ["class", "val Dice"], rows)
     if result.thresholds:
         cuts = result.thresholds["thresholds"]
         note(
@@ -306,12 +330,24 @@ def _print_result(result: Any, dataset: Path, out_dir: Path) -> None:
             + f"; saved in {out_dir}/thresholds.json"
         )
     if result.stopped == "interrupted":
+        holds = f"epoch {result.epochs_done}" if result.epochs_done else ""
+        if result.saved_steps:
+            steps = f"{result.saved_steps} steps of epoch {result.epochs_done + 1}"
+            holds = f"{holds} and {steps}" if holds else steps
         note(
-            f"{interrupted}: {out_dir}/checkpoints/last.pt holds epoch {result.epochs_done}; "
-            f"continue with: segtool train {quote(str(dataset))} --out {quote(str(out_dir))} "
-            "--resume"
+            f"{interrupted}: {out_dir}/checkpoints/last.pt holds {holds}; continue with: "
+            + _resume_line(dataset, out_dir)
         )
         raise SystemExit(130)
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """A file's identity and modification time, None when there is none."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_ino, info.st_mtime_ns
 
 
 def _train(run: dict[str, Any], options: dict[str, Any]) -> None:
@@ -334,15 +370,27 @@ def _train(run: dict[str, Any], options: dict[str, Any]) -> None:
         Console(soft_wrap=True).print(plan_table(planned.plan.to_json()))
         return
     reporter = RichReporter(err_console(), options["time_budget"], started=clock)
-    result = fit(
-        run["dataset"],
-        run["out"],
-        resume=run["resume"],
-        overwrite=run["overwrite"],
-        reporter=reporter,
-        clock=clock,
-        **options,
-    )
+    checkpoint = run["out"] / "checkpoints" / "last.pt"
+    before = _stamp(checkpoint)
+    try:
+        result = fit(
+            run["dataset"],
+            run["out"],
+            resume=run["resume"],
+            overwrite=run["overwrite"],
+            reporter=reporter,
+            clock=clock,
+            **options,
+        )
+    except Exception as exc:
+        from segtool.train.steps import NonFiniteLoss
+
+        # An error after this run saved a checkpoint (not the one an --overwrite kept): the
+        # run is resumable once the cause is fixed. A NaN loss names its checkpoint itself.
+        if not isinstance(exc, NonFiniteLoss) and _stamp(checkpoint) not in (None, before):
+            note(f"{run['out']}/checkpoints/last.pt holds the run's last complete step "
+                 f"interval; once fixed, continue with: {_resume_line(run['dataset'], run['out'])}")  # fmt: skip
+        raise
     if result.main_process:  # rank 0 alone reports
         _print_result(result, run["dataset"], run["out"])
         _choose_postprocessing(run["out"], run["dataset"], options)

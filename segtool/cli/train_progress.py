@@ -5,6 +5,7 @@ scheduler's), a line per epoch, and the time left."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -75,6 +76,7 @@ class RichReporter:
         budget: the run's time budget in seconds; None estimates the time left from the epochs.
         line_every: seconds between progress lines when `console` is not a terminal.
         started: `time.monotonic()` when the budget started counting (default: now).
+        now: reads the time (``time.monotonic``; tests give their own).
     """
 
     def __init__(
@@ -83,13 +85,14 @@ class RichReporter:
         budget: float | None = None,
         line_every: float = LINE_EVERY,
         started: float | None = None,
+        now: Callable[[], float] = time.monotonic,
     ) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-        self.console = console
-        self.clock = TimeLeft(budget, started)
+        self.console, self.now = console, now
+        self.clock = TimeLeft(budget, now() if started is None else started)
         self.line_every = line_every
-        self.last_line = time.monotonic()
+        self.last_line = now()
         self.progress = Progress(
             TextColumn("epoch {task.fields[epoch]}"),
             BarColumn(),
@@ -104,6 +107,10 @@ class RichReporter:
 
     def plan(self, choices: list[dict[str, Any]]) -> None:
         self.console.print(plan_table(choices))
+
+    def phase(self, text: str) -> None:
+        self.console.print(escape(clean(text)), highlight=False)
+        self.last_line = self.now()
 
     def start(self, info: dict[str, Any]) -> None:
         amp = f", AMP {str(info['amp']).removeprefix('torch.')}" if info["amp"] else ""
@@ -120,14 +127,14 @@ class RichReporter:
     def epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
         clock = self.clock
         clock.epoch, clock.epochs, clock.batches = epoch, epochs, batches
-        clock.epoch_started = time.monotonic()
+        clock.epoch_started = self.now()
         self.progress.start()
         self.task = self.progress.add_task(
             "", total=batches, epoch=f"{epoch}/{epochs}", loss=0.0, speed=0.0, left="?"
         )
 
     def batch(self, done: int, loss: float, images_per_second: float) -> None:
-        now = time.monotonic()
+        now = self.now()
         left = duration(self.clock.seconds(done, now))
         self.progress.update(
             self.task, completed=done, loss=loss, speed=images_per_second, left=left
@@ -144,7 +151,7 @@ class RichReporter:
         self.progress.remove_task(self.task)
         self.progress.stop()
         self.clock.epoch_seconds.append(row["seconds"])
-        self.last_line = time.monotonic()
+        self.last_line = self.now()
         per_class = [(k.removeprefix("dice_"), v) for k, v in row.items() if k.startswith("dice_")]
         # Up to 4 classes fit on the line; more would wrap it: the summary table lists them.
         classes = (

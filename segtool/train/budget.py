@@ -1,16 +1,23 @@
-"""The time budget (``--time-budget``): how many epochs fit, decided from timed steps of the
-run itself and decided again after every epoch from the epochs' measured times.
+"""The time budget (``--time-budget``): how many epochs fit, decided from the run's own first
+steps (timed as they train, for at most `TIMING_SHARE` of the budget) and decided again after
+every epoch from the epochs' measured times; and, before every step, the last step that fits
+(`last_step`), so that an epoch much slower than foreseen (load arriving mid-run, a run
+started with ``nice``) is cut short in time to be validated and saved within the budget.
 
 The `Trainer` asks; this module answers with numbers and never touches the model, the
 optimiser or its schedule (the trainer re-targets its own schedule when the answer changes).
+The budget counts from `started`: the moment the user started the command, so start-up,
+measuring the dataset and timing the steps are spent from it.
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from segtool.train.plan import Timing, fit_budget
 
@@ -21,8 +28,12 @@ if TYPE_CHECKING:
 #: Steps timed at the start of a budgeted run: the first pay for allocation and caches and
 #: are not counted; the median of the rest is the step time.
 WARM_STEPS, TIMED_STEPS = 2, 5
-#: Validation batches timed to estimate a whole validation pass.
-TIMED_VAL_BATCHES = 2
+#: The most of the budget that timing the first steps may take: past it, the steps timed so
+#: far decide (at least one), and the epochs' own times correct the plan as the run goes.
+TIMING_SHARE = 0.05
+#: A validation batch, until a validation pass is measured, guessed at this share of a
+#: training step (a forward pass without the backward one, and counting).
+VALIDATION_PER_STEP = 0.5
 #: A run planned to end at the budget aims this share of an epoch early (saving the last).
 EPOCH_MARGIN = 0.3
 
@@ -46,6 +57,20 @@ class Budget:
     def to_fit(self) -> bool:
         """Whether the run's first steps must be timed to fit the plan to the budget."""
         return self.seconds is not None and self.plan is not None
+
+    def shown(self, choices: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The plan's choices as shown before training: a planned epoch count that is still
+        to be fitted to the budget is shown as such (the fitted number follows once the
+        first steps are timed)."""
+        if not self.to_fit:
+            return choices
+        why = f"fitted to the {self.seconds:g}s budget once the first steps are timed"
+        return [
+            {**c, "value": None, "why": why}
+            if c["option"] == "epochs" and c["why"] != "given"
+            else c
+            for c in choices
+        ]
 
     def spent(self) -> float:
         """Seconds since the user started the run."""
@@ -72,14 +97,39 @@ class Budget:
         self.plan = None
         return plan
 
+    def first_step_time(self, times: list[float], *, final: bool = False) -> float | None:
+        """The step time to fit the plan with, from the first steps' `times`: the median of
+        those after `WARM_STEPS` once `TIMED_STEPS` are in, or once the steps took
+        `TIMING_SHARE` of the budget (or, `final`, the epoch ended), of those there are
+        (the warm ones too, where no other was timed); None while more are wanted."""
+        timed = times[WARM_STEPS:]
+        enough = len(timed) >= TIMED_STEPS or sum(times) >= TIMING_SHARE * (self.seconds or 0)
+        if not times or not (enough or final):
+            return None
+        return statistics.median(timed or times)
+
     def epochs_after(self, epoch: int, epoch_seconds: list[float], epochs: int) -> int:
-        """The number of epochs that fits the rest of the budget after `epoch`, at the mean
-        duration of this invocation's epochs (`epoch_seconds`); `epochs` without a budget.
+        """The number of epochs that fits the rest of the budget after `epoch`, at the
+        duration of this invocation's epochs (`epoch_seconds`): their mean, or the last one
+        when it was slower (the machine got busier); `epochs` without a budget.
 
         Never fewer than `epoch` (the epochs already done).
         """
         if self.seconds is None or not epoch_seconds:
             return epochs
         left = self.seconds - self.spent()
-        mean = sum(epoch_seconds) / len(epoch_seconds)
-        return max(epoch + round(left / mean - EPOCH_MARGIN), epoch)
+        per_epoch = max(sum(epoch_seconds) / len(epoch_seconds), epoch_seconds[-1])
+        return max(epoch + round(left / per_epoch - EPOCH_MARGIN), epoch)
+
+    def last_step(self, step: int, step_seconds: float, closing: float) -> int | None:
+        """The last step that fits: `step` is the next one (counted over the run), each takes
+        `step_seconds`, and ending the run takes `closing` seconds (validating, saving).
+
+        Returns:
+            Its number (``step - 1`` when not even the next one fits), or None without a
+            budget or a step time.
+        """
+        if self.seconds is None or step_seconds <= 0:
+            return None
+        left = self.seconds - self.spent() - closing
+        return step + math.floor(left / step_seconds) - 1

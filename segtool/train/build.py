@@ -75,9 +75,15 @@ class Learner:
 
     def retarget(self, total: int) -> None:
         """End the schedule's decay at step `total`, continuing smoothly from now."""
-        schedule = self.scheduler.lr_lambdas[0]
+        schedule, step = self.scheduler.lr_lambdas[0], self.scheduler.last_epoch
         if schedule.total != total:
-            schedule.retarget(self.scheduler.last_epoch, total)
+            schedule.retarget(step, total)
+            # The rate of the next step was set by the last scheduler step; a warm-up shortened
+            # to the new length changes it now.
+            for group, base in zip(
+                self.optimizer.param_groups, self.scheduler.base_lrs, strict=True
+            ):
+                group["lr"] = base * schedule(step)
 
     def restart(self, total: int, warmup: int) -> None:
         """Warm up to the peak rate again over `warmup` steps, then decay to step `total`."""

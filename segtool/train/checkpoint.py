@@ -65,6 +65,37 @@ CHECKPOINT_KEYS = (
 )
 
 
+def run_state(
+    learner: Any,
+    progress: Any,
+    class_names: list[str] | tuple[str, ...],
+    config: dict[str, Any],
+    epoch: int,
+    within: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What last.pt holds after `epoch` complete epochs: the `Learner`'s states, the
+    `Progress` counters, the class names, the config and the random states; with `within`,
+    the steps of the next epoch done too (its tally: steps, loss sum, images, rate), so that
+    --resume continues from that step."""
+    state = {
+        "model": learner.model.state_dict(),
+        "optimizer": learner.optimizer.state_dict(),
+        "scheduler": learner.scheduler.state_dict(),
+        "scaler": learner.scaler.state_dict(),
+        "epoch": epoch,
+        "best_dice": progress.best_dice,
+        "best_epoch": progress.best_epoch,
+        "bad_epochs": progress.bad_epochs,
+        "best_per_class": progress.best_per_class,
+        "class_names": list(class_names),
+        "config": config,
+        "rng": rng_state(),
+    }
+    if within is not None:
+        state["within"] = within
+    return state
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write a checkpoint atomically: a temporary file beside it, then a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,7 +121,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     """
     if not path.is_file():
         raise SegtoolError(
-            f"{path}: no checkpoint (the run stopped before its first epoch finished); start "
+            f"{path}: no checkpoint (the run stopped before it saved its first checkpoint); start "
             f"it again with --overwrite"
         )
     try:

@@ -85,6 +85,8 @@ def fit(
     _lock = lock_folder(out, "run") if dist.main else None  # one writer: held until fit ends
     state = load_checkpoint(RunFolder(out).last_checkpoint) if resume else None
     class_map, regions = training_classes(class_map, given, state)
+    if state is None and config is None:
+        reporter.phase(f"measuring {dataset}'s images and masks, and the machine, to plan the run")
     chosen, planned, record = choose_config(
         dataset, out, state, class_map, regions, given, config is None, dist
     )

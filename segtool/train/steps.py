@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -39,8 +40,11 @@ class Reporter:
     def epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
         """Called before each epoch."""
 
+    def phase(self, text: str) -> None:
+        """Called as a slow phase begins (measuring the dataset, timing the first steps)."""
+
     def batch(self, done: int, loss: float, images_per_second: float) -> None:
-        """Called after each training step."""
+        """Called after each training step, with the mean loss at its last read."""
 
     def epoch_end(self, row: dict[str, Any]) -> None:
         """Called after each epoch, with its metrics.csv row (after last.pt is written)."""
@@ -74,37 +78,67 @@ def train_step(run: Run, batch: dict[str, Any], clip_grad: float | None = 1.0) -
     return loss.detach()
 
 
+@dataclass
+class Tally:
+    """An epoch's running training loss: the sum over its images so far (on the device, read
+    only every `SYNC_EVERY` steps), the images and steps counted; a checkpoint saved within
+    the epoch keeps it, so a resumed epoch reports the same mean loss."""
+
+    total: torch.Tensor
+    seen: int = 0
+    steps: int = 0
+    mean: float = 0.0  #: the mean loss at the last read
+
+    @classmethod
+    def start(cls, device: torch.device, saved: dict[str, Any] | None = None) -> Tally:
+        """A new epoch's tally, or the one `saved` (`state`) within it."""
+        saved = saved or {"loss_sum": 0.0, "seen": 0, "steps": 0}
+        total = torch.tensor(float(saved["loss_sum"]), dtype=torch.float64, device=device)
+        seen = int(saved["seen"])
+        return cls(total, seen, int(saved["steps"]), float(saved["loss_sum"]) / max(seen, 1))
+
+    def state(self) -> dict[str, Any]:
+        """The tally as plain values (reading the loss waits for the device)."""
+        return {"loss_sum": float(self.total), "seen": self.seen, "steps": self.steps}
+
+
 def train_one_epoch(
     run: Run,
     loader: Iterable[dict[str, Any]],
     step: Callable[[dict[str, Any]], torch.Tensor] | None = None,
     *,
     reporter: Reporter | None = None,
+    tally: Tally | None = None,
 ) -> float:
     """One pass over `loader`, `step` (default: `train_step`) on each batch; returns the
-    mean training loss.
+    mean training loss. `tally` continues an epoch begun before (its steps are not in
+    `loader`); the loader may end early (a time budget cutting the epoch short).
 
     Raises:
         NonFiniteLoss: the loss became NaN or infinite (checked every `SYNC_EVERY` steps;
-            the caller keeps the last checkpoint, written before this epoch).
+            the caller keeps the last checkpoint).
     """
     step = step or (lambda batch: train_step(run, batch))
+    tally = tally or Tally.start(run.hardware.device)
     run.learner.train_model.train()
-    total = torch.zeros((), dtype=torch.float64, device=run.hardware.device)
-    seen = 0
-    start = time.perf_counter()
+    start, seen_before = time.perf_counter(), tally.seen
     n_steps = len(loader)  # type: ignore[arg-type]
-    for i, batch in enumerate(loader, 1):
-        total += step(batch) * len(batch["image"])
-        seen += len(batch["image"])
+    for batch in loader:
+        tally.total += step(batch) * len(batch["image"])
+        tally.seen += len(batch["image"])
+        tally.steps += 1
         # Reading the loss waits for the GPU; every SYNC_EVERY steps keeps its queue full.
-        if i % SYNC_EVERY == 0 or i == n_steps:
-            mean = float(total) / seen
-            if not math.isfinite(mean):
-                raise NonFiniteLoss(f"the loss became {mean} by step {i}")
-            if reporter:
-                reporter.batch(i, mean, seen / (time.perf_counter() - start))
-    return float(total) / max(seen, 1)
+        if tally.steps % SYNC_EVERY == 0 or tally.steps == n_steps:
+            tally.mean = float(tally.total) / tally.seen
+            if not math.isfinite(tally.mean):
+                raise NonFiniteLoss(f"the loss became {tally.mean} by step {tally.steps}")
+        if reporter:  # every step, with the loss last read: progress lines keep their interval
+            speed = (tally.seen - seen_before) / max(time.perf_counter() - start, 1e-9)
+            reporter.batch(tally.steps, tally.mean, speed)
+    mean = float(tally.total) / max(tally.seen, 1)
+    if not math.isfinite(mean):
+        raise NonFiniteLoss(f"the loss became {mean} by step {tally.steps}")
+    return mean
 
 
 @torch.no_grad()

@@ -1,10 +1,12 @@
 """`Trainer`: one training run, read as named hooks (as nnU-Net's ``nnUNetTrainer``).
 
     run_training
-        on_train_start    data, model, restore (--resume), records; fit the budget
+        on_train_start    data, model, restore (--resume), records
         for each epoch
             on_epoch_start    seed the epoch's order and augmentation
-            train_epoch       `train_step` for each batch
+            train_epoch       `train_step` for each batch, each asked for first
+                              (`before_step`: fit the budget from the first steps, save
+                              last.pt at step intervals, cut the epoch when the budget ends)
             validate          counts over the validation split, summed over processes
             on_epoch_end      record, re-fit the budget, save, report; True stops early
         on_train_end      thresholds (multi-label), the result
@@ -17,29 +19,26 @@ through `RunFolder`. A variant overrides a hook.
 from __future__ import annotations
 
 import itertools
-import math
-import statistics
-import time
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import torch
 
-from segtool.core.classes import ClassMap
-from segtool.core.regions import Regions
 from segtool.sources.volume_folder import is_volume_folder
-from segtool.train.budget import TIMED_STEPS, TIMED_VAL_BATCHES, WARM_STEPS, Budget
+from segtool.train.budget import VALIDATION_PER_STEP, Budget
 from segtool.train.build import Run, build_loaders, build_run, load_data, run_facts
-from segtool.train.checkpoint import load_checkpoint, rng_state, set_rng_state
-from segtool.train.config import TrainConfig
+from segtool.train.checkpoint import run_state, set_rng_state
 from segtool.train.distributed import Dist, stop, sum_validation
-from segtool.train.runfolder import RunFolder, check_room
+from segtool.train.pacing import Paced, Pacer
+from segtool.train.runfolder import check_room
+from segtool.train.runstate import FitResult, Progress, Setup
 from segtool.train.saving import Saver
 from segtool.train.schedule import warmup_steps
 from segtool.train.steps import (
     NonFiniteLoss,
     Reporter,
+    Tally,
     scores,
     train_one_epoch,
     train_step,
@@ -47,85 +46,6 @@ from segtool.train.steps import (
 )
 from segtool.train.thresholds import tune_best_model
 from segtool.train.volume_data import load_volume_data, sum_cases, volume_scores
-
-
-@dataclass
-class FitResult:
-    """How a run ended."""
-
-    run: Path
-    best_epoch: int
-    best_dice: float
-    best_per_class: dict[str, float]
-    epochs_done: int
-    stopped: str  # "finished", "early stop", "interrupted"
-    main_process: bool = True  # False on the other ranks of a torchrun job
-    thresholds: dict | None = None  # multi-label runs with tune_thresholds: thresholds.json
-    kept: bool = True  # False when an interrupted --overwrite left the previous run in place
-
-
-@dataclass
-class Progress:
-    """What the epochs so far decided; ``last.pt`` carries it across --resume."""
-
-    start_epoch: int = 1
-    best_dice: float = -math.inf
-    best_epoch: int = 0
-    bad_epochs: int = 0
-    best_per_class: dict[str, float] = field(default_factory=dict)
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    epoch_seconds: list[float] = field(default_factory=list)  #: this invocation's epochs
-
-    def record(self, row: dict[str, Any], per_class: dict[str, float]) -> bool:
-        """Add an epoch's metrics.csv row; True when its validation Dice is the best yet."""
-        improved = self.best_epoch == 0 or row["val_dice"] > self.best_dice
-        if improved:
-            self.best_dice, self.best_epoch, self.bad_epochs = row["val_dice"], row["epoch"], 0
-            self.best_per_class = per_class
-        else:
-            self.bad_epochs += 1
-        self.rows.append(row)
-        return improved
-
-    @classmethod
-    def restored(cls, state: dict[str, Any], rows: list[dict[str, str]]) -> Progress:
-        """The progress ``last.pt`` saved, with the metrics rows of its epochs."""
-        start_epoch = int(state["epoch"]) + 1
-        return cls(
-            start_epoch=start_epoch,
-            best_dice=float(state["best_dice"]),
-            best_epoch=int(state["best_epoch"]),
-            bad_epochs=int(state["bad_epochs"]),
-            best_per_class=dict(state["best_per_class"]),
-            rows=[r for r in rows if int(r["epoch"]) < start_epoch],
-        )
-
-
-@dataclass
-class Setup:
-    """What `fit` decided before anything is written."""
-
-    dataset: Path
-    out: Path  #: the run folder the user named (shown in messages)
-    folder: RunFolder  #: where the run is written: `out`, or beside it until it completes
-    config: TrainConfig
-    class_map: ClassMap
-    regions: Regions | None = None
-    state: dict[str, Any] | None = None  #: ``last.pt``, on --resume
-    plan: dict[str, Any] | None = None  #: the plan config.json keeps (None: not planned)
-
-
-class _First:
-    """The first `n` batches of a loader, as a loader of length `n`."""
-
-    def __init__(self, loader: Any, n: int) -> None:
-        self.loader, self.n = loader, min(n, len(loader))
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):
-        return itertools.islice(iter(self.loader), self.n)
 
 
 class Trainer:
@@ -140,6 +60,11 @@ class Trainer:
         self.saver = Saver(self.folder)
         self.data: Any = None
         self.run: Run | None = None
+        self.pacer = Pacer(budget.clock)
+        self.planned_epochs = self.config.epochs
+        self.cut: tuple[int, int] | None = None
+        self.saved = (0, 0)  #: what last.pt holds: epochs done, and steps of the next one
+        self.writing = dist.main  #: False for --plan-only, which writes nothing
 
     # The loop ---------------------------------------------------------------------------
     def run_training(self) -> FitResult:
@@ -147,20 +72,25 @@ class Trainer:
         self.on_train_start()
         stopped, epoch = "finished", self.progress.start_epoch - 1
         try:
-            while epoch < self.config.epochs:
+            while epoch < self.config.epochs and self.cut is None:
                 epoch += 1
                 self.on_epoch_start(epoch)
                 train_loss = self.train_epoch(epoch)
+                if train_loss is None:  # the budget ended before this epoch's first step
+                    epoch -= 1
+                    break
                 if self.on_epoch_end(epoch, train_loss, self.validate()):
                     stopped = "early stop"
                     break
         except KeyboardInterrupt:
-            # The interrupted epoch did not finish; last.pt holds the one before.
-            stopped, epoch = "interrupted", self._saved_epoch(epoch - 1)
+            # last.pt holds the last complete step interval (`saved`), within epoch 1 too.
+            stopped, epoch = "interrupted", self.saved[0]
         finally:
             self.run.loaders.close()  # the workers persist across epochs, not past the run
             stop(self.dist)
             self.saver.finish()  # nothing reads or moves the run folder while it is written
+        if stopped == "finished" and (self.cut or epoch < self.planned_epochs):
+            stopped = "time budget"
         return self.on_train_end(stopped, epoch)
 
     # Hooks ------------------------------------------------------------------------------
@@ -186,10 +116,9 @@ class Trainer:
         run = self.build()
         if self.setup.state is not None:
             self.restore(self.setup.state)
-        elif self.budget.to_fit:
-            self.fit_budget()
+        self.planned_epochs = self.config.epochs
         if self.setup.plan is not None:
-            self.reporter.plan(self.setup.plan["choices"])
+            self.reporter.plan(self.budget.shown(self.setup.plan["choices"]))
         if self.dist.main:
             check_room(self.folder.path, run.learner.model, self.setup.out)
             self.write_records()
@@ -207,25 +136,45 @@ class Trainer:
                 "notes": getattr(self.data, "notes", []),
             }
         )
+        if self.budget.to_fit:
+            self.reporter.phase(
+                f"timing the first steps (they train) to fit the epochs to the "
+                f"{self.budget.seconds:g}s budget, {self.budget.spent():.0f}s of it spent"
+            )
 
     def on_epoch_start(self, epoch: int) -> None:
         """Seed the epoch, note its start and learning rate, and report it."""
         self._seed_epoch(epoch)
-        self.epoch_started = time.perf_counter()
+        self.epoch_started = self.budget.clock()
         self.epoch_lr = self.run.learner.optimizer.param_groups[0]["lr"]
+        within = self.progress.within if epoch == self.progress.start_epoch else None
+        self.tally = Tally.start(self.run.hardware.device, within)
+        self.first_step = self.tally.steps
+        if within is not None:
+            self.epoch_lr = float(within.get("lr", self.epoch_lr))
         self.reporter.epoch_start(epoch, self.config.epochs, len(self.run.loaders.train))
 
     def train_step(self, batch: dict[str, Any]) -> torch.Tensor:
         """One optimiser step on `batch`; the loss, still on the device."""
         return train_step(self.run, batch, self.config.clip_grad)
 
-    def train_epoch(self, epoch: int) -> float:
-        """`train_step` over the epoch's batches; the mean loss. A NaN loss stops the run
-        naming the checkpoint that is kept."""
+    def train_epoch(self, epoch: int) -> float | None:
+        """`train_step` over the epoch's batches (from the step last.pt saved, when resuming
+        within it), each asked for first (`before_step`); the mean loss, or None when the
+        budget ended before the first. A NaN loss stops the run naming the checkpoint kept."""
         try:
-            return train_one_epoch(
-                self.run, self.run.loaders.train, self.train_step, reporter=self.reporter
-            )
+            while True:
+                batches = Paced(self.run.loaders.train, self.tally.steps,
+                                partial(self.before_step, epoch))  # fmt: skip
+                try:
+                    loss = train_one_epoch(self.run, batches, self.train_step,
+                                           reporter=self.reporter, tally=self.tally)  # fmt: skip
+                except _Refitted:  # a smaller input fits the budget: epoch 1 starts again
+                    self._seed_epoch(epoch)
+                    self.tally = Tally.start(self.run.hardware.device)
+                    continue
+                self.validation_started = self.pacer.mark()
+                return None if self.tally.steps == self.first_step else loss
         except NonFiniteLoss as exc:
             last = self.setup.out / self.folder.last_checkpoint.relative_to(self.folder.path)
             saved = self.saver.finish() or self.folder.last_checkpoint.is_file()
@@ -243,7 +192,9 @@ class Trainer:
             (summed loss, images counted, `scores`).
         """
         run, class_map = self.run, self.class_map
-        loader = run.loaders.val if batches is None else _First(run.loaders.val, batches)
+        loader = run.loaders.val
+        if batches is not None:
+            loader = list(itertools.islice(loader, batches))
         per_case: dict | None = {} if run.loaders.val_cases is not None else None
         loss_sum, counts, n = validate(
             run.learner.model, loader, run.learner.loss_fn, class_map, run.hardware.device,
@@ -273,19 +224,26 @@ class Trainer:
             "val_iou": val["iou"],
             "val_images": n,  # summed over processes under torchrun
             "lr": self.epoch_lr,
-            "seconds": time.perf_counter() - self.epoch_started,
+            "seconds": self.budget.clock() - self.epoch_started,
             **{f"dice_{name}": v for name, v in val["per_class"].items()},
         }
         improved = self.progress.record(row, val["per_class"])
-        spent = [*self.progress.epoch_seconds, time.perf_counter() - self.epoch_started]
+        spent = [*self.progress.epoch_seconds, self.budget.clock() - self.epoch_started]
+        if self.budget.to_fit:  # an epoch of fewer steps than timing wanted
+            step = self.budget.first_step_time(list(self.pacer.times), final=True)
+            self._fit_budget(step, self.budget.clock() - self.validation_started)
         epochs = self.budget.epochs_after(epoch, spent, self.config.epochs)
-        if epochs != self.config.epochs:
+        if epochs != self.config.epochs and self.cut is None:
             self.set_epochs(epochs)
-            if self.dist.main:
+            # A new run's plan stands once its first epoch is measured, validation included.
+            if not self.progress.epoch_seconds and self.setup.state is None:
+                self.planned_epochs = epochs
+            if self.writing:
                 self.write_records()
-        if self.dist.main:
+        if self.writing:
             self.save(improved)
-        self.progress.epoch_seconds.append(time.perf_counter() - self.epoch_started)
+        self.progress.epoch_seconds.append(self.budget.clock() - self.epoch_started)
+        self.pacer.ended_epoch(self.validation_started)
         self.reporter.epoch_end(row)
         patience = self.config.patience
         return patience is not None and self.progress.bad_epochs >= patience
@@ -299,7 +257,9 @@ class Trainer:
                 self.folder, self.config, self.class_map, self.data, self.run, finished
             )
         best = (progress.best_epoch, progress.best_dice, progress.best_per_class)
-        return FitResult(self.setup.out, *best, epoch, stopped, self.dist.main, thresholds)
+        return FitResult(self.setup.out, *best, epoch, stopped, self.dist.main, thresholds,
+                         planned_epochs=self.planned_epochs, cut=self.cut,
+                         saved_steps=self.saved[1] if stopped == "interrupted" else 0)  # fmt: skip
 
     # What the hooks share ---------------------------------------------------------------
     def set_epochs(self, epochs: int) -> None:
@@ -326,59 +286,99 @@ class Trainer:
             learner.retarget(total)
         learner.scaler.load_state_dict(state["scaler"])
         self.progress = Progress.restored(state, self.folder.metrics())
+        self.saved = (int(state["epoch"]), int((self.progress.within or {}).get("steps", 0)))
         set_rng_state(state["rng"])
 
+    def before_step(self, epoch: int, done: int) -> bool:
+        """Asked before each training step, `done` steps of the epoch done: fit a new planned
+        run to its budget once its first steps are timed; cut the epoch (False) when the next
+        step would not leave the time to validate and save, else compress the schedule to end
+        at its floor on the last step that fits; save last.pt when a step interval is due."""
+        pacer, learner = self.pacer, self.run.learner
+        now = pacer.mark()
+        if self.budget.to_fit:
+            step = self.budget.first_step_time(list(pacer.times))
+            if step is not None and self._fit_budget(step, None):
+                raise _Refitted
+        elif self.dist.world == 1 and (step := pacer.step_time()) is not None:
+            closing = pacer.closing_time(step, len(self.run.loaders.val))
+            last = self.budget.last_step(learner.scheduler.last_epoch, step, closing)
+            if last is not None and last < learner.scheduler.last_epoch:
+                self.cut = (done, len(self.run.loaders.train))
+                return False
+            if last is not None:
+                learner.retarget(min(last, len(self.run.loaders.train) * self.config.epochs))
+        if self.writing and done > self.first_step and pacer.save_due(now):
+            self._checkpoint(epoch - 1, {**self.tally.state(), "lr": self.epoch_lr})
+            self.saved = (epoch - 1, done)
+        return True
+
     def fit_budget(self) -> None:
-        """Time the run's first steps (they train: the same steps, seeded as epoch 1's) and
-        part of a validation pass, and fit the plan to the budget: the epochs, and a smaller
-        input where too few fit (then only the data loaders are built again)."""
-        run = self.run
-        self._seed_epoch(1)
-        times = []
-        for i, batch in enumerate(_First(run.loaders.train, WARM_STEPS + TIMED_STEPS)):
-            tic = time.perf_counter()
-            float(self.train_step(batch))  # reading the loss waits for the device
-            if i >= WARM_STEPS or len(run.loaders.train) <= WARM_STEPS:
-                times.append(time.perf_counter() - tic)
-        tic, val_batches = time.perf_counter(), len(run.loaders.val)
-        self.validate(TIMED_VAL_BATCHES)
-        validation = (time.perf_counter() - tic) / min(TIMED_VAL_BATCHES, val_batches)
-        steps = len(run.loaders.train)
-        plan = self.budget.fit_plan(statistics.median(times), steps, validation * val_batches)
+        """``--plan-only``: train epoch 1's first steps until they are timed and the plan is
+        fitted to the budget, writing nothing."""
+        self.writing = False
+        self.on_epoch_start(1)
+        batches = Paced(self.run.loaders.train, 0,
+                        lambda done: self.before_step(1, done) and self.budget.to_fit)  # fmt: skip
+        try:
+            train_one_epoch(self.run, batches, self.train_step, tally=self.tally)
+        except _Refitted:
+            return
+        self.pacer.mark()
+        if self.budget.to_fit:  # an epoch of fewer steps than timing wanted
+            self._fit_budget(self.budget.first_step_time(list(self.pacer.times), final=True), None)
+
+    def _fit_budget(self, step: float | None, validation: float | None) -> bool:
+        """Fit the plan to the budget from the first steps' time and a validation pass's
+        (None: guessed from the step): the epochs, and a smaller input where too few fit
+        (then the data loaders are built again).
+
+        Returns:
+            Whether the input changed (epoch 1 starts again at it).
+        """
+        run, val_batches = self.run, len(self.run.loaders.val)
+        step = step or 0.0
+        if validation is None:
+            validation = val_batches * step * VALIDATION_PER_STEP
+        plan = self.budget.fit_plan(step, len(run.loaders.train), validation)
         before, self.config = self.config, replace(self.config, **plan.options())
         if self.setup.plan is not None:
             self.setup.plan = {**self.setup.plan, "choices": plan.to_json()}
-        if (self.config.size, self.config.crop, self.config.resize) != (
+        changed = (self.config.size, self.config.crop, self.config.resize) != (
             before.size, before.crop, before.resize
-        ):  # fmt: skip
+        )  # fmt: skip
+        if changed:
             run.loaders = build_loaders(
                 self.config, self.class_map, self.data, self.dist, run.hardware
             )
+            self.pacer.times.clear()
         run.learner.retarget(len(run.loaders.train) * self.config.epochs)
+        self.planned_epochs = self.config.epochs
+        if self.writing and self.dist.main:
+            self.write_records()
+        size = f", input {self.config.size}" if changed else ""
+        self.reporter.phase(
+            f"{step:.2f}s a step, {len(run.loaders.train)} steps an epoch: "
+            f"{self.config.epochs} epoch(s) fit the {self.budget.seconds:g}s budget "
+            f"({self.budget.spent():.0f}s spent){size}"
+        )
+        return changed
 
     def save(self, improved: bool) -> None:
         """The best model (when this epoch improved), last.pt, metrics.csv and curves.png,
         snapshotted now and written in the background (`Saver`)."""
-        learner, progress = self.run.learner, self.progress
-        self.saver.save(
-            learner.model,
-            {
-                "model": learner.model.state_dict(),
-                "optimizer": learner.optimizer.state_dict(),
-                "scheduler": learner.scheduler.state_dict(),
-                "scaler": learner.scaler.state_dict(),
-                "epoch": progress.rows[-1]["epoch"],
-                "best_dice": progress.best_dice,
-                "best_epoch": progress.best_epoch,
-                "bad_epochs": progress.bad_epochs,
-                "best_per_class": progress.best_per_class,
-                "class_names": list(self.class_map.names),
-                "config": self.config.to_json(),
-                "rng": rng_state(),
-            },
-            progress.rows,
-            improved,
-        )
+        epoch = self.progress.rows[-1]["epoch"]
+        self._checkpoint(epoch, None, improved)
+        self.saved = (epoch, 0)
+
+    def _checkpoint(self, epoch: int, within: dict[str, Any] | None, best: bool = False) -> None:
+        """last.pt after `epoch` epochs, and `within` the next one (its tally) if given, with
+        metrics.csv (and the best model when `best`), written in the background."""
+        config = self.config.to_json()
+        state = run_state(self.run.learner, self.progress, self.class_map.names, config, epoch,
+                          within)  # fmt: skip
+        self.saver.save(self.run.learner.model, state, self.progress.rows, best)
+        self.pacer.saved()
 
     def write_records(self) -> None:
         """classes.json, split.json and config.json (again when the budget re-fits)."""
@@ -392,8 +392,6 @@ class Trainer:
         exactly what an uninterrupted one would have done."""
         self.run.loaders.seed_epoch(epoch, self.config.seed * 100_003 + epoch)
 
-    def _saved_epoch(self, fallback: int) -> int:
-        """The epoch ``last.pt`` holds (after Ctrl-C), or `fallback` when there is none."""
-        self.saver.finish()
-        last = self.folder.last_checkpoint
-        return int(load_checkpoint(last)["epoch"]) if last.is_file() else fallback
+
+class _Refitted(Exception):
+    """The budget's first fit changed the input size: epoch 1 starts again at it."""
