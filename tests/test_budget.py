@@ -270,3 +270,20 @@ def test_the_summary_says_the_budget_cut_the_run(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "stopped at the time budget after 4 of 9 planned epochs" in out
     assert "epoch 4 cut short after 40 of 100 steps" in out and "finished" not in out
+
+
+def test_a_volume_folder_trains_within_its_budget(tmp_path, monkeypatch):
+    """Volumes take --time-budget too: their epochs are re-fitted from the run's own times and
+    the schedule compressed to end at the budget (1 s a step, 2 s a validation, 60 s)."""
+    from segtool.split.assign import split_dataset
+    from tests.test_train_volumes import FAST as VOLUME_FAST
+    from tests.volumes import make_msd
+
+    mri = make_msd(tmp_path / "mri", n=8, test=1)
+    split_dataset(mri, val=0.25, test=0.15, seed=3, jobs=1)
+    machine = Machine(step=1.0)
+    machine.install(monkeypatch)
+    result = fit(mri, tmp_path / "run", time_budget=60, clock=0.0, **VOLUME_FAST)
+    assert machine.now <= 60.0 and 1 <= result.epochs_done < 30  # not the default 30
+    assert len(read_metrics(tmp_path / "run" / "metrics.csv")) == result.epochs_done
+    assert machine.rates[-1] == pytest.approx(VOLUME_FAST["lr"] * FLOOR, rel=0.2)

@@ -394,6 +394,7 @@ def test_resume_hint_can_be_pasted_into_a_shell(tmp_path, capsys):
         best_per_class={"a": 0.5},
         best_dice=0.5,
         thresholds=None,
+        saved_steps=0,
     )
     with pytest.raises(SystemExit) as stop:
         _print_result(result, Path("my data"), Path("run 1"))

@@ -195,6 +195,7 @@ def test_cli_predict_and_evaluate(run, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "on the test split" in result.stdout and "index.html" in result.stderr
+    assert f"predicting 4 images of {dataset}\n" in result.stderr  # a line as predicting begins
     result = invoke(["evaluate", str(tmp_path / "p")])
     assert result.exit_code == 2
     # A 3-class model gives each pixel its most probable class: a --threshold would be ignored.

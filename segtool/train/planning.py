@@ -182,17 +182,15 @@ def choose_config(
         (the config, the new plan when one was made, the plan record config.json keeps).
 
     Raises:
-        SegtoolError: options that cannot hold together (a budget for several processes or
-            a volume folder), or that differ from a resumed run's.
+        SegtoolError: options that cannot hold together (a budget for several processes), or
+            that differ from a resumed run's.
     """
     if state:
         return resume_config(out, given, state, class_map), None, RunFolder(out).plan()
     if given.config.time_budget and dist.world > 1:
         raise SegtoolError("--time-budget plans one process; under torchrun pass --epochs")
-    if is_volume_folder(dataset):  # volumes train with the options given and the defaults
-        if given.config.time_budget:
-            raise SegtoolError("--time-budget plans image datasets; for volumes pass --epochs")
-        return given.config, None, None
+    if is_volume_folder(dataset):  # volumes train with the options given and the defaults;
+        return given.config, None, None  # a time budget re-fits their epochs as they run
     if not plan:
         return given.config, None, None
     planned = plan_new_run(dataset, class_map, regions, given)
