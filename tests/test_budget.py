@@ -287,3 +287,12 @@ def test_a_volume_folder_trains_within_its_budget(tmp_path, monkeypatch):
     assert machine.now <= 60.0 and 1 <= result.epochs_done < 30  # not the default 30
     assert len(read_metrics(tmp_path / "run" / "metrics.csv")) == result.epochs_done
     assert machine.rates[-1] == pytest.approx(VOLUME_FAST["lr"] * FLOOR, rel=0.2)
+
+
+def test_the_budget_counts_from_the_process_start():
+    """segtool train's budget counts the interpreter's own start-up (from /proc on Linux)."""
+    import time
+
+    from segtool.cli.train import _process_start
+
+    assert 0 < time.monotonic() - _process_start() < 60

@@ -36,6 +36,9 @@ TIMING_SHARE = 0.05
 VALIDATION_PER_STEP = 0.5
 #: A run planned to end at the budget aims this share of an epoch early (saving the last).
 EPOCH_MARGIN = 0.3
+#: The share of the budget kept, past the last validation and save, for finishing the run
+#: (the run folder moved into place, the summary, the interpreter's exit).
+FINISH_SHARE = 0.02
 
 
 @dataclass
@@ -123,7 +126,8 @@ class Budget:
 
     def last_step(self, step: int, step_seconds: float, closing: float) -> int | None:
         """The last step that fits: `step` is the next one (counted over the run), each takes
-        `step_seconds`, and ending the run takes `closing` seconds (validating, saving).
+        `step_seconds`, and ending the run takes `closing` seconds (validating, saving) and
+        `FINISH_SHARE` of the budget.
 
         Returns:
             Its number (``step - 1`` when not even the next one fits), or None without a
@@ -131,5 +135,5 @@ class Budget:
         """
         if self.seconds is None or step_seconds <= 0:
             return None
-        left = self.seconds - self.spent() - closing
+        left = self.seconds * (1 - FINISH_SHARE) - self.spent() - closing
         return step + math.floor(left / step_seconds) - 1

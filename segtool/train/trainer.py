@@ -258,7 +258,7 @@ class Trainer:
             )
         best = (progress.best_epoch, progress.best_dice, progress.best_per_class)
         return FitResult(self.setup.out, *best, epoch, stopped, self.dist.main, thresholds,
-                         planned_epochs=self.planned_epochs, cut=self.cut,
+                         planned_epochs=max(self.planned_epochs, self.config.epochs), cut=self.cut,
                          saved_steps=self.saved[1] if stopped == "interrupted" else 0)  # fmt: skip
 
     # What the hooks share ---------------------------------------------------------------
