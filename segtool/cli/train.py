@@ -5,7 +5,6 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from shlex import quote
 from typing import Annotated, Any, Literal
 
 import typer
@@ -280,28 +279,10 @@ command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
 )
 
 
-def _resume_line(dataset: Path, out_dir: Path) -> str:
-    """The exact command that continues the run."""
-    return f"segtool train {quote(str(dataset))} --out {quote(str(out_dir))} --resume"
-
-
-def _how_it_ended(result: Any) -> str:
-    """How the run stopped, as the summary's title says it."""
-    if result.stopped != "time budget":
-        return result.stopped
-    text = (
-        f"stopped at the time budget after {result.epochs_done} of {result.planned_epochs} "
-        "planned epochs"
-    )
-    if result.cut:
-        text += (
-            f"; epoch {result.epochs_done} cut short after {result.cut[0]} of {result.cut[1]} steps"
-        )
-    return text
-
-
 def _print_result(result: Any, dataset: Path, out_dir: Path) -> None:
     """The best epoch's validation Dice per class; after Ctrl-C, how to resume."""
+    from segtool.cli.train_progress import how_it_ended, resume_line
+
     interrupted = styled("interrupted", "yellow", sys.stderr)
     if result.stopped == "interrupted" and not result.kept:
         note(
@@ -319,7 +300,7 @@ def _print_result(result: Any, dataset: Path, out_dir: Path) -> None:
         rows += [None, ["mean", f"{result.best_dice:.4f}"]]
         title = (
             f"{out_dir}: best epoch {result.best_epoch} of {result.epochs_done} "
-            f"({_how_it_ended(result)})"
+            f"({how_it_ended(result)})"
         )
         table(title, ["class", "val Dice"], rows)
     if result.thresholds:
@@ -336,42 +317,24 @@ def _print_result(result: Any, dataset: Path, out_dir: Path) -> None:
             holds = f"{holds} and {steps}" if holds else steps
         note(
             f"{interrupted}: {out_dir}/checkpoints/last.pt holds {holds}; continue with: "
-            + _resume_line(dataset, out_dir)
+            + resume_line(dataset, out_dir)
         )
         raise SystemExit(130)
 
 
-def _process_start() -> float:
-    """``time.monotonic()`` when this process started (on Linux, from ``/proc``; elsewhere
-    now): a time budget counts the interpreter's own start-up too."""
-    import os
-    import time
-
-    now = time.monotonic()
-    try:
-        with open("/proc/self/stat") as stat:
-            ticks = int(stat.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime
-        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, AttributeError):
-        return now
-    return now - min(max(age, 0.0), 60.0)
-
-
-def _stamp(path: Path) -> tuple[int, int] | None:
-    """A file's identity and modification time, None when there is none."""
-    try:
-        info = path.stat()
-    except OSError:
-        return None
-    return info.st_ino, info.st_mtime_ns
-
-
 def _train(run: dict[str, Any], options: dict[str, Any]) -> None:
     """Plan and train (or, with --plan-only, print the plan), then print the best epoch."""
-    clock = _process_start()
     from rich.console import Console
 
-    from segtool.cli.train_progress import RichReporter, plan_table
+    from segtool.cli.train_progress import (
+        RichReporter,
+        file_stamp,
+        plan_table,
+        process_start,
+        resume_line,
+    )
+
+    clock = process_start()
 
     load_torch()
     from segtool.train.loop import fit
@@ -385,7 +348,7 @@ def _train(run: dict[str, Any], options: dict[str, Any]) -> None:
         return
     reporter = RichReporter(err_console(), options["time_budget"], started=clock)
     checkpoint = run["out"] / "checkpoints" / "last.pt"
-    before = _stamp(checkpoint)
+    before = file_stamp(checkpoint)
     try:
         result = fit(
             run["dataset"],
@@ -401,9 +364,9 @@ def _train(run: dict[str, Any], options: dict[str, Any]) -> None:
 
         # An error after this run saved a checkpoint (not the one an --overwrite kept): the
         # run is resumable once the cause is fixed. A NaN loss names its checkpoint itself.
-        if not isinstance(exc, NonFiniteLoss) and _stamp(checkpoint) not in (None, before):
+        if not isinstance(exc, NonFiniteLoss) and file_stamp(checkpoint) not in (None, before):
             note(f"{run['out']}/checkpoints/last.pt holds the run's last complete step "
-                 f"interval; once fixed, continue with: {_resume_line(run['dataset'], run['out'])}")  # fmt: skip
+                 f"interval; once fixed, continue with: {resume_line(run['dataset'], run['out'])}")  # fmt: skip
         raise
     if result.main_process:  # rank 0 alone reports
         _print_result(result, run["dataset"], run["out"])

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
+from shlex import quote
 from typing import Any
 
 from rich.console import Console
@@ -165,3 +167,48 @@ class RichReporter:
             f"IoU {row['val_iou']:.4f}{classes}  {row['seconds']:.1f}s",
             highlight=False,
         )
+
+
+def resume_line(dataset: Path, out_dir: Path) -> str:
+    """The exact command that continues the run."""
+    return f"segtool train {quote(str(dataset))} --out {quote(str(out_dir))} --resume"
+
+
+def how_it_ended(result: Any) -> str:
+    """How the run stopped, as the summary's title says it."""
+    if result.stopped != "time budget":
+        return result.stopped
+    text = (
+        f"stopped at the time budget after {result.epochs_done} of {result.planned_epochs} "
+        "planned epochs"
+    )
+    if result.cut:
+        text += (
+            f"; epoch {result.epochs_done} cut short after {result.cut[0]} of {result.cut[1]} steps"
+        )
+    return text
+
+
+def process_start() -> float:
+    """``time.monotonic()`` when this process started (on Linux, from ``/proc``; elsewhere
+    now): a time budget counts the interpreter's own start-up too."""
+    import os
+    import time
+
+    now = time.monotonic()
+    try:
+        with open("/proc/self/stat") as stat:
+            ticks = int(stat.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return now
+    return now - min(max(age, 0.0), 60.0)
+
+
+def file_stamp(path: Path) -> tuple[int, int] | None:
+    """A file's identity and modification time, None when there is none."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_ino, info.st_mtime_ns
