@@ -348,6 +348,7 @@ class Trainer:
             before.size, before.crop, before.resize
         )  # fmt: skip
         if changed:
+            run.loaders.close()
             run.loaders = build_loaders(
                 self.config, self.class_map, self.data, self.dist, run.hardware
             )
