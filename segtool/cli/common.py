@@ -299,6 +299,27 @@ def err_console() -> Any:
     return Console(stderr=True, soft_wrap=True)
 
 
+def predicting(
+    on_progress: Callable[[str, int, int], None], dataset: Path, split: str | None
+) -> Callable[[str, int, int], None]:
+    """`on_progress`, with a line as predicting begins (a log has no progress bar): the
+    images (or a volume folder's cases) of `dataset`'s `split`."""
+    from segtool.sources.volume_folder import is_volume_folder
+
+    items = "cases" if is_volume_folder(dataset) else "images"
+    what = f"{items} of {dataset}" + (f"'s {split} split" if split else "")
+    started = False
+
+    def update(phase: str, done: int, total: int) -> None:
+        nonlocal started
+        if phase == "predict" and not started:
+            started = True
+            note(f"predicting {total} {what}")
+        on_progress(phase, done, total)
+
+    return update
+
+
 @contextmanager
 def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
     """A rich progress bar on stderr; yields an ``on_progress(phase, done, total)`` callback.

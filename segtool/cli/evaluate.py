@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Annotated, Literal
@@ -19,6 +18,7 @@ from segtool.cli.common import (
     path_arg,
     path_argument,
     path_option,
+    predicting,
     progress_bar,
     say,
     table,
@@ -295,28 +295,6 @@ def command(
         _evaluate(args)
 
 
-def _items(dataset: Path, split: str | None) -> str:
-    """What evaluate --model predicts, as its line says it."""
-    from segtool.sources.volume_folder import is_volume_folder
-
-    items = "cases" if is_volume_folder(dataset) else "images"
-    return f"{items} of {dataset}" + (f"'s {split} split" if split else "")
-
-
-def _announced(on_progress: Callable[[str, int, int], None], what: str) -> Callable:
-    """`on_progress`, with a line as predicting begins (a log has no progress bar)."""
-    started = False
-
-    def update(phase: str, done: int, total: int) -> None:
-        nonlocal started
-        if phase == "predict" and not started:
-            started = True
-            note(f"predicting {total} {what}")
-        on_progress(phase, done, total)
-
-    return update
-
-
 def _evaluate(args: SimpleNamespace) -> None:
     """Score (predicting first with --model), then print the table and where the report went."""
     first, references, model, split = args.pred, args.gt, args.model, args.split
@@ -346,7 +324,7 @@ def _evaluate(args: SimpleNamespace) -> None:
                 gallery=args.gallery,
                 jobs=args.jobs,
                 overwrite=args.overwrite,
-                on_progress=_announced(on_progress, _items(first, split)),
+                on_progress=predicting(on_progress, first, split),
                 **_object_options(args),
             )
             source = read_run(model[0]).dataset
