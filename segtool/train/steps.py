@@ -93,7 +93,9 @@ class Tally:
     def start(cls, device: torch.device, saved: dict[str, Any] | None = None) -> Tally:
         """A new epoch's tally, or the one `saved` (`state`) within it."""
         saved = saved or {"loss_sum": 0.0, "seen": 0, "steps": 0}
-        total = torch.tensor(float(saved["loss_sum"]), dtype=torch.float64, device=device)
+        total = torch.zeros((), dtype=torch.float64, device=device)  # no copy from the host
+        if saved["loss_sum"]:
+            total += float(saved["loss_sum"])
         seen = int(saved["seen"])
         return cls(total, seen, int(saved["steps"]), float(saved["loss_sum"]) / max(seen, 1))
 
