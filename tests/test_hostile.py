@@ -1305,7 +1305,7 @@ CASES = [
         0,
         _say("square"),
         setup=evaluate_out_exists,
-        outputs=("eo/summary.json", "eo/per_image.csv"),
+        outputs=("eo/summary.json", "eo/per_image.csv", "eo/confusion.csv", "eo/confusion.png"),
     ),
     Case(
         "evaluate: --compare --out is the references folder",
@@ -1370,7 +1370,12 @@ CASES = [
         _say("square"),
         setup=pred_abstain,
         check=check_abstain,
-        outputs=("pred/summary.json", "pred/per_image.csv"),
+        outputs=(
+            "pred/summary.json",
+            "pred/per_image.csv",
+            "pred/confusion.csv",
+            "pred/confusion.png",
+        ),
     ),
     Case(
         "evaluate: predictions differ only in suffix case (s13.png, s13.PNG)",
@@ -1385,7 +1390,12 @@ CASES = [
         0,
         _say("3 images"),
         setup=pred_hidden,
-        outputs=("pred/summary.json", "pred/per_image.csv"),
+        outputs=(
+            "pred/summary.json",
+            "pred/per_image.csv",
+            "pred/confusion.csv",
+            "pred/confusion.png",
+        ),
     ),
     Case(
         "evaluate: gallery when the worst images tie",
@@ -1393,7 +1403,13 @@ CASES = [
         0,
         _say("gallery"),
         setup=pred_tie,
-        outputs=("pred/summary.json", "pred/per_image.csv", "pred/gallery"),
+        outputs=(
+            "pred/summary.json",
+            "pred/per_image.csv",
+            "pred/confusion.csv",
+            "pred/confusion.png",
+            "pred/gallery",
+        ),
     ),
     Case(
         "evaluate: class names with rich markup",
@@ -1403,7 +1419,12 @@ CASES = [
         setup=lambda w: (w.gt / "classes.json").write_text(
             json.dumps(classes_doc(["_background_", "[/]", "[bold"]))
         ),
-        outputs=("pred/summary.json", "pred/per_image.csv"),
+        outputs=(
+            "pred/summary.json",
+            "pred/per_image.csv",
+            "pred/confusion.csv",
+            "pred/confusion.png",
+        ),
     ),
     Case(
         "evaluate: a decompression bomb among the predictions",

@@ -82,11 +82,13 @@ def print_summary(summary: dict, title: str) -> None:
         ("mean, all classes", summary.get("mean_all_left_out", {})),
     ):
         for metric, names in left_out.items():
-            if names:
-                why = "never predicted" if metric == "precision" else "undefined"
-                if metric == "recall":
-                    why = "absent from every reference"
-                elif metric in ("dice", "iou", "image_mean_dice", "hd95"):
+            if metric == "precision_predicted":
+                zero = [n for n in names if n not in left_out.get("precision", [])]
+                if zero:
+                    lines.append(f"{label} precision counts 0 (never predicted): {', '.join(zero)}")
+            elif names:
+                why = "absent from every reference" if metric == "recall" else "undefined"
+                if metric in ("dice", "iou", "precision", "image_mean_dice", "hd95"):
                     why = "absent from every prediction and reference"
                 lines.append(f"{label} {metric} leaves out ({why}): {', '.join(names)}")
     lines.append(
@@ -362,7 +364,10 @@ def _evaluate(args: SimpleNamespace) -> None:
         warn(message)
     items = "cases" if result.summary.get("volumes") else "images"
     print_summary(result.summary, f"{result.summary['n_images']} {items}: {title}")
-    note(f"wrote {result.summary_path} and {result.per_image_path}")
+    written = [result.summary_path, result.per_image_path]
+    if result.confusion_path is not None:
+        written += [result.confusion_path, result.confusion_path.with_suffix(".png")]
+    note(f"wrote {', '.join(map(str, written[:-1]))} and {written[-1]}")
     if result.gallery:
         note(
             f"gallery of the {len(result.gallery)} lowest-Dice images: "

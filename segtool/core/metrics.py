@@ -122,21 +122,8 @@ def count(
         and max(int(reference.max()), int(prediction.max())) < k  # no ignore pixel at all
     ):
         return _count_by_comparison(reference, prediction, k)
-    if (
-        reference.dtype == np.uint8
-        and prediction.dtype == np.uint8
-        and k * (k + 1) < 255
-        and reference.size < _EXACT_HIST
-    ):
-        import cv2
-
-        width = np.uint8(k + 1)
-        # Predicted ignore becomes column K; codes wrap for reference ignore pixels, reset below.
-        pred = np.where(prediction == ignore_index, np.uint8(k), prediction)
-        code = reference * width + pred
-        code[reference == ignore_index] = 255
-        hist = cv2.calcHist([code.reshape(-1, 1)], [0], None, [256], [0, 256]).ravel()
-        return counts_from_confusion(hist[: k * (k + 1)].astype(np.int64).reshape(k, k + 1))
+    if _by_histogram(reference, prediction, k):
+        return counts_from_confusion(confusion_matrix(reference, prediction, k, ignore_index))
     ref = reference.ravel()
     pred = prediction.ravel()
     valid = ref != ignore_index
@@ -234,18 +221,43 @@ def _count_by_comparison(reference: np.ndarray, prediction: np.ndarray, k: int) 
     return Counts(tp=tp, fp=pred_n - tp, fn=ref_n - tp)
 
 
+def _by_histogram(reference: np.ndarray, prediction: np.ndarray, k: int) -> bool:
+    """Whether OpenCV's 256-bin histogram counts the pair codes of these masks exactly."""
+    return (
+        reference.dtype == np.uint8
+        and prediction.dtype == np.uint8
+        and k * (k + 1) < 255
+        and reference.size < _EXACT_HIST
+    )
+
+
 def confusion_matrix(
     reference: np.ndarray, prediction: np.ndarray, num_classes: int, ignore_index: int
 ) -> np.ndarray:
     """The K x (K + 1) confusion matrix: rows the reference class, columns the predicted class,
-    the last column "predicted the ignore value"; reference ignore pixels removed."""
+    the last column "predicted the ignore value"; reference ignore pixels removed (the one
+    ignore rule of `count`). 8-bit masks with K <= 15 through OpenCV's histogram of one-byte
+    pair codes, others through a bincount of K x (K + 1) codes."""
     k = num_classes
-    ref = reference.ravel().astype(np.int64)
-    pred = prediction.ravel().astype(np.int64)
+    if _by_histogram(reference, prediction, k):
+        import cv2
+
+        width = np.uint8(k + 1)
+        # Predicted ignore becomes column K; codes wrap for reference ignore pixels, reset below.
+        pred = np.where(prediction == ignore_index, np.uint8(k), prediction)
+        code = reference * width + pred
+        code[reference == ignore_index] = 255
+        hist = cv2.calcHist([code.reshape(-1, 1)], [0], None, [256], [0, 256]).ravel()
+        return hist[: k * (k + 1)].astype(np.int64).reshape(k, k + 1)
+    ref, pred = reference.ravel(), prediction.ravel()
     valid = ref != ignore_index
-    pred = np.where(pred == ignore_index, k, pred)
-    flat = np.bincount(ref[valid] * (k + 1) + pred[valid], minlength=k * (k + 1))
-    return flat.reshape(k, k + 1)
+    if not valid.all():
+        ref, pred = ref[valid], pred[valid]
+    code = ref.astype(np.int32 if k * (k + 1) < 2**31 else np.int64)
+    code *= k + 1
+    code += pred
+    code[pred == ignore_index] += k - ignore_index  # predicted ignore: column K
+    return np.bincount(code, minlength=k * (k + 1)).reshape(k, k + 1)
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -269,6 +281,17 @@ def iou(c: Counts) -> np.ndarray:
 def precision(c: Counts) -> np.ndarray:
     """TP / (TP + FP) per class; NaN where the class is never predicted."""
     return _ratio(c.tp, c.tp + c.fp)
+
+
+def mean_precision_terms(precision_values: np.ndarray, dice_values: np.ndarray) -> np.ndarray:
+    """Each class's term in the mean precision over classes: its precision, 0 for a class
+    never predicted but present in the reference, NaN (left out of the mean) for a class absent
+    from both. This is torchmetrics' and scikit-learn's macro precision with zero_division=0
+    (their macro mean covers the classes present in the reference or the prediction): a model
+    that never predicts a class cannot lift the mean by leaving it out. Works on any shape
+    (per class, per draw x class)."""
+    present = ~np.isnan(dice_values)
+    return np.where(np.isnan(precision_values) & present, 0.0, precision_values)
 
 
 def recall(c: Counts) -> np.ndarray:

@@ -19,7 +19,7 @@ from dataclasses import replace
 import numpy as np
 
 from segtool.core.bootstrap import LEVEL, RESAMPLES, SEED, draws, interval
-from segtool.core.metrics import Counts, dice
+from segtool.core.metrics import Counts, dice, mean_precision_terms
 from segtool.evaluate.score import ImageScore
 
 #: Scores pooled over images from counts (per_class already holds their values).
@@ -181,12 +181,17 @@ def _mean_intervals(summary: dict, keys: list[str], values, stats, names) -> Non
                 _clean(float(np.nanmean(column))) if (~np.isnan(column)).any() else None
             )
             summary["mean_left_out"][m] = [names[c] for c in foreground if math.isnan(values[j, c])]
+    # The mean precision counts a class never predicted in a draw as 0, as its value does;
+    # precision_predicted leaves such a class out.
+    by_key = {m: stats[:, j] for j, m in enumerate(keys)}
+    by_key["precision_predicted"] = by_key["precision"]
+    by_key["precision"] = mean_precision_terms(by_key["precision"], stats[:, keys.index("dice")])
     for mean_key, ids in (("mean", foreground), ("mean_all", list(range(len(names))))):
         if mean_key not in summary:
             continue
         summary[f"{mean_key}_ci95"] = {
-            m: _pair(interval(_class_mean(stats[:, j, ids]), LEVEL)[:, 0])
-            for j, m in enumerate(keys)
+            m: _pair(interval(_class_mean(by_key[m][:, ids]), LEVEL)[:, 0])
+            for m in by_key
             if m in summary[mean_key]
         }
 

@@ -181,7 +181,9 @@ class VolumeModelData(ModelData):
         return target.references
 
 
-def _check_outputs(target: Target, spec: EvalSpec, table_file: str) -> OutputPlan:
+def _check_outputs(
+    target: Target, spec: EvalSpec, table_file: str, *, confusion: bool
+) -> OutputPlan:
     """Every output in OUT (predictions/, references/ for a separate set, the report) against
     what is read, before anything is written: `OutputPlan.check`.
 
@@ -194,7 +196,7 @@ def _check_outputs(target: Target, spec: EvalSpec, table_file: str) -> OutputPla
     plan.write(target.out / "predictions", folder=True, option="--out")
     if target.separate is not None:  # its masks may be rewritten into the run's ids (`in_run_ids`)
         plan.write(target.out / "references", folder=True, option="--out")
-    plan_report(plan, target.out, spec.gallery, table_file)
+    plan_report(plan, target.out, spec.gallery, table_file, confusion=confusion)
     plan.check()
     return plan
 
@@ -267,7 +269,8 @@ def evaluate_model(
     data = model_data(run, dataset)
     target = data.target(spec)
     _check_held_out(data, target)
-    checked = _check_outputs(target, spec, data.table_file)
+    exclusive = not (data.record.options.get("regions") or data.predictor.class_map.multilabel)
+    checked = _check_outputs(target, spec, data.table_file, confusion=exclusive)
     with checked_first(checked):  # what appears in OUT while this runs is never replaced
         references = data.predict(target, spec, on_progress)
         result = evaluate_dirs(

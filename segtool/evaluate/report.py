@@ -21,6 +21,14 @@ from segtool.core.files import Output, OutputPlan, write_json
 from segtool.core.masks import binary_255_error
 from segtool.core.names import twin_note, twins
 from segtool.core.parallel import ProgressFn, Workers
+from segtool.evaluate.confusion import (
+    CONFUSION_CSV,
+    CONFUSION_PNG,
+    add_confusion,
+    draw_confusion,
+    pad_matrix,
+    write_confusion_csv,
+)
 from segtool.evaluate.kinds import reader_for
 from segtool.evaluate.objects import object_settings
 from segtool.evaluate.readers import MaskReader
@@ -30,6 +38,7 @@ from segtool.evaluate.spec import EvalSpec
 from segtool.evaluate.summary import SUMMARY_FILE, write_table
 
 GALLERY_DIR = "gallery"
+CONFUSION_FILES = (CONFUSION_CSV, CONFUSION_PNG)
 
 
 @dataclass
@@ -46,6 +55,8 @@ class Evaluation:
     scores: list[ImageScore] = field(default_factory=list, repr=False)
     names: list[str] = field(default_factory=list)
     reader: MaskReader | None = field(default=None, repr=False)
+    #: confusion.csv (beside it confusion.png), for label masks and volumes
+    confusion_path: Path | None = None
 
 
 @dataclass
@@ -56,17 +67,29 @@ class ReportTargets:
     per_image: Output
     gallery: Output | None
     shard: Output | None = None  #: --shard: shard_scores.json, for --merge
+    #: confusion.csv and confusion.png (none for multi-label masks and regions)
+    confusion: tuple[Output, Output] | None = None
 
 
 def plan_report(
-    plan: OutputPlan, out: Path, gallery: int, table_file: str, shard: bool = False
+    plan: OutputPlan,
+    out: Path,
+    gallery: int,
+    table_file: str,
+    shard: bool = False,
+    *,
+    confusion: bool = True,
 ) -> ReportTargets:
-    """Declare the report's outputs in `out` to `plan` (`table_file`: the reader's)."""
+    """Declare the report's outputs in `out` to `plan` (`table_file`: the reader's;
+    `confusion`: whether the scores are exclusive classes, which have a confusion matrix)."""
     return ReportTargets(
         plan.write(out / SUMMARY_FILE, folder=False, option="--out"),
         plan.write(out / table_file, folder=False, option="--out"),
         plan.write(out / GALLERY_DIR, folder=True, option="--gallery") if gallery else None,
         plan.write(out / SCORES_FILE, folder=False, option="--out") if shard else None,
+        tuple(plan.write(out / n, folder=False, option="--out") for n in CONFUSION_FILES)
+        if confusion
+        else None,
     )
 
 
@@ -165,8 +188,14 @@ def evaluate_dirs(
     plan.read("the predictions folder", predictions, files_only=True)
     plan.read("the references folder", references, files_only=True)
     plan.read("the class map", spec.classes)
-    targets = plan_report(plan, spec.out or predictions, spec.gallery, reader.table_file,
-                          shard=spec.shard is not None)  # fmt: skip
+    targets = plan_report(
+        plan,
+        spec.out or predictions,
+        spec.gallery,
+        reader.table_file,
+        shard=spec.shard is not None,
+        confusion=not reader.multilabel,
+    )
     plan.check()
     with plan.build():
         result = score_into(targets, predictions, references, spec, reader, on_progress)
@@ -203,13 +232,14 @@ def score_into(
         warnings.append(f"{len(missing)} reference(s) without a prediction scored as empty")
     objects = spec.object_setup(reader.lesion_min_size)
     work = partial(score_pair, reader=reader, with_hd95=spec.with_hd95, objects=objects)
-    scores = []
+    scores, confusion = [], None
     # Without HD95 or object scores a PNG pair takes about a millisecond: workers pay only
     # for larger folders.
     slow = spec.with_hd95 or objects is not None
     min_items = 2 if slow else reader.min_pairs_for_workers
     with Workers(spec.jobs, min_items=min_items) as workers:
         for done, score in enumerate(workers.imap(work, pairs), 1):
+            confusion = add_confusion(confusion, score)
             scores.append(score)
             if on_progress:
                 on_progress("evaluate", done, len(pairs))
@@ -228,6 +258,12 @@ def score_into(
     write_table(targets.per_image.tmp, summary)
     result = Evaluation(summary, targets.summary.path, targets.per_image.path, warnings)
     result.scores, result.names, result.reader = scores, names, reader
+    if targets.confusion is not None and confusion is not None:
+        matrix = pad_matrix(confusion, len(names))
+        csv_out, png_out = targets.confusion
+        write_confusion_csv(csv_out.tmp, matrix, names, reader.ignore_index)
+        draw_confusion(png_out.tmp, matrix, names, "voxels" if summary.get("volumes") else "pixels")
+        result.confusion_path = csv_out.path
     if targets.gallery is not None and spec.gallery:
         from segtool.evaluate.gallery import make_gallery
 

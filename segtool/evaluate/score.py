@@ -15,11 +15,20 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from segtool.core.distances import hd95_multilabel, hd95_per_class
-from segtool.core.metrics import Counts, count, count_multilabel
+from segtool.core.metrics import (
+    Counts,
+    confusion_matrix,
+    count,
+    count_multilabel,
+    counts_from_confusion,
+)
 from segtool.evaluate.objects import ObjectScores, ObjectSetup, score_pair_objects
 
 if TYPE_CHECKING:
     from segtool.evaluate.readers import MaskReader
+
+#: Up to this many classes each pair's confusion matrix (K x (K + 1) counts) is kept.
+CONFUSION_MAX_K = 256
 
 #: One pair to score: (stem or case, prediction file or None when missing, reference file).
 Item = tuple[str, "Path | None", Path]
@@ -39,6 +48,10 @@ class ImageScore:
     pixels_counted: int | None = None
     # Object-level scores (lesion-wise, detection, surface Dice, panoptic), unless skipped.
     objects: ObjectScores | None = None
+    # Label masks of at most CONFUSION_MAX_K classes: the K x (K + 1) confusion matrix (rows
+    # the reference class, columns the predicted one, the last "predicted the ignore value");
+    # the counts are read from it, so both come from one pass.
+    confusion: np.ndarray | None = None
 
 
 def score_pair(
@@ -61,8 +74,13 @@ def score_pair(
         ignore = reader.ignore_index
         k = reader.class_map.num_classes if reader.class_map else None
         k = k or _classes_seen(reference, prediction, ignore)
-        counts = count(reference, prediction, k, ignore)
-        score = ImageScore(stem, counts, None)
+        matrix = None
+        if k <= CONFUSION_MAX_K:
+            matrix = confusion_matrix(reference, prediction, k, ignore)
+            counts = counts_from_confusion(matrix)
+        else:
+            counts = count(reference, prediction, k, ignore)
+        score = ImageScore(stem, counts, None, confusion=matrix)
         score.reference_ignored = int(np.count_nonzero(reference == ignore))
     if with_hd95:
         present = [c for c in range(1, k) if counts.tp[c] + counts.fp[c] + counts.fn[c] > 0]

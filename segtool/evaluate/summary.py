@@ -10,7 +10,16 @@ from pathlib import Path
 import numpy as np
 
 from segtool.core.files import atomic_path
-from segtool.core.metrics import Counts, dice, iou, nanmean, pixel_accuracy, precision, recall
+from segtool.core.metrics import (
+    Counts,
+    dice,
+    iou,
+    mean_precision_terms,
+    nanmean,
+    pixel_accuracy,
+    precision,
+    recall,
+)
 from segtool.evaluate.intervals import PER_IMAGE_OBJECT_SCORES
 from segtool.evaluate.score import ImageScore
 
@@ -48,6 +57,21 @@ def _class_entries(
             entry["images_nan_hd95"] = int(np.isnan(hd[:, c]).sum()) if c else len(hd)
         entries[c] = entry
     return entries
+
+
+def _mean_terms(entries: dict[int, dict], keys: list[str], dice_values: np.ndarray) -> dict:
+    """Each class's term in a mean over classes, per key: its per_class value (NaN where
+    undefined), except that the mean precision counts a class never predicted as 0
+    (`mean_precision_terms`); ``precision_predicted`` keeps the old figure, the mean over the
+    classes predicted at least once."""
+    k = len(entries)
+    terms = {
+        key: np.array([np.nan if entries[c][key] is None else entries[c][key] for c in range(k)])
+        for key in keys
+    }
+    terms["precision_predicted"] = terms["precision"]
+    terms["precision"] = mean_precision_terms(terms["precision"], dice_values)
+    return terms
 
 
 def label_set_accuracy(scores: list[ImageScore]) -> float:
@@ -102,13 +126,13 @@ def summarize(
     mean_keys = ["dice", "iou", "precision", "recall", "image_mean_dice"] + (
         ["hd95"] if with_hd95 else []
     )
+    terms = _mean_terms(entries, mean_keys, scores_by_name["dice"])
 
     def average(ids: list[int]) -> tuple[dict, dict]:
         means, left_out = {}, {}
-        for key in mean_keys:
-            values = [entries[c][key] for c in ids]
-            means[key] = _clean(nanmean([np.nan if v is None else v for v in values]))
-            left_out[key] = [names[c] for c, v in zip(ids, values, strict=True) if v is None]
+        for key, values in terms.items():
+            means[key] = _clean(nanmean(values[ids]))
+            left_out[key] = [names[c] for c in ids if np.isnan(values[c])]
         return means, left_out
 
     foreground = list(range(1, k))
