@@ -365,3 +365,17 @@ def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
 
     with progress:
         yield update
+
+
+def refuse_image_options(*given: tuple[str, bool], volumes: bool = True) -> None:
+    """Refuse, in one line, the first option given that does not apply to the input: one for
+    2-D images given for volumes (or, with `volumes` False, one for volume folders given for
+    images). An option that does not apply is refused, never silently ignored.
+
+    Raises:
+        UsageError: naming the option.
+    """
+    applies, given_for = ("2-D images", "volumes") if volumes else ("volume folders", "images")
+    for option, on in given:
+        if on:
+            raise UsageError(f"{option} applies to {applies}, not to {given_for}; drop it")

@@ -39,10 +39,11 @@ def print_summary(summary: dict, title: str) -> None:
     then one line each on what the means cover and what they leave out."""
     metrics = ("dice", "iou", "precision", "recall")
     with_hd95 = "hd95" in summary["mean"]
-    unit = summary.get("hd95_unit", "px")
+    hd95_unit = summary.get("hd95_unit", "px")
     items = "cases" if summary.get("volumes") else "images"
+    unit = "voxel" if summary.get("volumes") else "pixel"
     columns = ["class", "Dice", "IoU", "prec.", "recall"]
-    columns += [f"HD95 {unit}"] if with_hd95 else []
+    columns += [f"HD95 {hd95_unit}"] if with_hd95 else []
     keys = [*metrics, *(["hd95"] if with_hd95 else [])]
     digits = [4] * len(metrics) + [2] * with_hd95
     rows: list = []
@@ -64,15 +65,15 @@ def print_summary(summary: dict, title: str) -> None:
     table(title, [*columns, items], rows)
     lines = (
         [
-            "multi-label: each class scored as its own binary problem; pixel accuracy counts "
-            "pixels whose whole label set is right"
+            f"multi-label: each class scored as its own binary problem; {unit} accuracy counts "
+            f"{unit}s whose whole label set is right"
         ]
         if summary.get("multilabel")
         else []
     )
     lines += [
-        "Dice, IoU, precision, recall: pixels pooled over all images per class, then averaged "
-        "over classes; pixels are ignored only where the reference holds "
+        f"Dice, IoU, precision, recall: {unit}s pooled over all {items} per class, then "
+        f"averaged over classes; {unit}s are ignored only where the reference holds "
         f"{summary.get('ignore_index', 255)}",
         "mean, foreground: " + ", ".join(summary.get("mean_covers", [])),
         "mean, all classes (mIoU): " + ", ".join(summary.get("mean_all_covers", [])),
@@ -92,13 +93,13 @@ def print_summary(summary: dict, title: str) -> None:
                     why = "absent from every prediction and reference"
                 lines.append(f"{label} {metric} leaves out ({why}): {', '.join(names)}")
     lines.append(
-        f"pixel accuracy {_fmt(summary['pixel_accuracy'])}; per-{items[:-1]} mean Dice "
+        f"{unit} accuracy {_fmt(summary['pixel_accuracy'])}; per-{items[:-1]} mean Dice "
         f"{_fmt(mean['image_mean_dice'])} (each {items[:-1]}'s Dice, then the mean over {items} "
         f"and foreground classes) over {summary['n_images']} {items}"
     )
     if summary.get("prediction_ignored"):
         lines.append(
-            f"{summary['prediction_ignored']} predicted pixels hold the ignore value "
+            f"{summary['prediction_ignored']} predicted {unit}s hold the ignore value "
             f"{summary['ignore_index']}: scored as misses of the reference's class"
         )
     for line in lines:
@@ -170,6 +171,14 @@ def command(
     jobs: Jobs = None,
     allow_missing: Annotated[
         bool, flag("--allow-missing", "Score references without a prediction as empty.")
+    ] = False,
+    only_predicted: Annotated[
+        bool,
+        flag(
+            "--only-predicted",
+            "Score only the references that have a prediction (a predicted subset); the "
+            "others are left out and counted.",
+        ),
     ] = False,
     device: Annotated[
         Literal[DEVICES] | None,
@@ -352,6 +361,7 @@ def _evaluate(args: SimpleNamespace) -> None:
                 with_hd95=args.hd95,
                 jobs=args.jobs,
                 allow_missing=args.allow_missing,
+                only_predicted=args.only_predicted,
                 gallery=args.gallery,
                 regions=args.regions,
                 overwrite=args.overwrite,
@@ -370,7 +380,7 @@ def _evaluate(args: SimpleNamespace) -> None:
     note(f"wrote {', '.join(map(str, written[:-1]))} and {written[-1]}")
     if result.gallery:
         note(
-            f"gallery of the {len(result.gallery)} lowest-Dice images: "
+            f"gallery of the {len(result.gallery)} lowest-Dice {items}: "
             f"{result.gallery[0].parent / 'index.html'}"
         )
 
@@ -391,6 +401,7 @@ def _folder_options(args: SimpleNamespace) -> list[tuple[str, bool]]:
     return [
         ("--classes", args.classes is not None),
         ("--allow-missing", args.allow_missing),
+        ("--only-predicted", args.only_predicted),
         ("--shard", args.shard is not None),
     ]
 

@@ -18,6 +18,7 @@ from segtool.cli.common import (
     path_argument,
     path_option,
     progress_bar,
+    refuse_image_options,
     say,
     use_max_pixels,
     warn,
@@ -54,6 +55,14 @@ def command(
     split: Annotated[
         str | None,
         typer.Option(metavar="NAME", help="Only the images of this split of the run's split.json."),
+    ] = None,
+    names_list: Annotated[
+        Path | None,
+        path_option(
+            "--list",
+            help="Only the images (or cases) named in FILE: one file name or stem a line.",
+            metavar="FILE",
+        ),
     ] = None,
     tile: Annotated[
         int | None,
@@ -163,6 +172,7 @@ def _predict(args: SimpleNamespace) -> None:
     use_max_pixels(args.max_pixels)
     load_torch()
     from segtool.core.dataset import split_stems
+    from segtool.core.namelist import read_name_list
     from segtool.core.shards import parse_shard
     from segtool.predict.ensemble import load_predictors
     from segtool.predict.folder import predict_dir
@@ -189,9 +199,13 @@ def _predict(args: SimpleNamespace) -> None:
         shard=parse_shard(args.shard),
         backend=args.backend,
     )
+    if args.split and args.names_list:
+        raise UsageError("--split and --list both choose the images; pass one of them")
     predictors = load_predictors(args.model, args.classes, args.backend)
     predictor = predictors[0]
     stems = split_stems(predictor.split, args.split, predictor.source) if args.split else None
+    if args.names_list is not None:
+        stems = read_name_list(args.names_list)
     if predictor.run is not None and predictor.run.volume_settings() is not None:
         _predict_volumes(predictors, args, spec, stems)
         return
@@ -216,7 +230,8 @@ def _predict(args: SimpleNamespace) -> None:
 def _predict_volumes(
     predictors: Any, args: SimpleNamespace, spec: Any, cases: set[str] | None
 ) -> None:
-    """A run trained on volumes: NIfTI label volumes on the input's grid."""
+    """A run trained on volumes: NIfTI label volumes on the input's grid (the options that
+    apply to images only are refused, not ignored)."""
     from segtool.predict.volumes import predict_volumes
 
     if args.as_format:
@@ -226,6 +241,13 @@ def _predict_volumes(
         )
     if spec.shard is not None:
         raise UsageError(f"--shard {spec.shard}: shards split image folders; drop --shard")
+    refuse_image_options(
+        ("--tile", args.tile is not None),
+        ("--overlap", args.overlap is not None),
+        ("--overlay", args.overlay),
+        ("--skip-invalid", args.skip_invalid),
+        ("--max-pixels", args.max_pixels is not None),
+    )
 
     with progress_bar() as on_progress:
         report = predict_volumes(
@@ -233,4 +255,4 @@ def _predict_volumes(
         )
     for message in report.notes:
         warn(message)
-    say(f"{report.n_images} label volumes written to {args.out} in {report.seconds:.1f}s")
+    say(f"{report.n_images} label volumes (cases) written to {args.out} in {report.seconds:.1f}s")

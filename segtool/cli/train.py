@@ -19,6 +19,7 @@ from segtool.cli.common import (
     path_arg,
     path_argument,
     path_option,
+    refuse_image_options,
     styled,
     table,
     use_max_pixels,
@@ -322,6 +323,20 @@ def _print_result(result: Any, dataset: Path, out_dir: Path) -> None:
         raise SystemExit(130)
 
 
+def _refuse_options(run: dict[str, Any], options: dict[str, Any]) -> None:
+    """Options given for the other kind of dataset are refused, not ignored: a volume folder
+    trains on standardised slices (no resize, ImageNet statistics, unpaired files or pixel
+    limit), an image dataset has no axis or slice cache."""
+    from segtool.sources.volume_folder import is_volume_folder
+
+    volumes = is_volume_folder(run["dataset"])
+    given = {f"--{name.replace('_', '-')}": options.get(name) is not None for name in options}
+    given["--max-pixels"] = run["max_pixels"] is not None
+    for_images = ("--size", "--resize", "--normalize", "--skip-unpaired", "--max-pixels")
+    names = for_images if volumes else ("--axis", "--cache")
+    refuse_image_options(*((n, given.get(n, False)) for n in names), volumes=volumes)
+
+
 def _train(run: dict[str, Any], options: dict[str, Any]) -> None:
     """Plan and train (or, with --plan-only, print the plan), then print the best epoch."""
     from rich.console import Console
@@ -340,6 +355,7 @@ def _train(run: dict[str, Any], options: dict[str, Any]) -> None:
     from segtool.train.loop import fit
 
     use_max_pixels(run["max_pixels"])
+    _refuse_options(run, options)
     if run["plan_only"]:
         from segtool.train.loop import preview_plan
 

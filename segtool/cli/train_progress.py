@@ -120,7 +120,7 @@ class RichReporter:
         budget = f", {duration(info['time_budget'])} budget" if info.get("time_budget") else ""
         self.console.print(
             f"training on {info['device']}{amp}: {info['train']} train / {info['val']} val "
-            f"images, {info['mode']} mode, {info['workers']} loader workers{resumed}{budget}",
+            f"{info.get('items', 'images')}, {info['mode']} mode, {info['workers']} loader workers{resumed}{budget}",
             highlight=False,
         )
         for message in info.get("notes", []):

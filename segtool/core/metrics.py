@@ -221,13 +221,19 @@ def _count_by_comparison(reference: np.ndarray, prediction: np.ndarray, k: int) 
     return Counts(tp=tp, fp=pred_n - tp, fn=ref_n - tp)
 
 
+#: From this many pixels OpenCV's histogram pays for loading OpenCV (a small folder's
+#: evaluate loads no OpenCV).
+_HIST_MIN = 2**16
+
+
 def _by_histogram(reference: np.ndarray, prediction: np.ndarray, k: int) -> bool:
-    """Whether OpenCV's 256-bin histogram counts the pair codes of these masks exactly."""
+    """Whether OpenCV's 256-bin histogram counts the pair codes of these masks, exactly and
+    sooner than a bincount."""
     return (
         reference.dtype == np.uint8
         and prediction.dtype == np.uint8
         and k * (k + 1) < 255
-        and reference.size < _EXACT_HIST
+        and _HIST_MIN <= reference.size < _EXACT_HIST
     )
 
 
@@ -236,8 +242,8 @@ def confusion_matrix(
 ) -> np.ndarray:
     """The K x (K + 1) confusion matrix: rows the reference class, columns the predicted class,
     the last column "predicted the ignore value"; reference ignore pixels removed (the one
-    ignore rule of `count`). 8-bit masks with K <= 15 through OpenCV's histogram of one-byte
-    pair codes, others through a bincount of K x (K + 1) codes."""
+    ignore rule of `count`). Large 8-bit masks with K <= 15 through OpenCV's histogram of
+    one-byte pair codes, others through a bincount of K x (K + 1) codes."""
     k = num_classes
     if _by_histogram(reference, prediction, k):
         import cv2

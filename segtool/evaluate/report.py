@@ -144,6 +144,9 @@ def pair_masks(
             f"{refs[next(iter(refs))].name}); masks are paired by name, so name predictions "
             f"like their references"
         )
+    if spec.only_predicted:  # the predicted subset: the others are left out, not scored
+        refs = {stem: path for stem, path in refs.items() if stem in preds}
+        return [(stem, preds[stem], refs[stem]) for stem in sorted(refs)], missing, extra
     if missing and not spec.allow_missing:
         shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
         raise SegtoolError(
@@ -229,7 +232,13 @@ def score_into(
             + (", ..." if len(extra) > 5 else "")
         )
     if missing:
-        warnings.append(f"{len(missing)} reference(s) without a prediction scored as empty")
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        warnings.append(
+            f"--only-predicted: {len(pairs)} {reader.item}(s) with a prediction scored, "
+            f"{len(missing)} reference(s) without one left out: {shown}"
+            if spec.only_predicted
+            else f"{len(missing)} reference(s) without a prediction scored as empty"
+        )
     objects = spec.object_setup(reader.lesion_min_size)
     work = partial(score_pair, reader=reader, with_hd95=spec.with_hd95, objects=objects)
     scores, confusion = [], None
@@ -250,6 +259,8 @@ def score_into(
         names = list(reader.class_map.names)
     context = summary_context(names, reader, spec)
     summary = summary_from(scores, context)
+    if spec.only_predicted:
+        summary["references_left_out"] = missing
     if reader.refuses_binary_255:
         _refuse_binary_255(scores, references, predictions, reader.ignore_index)
     if targets.shard is not None:

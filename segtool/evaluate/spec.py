@@ -37,6 +37,8 @@ class EvalSpec:
         with_hd95: compute HD95 (the slowest metric).
         jobs: worker processes; None: every core (none for small folders without HD95).
         allow_missing: score references without a prediction as empty predictions.
+        only_predicted: score only the references that have a prediction (a predicted
+            subset); the others are left out and counted, not scored.
         only: score only these stems (images) or case names (volumes).
         shard: score only this shard's block of the references (by name) and write its
             items' scores to ``shard_scores.json`` for ``--merge`` (`segtool.evaluate.shards`).
@@ -75,6 +77,7 @@ class EvalSpec:
     with_hd95: bool = True
     jobs: int | None = None
     allow_missing: bool = False
+    only_predicted: bool = False
     only: frozenset[str] | None = None
     gallery: int = 0
     images: Path | None = None
@@ -101,6 +104,11 @@ class EvalSpec:
             object.__setattr__(self, "only", frozenset(self.only))
         if self.split is not None:
             check_choice("split", self.split, SPLITS)
+        if self.only_predicted and self.allow_missing:
+            raise SegtoolError(
+                "--only-predicted leaves out references without a prediction, --allow-missing "
+                "scores them as empty; pass one of them"
+            )
         check_choice("connectivity", self.connectivity, CONNECTIVITY)
         check_choice("gallery-by", self.gallery_by, GALLERY_RANKS)
         if self.gallery_by == "lesion_dice" and not self.objects:

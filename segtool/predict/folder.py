@@ -27,6 +27,7 @@ from segtool.core.files import OutputPlan, write_json
 from segtool.core.images import ImageReadError, list_images, load_rgb, open_image
 from segtool.core.masks import write_mask
 from segtool.core.multilabel import preview, write_multilabel_mask
+from segtool.core.namelist import NameList
 from segtool.core.parallel import ProgressFn, default_jobs
 from segtool.core.postprocess import Rule
 from segtool.core.shards import SHARD_FILE
@@ -157,15 +158,18 @@ class PredictReport:
 
 
 def find_images(folder: Path, stems: set[str] | None = None) -> list[Path]:
-    """Image files in `folder` (sorted), optionally only the given stems.
+    """Image files in `folder` (sorted), optionally only the given stems (a split's: those
+    in the folder; a `NameList`'s: every one must be there).
 
     Raises:
-        SegtoolError: no such folder, or no images in it.
+        SegtoolError: no such folder, no images in it, or a listed name not found.
     """
     if not folder.is_dir():
         raise SegtoolError(f"{folder}: no such folder of images")
     paths = list_images(folder)
     index_by_stem(paths, "each image's mask is OUT/<stem>.png")
+    if isinstance(stems, NameList):
+        stems.check_found((p.stem for p in paths), folder)
     if stems is not None:
         paths = [p for p in paths if p.stem in stems]
     if not paths:

@@ -19,6 +19,7 @@ import torch
 from segtool.core.device import pick_device
 from segtool.core.errors import SegtoolError
 from segtool.core.files import output_folder
+from segtool.core.namelist import NameList
 from segtool.core.parallel import ProgressFn
 from segtool.core.postprocess import Rule, apply_rules
 from segtool.core.volumes import slice_axis, standardize, to_slices
@@ -36,25 +37,31 @@ from segtool.sources.volume_folder import (
 
 
 def find_cases(volumes: Path, settings: dict, names: set[str] | None = None) -> list[VolumeCase]:
-    """The cases to predict: a volume folder's ``imagesTs`` (or, given `names`, those labelled
-    cases), or every case of a plain folder of ``.nii.gz`` files (either layout).
+    """The cases to predict: a volume folder's ``imagesTs`` (or, given a split's `names`, those
+    labelled cases; a `NameList`'s, those cases of either), or the cases of a plain folder of
+    ``.nii.gz`` files (either layout), all or those named.
 
     Raises:
-        SegtoolError: channels that differ from the run's, or no cases.
+        SegtoolError: channels that differ from the run's, no cases, or a listed name not
+            found.
     """
     channels = tuple(settings["channels"])
     if not is_volume_folder(volumes):
-        return image_cases(volumes, len(channels))
-    dataset = read_volume_dataset(volumes)
-    if dataset.channels != channels:
-        raise SegtoolError(
-            f"{volumes}: channels {list(dataset.channels)}, but the run was trained on "
-            f"{list(channels)}; predict volumes with the run's sequences"
-        )
-    if names is not None:
-        cases = [VolumeCase(c.case, c.images) for c in dataset.cases if c.case in names]
+        found = image_cases(volumes, len(channels))
     else:
-        cases = list(dataset.test_cases)
+        dataset = read_volume_dataset(volumes)
+        if dataset.channels != channels:
+            raise SegtoolError(
+                f"{volumes}: channels {list(dataset.channels)}, but the run was trained on "
+                f"{list(channels)}; predict volumes with the run's sequences"
+            )
+        labelled = [VolumeCase(c.case, c.images) for c in dataset.cases]
+        found = list(dataset.test_cases)  # nothing named: imagesTs/
+        if names is not None:  # a split names labelled cases; a list may name imagesTs/ too
+            found = labelled + found if isinstance(names, NameList) else labelled
+    if isinstance(names, NameList):
+        names.check_found((c.case for c in found), volumes)
+    cases = [c for c in found if c.case in names] if names is not None else found
     if not cases:
         raise SegtoolError(
             f"{volumes}: no cases to predict (no imagesTs/); pass --split test for the run's "
