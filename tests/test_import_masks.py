@@ -91,13 +91,16 @@ def test_rgb_colour_table_keeps_colours(tmp_path):
     rgb = palette[RNG.integers(0, 3, (5, 6))]
     pair(tmp_path / "src", "a", rgb)
     report = import_masks(tmp_path / "src", None, tmp_path / "out", colors=colors, jobs=1)
-    assert report.class_map.names == ("_background_", "Void", "Road", "Car")
-    table = {(0, 0, 0): 1, (128, 64, 128): 2, (64, 0, 128): 3}
+    # the table names no background: none is invented, Void is id 0 and scored (CamVid style)
+    assert report.class_map.names == ("Void", "Road", "Car")
+    assert report.class_map.background_scored
+    table = {(0, 0, 0): 0, (128, 64, 128): 1, (64, 0, 128): 2}
     np.testing.assert_array_equal(
         read(tmp_path / "out" / "masks" / "a.png"), expected_ids(rgb, table)
     )
     classes = json.loads((tmp_path / "out" / "classes.json").read_text())
-    assert classes["classes"][2]["color"] == [128, 64, 128]
+    assert classes["classes"][1]["color"] == [128, 64, 128]
+    assert classes["background_scored"] is True
 
 
 def test_voc_layout_palette_indices_and_official_split(tmp_path):
@@ -274,7 +277,7 @@ def test_a_colour_table_with_a_byte_order_mark_is_read(tmp_path):
     rgb = np.array([[[0, 0, 0], [128, 64, 128]]], np.uint8)
     pair(tmp_path / "src", "a", rgb)
     report = import_masks(tmp_path / "src", None, tmp_path / "out", colors=colors, jobs=1)
-    assert report.class_map.names == ("_background_", "Void", "Road")
+    assert report.class_map.names == ("Void", "Road")
 
 
 def test_a_colour_table_nested_too_deeply_is_named(tmp_path):

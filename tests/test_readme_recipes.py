@@ -21,6 +21,8 @@ from PIL import Image
 
 from segtool.core.classes import make_class_map
 from segtool.core.masks import write_mask
+from segtool.sources.maskconventions import CAMVID_CLASSES
+from segtool.sources.maskfolders import VOC_CLASSES
 from tests.cli import invoke
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -186,13 +188,32 @@ def make_labelstudio(root: Path) -> None:
 
 
 def make_masks(root: Path) -> None:
-    """Microscopy style: 0/255 masks in a folder of their own, 255 the cell."""
+    """ISBI 2012 style: 0/255 masks in a folder of their own, 255 the cell interior and 0 the
+    thin membranes between cells (here a 2-pixel grid line through each image)."""
     for i, name in enumerate(_images(root / "images")):
-        mask = np.zeros((SIZE, SIZE), np.uint8)
+        mask = np.full((SIZE, SIZE), 255, np.uint8)
         x, y = (int(v) for v in _square(i)[0])
-        mask[y : y + 14, x : x + 16] = 255
+        mask[y : y + 2, :] = 0
+        mask[:, x : x + 2] = 0
         (root / "masks").mkdir(exist_ok=True)
         Image.fromarray(mask).save(root / "masks" / name)
+
+
+def make_camvid(root: Path) -> None:
+    """CamVid as SegNet ships it: train/ + trainannot/ (val, test alike), label ids 0..11."""
+    camvid = root / "CamVid"
+    for i, name in enumerate(_images(camvid / "all")):
+        split = "train" if i < 8 else "val" if i < 10 else "test"
+        (camvid / split).mkdir(exist_ok=True)
+        (camvid / "all" / name).rename(camvid / split / name)
+        ids = np.full((SIZE, SIZE), 3, np.uint8)  # road
+        ids[: SIZE // 3] = 0  # sky
+        x, y = (int(v) for v in _square(i)[0])
+        ids[y : y + 14, x : x + 16] = 8  # a car
+        ids[-2:] = 11  # unlabelled
+        (camvid / f"{split}annot").mkdir(exist_ok=True)
+        Image.fromarray(ids).save(camvid / f"{split}annot" / name)
+    (camvid / "all").rmdir()
 
 
 def make_voc(root: Path) -> None:
@@ -218,6 +239,12 @@ def make_decathlon(root: Path) -> None:
     make_msd(root / "Task01_BrainTumour", n=6, test=1)
 
 
+def make_nnunet(root: Path) -> None:
+    from tests.volumes import make_nnunet
+
+    make_nnunet(root / "Dataset001_Tiny", n=5)
+
+
 MAKERS = {
     "labelme": make_labelme,
     "coco": make_coco,
@@ -226,10 +253,14 @@ MAKERS = {
     "labelstudio": make_labelstudio,
     "masks": make_masks,
     "voc": make_voc,
+    "camvid": make_camvid,
     "decathlon": make_decathlon,
+    "nnunet": make_nnunet,
 }
 #: The recipes that end in a dataset; the "score" recipe takes it from there.
-DATASET_RECIPES = ("labelme", "coco", "cvat", "via", "labelstudio", "masks", "voc")
+DATASET_RECIPES = ("labelme", "coco", "cvat", "via", "labelstudio", "masks", "voc", "camvid")
+#: The volume recipes, which go all the way to a score.
+VOLUME_RECIPES = ("decathlon", "nnunet")
 
 
 def run_recipe(name: str, where: Path) -> None:
@@ -239,7 +270,7 @@ def run_recipe(name: str, where: Path) -> None:
     try:
         for args in recipes()[name]:
             if args[1] == "train":
-                args = _fast(args, volumes=name == "decathlon")
+                args = _fast(args, volumes=name in VOLUME_RECIPES)
             result = invoke(args[1:])
             assert result.exit_code == 0, f"{name}: {shlex.join(args)}\n{result.output}"
     finally:
@@ -250,8 +281,19 @@ def test_every_recipe_has_data_and_a_test():
     assert sorted(recipes()) == sorted([*MAKERS, "score"])
 
 
+#: What each recipe's dataset must hold: its classes as the README's recipe names them.
+CLASSES = {
+    "masks": ["membrane", "cell"],
+    "voc": ["_background_", *VOC_CLASSES[1:]],
+    "camvid": [name for name, _ in CAMVID_CLASSES],
+}
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", DATASET_RECIPES)
-def test_a_recipe_makes_a_split_dataset(tmp_path, name):
+def test_a_recipe_goes_from_data_to_a_score(tmp_path, name):
+    """The recipe makes a split dataset, and the "score" recipe trains, scores and predicts
+    it: from the data in that tool's layout to a test score."""
     MAKERS[name](tmp_path)
     run_recipe(name, tmp_path)
     dataset = tmp_path / "dataset"
@@ -261,24 +303,36 @@ def test_a_recipe_makes_a_split_dataset(tmp_path, name):
     )
     assert len(list((dataset / "masks").glob("*.png"))) == N
     assert split["val"] and split["train"]
+    classes = [c["name"] for c in json.loads((dataset / "classes.json").read_text())["classes"]]
+    assert classes == CLASSES.get(name, ["_background_", "cell", "spot"])
+    scored = "test"
+    if any(args[1] == "evaluate" for args in recipes()[name]):  # the recipe scores itself
+        scored = "val"
+    else:
+        _images(tmp_path / "new_images")
+        run_recipe("score", tmp_path)
+        assert len(list((tmp_path / "predictions").glob("*.png"))) == N
+    summary = json.loads((tmp_path / f"run/evaluation/{scored}/summary.json").read_text())
+    assert summary["n_images"] == len(split[scored])
+    assert (tmp_path / f"run/evaluation/{scored}/confusion.csv").is_file()
+
+
+def test_the_membrane_recipe_names_the_isbi_polarity_right(tmp_path):
+    """ISBI 2012 masks: 255 is the cell interior, 0 the thin membrane. The README's recipe must
+    make the thin lines the membrane class (a minority of pixels), not the cells."""
+    make_masks(tmp_path)
+    run_recipe("masks", tmp_path)
+    doc = json.loads((tmp_path / "dataset/classes.json").read_text())
+    membrane = next(c["id"] for c in doc["classes"] if c["name"] == "membrane")
+    masks = [np.asarray(Image.open(p)) for p in (tmp_path / "dataset/masks").glob("*.png")]
+    assert np.mean([(m == membrane).mean() for m in masks]) < 0.25
+    assert doc["background_scored"] is True  # the membrane, class 0, is scored
 
 
 @pytest.mark.slow
-def test_the_score_recipe_trains_and_scores_a_recipe_dataset(tmp_path):
-    make_labelme(tmp_path)
-    run_recipe("labelme", tmp_path)
-    _images(tmp_path / "new_images")
-    run_recipe("score", tmp_path)
-    summary = json.loads((tmp_path / "run/evaluation/test/summary.json").read_text())
-    assert summary["n_images"] == len(
-        json.loads((tmp_path / "dataset/split.json").read_text())["test"]
-    )
-    assert len(list((tmp_path / "predictions").glob("*.png"))) == N
-
-
-@pytest.mark.slow
-def test_the_volume_recipe_trains_and_scores_in_3d(tmp_path):
-    make_decathlon(tmp_path)
-    run_recipe("decathlon", tmp_path)
+@pytest.mark.parametrize("name", VOLUME_RECIPES)
+def test_the_volume_recipe_trains_and_scores_in_3d(tmp_path, name):
+    MAKERS[name](tmp_path)
+    run_recipe(name, tmp_path)
     summary = json.loads((tmp_path / "run/evaluation/test/summary.json").read_text())
     assert summary["volumes"] is True and summary["hd95_unit"] == "mm"

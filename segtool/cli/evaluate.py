@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -370,6 +370,11 @@ def _evaluate(args: SimpleNamespace) -> None:
                 shard=parse_shard(args.shard),
             )
             title = f"{first} vs {references}"
+    _print_result(result, title)
+
+
+def _print_result(result: Any, title: str) -> None:
+    """The warnings, the table, and where the report went."""
     for message in result.warnings:
         warn(message)
     items = "cases" if result.summary.get("volumes") else "images"

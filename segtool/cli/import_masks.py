@@ -49,10 +49,26 @@ def command(
             metavar="FILE",
         ),
     ] = None,
+    names: Annotated[
+        Path | None,
+        path_option(
+            help="Class names by mask value: line i names value i (__ignore__: the ignore "
+            "value), e.g. CamVid's 11 names, value 0 first.",
+            metavar="FILE",
+        ),
+    ] = None,
     labels: Annotated[
         Path | None,
         path_option(help="A labels.txt or classes.json fixing the class ids.", metavar="FILE"),
     ] = None,
+    background_scored: Annotated[
+        bool,
+        flag(
+            "--background-scored",
+            "Id 0 is a real class that evaluate scores (e.g. ISBI's membrane); automatic "
+            "when the table names no background.",
+        ),
+    ] = False,
     unknown: Annotated[
         Literal["error", "ignore"],
         typer.Option(help="A value not in the table: an error, or the ignore value."),
@@ -72,12 +88,14 @@ def command(
     examples:
       segtool import-masks images/ masks/ dataset/            (0/255 or 0/1 masks)
       segtool import-masks VOCdevkit/VOC2012 dataset/         (split.json from ImageSets)
-      segtool import-masks CamVid/ dataset/ --colors label_colors.txt
+      segtool import-masks CamVid/ dataset/                   (SegNet's CamVid: its 11 names)
+      segtool import-masks images/ masks/ dataset/ --names names.txt
     """
     from segtool.rasterize.import_masks import import_masks as run_import
 
-    if values is not None and colors is not None:  # one class table: by value or by colour
-        raise UsageError("--colors: not allowed with --values; give one class table")
+    given = [o for o, v in (("--values", values), ("--names", names), ("--colors", colors)) if v]
+    if len(given) > 1:  # one class table: by value or by colour
+        raise UsageError(f"{given[1]}: not allowed with {given[0]}; give one class table")
     if len(paths) not in (2, 3):
         raise UsageError(f"pass IMAGES MASKS OUT or ROOT OUT, not {len(paths)} path(s)")
     images_dir, masks_dir, out_dir = (paths[0], None, paths[1]) if len(paths) == 2 else paths
@@ -88,7 +106,9 @@ def command(
             out_dir,
             values=values,
             colors=colors,
+            names=names,
             labels=labels,
+            background_scored=background_scored,
             unknown=unknown,
             image_mode=images,
             jobs=jobs,
@@ -99,6 +119,10 @@ def command(
     doc = report.to_json()
     ids = ", ".join(f"{i}={n}" for i, n in enumerate(report.class_map.names))
     note(f"layout: {report.layout}; class map: {ids}")
+    if report.names_from:
+        note(f"class names: {report.names_from}")
+    if report.class_map.background_scored:
+        note(f"id 0 ({report.class_map.names[0]}) is a class of its own: evaluate scores it")
     for skipped in report.skipped:
         warn(f"skipped {skipped['reason']}")
     found = [

@@ -323,10 +323,10 @@ def _print_result(result: Any, dataset: Path, out_dir: Path) -> None:
         raise SystemExit(130)
 
 
-def _refuse_options(run: dict[str, Any], options: dict[str, Any]) -> None:
+def _refuse_options(run: dict[str, Any], options: dict[str, Any]) -> bool:
     """Options given for the other kind of dataset are refused, not ignored: a volume folder
     trains on standardised slices (no resize, ImageNet statistics, unpaired files or pixel
-    limit), an image dataset has no axis or slice cache."""
+    limit), an image dataset has no axis or slice cache. Returns whether it is volumes."""
     from segtool.sources.volume_folder import is_volume_folder
 
     volumes = is_volume_folder(run["dataset"])
@@ -335,6 +335,7 @@ def _refuse_options(run: dict[str, Any], options: dict[str, Any]) -> None:
     for_images = ("--size", "--resize", "--normalize", "--skip-unpaired", "--max-pixels")
     names = for_images if volumes else ("--axis", "--cache")
     refuse_image_options(*((n, given.get(n, False)) for n in names), volumes=volumes)
+    return volumes
 
 
 def _train(run: dict[str, Any], options: dict[str, Any]) -> None:
@@ -355,7 +356,7 @@ def _train(run: dict[str, Any], options: dict[str, Any]) -> None:
     from segtool.train.loop import fit
 
     use_max_pixels(run["max_pixels"])
-    _refuse_options(run, options)
+    volumes = _refuse_options(run, options)
     if run["plan_only"]:
         from segtool.train.loop import preview_plan
 
@@ -363,6 +364,7 @@ def _train(run: dict[str, Any], options: dict[str, Any]) -> None:
         Console(soft_wrap=True).print(plan_table(planned.plan.to_json()))
         return
     reporter = RichReporter(err_console(), options["time_budget"], started=clock)
+    reporter.items = "cases" if volumes else "images"
     checkpoint = run["out"] / "checkpoints" / "last.pt"
     before = file_stamp(checkpoint)
     try:

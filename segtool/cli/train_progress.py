@@ -93,6 +93,8 @@ class RichReporter:
 
         self.console, self.now = console, now
         self.clock = TimeLeft(budget, now() if started is None else started)
+        #: what the train and val counts are (a volume folder's: cases)
+        self.items = "images"
         self.line_every = line_every
         self.last_line = now()
         self.progress = Progress(
@@ -120,7 +122,7 @@ class RichReporter:
         budget = f", {duration(info['time_budget'])} budget" if info.get("time_budget") else ""
         self.console.print(
             f"training on {info['device']}{amp}: {info['train']} train / {info['val']} val "
-            f"{info.get('items', 'images')}, {info['mode']} mode, {info['workers']} loader workers{resumed}{budget}",
+            f"{self.items}, {info['mode']} mode, {info['workers']} loader workers{resumed}{budget}",
             highlight=False,
         )
         for message in info.get("notes", []):

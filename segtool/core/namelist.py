@@ -52,16 +52,25 @@ class NameList(frozenset):
             )
 
 
+def read_text_file(path: Path, what: str, fix: str) -> str:
+    """A small text file made by hand (UTF-8, a byte-order mark allowed): names, lists.
+
+    Raises:
+        SegtoolError: ``"{path}: not a readable {what} ({why}); {fix}"``.
+    """
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SegtoolError(f"{path}: not a readable {what} ({exc}); {fix}") from exc
+
+
 def read_name_list(path: Path) -> NameList:
     """The names in `path` (suffixes such as ``.png`` or ``.nii.gz`` removed).
 
     Raises:
         SegtoolError: an unreadable file, or one that names nothing.
     """
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SegtoolError(f"{path}: cannot read the list ({exc}); pass a UTF-8 text file") from exc
+    text = read_text_file(path, "list of names", "pass a UTF-8 text file")
     names = [line.strip() for line in text.splitlines()]
     stems = {_stem(Path(n).name) for n in names if n and not n.startswith("#")}
     if not stems:

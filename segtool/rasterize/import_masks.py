@@ -7,7 +7,7 @@ against the table); only then is anything written, into a folder renamed into pl
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,13 @@ from segtool.core.masks import write_mask
 from segtool.core.parallel import ProgressFn, default_jobs, imap_jobs, with_progress
 from segtool.rasterize.result import place_image
 from segtool.rasterize.spec import ImportSpec, spec_of
+from segtool.sources.maskconventions import (
+    CAMVID_CLASSES,
+    CAMVID_COLORS,
+    camvid_table,
+    conventional_colors,
+    read_names,
+)
 from segtool.sources.maskfolders import (
     FOREGROUND_NAME,
     VOC_CLASSES,
@@ -89,8 +96,15 @@ def _binary_table(scans: list[MaskScan]) -> dict[int, str]:
 
 
 def _class_map(
-    table: dict[int, str], labels: Path | None, by_color: dict[tuple[int, int, int], str]
+    table: dict[int, str],
+    labels: Path | None,
+    by_color: dict[tuple[int, int, int], str],
+    background_scored: bool = False,
 ) -> ClassMap:
+    """The dataset's class map: `labels`, else background 0 (where the table names one) and
+    the table's classes in value order (colour tables: file order). A table without a
+    background gets none invented: its first class is id 0, a real class (background_scored),
+    as CamVid's sky or ISBI's membrane. `by_color`'s colours are kept."""
     names = [n for n in table.values() if n != IGNORE_LABEL]
     if labels is not None:
         cmap = read_class_map(labels)
@@ -100,16 +114,19 @@ def _class_map(
                 f"{labels}: class {missing[0]!r} of the value table is not in the class map; "
                 f"add it or fix the table"
             )
-        return cmap
+        return replace(cmap, background_scored=cmap.background_scored or background_scored)
     ordered = list(by_color.values()) or [table[v] for v in sorted(table)]
     ordered = [n for n in dict.fromkeys(ordered) if n not in (IGNORE_LABEL, BACKGROUND_NAME)]
-    cmap = make_class_map([BACKGROUND_NAME, *ordered], source="value table")
+    has_background = BACKGROUND_NAME in table.values()
+    ordered = [BACKGROUND_NAME, *ordered] if has_background else ordered
+    cmap = make_class_map(ordered, source="value table")
+    cmap = replace(cmap, background_scored=background_scored or not has_background)
     if not by_color or cmap.sixteen_bit:
         return cmap
     # Colour masks keep their colours: the dataset's masks look like the originals.
     color_of = {name: color for color, name in reversed(list(by_color.items()))}
     colors = tuple(color_of.get(n, cmap.colors[i]) for i, n in enumerate(cmap.names))
-    return ClassMap(cmap.names, colors, cmap.ignore_index)
+    return replace(cmap, colors=colors)
 
 
 def _unmapped(scan: MaskScan, table: dict[int, str]) -> str | None:
@@ -159,6 +176,8 @@ class ImportReport:
     pixels: Counter = field(default_factory=Counter)
     skipped: list[dict] = field(default_factory=list)
     split: dict | None = None
+    #: where the class names came from when the folder said which dataset it is
+    names_from: str | None = None
 
     def to_json(self) -> dict:
         """The report document (``rasterize_report.json`` in the dataset)."""
@@ -167,6 +186,8 @@ class ImportReport:
             "n_images": self.n_images,
             "layout": self.layout,
             "class_map_source": "value table",
+            "class_names_from": self.names_from,
+            "background_scored": self.class_map.background_scored,
             "classes": {
                 name: {
                     "id": i,
@@ -196,19 +217,42 @@ def _inputs(images: Path, masks: Path | None) -> list[tuple[str, Path | None]]:
 
 
 def _choose_table(
-    values: str | None, packed: dict[int, str], layout: MaskLayout, good: list[MaskScan]
-) -> dict[int, str]:
-    """Mask value -> class name: the colour table, --values, VOC's table, or binary."""
+    spec: ImportSpec,
+    packed: dict[int, str],
+    layout: MaskLayout,
+    good: list[MaskScan],
+    colors_from: str | None = None,
+) -> tuple[dict[int, str], str | None]:
+    """Mask value -> class name: the colour table, --values, --names, VOC's or CamVid's
+    table (where the folder says which), or binary; and where conventional names came from
+    (`colors_from`: the colour table the folder ships)."""
     if packed:
-        return packed
-    if values is not None:
-        table = parse_values(values)
+        return packed, colors_from
+    if spec.values is not None:
+        table = parse_values(spec.values)
         if len(table) == 1 and 0 not in table:
             table[0] = BACKGROUND_NAME  # "255=membrane" names a binary mask's foreground
-        return table
+        return table, None
+    if spec.names is not None:
+        return read_names(spec.names), None
     if layout.voc:
-        return dict(enumerate(VOC_CLASSES)) | {255: IGNORE_LABEL}
-    return _binary_table(good)
+        why = "PASCAL VOC's 21 classes (255 ignored): the tree has JPEGImages/ + SegmentationClass/"
+        return dict(enumerate(VOC_CLASSES)) | {255: IGNORE_LABEL}, why
+    found = set().union(*(s.counts for s in good)) if good else set()
+    camvid = camvid_table(layout.root, found) if layout.root is not None else None
+    if camvid is not None:
+        return camvid
+    return _binary_table(good), None
+
+
+def _colors(spec: ImportSpec, layout: MaskLayout, scans: list[MaskScan]) -> tuple:
+    """The colour table: --colors, else the one a CamVid folder ships when its masks are in
+    colour and nothing else names them (with the evidence, said to the user)."""
+    if spec.colors is not None or spec.values is not None or spec.names is not None:
+        return spec.colors, None
+    if layout.root is None or not any(s.rgb for s in scans):
+        return None, None
+    return conventional_colors(layout.root) or (None, None)
 
 
 def _problem(scan: MaskScan, packed: dict[int, str], table: dict, unknown: str) -> str | None:
@@ -301,21 +345,22 @@ def _import(
     images: Path, masks: Path | None, out: Path, spec: ImportSpec, on_progress: ProgressFn | None
 ) -> ImportReport:
     """`import_masks` after its output check."""
-    values, colors, unknown = spec.values, spec.colors, spec.unknown
+    unknown = spec.unknown
     layout = find_layout(images, masks)
     if not layout.pairs:
         first = f", e.g. {layout.unpaired[0]}" if layout.unpaired else ""
         raise SegtoolError(
             f"{images}: no image/mask pairs; images and masks are paired by file stem{first}"
         )
-    by_color, _ = read_colors(colors) if colors is not None else ({}, [])
-    packed = {(r << 16) | (g << 8) | b: name for (r, g, b), name in by_color.items()}
     jobs = spec.jobs or default_jobs()
     scans = list(
         with_progress(imap_jobs(_scan, layout.pairs, jobs), "check", len(layout.pairs), on_progress)
     )
+    colors, names_from = _colors(spec, layout, scans)
+    by_color, _ = read_colors(colors) if colors is not None else ({}, [])
+    packed = {(r << 16) | (g << 8) | b: name for (r, g, b), name in by_color.items()}
     good = [s for s in scans if not s.problem and s.rgb == bool(packed)]
-    table = _choose_table(values, packed, layout, good)
+    table, names_from = _choose_table(spec, packed, layout, good, names_from)
     problems = layout.unpaired + [_problem(s, packed, table, unknown) for s in scans]
     problems = [p for p in problems if p]
     if unknown == "error":
@@ -328,8 +373,10 @@ def _import(
         )
     if not good:
         raise SegtoolError(f"{images}: no valid image/mask pair left to import")
-    class_map = _class_map(table, spec.labels, by_color)
-    report = ImportReport(out, class_map, layout.kind, table, bool(packed))
+    camvid = not by_color and names_from and table.get(0) == CAMVID_CLASSES[0][0]
+    colours = CAMVID_COLORS if camvid else by_color  # conventional names keep their colours
+    class_map = _class_map(table, spec.labels, colours, spec.background_scored)
+    report = ImportReport(out, class_map, layout.kind, table, bool(packed), names_from=names_from)
     report.skipped = [{"file": p.split(":", 1)[0], "reason": p} for p in problems]
     for scan in good:
         report.values.update(scan.counts)

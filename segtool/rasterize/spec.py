@@ -74,8 +74,11 @@ class ImportSpec:
             (background / ``foreground``), VOC's table in the VOC layout.
         colors: a colour table for RGB masks (``classes.json`` with colours, or ``R G B name``
             lines).
+        names: a names file: line i names mask value i (``__ignore__``: the ignore value).
         labels: a class map fixing the ids; default: background 0, then the table's classes in
-            value order (colour tables: in file order).
+            value order (colour tables: in file order); a table without a background has
+            none invented (its first class is id 0, scored).
+        background_scored: id 0 is a real class that evaluate scores (ISBI's membrane).
         unknown: ``error`` (default) or ``ignore`` for values the table does not name.
         image_mode: ``copy``, ``link`` or ``none``.
         jobs: worker processes; None uses every core.
@@ -85,7 +88,9 @@ class ImportSpec:
 
     values: str | None = None
     colors: Path | None = None
+    names: Path | None = None
     labels: Path | None = None
+    background_scored: bool = False
     unknown: str = "error"
     image_mode: str = "copy"
     jobs: int | None = None
@@ -95,9 +100,11 @@ class ImportSpec:
     def __post_init__(self) -> None:
         check_choice("unknown", self.unknown, UNKNOWN_MODES)
         check_choice("images", self.image_mode, IMAGE_MODES)
-        if self.values is not None and self.colors is not None:
+        tables = [o for o, v in (("--values", self.values), ("--names", self.names)) if v]
+        if len(tables) + (self.colors is not None) > 1:
             raise SegtoolError(
-                "pass --values (grey or palette masks) or --colors (RGB masks), not both"
+                "pass one class table: --values or --names (grey or palette masks) or --colors "
+                "(RGB masks)"
             )
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from segtool.core.constants import BACKGROUND_NAME, IMAGE_SUFFIXES
 from segtool.core.errors import SegtoolError
 from segtool.core.images import ImageReadError, open_image
+from segtool.core.namelist import read_text_file
 from segtool.core.names import nfc, spellings, twin_note, twins
 from segtool.sources.records import canonical_label
 
@@ -58,6 +59,8 @@ class MaskLayout:
     pairs: list[MaskPair]
     unpaired: list[str] = field(default_factory=list)
     voc: bool = False
+    #: the tree's root (None for two folders named by the user)
+    root: Path | None = None
 
     def split(self) -> dict | None:
         """The official split as a ``split.json`` document, or None when there is none."""
@@ -128,12 +131,7 @@ def _voc_split(root: Path) -> dict[str, str]:
     for name in SPLIT_ALIASES:
         path = lists / f"{name}.txt"
         if path.is_file():
-            try:
-                text = path.read_text(encoding="utf-8-sig")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise SegtoolError(
-                    f"{path}: not a readable list of image names ({exc}); fix or delete it"
-                ) from exc
+            text = read_text_file(path, "list of image names", "fix or delete it")
             for line in text.split():
                 where.setdefault(line.strip(), name)
     return where
@@ -192,7 +190,7 @@ def find_layout(images: Path, masks: Path | None = None) -> MaskLayout:
         )
         where = _voc_split(root)
         pairs = [MaskPair(p.stem, p.image, p.mask, where.get(p.stem)) for p in pairs]
-        return MaskLayout("PASCAL VOC", pairs, lonely, voc=True)
+        return MaskLayout("PASCAL VOC", pairs, lonely, voc=True, root=root)
     splits = _split_dirs(root)
     if splits:
         pairs, lonely = [], []
@@ -208,11 +206,11 @@ def find_layout(images: Path, masks: Path | None = None) -> MaskLayout:
                     f"{seen[pair.stem].split} split); masks are named by stem, so rename one"
                 )
             seen[pair.stem] = pair
-        return MaskLayout("split folders", sorted(pairs, key=lambda p: p.stem), lonely)
+        return MaskLayout("split folders", sorted(pairs, key=lambda p: p.stem), lonely, root=root)
     image_dir, mask_dir = _first_dir(root, IMAGE_DIR_NAMES), _first_dir(root, MASK_DIR_NAMES)
     if image_dir and mask_dir:
         pairs, lonely = pair_folders(image_dir, mask_dir)
-        return MaskLayout("folders", pairs, lonely)
+        return MaskLayout("folders", pairs, lonely, root=root)
     raise SegtoolError(
         f"{root}: no known layout (images/ + masks/, VOC's JPEGImages/ + SegmentationClass/, "
         f"or train/ val/ test/ split folders); pass the image and mask folders: "

@@ -128,7 +128,6 @@ class Trainer:
                 "amp": run.hardware.amp_dtype,
                 "train": len(self.data.train),
                 "val": len(self.data.val),
-                "items": getattr(self.data, "items", "images"),  # volume folders: cases
                 "epochs": self.config.epochs,
                 "start_epoch": self.progress.start_epoch,
                 "workers": run.hardware.workers,

@@ -47,8 +47,6 @@ class VolumeData:
     val: list[CachedVolume]
     regions: Regions | None = None
     skipped: list[str] = field(default_factory=list)
-    #: what train and val hold, in the lines train prints
-    items = "cases"
 
     @property
     def in_channels(self) -> int:
