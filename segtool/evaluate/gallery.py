@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from segtool.core.classes import ClassMap
+from segtool.core.legend import Entry, class_entries, present_ids, with_legend
 from segtool.core.multilabel import decode, preview
 from segtool.evaluate.readers import MaskReader, View
 
@@ -119,6 +120,15 @@ def _panels(view: View, reader: MaskReader) -> list[Image.Image]:
     ]
 
 
+def _legend(view: View, reader: MaskReader) -> list[Entry]:
+    """The sheet's legend: the classes in its reference and prediction, in their colours, then
+    the error map's colours."""
+    class_map = reader.class_map
+    ids = present_ids(class_map, view.reference, view.prediction)
+    errors = [("right", TP), ("false positive", FP), ("missed", FN), ("ignored", IGNORED)]
+    return class_entries(class_map, ids) + errors
+
+
 def make_gallery(
     summary: dict,
     files: dict[str, tuple[Path, Path]],
@@ -159,7 +169,7 @@ def make_gallery(
         stem = row["image"]
         view = reader.view(*files[stem], image_files.get(stem))
         path = out / f"{stem}.png"
-        side_by_side(_panels(view, reader)).save(path)
+        with_legend(side_by_side(_panels(view, reader)), _legend(view, reader)).save(path)
         written.append(path)
         per_class = ", ".join(
             f"{name} {value:.3f}" for name, value in row[rank_by].items() if value is not None

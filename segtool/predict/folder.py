@@ -25,6 +25,7 @@ from segtool.core.device import pick_device
 from segtool.core.errors import InvalidInputError, SegtoolError
 from segtool.core.files import OutputPlan, write_json
 from segtool.core.images import ImageReadError, list_images, load_rgb, open_image
+from segtool.core.legend import class_entries, present_ids, with_legend
 from segtool.core.masks import write_mask
 from segtool.core.multilabel import preview, write_multilabel_mask
 from segtool.core.namelist import NameList
@@ -88,6 +89,12 @@ def overlay(
     return Image.fromarray(out.astype(np.uint8))
 
 
+def overlay_with_legend(image: np.ndarray, labels: np.ndarray, class_map: ClassMap) -> Image.Image:
+    """`overlay` with a legend below it: the name and colour of each class painted."""
+    painted = present_ids(class_map, labels, background=False)
+    return with_legend(overlay(image, labels, class_map), class_entries(class_map, painted))
+
+
 class _Writer:
     """Writes each prediction into the output folder in a few threads (PNG encoding releases
     the GIL, so a few threads keep up with a GPU), keeping a bounded queue."""
@@ -137,7 +144,7 @@ class _Writer:
         if self.probabilities:
             np.savez_compressed(self.folder / f"{stem}.npz", probs=probs.astype(np.float16))
         if self.overlays:
-            picture = overlay(image, labels, self.class_map)
+            picture = overlay_with_legend(image, labels, self.class_map)
             picture.save(self.folder / "overlays" / f"{stem}.jpg", quality=90)
 
 
