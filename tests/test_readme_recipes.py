@@ -141,9 +141,24 @@ def make_cvat(root: Path) -> None:
 
 
 def make_via(root: Path) -> None:
-    names = _images(root / "images")
+    (root / "via_region_data.json").write_text(json.dumps(_via_doc(_images(root / "images"))))
+
+
+def make_via_splits(root: Path) -> None:
+    """VIA's balloon layout: train/ and val/, each with its images and its own export."""
+    names = _images(root / "balloon" / "all")
+    for split, part in (("train", names[:9]), ("val", names[9:])):
+        (root / "balloon" / split).mkdir()
+        for name in part:
+            (root / "balloon" / "all" / name).rename(root / "balloon" / split / name)
+        doc = _via_doc(part, first=names.index(part[0]))
+        (root / "balloon" / split / "via_region_data.json").write_text(json.dumps(doc))
+    (root / "balloon" / "all").rmdir()
+
+
+def _via_doc(names: list[str], first: int = 0) -> dict:
     doc = {}
-    for i, name in enumerate(names):
+    for i, name in enumerate(names, first):
         regions = [
             {
                 "shape_attributes": {
@@ -157,7 +172,7 @@ def make_via(root: Path) -> None:
             if pts
         ]
         doc[f"{name}1"] = {"filename": name, "size": 1, "regions": regions, "file_attributes": {}}
-    (root / "via_region_data.json").write_text(json.dumps(doc))
+    return doc
 
 
 def make_labelstudio(root: Path) -> None:
@@ -250,6 +265,7 @@ MAKERS = {
     "coco": make_coco,
     "cvat": make_cvat,
     "via": make_via,
+    "via-splits": make_via_splits,
     "labelstudio": make_labelstudio,
     "masks": make_masks,
     "voc": make_voc,
@@ -258,7 +274,9 @@ MAKERS = {
     "nnunet": make_nnunet,
 }
 #: The recipes that end in a dataset; the "score" recipe takes it from there.
-DATASET_RECIPES = ("labelme", "coco", "cvat", "via", "labelstudio", "masks", "voc", "camvid")
+DATASET_RECIPES = (
+    "labelme", "coco", "cvat", "via", "via-splits", "labelstudio", "masks", "voc", "camvid",
+)  # fmt: skip
 #: The volume recipes, which go all the way to a score.
 VOLUME_RECIPES = ("decathlon", "nnunet")
 

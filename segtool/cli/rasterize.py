@@ -192,3 +192,6 @@ def _print_report(report: RasterizeReport, out_dir: Path, derived: bool, instanc
         table("overlapping pixels per class pair", ["classes", "pixels"], pairs)
     if report.skipped:
         say(f"{len(report.skipped)} invalid file(s) skipped; see {out_dir}/rasterize_report.json")
+    if report.split is not None:
+        sizes = ", ".join(f"{name} {n}" for name, n in report.split.items())
+        say(f"official split (one export per split folder) kept in {out_dir}/split.json: {sizes}")

@@ -26,6 +26,7 @@ from segtool.core.constants import (
     MASK_SUFFIX,
     MASKS_DIR,
     REPORT_FILE,
+    SPLIT_FILE,
 )
 from segtool.core.dataset import index_by_stem, is_hidden
 from segtool.core.errors import InvalidInputError, SegtoolError, check_choice
@@ -48,7 +49,7 @@ from segtool.rasterize.result import (
     write_multilabel,
 )
 from segtool.rasterize.spec import RasterizeSpec, spec_of
-from segtool.sources.detect import FORMATS, detect
+from segtool.sources.detect import FORMATS, SPLIT_FOLDERS, detect, split_exports
 from segtool.sources.labelme import LabelmeFile, parse_labelme, resolve_image
 from segtool.sources.shapes import AnnotationError, ImageSource, far_shape
 
@@ -216,12 +217,8 @@ SOURCE_OPTIONS = {
 }
 
 
-def _sources(annotations: Path, out: Path, spec: RasterizeSpec, workers: Workers) -> list:
-    """The labelme files, or the export's image records, that `rasterize_dir` converts."""
-    format = spec.format
-    check_choice("format", format, ("auto", *FORMATS))
-    if format == "auto":
-        format, annotations = detect(annotations)
+def _check_source_options(annotations: Path, format: str, spec: RasterizeSpec) -> None:
+    """Refuse an option the source's format does not read (it would be silently ignored)."""
     given = {
         "--image-dir": spec.image_dir is not None,
         "--via-attribute": spec.via_attribute is not None,
@@ -233,14 +230,65 @@ def _sources(annotations: Path, out: Path, spec: RasterizeSpec, workers: Workers
                 f"{annotations}: a {format} source does not use {option} (it is for "
                 f"{', '.join(formats)}); drop it"
             )
+
+
+def _sources(
+    annotations: Path, out: Path, spec: RasterizeSpec, workers: Workers
+) -> tuple[list, dict[str, str] | None]:
+    """The labelme files, or the export's image records, that `rasterize_dir` converts; with
+    one export per split folder (`split_exports`), every split's records and the split of
+    each mask (else None)."""
+    format = spec.format
+    check_choice("format", format, ("auto", *FORMATS))
+    per_split = split_exports(annotations) if format == "auto" else None
+    if per_split is not None:
+        return _split_records(annotations, *per_split, spec)
+    if format == "auto":
+        format, annotations = detect(annotations)
+    _check_source_options(annotations, format, spec)
     if format == "labelme":
-        return find_annotations(annotations, exclude=[out], on_found=workers.found)
+        return find_annotations(annotations, exclude=[out], on_found=workers.found), None
     records = read_export(
         format, annotations, spec.image_dir, via_attribute=spec.via_attribute, crowd=spec.crowd
     )
     if not records:
         raise SegtoolError(f"{annotations}: the {format} file lists no images")
-    return records
+    return records, None
+
+
+def _split_records(
+    root: Path, format: str, files: dict[str, Path], spec: RasterizeSpec
+) -> tuple[list, dict[str, str]]:
+    """The records of one export per split (each finding its images beside it, or in
+    --image-dir), and the split of each mask; a mask name in two splits is refused."""
+    _check_source_options(root, format, spec)
+    records, split_of, first = [], {}, {}
+    for split, path in files.items():
+        for record in read_export(
+            format, path, spec.image_dir, via_attribute=spec.via_attribute, crowd=spec.crowd
+        ):
+            if record.stem in split_of and record.problem is None:
+                raise SegtoolError(
+                    f"{path}: image {record.name!r} has the mask name of one in "
+                    f"{first[record.stem]} ({split_of[record.stem]} split); masks are named "
+                    f"by image stem, so rename one"
+                )
+            split_of[record.stem], first[record.stem] = split, path
+            records.append(record)
+    if not records:
+        raise SegtoolError(f"{root}: the {format} files of the split folders list no images")
+    return records, split_of
+
+
+def _write_split(tmp: Path, split_of: dict[str, str], root: Path) -> dict[str, int]:
+    """split.json of the masks written, each in the split of the export file it came from;
+    returns the images per split."""
+    written = sorted(p.stem for p in (tmp / MASKS_DIR).iterdir())
+    doc: dict = {"seed": None, "source": f"official split: one export per split folder of {root}"}
+    for split in SPLIT_FOLDERS:
+        doc[split] = [stem for stem in written if split_of.get(stem) == split]
+    write_json(tmp / SPLIT_FILE, doc)
+    return {split: len(doc[split]) for split in SPLIT_FOLDERS}
 
 
 def rasterize_dir(
@@ -291,7 +339,7 @@ def rasterize_dir(
     source = str(labels) if labels is not None else "derived from the annotations"
     with Workers(spec.jobs, min_items=MIN_FILES_FOR_WORKERS) as workers:
         # The workers start (if the folder is large enough) while the search goes on.
-        files = _sources(annotations, out, spec, workers)
+        files, split_of = _sources(annotations, out, spec, workers)
         what = "annotation files" if isinstance(files[0], Path) else "images of the export"
         if not isinstance(files[0], Path) and class_map is None:
             # An export's labels are known once it is read: one pass checks and draws.
@@ -337,6 +385,8 @@ def rasterize_dir(
             folders = {("the images folder", folder) for folder in results.folders}
             check_output(out, spec.overwrite, inputs=inputs, apart=folders)
             report = make_report(results, out, class_map, source, instances)
+            if split_of is not None:
+                report.split = _write_split(tmp, split_of, annotations)
             class_map.save(tmp / CLASSES_FILE)
             write_json(tmp / REPORT_FILE, report.to_json())
     return report

@@ -24,6 +24,8 @@ class RasterizeReport:
     objects: Counter | None = None  # label -> objects, when instance masks were written
     skipped: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: images per split of the official split kept (one export per split folder), else None
+    split: dict[str, int] | None = None
 
     def to_json(self) -> dict:
         """The ``rasterize_report.json`` document."""
@@ -55,6 +57,7 @@ class RasterizeReport:
             },
             "skipped": self.skipped,
             "warnings": self.warnings,
+            "split": self.split,
         }
         if cmap.multilabel:
             doc["multilabel"] = True

@@ -115,3 +115,42 @@ def detect(source: Path) -> tuple[str, Path]:
         names = ", ".join(f"{p.name} ({f})" for f, p in exports)
         raise SegtoolError(f"{source}: several export files ({names}); pass one of them")
     return "labelme", source
+
+
+#: Split names and the folder names exports are kept in (``balloon/train/via_region_data.json``).
+SPLIT_FOLDERS = {
+    "train": ("train", "training"),
+    "val": ("val", "valid", "validation"),
+    "test": ("test", "testing"),
+}
+
+
+def split_exports(source: Path) -> tuple[str, dict[str, Path]] | None:
+    """One export file per split, each in a split folder of `source` (``train/``, ``val/``,
+    ``test/`` and their aliases, as VIA's balloon example and many downloads ship): their
+    format and the file of each split, or None when `source` is not laid out so.
+
+    Raises:
+        SegtoolError: the split folders hold exports of different formats.
+    """
+    if not source.is_dir():
+        return None
+    found: dict[str, tuple[str, Path]] = {}
+    for split, aliases in SPLIT_FOLDERS.items():
+        folder = next((source / a for a in aliases if (source / a).is_dir()), None)
+        if folder is None:
+            continue
+        candidates = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in (".json", ".xml")]
+        exports = [(f, p) for p in candidates[:_MAX_SNIFFED] if (f := sniff_file(p)[0])]
+        exports = [(f, p) for f, p in exports if f != "labelme"]
+        if len(exports) == 1 and len(candidates) <= _MAX_SNIFFED:
+            found[split] = exports[0]
+    if len(found) < 2:
+        return None
+    formats = {f for f, _ in found.values()}
+    if len(formats) > 1:
+        shown = ", ".join(f"{p} ({f})" for f, p in found.values())
+        raise SegtoolError(
+            f"{source}: the split folders hold exports of different formats: {shown}"
+        )
+    return formats.pop(), {split: path for split, (_, path) in found.items()}
