@@ -45,8 +45,10 @@ def test_bad_values_are_refused_when_the_spec_is_built():
         RasterizeSpec(png_level=10)
     with pytest.raises(SegtoolError, match="images"):
         RasterizeSpec(images="move")
-    with pytest.raises(SegtoolError, match="not both"):
+    with pytest.raises(SegtoolError, match="pass one class table"):
         ImportSpec(values="255=a", colors=Path("c.txt"))
+    with pytest.raises(SegtoolError, match="pass one class table"):
+        ImportSpec(values="255=a", names=Path("names.txt"))
     with pytest.raises(SegtoolError, match="unknown"):
         ImportSpec(unknown="keep")
     with pytest.raises(dataclasses.FrozenInstanceError):
