@@ -85,3 +85,49 @@ def _object_table(summary: dict, settings: dict) -> None:
             )
     if settings.get("nsd_tolerance") is not None:
         say(f"NSD: normalised surface Dice at {settings['nsd_tolerance']:g} {unit}")
+
+
+def summary_notes(summary: dict, items: str, unit: str) -> list[str]:
+    """The lines under the results table: how the scores were pooled, what each mean covers
+    and leaves out (and which classes the mean precision counts as 0), the accuracy."""
+    mean = summary["mean"]
+    lines = (
+        [
+            f"multi-label: each class scored as its own binary problem; {unit} accuracy counts "
+            f"{unit}s whose whole label set is right"
+        ]
+        if summary.get("multilabel")
+        else []
+    )
+    lines += [
+        f"Dice, IoU, precision, recall: {unit}s pooled over all {items} per class, then "
+        f"averaged over classes; {unit}s are ignored only where the reference holds "
+        f"{summary.get('ignore_index', 255)}",
+        "mean, foreground: " + ", ".join(summary.get("mean_covers", [])),
+        "mean, all classes (mIoU): " + ", ".join(summary.get("mean_all_covers", [])),
+    ]
+    for label, left_out in (
+        ("mean, foreground", summary.get("mean_left_out", {})),
+        ("mean, all classes", summary.get("mean_all_left_out", {})),
+    ):
+        for metric, names in left_out.items():
+            if metric == "precision_predicted":
+                zero = [n for n in names if n not in left_out.get("precision", [])]
+                if zero:
+                    lines.append(f"{label} precision counts 0 (never predicted): {', '.join(zero)}")
+            elif names:
+                why = "absent from every reference" if metric == "recall" else "undefined"
+                if metric in ("dice", "iou", "precision", "image_mean_dice", "hd95"):
+                    why = "absent from every prediction and reference"
+                lines.append(f"{label} {metric} leaves out ({why}): {', '.join(names)}")
+    lines.append(
+        f"{unit} accuracy {_fmt(summary['pixel_accuracy'], 4)}; per-{items[:-1]} mean Dice "
+        f"{_fmt(mean['image_mean_dice'], 4)} (each {items[:-1]}'s Dice, then the mean over {items} "
+        f"and foreground classes) over {summary['n_images']} {items}"
+    )
+    if summary.get("prediction_ignored"):
+        lines.append(
+            f"{summary['prediction_ignored']} predicted {unit}s hold the ignore value "
+            f"{summary['ignore_index']}: scored as misses of the reference's class"
+        )
+    return lines
