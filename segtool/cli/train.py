@@ -342,16 +342,9 @@ def _train(run: dict[str, Any], options: dict[str, Any]) -> None:
     """Plan and train (or, with --plan-only, print the plan), then print the best epoch."""
     from rich.console import Console
 
-    from segtool.cli.train_progress import (
-        RichReporter,
-        file_stamp,
-        plan_table,
-        process_start,
-        resume_line,
-    )
+    from segtool.cli import train_progress as shown
 
-    clock = process_start()
-
+    clock = shown.process_start()
     load_torch()
     from segtool.train.loop import fit
 
@@ -361,12 +354,12 @@ def _train(run: dict[str, Any], options: dict[str, Any]) -> None:
         from segtool.train.loop import preview_plan
 
         planned = preview_plan(run["dataset"], clock=clock, **options)
-        Console(soft_wrap=True).print(plan_table(planned.plan.to_json()))
+        Console(soft_wrap=True).print(shown.plan_table(planned.plan.to_json()))
         return
-    reporter = RichReporter(err_console(), options["time_budget"], started=clock)
+    reporter = shown.RichReporter(err_console(), options["time_budget"], started=clock)
     reporter.items = "cases" if volumes else "images"
     checkpoint = run["out"] / "checkpoints" / "last.pt"
-    before = file_stamp(checkpoint)
+    before = shown.file_stamp(checkpoint)
     try:
         result = fit(
             run["dataset"],
@@ -382,9 +375,12 @@ def _train(run: dict[str, Any], options: dict[str, Any]) -> None:
 
         # An error after this run saved a checkpoint (not the one an --overwrite kept): the
         # run is resumable once the cause is fixed. A NaN loss names its checkpoint itself.
-        if not isinstance(exc, NonFiniteLoss) and file_stamp(checkpoint) not in (None, before):
+        if not isinstance(exc, NonFiniteLoss) and shown.file_stamp(checkpoint) not in (
+            None,
+            before,
+        ):
             note(f"{run['out']}/checkpoints/last.pt holds the run's last complete step "
-                 f"interval; once fixed, continue with: {resume_line(run['dataset'], run['out'])}")  # fmt: skip
+                 f"interval; once fixed, continue with: {shown.resume_line(run['dataset'], run['out'])}")  # fmt: skip
         raise
     if result.main_process:  # rank 0 alone reports
         _print_result(result, run["dataset"], run["out"])
