@@ -537,10 +537,10 @@ def test_during(case: During, base: Path, tmp_path: Path, monkeypatch) -> None:
 
 #: Runs ``segtool ARGS`` with each function of MODULE:NAME[,MODULE:NAME...] patched to announce
 #: (``AT pid``) and block, in turn: the first before (or, for ``after``, after) its first call,
-#: the next one at its first call after that, ... A held call waits on the FIFO named by
+#: the next one at its first call after that, ... A held call polls the FIFO named by
 #: argv[1] until the test writes to it (or the process ends). Workers forked later inherit it.
 DRIVER = r"""
-import importlib, os, sys
+import importlib, os, sys, time
 release, holds, when, args = sys.argv[1], sys.argv[2].split(","), sys.argv[3], sys.argv[4:]
 stage = [0]
 
@@ -551,8 +551,17 @@ def hold_at(index, original):
         result = original(*a, **k) if when == "after" and index == 0 else None
         stage[0] += 1
         os.write(1, f"AT {os.getpid()}\n".encode())
-        with open(release) as fifo:
-            fifo.read(1)
+        # Wait for the test's go without blocking in a system call: a signal the kernel gives
+        # to another thread (a loader's feeder thread) would never wake a blocked open().
+        fd = os.open(release, os.O_RDONLY | os.O_NONBLOCK)
+        while True:
+            try:
+                if os.read(fd, 1):
+                    break
+            except BlockingIOError:  # the test is writing
+                pass
+            time.sleep(0.02)
+        os.close(fd)
         return result if when == "after" and index == 0 else original(*a, **k)
     held.__qualname__ = held.__name__ = f"held_{index}"  # pickled by name, as workers need
     globals()[held.__name__] = held
