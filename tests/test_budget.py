@@ -290,9 +290,14 @@ def test_a_volume_folder_trains_within_its_budget(tmp_path, monkeypatch):
 
 
 def test_the_budget_counts_from_the_process_start():
-    """segtool train's budget counts the interpreter's own start-up (from /proc on Linux)."""
-    import time
+    """segtool train's budget counts the interpreter's own start-up (from /proc on Linux), on
+    hand-made clocks: a process started 250 ticks (2.5 s at 100 Hz) after boot, read 10 s
+    after boot, started 7.5 s before `now`; its age is held to 0..60 s."""
+    from segtool.cli.train_progress import started_at
 
-    from segtool.cli.train_progress import process_start
-
-    assert 0 < time.monotonic() - process_start() < 60
+    fields = ["S", *["0"] * 18, "250", "0"]  # fields 3..23 after "(comm)": 22 is the 20th
+    line = "4242 (python (x)) " + " ".join(fields)
+    assert started_at(100.0, 10.0, line, 100) == pytest.approx(92.5)
+    assert started_at(100.0, 1000.0, line, 100) == 40.0  # older than 60 s: 60 s
+    assert started_at(100.0, 1.0, line, 100) == 100.0  # a clock read badly: no age
+    assert started_at(100.0, 10.0, "not a stat line", 100) == 100.0

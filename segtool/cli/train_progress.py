@@ -200,11 +200,23 @@ def process_start() -> float:
     now = time.monotonic()
     try:
         with open("/proc/self/stat") as stat:
-            ticks = int(stat.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime
-        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, AttributeError):
+            line = stat.read()
+        boot_now, tick = time.clock_gettime(time.CLOCK_BOOTTIME), os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError):
         return now
-    return now - min(max(age, 0.0), 60.0)
+    return started_at(now, boot_now, line, tick)
+
+
+def started_at(now: float, boot_now: float, stat_line: str, tick: int) -> float:
+    """The monotonic time a process started: `now` less its age, from its ``/proc/PID/stat``
+    line (field 22, start time in clock ticks since boot) and the seconds since boot, the age
+    held to 0..60 s (a clock read badly must not eat a budget); `now` when the line is not
+    one."""
+    try:
+        ticks = int(stat_line.rsplit(")", 1)[1].split()[19])
+    except (ValueError, IndexError):
+        return now
+    return now - min(max(boot_now - ticks / tick, 0.0), 60.0)
 
 
 def file_stamp(path: Path) -> tuple[int, int] | None:
