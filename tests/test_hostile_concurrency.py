@@ -314,6 +314,15 @@ CASES = [
         outputs=NOT_PLACED,
     ),
     During(
+        "rasterize --overwrite: OUT absent when checked, made while the annotations are read",
+        cmd(*RASTER, "--overwrite"),
+        1,
+        APPEARED,
+        make_folder("out"),
+        at="segtool.rasterize.folder._sources",
+        outputs=NOT_PLACED,
+    ),
+    During(
         "rasterize: a second segtool writes the same OUT and finishes first",
         cmd(*RASTER),
         1,

@@ -309,13 +309,13 @@ def output_folder(
     *,
     option: str = "OUT",
     inputs: Iterable[tuple[str, Path | None]] = (),
-    checked: OutputPlan | None = None,
 ) -> Iterator[Path]:
     """Build the folder `out` whole or not at all (an `OutputPlan` of one folder).
 
     Yields an empty temporary folder beside `out`; when the block finishes it replaces `out`,
-    and when the block raises (Ctrl-C included) it is deleted and `out` is left as it was;
-    `checked` (the `check_output` made before reading): only what it saw at `out` is replaced.
+    and when the block raises (Ctrl-C included) it is deleted and `out` is left as it was.
+    Within `checked_first(check_output(...))`, made before any input was read, only what
+    that check saw at `out` is replaced.
 
     Raises:
         SegtoolError: any check of `OutputPlan.check` (before anything is written).
@@ -324,8 +324,6 @@ def output_folder(
     for what, path in inputs:
         plan.read(what, path)
     target = plan.write(out, folder=True, option=option)
-    if checked is not None:
-        plan.keep_checks(checked)
     with plan.build():
         yield target.tmp
 
@@ -343,8 +341,8 @@ def check_output(
     `apart`: folders read for some files only (`out` may lie inside one, not be or contain it).
 
     Returns:
-        The checked plan: give it to `output_folder` (``checked=``), so that only what was at
-        `out` now is replaced at the end.
+        The checked plan: build the outputs within `checked_first(plan)`, so that only what
+        was at `out` now is replaced at the end.
 
     Raises:
         SegtoolError: as `OutputPlan.check`.

@@ -30,7 +30,7 @@ from segtool.core.constants import (
 )
 from segtool.core.dataset import index_by_stem, is_hidden
 from segtool.core.errors import InvalidInputError, SegtoolError, check_choice
-from segtool.core.files import check_output, output_folder, write_json
+from segtool.core.files import check_output, checked_first, output_folder, write_json
 from segtool.core.parallel import ProgressFn, Workers, with_progress
 from segtool.rasterize.draw import (
     draw_instances,
@@ -358,7 +358,7 @@ def rasterize_dir(
             previews=previews,
             level=spec.png_level,
         )
-        with output_folder(out, spec.overwrite, inputs=inputs, checked=checked) as tmp:
+        with checked_first(checked), output_folder(out, spec.overwrite, inputs=inputs) as tmp:
             (tmp / MASKS_DIR).mkdir()
             for wanted, folder in ((images != "none", IMAGES_DIR), (instances, INSTANCES_DIR)):
                 if wanted:
