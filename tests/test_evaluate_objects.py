@@ -321,3 +321,16 @@ def test_missed_lesions_on_a_larger_volume_score_the_volumes_diagonal():
     lesion_dice, lesion_hd95, lesions, missed, false_positives, _ = scores.lesion[1]
     assert (lesions, missed, false_positives) == (2, 2, 1)
     assert lesion_hd95 == pytest.approx(worst) and lesion_dice == 0
+
+
+def test_the_object_tables_title_names_the_minimum_lesion_size_only_when_there_is_one(
+    tmp_path, capsys
+):
+    from segtool.cli.evaluate_tables import print_objects
+
+    pred, gt = _write_dataset(tmp_path)
+    print_objects(evaluate_dirs(pred, gt, jobs=1).summary)
+    title = capsys.readouterr().out.splitlines()[0]
+    assert "every lesion;" in title and "over" not in title
+    print_objects(evaluate_dirs(pred, gt, jobs=1, lesion_min_size=9, overwrite=True).summary)
+    assert "lesions over 9 px;" in capsys.readouterr().out.splitlines()[0]

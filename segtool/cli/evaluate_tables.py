@@ -68,10 +68,11 @@ def _object_table(summary: dict, settings: dict) -> None:
     ]
     rows.append(interval_row(summary.get("mean_ci95"), keys, digits))
     size = "mm³" if unit == "mm" else "px"
+    smallest = settings["lesion_min_size"]
+    kept = f"lesions over {smallest:g} {size}" if smallest > 0 else "every lesion"
     table(
-        f"objects (lesion-wise as BraTS 2023: dilation {settings['lesion_dilation']}, lesions "
-        f"over {settings['lesion_min_size']:g} {size}; detection at IoU >= "
-        f"{settings['iou_threshold']:g})",
+        f"objects (lesion-wise as BraTS 2023: dilation {settings['lesion_dilation']}, {kept}; "
+        f"detection at IoU >= {settings['iou_threshold']:g})",
         ["class", *headers],
         rows,
     )
