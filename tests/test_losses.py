@@ -1,4 +1,4 @@
-"""Losses: hand tables against the README's formulas, ignore pixels, empty and perfect batches."""
+"""Losses: hand tables against docs/train.md's formulas, ignore pixels, empty and perfect batches."""
 
 from __future__ import annotations
 

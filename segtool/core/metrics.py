@@ -1,7 +1,7 @@
 """Overlap metrics on label masks of any dimension: counts first, scores from counts.
 
 numpy (and OpenCV's histogram for some 8-bit masks); no torch, so training's validation and
-``segtool evaluate`` share every number. Definitions (also in the README):
+``segtool evaluate`` share every number. Definitions (also in docs/evaluate.md):
 
 - Per image and class, TP/FP/FN count pixels. Pixels are left out only where the *reference*
   holds the ignore value (as nnU-Net, MONAI and torchmetrics do). A prediction pixel holding the
