@@ -261,7 +261,7 @@ def test_an_interrupted_overwrite_keeps_the_old_run(easy, tmp_path, monkeypatch)
 
 
 def test_the_summary_says_the_budget_cut_the_run(tmp_path, capsys):
-    from segtool.cli.train import _print_result
+    from segtool.cli.train_progress import print_result as _print_result
     from segtool.train.runstate import FitResult
 
     result = FitResult(tmp_path, 3, 0.8, {"a": 0.8}, 4, "time budget", planned_epochs=9,

@@ -385,7 +385,7 @@ def test_resume_hint_can_be_pasted_into_a_shell(tmp_path, capsys):
 
     import pytest
 
-    from segtool.cli.train import _print_result
+    from segtool.cli.train_progress import print_result as _print_result
 
     result = SimpleNamespace(
         stopped="interrupted",

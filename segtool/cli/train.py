@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import inspect
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +19,6 @@ from segtool.cli.common import (
     path_argument,
     path_option,
     refuse_image_options,
-    styled,
-    table,
     use_max_pixels,
     with_default,
 )
@@ -160,7 +157,12 @@ OPTIONS: dict[str, Opt] = {
     "warmup_epochs": Opt(OPTIM, "Epochs of linear LR warm-up.", float, "N", AMOUNT),
     "clip_grad": Opt(OPTIM, "Clip the gradient norm to this (0: off).", float, "X", AMOUNT),
     "patience": Opt(
-        OPTIM, "Stop after N epochs without a better val Dice.", int, "N", min=1, shown="never"
+        OPTIM, "Stop after N validations without a better val Dice.", int, "N", min=1,
+        shown="never",
+    ),
+    "val_every": Opt(
+        OPTIM, "Validate every K epochs and after the last (the plan: near a tenth of the "
+        "time).", int, "K", min=1,
     ),
     "seed": Opt(OPTIM, "Random seed.", int, min=0, max=2**32 - 1),
     "tune_thresholds": Opt(
@@ -171,6 +173,9 @@ OPTIONS: dict[str, Opt] = {
     "workers": Opt(
         HARDWARE, "DataLoader workers.", int, "N", min=0,
         shown="picked for the device and its cores",
+    ),
+    "compile": Opt(
+        HARDWARE, "torch.compile the model: a slow first step, faster ones after.", bool
     ),
 }  # fmt: skip
 
@@ -249,8 +254,8 @@ def command(**given: Any) -> None:
 
     The run folder gets model/ (the best model by validation Dice), checkpoints/last.pt,
     metrics.csv, curves.png, config.json, classes.json and split.json. Validation Dice is
-    computed every epoch by the same code as segtool evaluate. Ctrl-C stops cleanly; --resume
-    continues.
+    computed every epoch (or every --val-every K, and after the last) by the same code as
+    segtool evaluate. Ctrl-C stops cleanly; --resume continues.
 
     With no options, segtool plans the run from the dataset and the machine (input size,
     encoder, batch size, augmentation, epochs) and prints the plan: each choice and why. Any
@@ -278,49 +283,6 @@ command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         *(_parameter(name, opt) for name, opt in OPTIONS.items()),
     ]
 )
-
-
-def _print_result(result: Any, dataset: Path, out_dir: Path) -> None:
-    """The best epoch's validation Dice per class; after Ctrl-C, how to resume."""
-    from segtool.cli.train_progress import how_it_ended, resume_line
-
-    interrupted = styled("interrupted", "yellow", sys.stderr)
-    if result.stopped == "interrupted" and not result.kept:
-        note(
-            f"{interrupted}: the new run was not complete and is discarded; {out_dir} is as it was"
-        )
-        raise SystemExit(130)
-    if result.stopped == "interrupted" and not (result.epochs_done or result.saved_steps):
-        note(f"{interrupted} before the run's first checkpoint; nothing to resume")
-        raise SystemExit(130)
-    if result.best_epoch:
-        rows: list = [
-            [name, "—" if score != score else f"{score:.4f}"]
-            for name, score in result.best_per_class.items()
-        ]
-        rows += [None, ["mean", f"{result.best_dice:.4f}"]]
-        title = (
-            f"{out_dir}: best epoch {result.best_epoch} of {result.epochs_done} "
-            f"({how_it_ended(result)})"
-        )
-        table(title, ["class", "val Dice"], rows)
-    if result.thresholds:
-        cuts = result.thresholds["thresholds"]
-        note(
-            "per-class thresholds tuned on the validation split (predict uses them): "
-            + ", ".join(f"{name} {cut:g}" for name, cut in cuts.items())
-            + f"; saved in {out_dir}/thresholds.json"
-        )
-    if result.stopped == "interrupted":
-        holds = f"epoch {result.epochs_done}" if result.epochs_done else ""
-        if result.saved_steps:
-            steps = f"{result.saved_steps} steps of epoch {result.epochs_done + 1}"
-            holds = f"{holds} and {steps}" if holds else steps
-        note(
-            f"{interrupted}: {out_dir}/checkpoints/last.pt holds {holds}; continue with: "
-            + resume_line(dataset, out_dir)
-        )
-        raise SystemExit(130)
 
 
 def _refuse_options(run: dict[str, Any], options: dict[str, Any]) -> bool:
@@ -383,7 +345,7 @@ def _train(run: dict[str, Any], options: dict[str, Any]) -> None:
                  f"interval; once fixed, continue with: {shown.resume_line(run['dataset'], run['out'])}")  # fmt: skip
         raise
     if result.main_process:  # rank 0 alone reports
-        _print_result(result, run["dataset"], run["out"])
+        shown.print_result(result, run["dataset"], run["out"])
         _choose_postprocessing(run["out"], run["dataset"], options)
 
 

@@ -4,6 +4,7 @@ scheduler's), a line per epoch, and the time left."""
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from segtool.cli.common import clean, warn
+from segtool.cli.common import clean, note, styled, table, warn
 
 #: Seconds between progress lines when the output is not a terminal.
 LINE_EVERY = 30.0
@@ -163,10 +164,15 @@ class RichReporter:
             if len(per_class) <= 4
             else ""
         )
-        self.console.print(
-            f"epoch {row['epoch']:>3}  train loss {row['train_loss']:.4f}  "
+        validation = (
             f"val loss {row['val_loss']:.4f}  val Dice {row['val_dice']:.4f}  "
-            f"IoU {row['val_iou']:.4f}{classes}  {row['seconds']:.1f}s",
+            f"IoU {row['val_iou']:.4f}{classes}"
+            if row["val_dice"] is not None
+            else "(no validation this epoch: --val-every)"
+        )
+        self.console.print(
+            f"epoch {row['epoch']:>3}  train loss {row['train_loss']:.4f}  {validation}  "
+            f"{row['seconds']:.1f}s",
             highlight=False,
         )
 
@@ -226,3 +232,44 @@ def file_stamp(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return info.st_ino, info.st_mtime_ns
+
+
+def print_result(result: Any, dataset: Path, out_dir: Path) -> None:
+    """The best epoch's validation Dice per class; after Ctrl-C, how to resume."""
+    interrupted = styled("interrupted", "yellow", sys.stderr)
+    if result.stopped == "interrupted" and not result.kept:
+        note(
+            f"{interrupted}: the new run was not complete and is discarded; {out_dir} is as it was"
+        )
+        raise SystemExit(130)
+    if result.stopped == "interrupted" and not (result.epochs_done or result.saved_steps):
+        note(f"{interrupted} before the run's first checkpoint; nothing to resume")
+        raise SystemExit(130)
+    if result.best_epoch:
+        rows: list = [
+            [name, "—" if score != score else f"{score:.4f}"]
+            for name, score in result.best_per_class.items()
+        ]
+        rows += [None, ["mean", f"{result.best_dice:.4f}"]]
+        title = (
+            f"{out_dir}: best epoch {result.best_epoch} of {result.epochs_done} "
+            f"({how_it_ended(result)})"
+        )
+        table(title, ["class", "val Dice"], rows)
+    if result.thresholds:
+        cuts = result.thresholds["thresholds"]
+        note(
+            "per-class thresholds tuned on the validation split (predict uses them): "
+            + ", ".join(f"{name} {cut:g}" for name, cut in cuts.items())
+            + f"; saved in {out_dir}/thresholds.json"
+        )
+    if result.stopped == "interrupted":
+        holds = f"epoch {result.epochs_done}" if result.epochs_done else ""
+        if result.saved_steps:
+            steps = f"{result.saved_steps} steps of epoch {result.epochs_done + 1}"
+            holds = f"{holds} and {steps}" if holds else steps
+        note(
+            f"{interrupted}: {out_dir}/checkpoints/last.pt holds {holds}; continue with: "
+            + resume_line(dataset, out_dir)
+        )
+        raise SystemExit(130)

@@ -31,9 +31,6 @@ WARM_STEPS, TIMED_STEPS = 2, 5
 #: The most of the budget that timing the first steps may take: past it, the steps timed so
 #: far decide (at least one), and the epochs' own times correct the plan as the run goes.
 TIMING_SHARE = 0.05
-#: A validation batch, until a validation pass is measured, guessed at this share of a
-#: training step (a forward pass without the backward one, and counting).
-VALIDATION_PER_STEP = 0.5
 #: A run planned to end at the budget aims this share of an epoch early (saving the last).
 EPOCH_MARGIN = 0.3
 #: The share of the budget kept, past the last validation and save, for finishing the run
@@ -79,13 +76,16 @@ class Budget:
         """Seconds since the user started the run."""
         return self.clock() - self.started
 
-    def fit_plan(self, step: float, steps_per_epoch: int, validation: float) -> Plan:
+    def fit_plan(
+        self, step: float, steps_per_epoch: int, validation: float, val_batches: int | None = None
+    ) -> Plan:
         """Fit the plan to the budget from the timed steps (once, at the start).
 
         Args:
             step: seconds of one training step (the median of the timed ones).
             steps_per_epoch: training steps in an epoch.
             validation: seconds of one validation pass.
+            val_batches: the batches of a validation pass (a short one validates every epoch).
 
         Returns:
             The plan, fitted: its epochs (and a smaller input, where it must).
@@ -96,7 +96,8 @@ class Budget:
         plan, fp = self.plan, self.fingerprint
         if plan is None or fp is None or self.seconds is None:
             raise ValueError("no planned run to fit to a time budget")
-        fit_budget(plan, fp, Timing(step, steps_per_epoch, validation, self.spent()), self.seconds)
+        timing = Timing(step, steps_per_epoch, validation, self.spent(), val_batches)
+        fit_budget(plan, fp, timing, self.seconds)
         self.plan = None
         return plan
 

@@ -85,6 +85,13 @@ class Learner:
             ):
                 group["lr"] = base * schedule(step)
 
+    def load_optimizer(self, saved: dict[str, Any]) -> None:
+        """AdamW's state from a checkpoint, stepped as this machine steps it (`adamw_kind`):
+        a run begun on the CPU and resumed on a GPU steps fused, and the other way round."""
+        kind = {k: self.optimizer.defaults[k] for k in ("fused", "foreach")}
+        groups = [{**group, **kind} for group in saved["param_groups"]]
+        self.optimizer.load_state_dict({**saved, "param_groups": groups})
+
     def restart(self, total: int, warmup: int) -> None:
         """Warm up to the peak rate again over `warmup` steps, then decay to step `total`."""
         self.scheduler.lr_lambdas[0].restart(self.scheduler.last_epoch, total, warmup)
@@ -259,6 +266,45 @@ def build_loaders(
     )
 
 
+def adamw_kind(device: torch.device, params: list[torch.Tensor]) -> dict[str, bool | None]:
+    """How AdamW steps: one fused kernel on CUDA (all `params` on the device), else the
+    multi-tensor (``foreach``) loop, never one tensor at a time."""
+    fused = device.type == "cuda" and all(p.device.type == "cuda" for p in params)
+    return {"fused": True, "foreach": None} if fused else {"fused": None, "foreach": True}
+
+
+def fixed_input(config: TrainConfig) -> bool:
+    """Whether every training batch has one shape (``size`` or ``crop``): then cuDNN may time
+    its convolution algorithms once per shape and keep the fastest (``cudnn.benchmark``)."""
+    return config.size is not None or config.crop is not None
+
+
+def compiled(model: nn.Module, device: torch.device) -> nn.Module:
+    """``--compile``: `model` under ``torch.compile`` (compiled at its first step).
+
+    Raises:
+        SegtoolError: torch.compile cannot run here (its compiler is missing).
+    """
+    import shutil
+
+    from torch._dynamo.eval_frame import is_dynamo_supported
+
+    missing = None
+    if not is_dynamo_supported():
+        missing = f"torch.compile does not support this Python or torch {torch.__version__}"
+    elif device.type == "cuda":
+        from torch.utils._triton import has_triton
+
+        missing = (
+            None if has_triton() else "torch.compile on CUDA needs triton (pip install triton)"
+        )
+    elif device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "clang++", "c++")):
+        missing = "torch.compile on the CPU needs a C++ compiler (g++ or clang++) on PATH"
+    if missing:
+        raise SegtoolError(f"--compile: {missing}; train without --compile")
+    return torch.compile(model)
+
+
 def build_run(
     config: TrainConfig, class_map: ClassMap, data: TrainingData | VolumeData, dist: Dist
 ) -> Run:
@@ -268,6 +314,8 @@ def build_run(
     amp_dtype = amp_dtype_for(device, config.amp)
     workers = config.workers if config.workers is not None else default_workers(device)
     hardware = Hardware(device, amp_dtype, device.type == "cuda", workers)
+    if device.type == "cuda" and fixed_input(config):
+        torch.backends.cudnn.benchmark = True
     seed_all(config.seed)
     mode = mode_for(class_map.num_classes, class_map.multilabel)
     loss_fn = build_loss(
@@ -285,8 +333,9 @@ def build_run(
     model = _model(config, class_map, device, data.in_channels if volumes else 3)
     loaders = build_loaders(config, class_map, data, dist, hardware)
     steps = len(loaders.train)
+    params = list(model.parameters())
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        params, lr=config.lr, weight_decay=config.weight_decay, **adamw_kind(device, params)
     )
     total = steps * config.epochs
     warmup = warmup_steps(total, steps, config.warmup_epochs)
@@ -296,6 +345,8 @@ def build_run(
     if dist.world > 1:
         ids = [device.index] if device.type == "cuda" else None
         train_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if config.compile:
+        train_model = compiled(train_model, device)
     learner = Learner(model, train_model, loss_fn, optimizer, scheduler, scaler)
     return Run(hardware, learner, loaders, mode)
 

@@ -26,7 +26,7 @@ DEFAULT_ENCODER = "resnet34"
 #: Options that may differ when a run is resumed; any other change would break the run.
 RESUMABLE = frozenset(
     ("epochs", "patience", "workers", "device", "amp", "tune_thresholds", "time_budget",
-     "warm_restart")
+     "warm_restart", "val_every", "compile")
 )  # fmt: skip
 #: Options that hold for one invocation only: a resumed run gets the ones given now, if any.
 PER_INVOCATION = {"time_budget": None, "warm_restart": False}
@@ -34,7 +34,7 @@ PER_INVOCATION = {"time_budget": None, "warm_restart": False}
 #: The options the plan chooses when they are not given.
 PLANNED = frozenset(
     ("size", "resize", "crop", "fg_crop", "encoder", "decoder_channels", "batch_size",
-     "augment", "lr", "epochs", "loss", "oversample")
+     "augment", "lr", "epochs", "loss", "oversample", "val_every")
 )  # fmt: skip
 
 
@@ -180,6 +180,7 @@ class TrainConfig:
     amp: bool | None = None
     workers: int | None = None
     patience: int | None = None
+    val_every: int = 1  #: validate every k epochs (and always after the last)
     val: float = 0.15
     test: float = 0.15
     split_file: Path | None = None
@@ -189,6 +190,7 @@ class TrainConfig:
     tune_thresholds: bool = False
     time_budget: float | None = None  #: seconds
     warm_restart: bool = False
+    compile: bool = False  #: torch.compile the model that trains
 
     def __post_init__(self) -> None:
         # Parsed once, here: whatever built the config (the command line's text, Python
@@ -249,7 +251,7 @@ class TrainConfig:
             raise SegtoolError("--size and --crop exclude each other; pass one")
         if self.size is None and self.resize != "stretch":
             raise SegtoolError(f"--resize {self.resize} needs --size S or --size H,W")
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "val_every"):
             if getattr(self, name) < 1:
                 raise SegtoolError(f"--{name.replace('_', '-')} must be at least 1")
         for name in ("fg_crop", "oversample"):

@@ -17,6 +17,7 @@ METRIC_COLUMNS = [
     "val_dice",
     "val_iou",
     "val_images",
+    "validated",
     "lr",
     "seconds",
 ]

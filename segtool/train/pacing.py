@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from segtool.train.budget import VALIDATION_PER_STEP
+from segtool.train.plan import VALIDATION_PER_STEP
 
 #: Seconds between the checkpoints saved within an epoch (each costs about one save of
 #: ``last.pt``: a second or less for the planned models).
@@ -49,10 +49,12 @@ class Pacer:
         self.last = now
         return now
 
-    def ended_epoch(self, since: float) -> None:
-        """The epoch's steps ended at `since` and its end (validation, saving) now: measured,
-        and the next step's time starts afresh."""
-        self.closing, self.closing_step = self.clock() - since, self.step_time() or 0.0
+    def ended_epoch(self, since: float, validated: bool = True) -> None:
+        """The epoch's steps ended at `since` and its end (validation, saving) now: measured
+        when it validated (the run's last epoch always does), and the next step's time
+        starts afresh."""
+        if validated:
+            self.closing, self.closing_step = self.clock() - since, self.step_time() or 0.0
         self.last = None
 
     def closing_time(self, step_time: float, val_batches: int) -> float:

@@ -10,7 +10,7 @@ written into config.json.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from segtool.core.constants import BACKGROUND_NAME
@@ -39,6 +39,15 @@ TARGET_STEPS = {"cpu": 300, "mps": 1500, "cuda": 3000}
 MIN_EPOCHS = 8
 #: The smallest long side a budget may shrink the input to.
 MIN_SIDE = 64
+#: A validation batch, until a validation pass is measured, guessed at this share of a
+#: training step (a forward pass without the backward one, and counting).
+VALIDATION_PER_STEP = 0.5
+#: The share of a run's time that validation may take: past it, validate every k epochs.
+VALIDATION_SHARE = 0.10
+#: The fewest validations a run's epochs keep (the best model is chosen among them).
+MIN_VALIDATIONS = 5
+#: Below this many validation batches a pass is short: every epoch validates.
+SHORT_VALIDATION = 20
 
 
 @dataclass
@@ -170,6 +179,34 @@ def _training(plan: Plan, fp: Fingerprint, machine: Machine, given: Given) -> No
     plan.set("epochs", epochs, f"about {target} steps of {steps} per epoch")
 
 
+def validation_interval(validation: float, epoch: float, epochs: int) -> int:
+    """Validate every k epochs: the smallest k for which a validation pass of `validation`
+    seconds takes at most `VALIDATION_SHARE` of a cycle of k training epochs of `epoch`
+    seconds and the pass, while `epochs` keep `MIN_VALIDATIONS` of them (k = 1 below)."""
+    if validation <= 0 or epoch <= 0:
+        return 1
+    wanted = math.ceil(validation * (1 - VALIDATION_SHARE) / (VALIDATION_SHARE * epoch) - 1e-9)
+    return max(min(wanted, epochs // MIN_VALIDATIONS), 1)
+
+
+def _validation(plan: Plan, fp: Fingerprint, given: Given) -> None:
+    """Validate every k epochs when a pass (its batches at `VALIDATION_PER_STEP` of a step)
+    would take more than `VALIDATION_SHARE` of the time."""
+    if _given(plan, given, "val_every"):
+        return
+    options, config = plan.options(), given.config
+    batch = options.get("batch_size") or config.batch_size
+    train = math.ceil(fp.n_images * config.train_share / batch)
+    val = math.ceil(fp.n_images * config.val / batch)
+    if val < SHORT_VALIDATION:
+        plan.set("val_every", 1, f"{val} validation batches: a short pass, every epoch")
+        return
+    every = validation_interval(val * VALIDATION_PER_STEP, train, options["epochs"])
+    share = val * VALIDATION_PER_STEP / max(train * every + val * VALIDATION_PER_STEP, 1e-9)
+    why = f"{val} validation batches against {train} training steps: ~{share:.0%} of the time"
+    plan.set("val_every", every, why if every == 1 else f"{why} every {every} epochs")
+
+
 def _imbalance(plan: Plan, fp: Fingerprint, given: Given) -> None:
     """Oversampling of images holding rare classes (whole images only: patches are centred
     on foreground by --fg-crop instead), and --class-weights auto's values, from the
@@ -218,6 +255,7 @@ def plan_training(fp: Fingerprint, machine: Machine, given: Given) -> Plan:
     _model(plan, machine, given)
     _batch_size(plan, fp, machine, given)
     _training(plan, fp, machine, given)
+    _validation(plan, fp, given)
     _imbalance(plan, fp, given)
     rare = fp.rare()
     if not _given(plan, given, "loss") and rare and not plan.options().get("crop"):
@@ -234,12 +272,17 @@ class Timing:
     steps_per_epoch: int
     validation: float  #: one validation pass
     fixed: float  #: already spent, plus what the run spends once (building, saving)
+    val_batches: int | None = None  #: batches of a validation pass (None: not counted)
 
 
-def epochs_within(timing: Timing, budget: float, per_epoch_overhead: float = 0.3) -> int:
-    """How many epochs fit in `budget` seconds."""
-    epoch = timing.step * timing.steps_per_epoch + timing.validation + per_epoch_overhead
-    return max(int((budget - timing.fixed) // epoch), 0)
+def epochs_within(
+    timing: Timing, budget: float, per_epoch_overhead: float = 0.3, val_every: int = 1
+) -> int:
+    """How many epochs fit in `budget` seconds, validating every `val_every` epochs and
+    after the last."""
+    epoch = timing.step * timing.steps_per_epoch + timing.validation / val_every
+    final = timing.validation * (1 - 1 / val_every)  # the last epoch validates in any case
+    return max(int((budget - timing.fixed - final) // (epoch + per_epoch_overhead)), 0)
 
 
 def fit_budget(plan: Plan, fp: Fingerprint, timing: Timing, budget: float) -> None:
@@ -255,7 +298,8 @@ def fit_budget(plan: Plan, fp: Fingerprint, timing: Timing, budget: float) -> No
         budget: seconds for the whole run.
     """
     options = plan.options()
-    epochs = epochs_within(timing, budget)
+    every = _budget_interval(plan, timing, budget)
+    epochs = epochs_within(timing, budget, val_every=every)
     given_geometry = any(c.why == "given" for c in plan.choices if c.option in ("size", "crop"))
     height, width = _input_shape(options, fp)
     final = timing
@@ -272,10 +316,8 @@ def fit_budget(plan: Plan, fp: Fingerprint, timing: Timing, budget: float) -> No
             long_side = round_to_stride(long_side * 0.75)
             box = keep_box(fp.median_size[0], fp.median_size[1], long_side)
             ratio = box[0] * box[1] / (height * width)
-            scaled = Timing(
-                timing.step * ratio, timing.steps_per_epoch, timing.validation * ratio, timing.fixed
-            )
-            epochs, final = epochs_within(scaled, budget), scaled
+            scaled = replace(timing, step=timing.step * ratio, validation=timing.validation * ratio)
+            epochs, final = epochs_within(scaled, budget, val_every=every), scaled
         if long_side != max(height, width):
             plan.set("crop", None, "whole images fit the budget better")
             plan.set("size", box, f"{budget:.0f}s budget -> {box[1]}x{box[0]}")
@@ -284,6 +326,25 @@ def fit_budget(plan: Plan, fp: Fingerprint, timing: Timing, budget: float) -> No
     if any(c.option == "epochs" and c.why == "given" for c in plan.choices):
         return
     plan.set("epochs", epochs, f"{budget:.0f}s budget, {timing.step:.2f}s a step")
+
+
+def _budget_interval(plan: Plan, timing: Timing, budget: float) -> int:
+    """The plan's validation interval, chosen again from the measured times (a given one
+    stays): validation every k epochs, k for as many epochs as fit validating each."""
+    choice = next((c for c in plan.choices if c.option == "val_every"), None)
+    if choice is not None and choice.why == "given":
+        return int(choice.value)
+    if timing.val_batches is not None and timing.val_batches < SHORT_VALIDATION:
+        plan.set(
+            "val_every", 1, f"{timing.val_batches} validation batches: a short pass, every epoch"
+        )
+        return 1
+    epoch = timing.step * timing.steps_per_epoch
+    every = validation_interval(timing.validation, epoch, epochs_within(timing, budget))
+    share = timing.validation / max(epoch * every + timing.validation, 1e-9)
+    plan.set("val_every", every, f"measured: a validation pass ~{share:.0%} of the time"
+             + (f" every {every} epochs" if every > 1 else ""))  # fmt: skip
+    return every
 
 
 def _input_shape(options: dict[str, Any], fp: Fingerprint) -> tuple[int, int]:

@@ -33,6 +33,29 @@ class FitResult:
     saved_steps: int = 0  #: interrupted: steps of the next epoch that last.pt holds too
 
 
+def epoch_row(
+    epoch: int,
+    train_loss: float,
+    validation: tuple[float, int, dict[str, Any]] | None,
+    lr: float,
+    seconds: float,
+) -> dict[str, Any]:
+    """An epoch's metrics.csv row from its training loss and `validation` (summed loss,
+    images, `steps.scores`); an epoch that did not validate has empty validation cells and
+    ``validated`` 0."""
+    row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss}
+    if validation is None:
+        row.update(val_loss=None, val_dice=None, val_iou=None, val_images=0, validated=0)
+    else:
+        loss_sum, n, val = validation  # n: summed over processes under torchrun
+        row.update(val_loss=loss_sum / max(n, 1), val_dice=val["dice"], val_iou=val["iou"],
+                   val_images=n, validated=1)  # fmt: skip
+    row.update(lr=lr, seconds=seconds)
+    if validation is not None:
+        row.update({f"dice_{name}": v for name, v in validation[2]["per_class"].items()})
+    return row
+
+
 @dataclass
 class Progress:
     """What the epochs so far decided; ``last.pt`` carries it across --resume."""
@@ -46,15 +69,19 @@ class Progress:
     epoch_seconds: list[float] = field(default_factory=list)  #: this invocation's epochs
     within: dict[str, Any] | None = None  #: a checkpoint saved within `start_epoch`: its tally
 
-    def record(self, row: dict[str, Any], per_class: dict[str, float]) -> bool:
-        """Add an epoch's metrics.csv row; True when its validation Dice is the best yet."""
+    def record(self, row: dict[str, Any], per_class: dict[str, float] | None) -> bool:
+        """Add an epoch's metrics.csv row; True when its validation Dice is the best yet
+        (an epoch that did not validate, `per_class` None, changes neither the best nor the
+        count of validations without a better one)."""
+        self.rows.append(row)
+        if per_class is None:
+            return False
         improved = self.best_epoch == 0 or row["val_dice"] > self.best_dice
         if improved:
             self.best_dice, self.best_epoch, self.bad_epochs = row["val_dice"], row["epoch"], 0
             self.best_per_class = per_class
         else:
             self.bad_epochs += 1
-        self.rows.append(row)
         return improved
 
     @classmethod

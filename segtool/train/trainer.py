@@ -8,7 +8,8 @@
                               (`before_step`: fit the budget from the first steps, save
                               last.pt at step intervals, cut the epoch when the budget ends)
             validate          counts over the validation split, summed over processes
-            on_epoch_end      record, re-fit the budget, save, report; True stops early
+                              (every `val_every` epochs and after the last: `validates`)
+            on_epoch_end      re-fit the budget, record, save, report; True stops early
         on_train_end      thresholds (multi-label), the result
 
 The trainer owns the config (`TrainConfig`, replaced, never changed in place, when the budget
@@ -26,13 +27,14 @@ from typing import Any
 import torch
 
 from segtool.sources.volume_folder import is_volume_folder
-from segtool.train.budget import VALIDATION_PER_STEP, Budget
+from segtool.train.budget import Budget
 from segtool.train.build import Run, build_loaders, build_run, load_data, run_facts
 from segtool.train.checkpoint import run_state, set_rng_state
 from segtool.train.distributed import Dist, stop, sum_validation
 from segtool.train.pacing import Paced, Pacer
+from segtool.train.plan import VALIDATION_PER_STEP
 from segtool.train.runfolder import check_room
-from segtool.train.runstate import FitResult, Progress, Setup
+from segtool.train.runstate import FitResult, Progress, Setup, epoch_row
 from segtool.train.saving import Saver
 from segtool.train.schedule import warmup_steps
 from segtool.train.steps import (
@@ -79,7 +81,8 @@ class Trainer:
                 if train_loss is None:  # the budget ended before this epoch's first step
                     epoch -= 1
                     break
-                if self.on_epoch_end(epoch, train_loss, self.validate()):
+                validation = self.validate() if self.validates(epoch) else None
+                if self.on_epoch_end(epoch, train_loss, validation):
                     stopped = "early stop"
                     break
         except KeyboardInterrupt:
@@ -207,31 +210,25 @@ class Trainer:
                           run.hardware.device, self.dist)  # fmt: skip
         return loss_sum, n, volume_scores(cases, class_map)
 
+    def validates(self, epoch: int) -> bool:
+        """Whether `epoch` validates: every `val_every` epochs (counted from the run's first,
+        so a resumed run keeps the cycle), the last epoch and one the budget cut short."""
+        return epoch % self.config.val_every == 0 or epoch >= self.config.epochs or bool(self.cut)
+
     def on_epoch_end(
-        self, epoch: int, train_loss: float, validation: tuple[float, int, dict[str, Any]]
+        self, epoch: int, train_loss: float, validation: tuple[float, int, dict[str, Any]] | None
     ) -> bool:
-        """Record the epoch, re-fit the epochs to the budget, save and report.
+        """Re-fit the epochs to the budget, record the epoch (`validation` None: it did not
+        validate; validated now if the budget made it the last), save and report.
 
         Returns:
-            True when the run stops early (``patience`` epochs without a better Dice).
+            True when the run stops early (``patience`` validations without a better Dice).
         """
-        loss_sum, n, val = validation
-        row = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "val_loss": loss_sum / max(n, 1),
-            "val_dice": val["dice"],
-            "val_iou": val["iou"],
-            "val_images": n,  # summed over processes under torchrun
-            "lr": self.epoch_lr,
-            "seconds": self.budget.clock() - self.epoch_started,
-            **{f"dice_{name}": v for name, v in val["per_class"].items()},
-        }
-        improved = self.progress.record(row, val["per_class"])
-        spent = [*self.progress.epoch_seconds, self.budget.clock() - self.epoch_started]
         if self.budget.to_fit:  # an epoch of fewer steps than timing wanted
             step = self.budget.first_step_time(list(self.pacer.times), final=True)
-            self._fit_budget(step, self.budget.clock() - self.validation_started)
+            measured = self.budget.clock() - self.validation_started if validation else None
+            self._fit_budget(step, measured)
+        spent = [*self.progress.epoch_seconds, self.budget.clock() - self.epoch_started]
         epochs = self.budget.epochs_after(epoch, spent, self.config.epochs)
         if epochs != self.config.epochs and self.cut is None:
             self.set_epochs(epochs)
@@ -240,10 +237,15 @@ class Trainer:
                 self.planned_epochs = epochs
             if self.writing:
                 self.write_records()
+        if validation is None and self.validates(epoch):  # now the last epoch
+            validation = self.validate()
+        seconds = self.budget.clock() - self.epoch_started
+        row = epoch_row(epoch, train_loss, validation, self.epoch_lr, seconds)
+        improved = self.progress.record(row, validation[2]["per_class"] if validation else None)
         if self.writing:
             self.save(improved)
         self.progress.epoch_seconds.append(self.budget.clock() - self.epoch_started)
-        self.pacer.ended_epoch(self.validation_started)
+        self.pacer.ended_epoch(self.validation_started, validated=validation is not None)
         self.reporter.epoch_end(row)
         patience = self.config.patience
         return patience is not None and self.progress.bad_epochs >= patience
@@ -276,7 +278,7 @@ class Trainer:
         again."""
         learner, steps = self.run.learner, len(self.run.loaders.train)
         learner.model.load_state_dict(state["model"])
-        learner.optimizer.load_state_dict(state["optimizer"])
+        learner.load_optimizer(state["optimizer"])
         learner.scheduler.load_state_dict(state["scheduler"])
         total = steps * self.config.epochs
         if self.config.warm_restart:
@@ -340,7 +342,7 @@ class Trainer:
         step = step or 0.0
         if validation is None:
             validation = val_batches * step * VALIDATION_PER_STEP
-        plan = self.budget.fit_plan(step, len(run.loaders.train), validation)
+        plan = self.budget.fit_plan(step, len(run.loaders.train), validation, val_batches)
         before, self.config = self.config, replace(self.config, **plan.options())
         if self.setup.plan is not None:
             self.setup.plan = {**self.setup.plan, "choices": plan.to_json()}
