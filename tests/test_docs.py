@@ -1,7 +1,7 @@
 """The README and docs/ match the commands: every link leads to a page and a heading that
 exist, every option they name is an option of segtool (of the very command it is given to,
-where a command line or ``CMD --option`` shows which), and the defaults docs/train.md's table
-states are `TrainConfig`'s.
+where a command line or ``CMD --option`` shows which), the defaults docs/train.md's table
+states are `TrainConfig`'s, and what the README says ``make demo`` runs is the Makefile's.
 
 The options come from the commands themselves (the click commands `segtool --help` prints),
 so a renamed or removed option fails here until the documentation follows.
@@ -160,3 +160,18 @@ def test_train_defaults_in_the_docs_are_train_configs() -> None:
         if not same:
             wrong.append(f"{option}: the docs say {shown}, TrainConfig has {default!r}")
     assert not wrong, "; ".join(wrong)
+
+
+def test_the_readmes_demo_figures_are_the_makefiles() -> None:
+    """What the README says `make demo` does is what the Makefile runs: its epochs, its
+    options, the number of example images."""
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    demo = " ".join((ROOT / "Makefile").read_text().replace("\\\n", " ").split())
+    epochs = re.search(r"--epochs (\d+)", demo)
+    assert epochs and f"({epochs[1]} short epochs" in readme
+    images = len(list((ROOT / "examples" / "annotations").glob("*.json")))
+    assert readme.count(f"({images} labelme-annotated images") == 2  # Quick start, Development
+    shown = re.search(r"runs the hand-tuned command instead \(`([^`]+)`\)", readme)
+    assert shown, "the README no longer shows the demo's training options"
+    pairs = re.findall(r"(--[a-z-]+) ([^\s-][^\s]*)", shown[1])
+    assert pairs and all(f"{option} {value}" in demo for option, value in pairs), pairs
