@@ -36,6 +36,7 @@ FENCE = re.compile(r"^```.*?^```", re.S | re.M)
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
 INLINE = re.compile(r"`([^`]+)`")
+DOC_REF = re.compile(r"docs/([\w-]+\.md)(?:#([\w-]+))?")
 COMMAND_LINE = re.compile(r"(?:^|\s)segtool\s+([a-z][a-z-]*)\b(.*)$", re.S)
 
 
@@ -175,3 +176,18 @@ def test_the_readmes_demo_figures_are_the_makefiles() -> None:
     assert shown, "the README no longer shows the demo's training options"
     pairs = re.findall(r"(--[a-z-]+) ([^\s-][^\s]*)", shown[1])
     assert pairs and all(f"{option} {value}" in demo for option, value in pairs), pairs
+
+
+def test_segtools_texts_point_at_pages_that_exist() -> None:
+    """Help texts and messages send the user to docs/ (the README keeps no reference), and
+    every page and anchor segtool's code names exists."""
+    named = []
+    for module in sorted((ROOT / "segtool").rglob("*.py")):
+        text = module.read_text()
+        if module.parent.name == "cli":
+            assert "README" not in text, f"{module.name}: point at the docs/ page instead"
+        named += [(module.name, page, anchor) for page, anchor in DOC_REF.findall(text)]
+    assert any(page == "train.md" for _, page, _ in named)  # --loss's help names its table
+    for module, page, anchor in named:
+        assert (ROOT / "docs" / page).is_file(), f"{module}: no docs/{page}"
+        assert not anchor or anchor in anchors(ROOT / "docs" / page), f"{module}: no #{anchor}"

@@ -137,7 +137,7 @@ OPTIONS: dict[str, Opt] = {
     "decoder_channels": Opt(
         MODEL, "Decoder widths, e.g. 64,32,16,16,16 (smaller is faster).", metavar="WIDTHS"
     ),
-    "loss": Opt(LOSS, "Loss; see docs/train.md's table.", LOSSES),
+    "loss": Opt(LOSS, "Loss; the table in docs/train.md#losses.", LOSSES),
     "bce_weight": Opt(LOSS, "bce-dice: weight of the BCE/CE term.", float, "X", AMOUNT),
     "dice_weight": Opt(LOSS, "bce-dice: weight of the Dice term.", float, "X", AMOUNT),
     "tversky_alpha": Opt(LOSS, "tversky: weight of false positives.", float, "X", AMOUNT),
