@@ -24,7 +24,13 @@ from segtool.train.config import TrainConfig
 from segtool.train.data import NORMALIZATIONS, SegmentationDataset, config_split
 from segtool.train.distributed import Dist
 from segtool.train.limits import check_batch
-from segtool.train.loaders import Loaders, default_workers, make_loader, training_sampler
+from segtool.train.loaders import (
+    Loaders,
+    decoded_cache,
+    default_workers,
+    make_loader,
+    training_sampler,
+)
 from segtool.train.losses import LOSSES, build_loss
 from segtool.train.model import build_model, check_names
 from segtool.train.presence import check_presence
@@ -32,7 +38,7 @@ from segtool.train.runfolder import RunFolder
 from segtool.train.sampling import draw_sampler, resolve_class_weights, train_counts
 from segtool.train.schedule import WarmupCosine, warmup_steps
 from segtool.train.transforms import PRESETS, build_augmentation
-from segtool.train.volume_data import VolumeData, volume_datasets
+from segtool.train.volume_data import CACHE_DIR, VolumeData, volume_datasets
 from segtool.train.volumes import case_fingerprint
 
 
@@ -48,6 +54,7 @@ class TrainingData:
     regions: Regions | None = None  # --regions: the dataset's class ids -> region bits
     notes: list[str] = field(default_factory=list)  # classes a split lacks (`check_presence`)
     counts: np.ndarray | None = None  # the training images' pixel counts, where imbalance asks
+    cache_dir: Path = Path(CACHE_DIR)  # where a decoded cache on disk goes (RUN/cache, --cache)
 
 
 @dataclass
@@ -140,7 +147,8 @@ def load_data(
     notes = [] if resume else check_presence(train, val, regions.source if regions else class_map)
     wanted = config.oversample or config.class_weights == "auto"
     counts = train_counts(train, class_map, regions) if wanted else None
-    return TrainingData(pairs, skipped, split, train, val, regions, notes, counts)
+    cache_dir = Path(config.cache) if config.cache else run_dir / CACHE_DIR
+    return TrainingData(pairs, skipped, split, train, val, regions, notes, counts, cache_dir)
 
 
 def check_config(config: TrainConfig) -> None:
@@ -175,6 +183,7 @@ def _datasets(
             val_ds = Subset(val_ds, list(range(dist.rank, len(val_ds), dist.world)))
         return train_ds, val_ds
     augment = build_augmentation(config.augment, class_map.ignore_index, seed=config.seed)
+    decoded = decoded_cache(config, class_map, data, data.cache_dir, dist)
     train_ds = SegmentationDataset(
         data.train,
         class_map,
@@ -186,6 +195,7 @@ def _datasets(
         normalization=config.normalize,
         seed=config.seed,
         regions=data.regions,
+        decoded=decoded,
     )
     val_ds: Dataset = SegmentationDataset(
         data.val,
@@ -194,6 +204,7 @@ def _datasets(
         resize=config.resize,
         normalization=config.normalize,
         regions=data.regions,
+        decoded=decoded,
     )
     if dist.world > 1:  # each process validates every world-th image; the counts are summed
         val_ds = Subset(val_ds, list(range(dist.rank, len(val_ds), dist.world)))

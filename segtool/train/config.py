@@ -26,7 +26,7 @@ DEFAULT_ENCODER = "resnet34"
 #: Options that may differ when a run is resumed; any other change would break the run.
 RESUMABLE = frozenset(
     ("epochs", "patience", "workers", "device", "amp", "tune_thresholds", "time_budget",
-     "warm_restart", "val_every", "compile")
+     "warm_restart", "val_every", "compile", "decoded")
 )  # fmt: skip
 #: Options that hold for one invocation only: a resumed run gets the ones given now, if any.
 PER_INVOCATION = {"time_budget": None, "warm_restart": False}
@@ -34,9 +34,13 @@ PER_INVOCATION = {"time_budget": None, "warm_restart": False}
 #: The options the plan chooses when they are not given.
 PLANNED = frozenset(
     ("size", "resize", "crop", "fg_crop", "encoder", "decoder_channels", "batch_size",
-     "augment", "lr", "epochs", "loss", "oversample", "val_every")
+     "augment", "lr", "epochs", "loss", "oversample", "val_every", "decoded")
 )  # fmt: skip
 
+
+#: Where the decoded images are kept (`segtool.train.decoded`): RAM, a memory-mapped file, or
+#: nowhere (decoded every epoch).
+DECODED_MODES = ("ram", "disk", "off")
 
 #: Options that are amounts: finite, and 0 or more (`TrainConfig.check`).
 AMOUNTS = (
@@ -176,6 +180,7 @@ class TrainConfig:
     seed: int = 0
     axis: str = "axial"
     cache: Path | None = None
+    decoded: str | None = None  #: "ram", "disk" or "off"; None: `plan.choose_decoded` decides
     device: str = "auto"
     amp: bool | None = None
     workers: int | None = None
@@ -247,6 +252,8 @@ class TrainConfig:
 
         check_choice("device", self.device, DEVICES)
         check_choice("resize", self.resize, RESIZE_MODES)
+        if self.decoded is not None:
+            check_choice("decoded", self.decoded, DECODED_MODES)
         if self.size is not None and self.crop is not None:
             raise SegtoolError("--size and --crop exclude each other; pass one")
         if self.size is None and self.resize != "stretch":

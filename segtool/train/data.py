@@ -8,8 +8,9 @@ by `to_model_input` and `to_model_target`); augmentation is a parameter.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,6 +30,9 @@ from segtool.split.folds import fold_split
 from segtool.train.config import TrainConfig
 from segtool.train.geometry import STRIDE, parse_size, resize_pair
 from segtool.train.transforms import Transform
+
+if TYPE_CHECKING:
+    from segtool.train.decoded import DecodedCache, ForegroundIndex, Geometry
 
 #: ImageNet channel statistics (RGB, on 0..1 values), what pretrained encoders expect.
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -185,22 +189,26 @@ def random_crop(
     rng: np.random.Generator,
     fg_fraction: float,
     ignore_index: int,
+    index: ForegroundIndex | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A ``size x size`` patch; with probability `fg_fraction` centred on a pixel of a
     foreground class chosen uniformly among those present (so rare classes are oversampled,
-    as nnU-Net does), else anywhere."""
+    as nnU-Net does), else anywhere. `index` is the mask's `ForegroundIndex` where the
+    decoded cache keeps one (else it is made from the mask): the same patch either way."""
+    from segtool.train.decoded import ForegroundIndex
+
+    unpadded = mask
     image, mask = _pad_to(image, mask, size, size, ignore_index)
     height, width = mask.shape
     top = int(rng.integers(0, height - size + 1))
     left = int(rng.integers(0, width - size + 1))
     if fg_fraction > 0 and rng.random() < fg_fraction:
-        present = np.unique(mask)
-        present = present[(present != 0) & (present != ignore_index)]
-        if present.size:
-            ys, xs = np.nonzero(mask == rng.choice(present))
-            k = int(rng.integers(len(ys)))
-            top = int(np.clip(ys[k] - size // 2, 0, height - size))
-            left = int(np.clip(xs[k] - size // 2, 0, width - size))
+        index = index or ForegroundIndex.of(unpadded, ignore_index)
+        if index.values.size:
+            j = int(np.searchsorted(index.values, rng.choice(index.values)))
+            y, x = index.locate(unpadded, j, int(rng.integers(index.count(j))))
+            top = int(np.clip(y - size // 2, 0, height - size))
+            left = int(np.clip(x - size // 2, 0, width - size))
     window = (slice(top, top + size), slice(left, left + size))
     return image[window], mask[window]
 
@@ -223,6 +231,8 @@ class SegmentationDataset(Dataset):
         regions: for ``--regions``: the dataset's class ids -> region bits (`class_map` is then
             the regions' multi-label map).
         seed: seeds crop sampling and augmentation (reseed per epoch/worker with `reseed`).
+        decoded: the pairs decoded once at this geometry (`decoded.decode_pairs`), read
+            instead of the files.
     """
 
     def __init__(
@@ -238,6 +248,7 @@ class SegmentationDataset(Dataset):
         normalization: str = "imagenet",
         seed: int = 0,
         regions: Regions | None = None,
+        decoded: DecodedCache | None = None,
     ) -> None:
         self.pairs = list(pairs)
         self.class_map = class_map
@@ -248,7 +259,33 @@ class SegmentationDataset(Dataset):
         self.augment = augment
         self.normalization = normalization
         self.regions = regions
+        self.decoded = decoded
+        if decoded is not None and decoded.geometry != self.geometry():
+            raise ValueError(f"a decoded cache of {decoded.geometry}, not {self.geometry()}")
         self.reseed(seed)
+
+    def geometry(self) -> Geometry:
+        """What a decoded pair depends on besides its files."""
+        from segtool.train.decoded import Geometry
+
+        source = self.regions.source if self.regions is not None else self.class_map
+        regions = self.regions.to_text() if self.regions is not None else None
+        return Geometry(
+            self.box, self.resize, source.num_classes, self.class_map.multilabel,
+            self.class_map.ignore_index, regions,
+        )  # fmt: skip
+
+    def without_cache(self) -> SegmentationDataset:
+        """This dataset reading the files (what the decoded cache is filled from)."""
+        plain = copy.copy(self)
+        plain.decoded = None
+        return plain
+
+    def fit_box(self, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A pair brought to ``--size`` (unchanged without one)."""
+        if self.box is not None:
+            image, mask = resize_pair(image, mask, self.box, self.resize)
+        return image, mask
 
     def reseed(self, seed: int) -> None:
         """Set the epoch's seed: sample `i`'s crop and augmentation draw from (seed, i) alone,
@@ -287,14 +324,15 @@ class SegmentationDataset(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         index, seed = split_key(key, self.seed)
-        image, mask = self.load(index)
+        fg = None
+        if self.decoded is not None:
+            image, mask, fg = self.decoded.item(self.pairs[index].stem)
+        else:
+            image, mask = self.fit_box(*self.load(index))
         self.rng = seed_sample(self.augment, seed, index)
-        if self.box is not None:
-            image, mask = resize_pair(image, mask, self.box, self.resize)
-        elif self.crop:
-            image, mask = random_crop(
-                image, mask, self.crop, self.rng, self.fg_crop, self.class_map.ignore_index
-            )
+        if self.box is None and self.crop:
+            ignore = self.class_map.ignore_index
+            image, mask = random_crop(image, mask, self.crop, self.rng, self.fg_crop, ignore, fg)
         if self.augment is not None:
             out = self.augment(image=image, mask=mask)
             image, mask = out["image"], out["mask"]

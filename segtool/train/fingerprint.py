@@ -77,6 +77,14 @@ class Machine:
     name: str  #: the GPU's name, or the CPU architecture
     memory_gb: float  #: GPU memory, or the RAM free now
     cores: int
+    ram_gb: float | None = None  #: the RAM free now (None: not measured; memory_gb off a GPU)
+
+    @property
+    def free_ram_gb(self) -> float:
+        """The RAM free now: measured, else `memory_gb` on a CPU (0 when unknown on a GPU)."""
+        if self.ram_gb is not None:
+            return self.ram_gb
+        return 0.0 if self.device == "cuda" else self.memory_gb
 
     def to_json(self) -> dict[str, Any]:
         """A plain dict for config.json."""
@@ -176,5 +184,7 @@ def measure_machine(device: str = "auto") -> Machine:
     chosen = pick_device(device)
     if chosen.type == "cuda":
         props = torch.cuda.get_device_properties(chosen)
-        return Machine("cuda", props.name, props.total_memory / 2**30, default_jobs())
-    return Machine(chosen.type, platform.machine() or "cpu", _free_ram_gb(), default_jobs())
+        gpu = props.total_memory / 2**30
+        return Machine("cuda", props.name, gpu, default_jobs(), _free_ram_gb())
+    ram = _free_ram_gb()
+    return Machine(chosen.type, platform.machine() or "cpu", ram, default_jobs(), ram)

@@ -10,16 +10,26 @@ so the workers persist across epochs and still draw each sample's crop and augme
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
+from segtool.core.classes import ClassMap
+from segtool.core.images import open_image
+from segtool.core.limits import available_ram
 from segtool.core.parallel import default_jobs
 from segtool.train.config import TrainConfig
-from segtool.train.data import pad_collate, worker_init
+from segtool.train.data import SegmentationDataset, pad_collate, worker_init
+from segtool.train.decoded import DecodedCache, decode_pairs
+from segtool.train.distributed import Dist, barrier
+from segtool.train.geometry import scaled_shape
+from segtool.train.plan import choose_decoded, decoded_bytes
 
 #: Batches each worker prepares ahead (DataLoader's prefetch_factor): a GPU step is short.
 PREFETCH = 4
@@ -126,3 +136,45 @@ def training_sampler(dataset: Dataset, rank: int, world: int, seed: int) -> Seed
         return SeededSampler(inner)
     generator = torch.Generator()
     return SeededSampler(RandomSampler(dataset, generator=generator), generator)
+
+
+def _decoded_size(dataset: SegmentationDataset) -> float:
+    """Bytes the pairs take decoded at the dataset's geometry, from the image headers."""
+    total = 0.0
+    for pair in dataset.pairs:
+        with open_image(pair.image) as image:
+            height, width = image.height, image.width
+        if dataset.box is not None:
+            height, width = scaled_shape(height, width, dataset.box, dataset.resize)
+        total += decoded_bytes(1, height, width)
+    return total
+
+
+def decoded_cache(
+    config: TrainConfig,
+    class_map: ClassMap,
+    data: Any,
+    cache_dir: Path,
+    dist: Dist,
+) -> DecodedCache | None:
+    """The training and validation pairs of `data` decoded once at the run's geometry, where
+    ``--decoded`` (planned) says: in RAM (each process its own), or in a memory-mapped entry
+    of `cache_dir` (``--cache`` where given; under torchrun on several machines a folder in
+    each machine's temporary directory named by the entry's key), written by the first
+    process of each machine while the others wait; None with ``off``."""
+    reader = SegmentationDataset(
+        data.train + data.val, class_map, size=config.size, resize=config.resize,
+        regions=data.regions,
+    )  # fmt: skip
+    where = config.decoded or choose_decoded(_decoded_size(reader), available_ram())[0]
+    if where == "off":
+        return None
+    if where == "ram":
+        return decode_pairs(reader, "ram")
+    per_machine = dist.machines > 1 and not config.cache
+    if per_machine:  # the run folder being built has another name on every machine
+        cache_dir = Path(tempfile.gettempdir()) / "segtool-decoded"
+    writer = dist.main or (per_machine and dist.local_rank == 0)
+    cache = decode_pairs(reader, "disk", cache_dir) if writer else None
+    barrier(dist)  # the others open what their machine's first process wrote
+    return cache or decode_pairs(reader, "disk", cache_dir, build=False)

@@ -48,6 +48,8 @@ VALIDATION_SHARE = 0.10
 MIN_VALIDATIONS = 5
 #: Below this many validation batches a pass is short: every epoch validates.
 SHORT_VALIDATION = 20
+#: The share of the free RAM the decoded images may take in RAM (else a memory-mapped file).
+DECODED_RAM_SHARE = 0.25
 
 
 @dataclass
@@ -238,6 +240,32 @@ def _imbalance(plan: Plan, fp: Fingerprint, given: Given) -> None:
     )  # fmt: skip
 
 
+def choose_decoded(nbytes: float, free_ram: float) -> tuple[str, str]:
+    """Where the decoded images are kept, and why: in RAM when they take at most
+    `DECODED_RAM_SHARE` of the `free_ram` bytes, else in a memory-mapped file."""
+    size = f"decoded {nbytes / 2**30:.2g} GB"
+    if nbytes <= DECODED_RAM_SHARE * free_ram:
+        return "ram", f"{size}, within {DECODED_RAM_SHARE:.0%} of the free RAM: kept in RAM"
+    room = f"{DECODED_RAM_SHARE:.0%} of {free_ram / 2**30:.3g} GB free RAM"
+    return "disk", f"{size}, over {room}: a memory-mapped file in the cache folder"
+
+
+def decoded_bytes(n_images: int, height: int, width: int, mask_bytes: int = 1) -> float:
+    """Bytes `n_images` decoded images of `height` x `width` take, RGB and mask."""
+    return float(n_images) * height * width * (3 + mask_bytes)
+
+
+def _decoded(plan: Plan, fp: Fingerprint, machine: Machine, given: Given) -> None:
+    """The images the run reads (training and validation), decoded at the planned geometry:
+    in RAM or a memory-mapped file."""
+    if _given(plan, given, "decoded"):
+        return
+    height, width = plan.options().get("size") or fp.median_size
+    used = max(round(fp.n_images * (1 - given.config.test)), 1)
+    value, why = choose_decoded(decoded_bytes(used, height, width), machine.free_ram_gb * 2**30)
+    plan.set("decoded", value, f"{used} images {why}")
+
+
 def plan_training(fp: Fingerprint, machine: Machine, given: Given) -> Plan:
     """Choose geometry, model, batch size, augmentation, learning rate and epochs.
 
@@ -257,6 +285,7 @@ def plan_training(fp: Fingerprint, machine: Machine, given: Given) -> Plan:
     _training(plan, fp, machine, given)
     _validation(plan, fp, given)
     _imbalance(plan, fp, given)
+    _decoded(plan, fp, machine, given)
     rare = fp.rare()
     if not _given(plan, given, "loss") and rare and not plan.options().get("crop"):
         names = ", ".join(f"{c.name} ({c.share:.2%})" for c in rare[:3])
