@@ -133,6 +133,9 @@ def test_cli_choices_come_from_the_tables():
     from segtool.core.volumes import AXES
 
     assert list(train_cli.AXES) == list(AXES)
+    from segtool.train.device_augment import AUGMENT_ON
+
+    assert list(train_cli.AUGMENT_ON) == list(AUGMENT_ON)
 
 
 def test_focal_gamma_reaches_the_loss_and_defaults_to_the_config():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import types
 
 import pytest
 import torch
@@ -20,7 +21,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from segtool.core.classes import make_class_map, mode_for
 from segtool.core.constants import MULTILABEL
 from segtool.train.build import Hardware, Learner, Run
-from segtool.train.data import to_model_input
+from segtool.train.data import device_seed, to_model_input
+from segtool.train.device_augment import HFLIP, TONE, WARP, DeviceAugment
 from segtool.train.losses import LOSSES, build_loss
 from segtool.train.model import build_model
 from segtool.train.schedule import WarmupCosine
@@ -47,6 +49,8 @@ class DeviceAudit(TorchDispatchMode):
     def plan(self, batch: dict) -> dict:
         """Allow `batch`'s tensors to be copied to the device (without blocking)."""
         self.planned |= {t.data_ptr() for t in (batch["image"], batch["mask"])}
+        if "augment" in batch:  # the device augmentation's parameters travel with the batch
+            self.planned.add(batch["augment"].data_ptr())
         return batch
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -164,6 +168,26 @@ def test_a_training_step_copies_only_its_batch_and_reads_nothing(audit, mode, lo
     assert audit.reads == [], f"{loss} ({mode}) waits for the device"
     assert audit.unplanned() == [], f"{loss} ({mode}) copies from the host"
     assert len(audit.uploads) == 4  # each step: its images and its masks
+
+
+def test_a_step_augmenting_on_the_device_copies_its_parameters_and_reads_nothing(audit):
+    """Which transforms run is read from the parameters on the host, before they are copied:
+    the step waits for nothing (the light preset: flips, warp, brightness/contrast)."""
+    run = meta_run(MODES["multiclass"], "ce")
+    augment = DeviceAugment("light", run.class_map.ignore_index)
+    run.loaders = types.SimpleNamespace(on_device=augment)  # type: ignore[assignment]
+    batches = []
+    for seed in (1, 2):
+        b = batch(run, n=4)
+        b["augment"] = torch.stack([augment.draw(device_seed(seed, i)) for i in range(4)])
+        batches.append(audit.plan(b))
+    drawn = torch.cat([b["augment"] for b in batches])
+    assert all(drawn[:, column].any() for column in (HFLIP, WARP, TONE))
+    with audit:
+        for b in batches:
+            train_step(run, b)
+    assert audit.reads == [] and audit.unplanned() == []
+    assert len(audit.uploads) == 6  # each step: images, masks, parameters
 
 
 @pytest.mark.parametrize("steps", [12, 25])

@@ -19,6 +19,7 @@ from segtool.cli.common import (
     with_default,
 )
 from segtool.cli.train_options import (  # noqa: F401  (the choices: tests keep them in step)
+    AUGMENT_ON,
     AUGMENTS,
     AXES,
     DEFAULTS,

@@ -24,6 +24,7 @@ NORMALIZE = ("imagenet", "image")
 AXES = ("axial", "coronal", "sagittal")
 RESIZE = ("stretch", "keep")
 DECODED = DECODED_MODES
+AUGMENT_ON = ("cpu", "device")
 
 #: Shares (0 to 1) and non-negative amounts (rates, weights); nan and inf are refused.
 FRACTION, AMOUNT = finite(0, 1), finite(0)
@@ -112,6 +113,12 @@ OPTIONS: dict[str, Opt] = {
         FRACTION,
     ),
     "augment": Opt(DATA, "Augmentation preset.", AUGMENTS),
+    "augment_on": Opt(
+        DATA,
+        "Augment each sample in the loader (cpu, albumentations) or whole batches on the "
+        "device, in the training step (device: flips, affine, brightness/contrast, noise).",
+        AUGMENT_ON,
+    ),
     "axis": Opt(DATA, "Volumes: slice along this anatomical axis.", AXES),
     "cache": Opt(
         DATA, "Cache folder (volume slices; decoded images with --decoded disk), shared by runs.", Path, "DIR", path_arg,

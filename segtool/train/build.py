@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 
 from segtool.core.classes import ClassMap, mode_for
 from segtool.core.dataset import Pair, check_pairs, files_digest, find_pairs, split_pairs
@@ -22,6 +22,7 @@ from segtool.core.regions import Regions
 from segtool.core.volumes import AXES
 from segtool.train.config import TrainConfig
 from segtool.train.data import NORMALIZATIONS, SegmentationDataset, config_split
+from segtool.train.device_augment import AUGMENT_ON, augmentations
 from segtool.train.distributed import Dist
 from segtool.train.limits import check_batch
 from segtool.train.loaders import (
@@ -37,7 +38,7 @@ from segtool.train.presence import check_presence
 from segtool.train.runfolder import RunFolder
 from segtool.train.sampling import draw_sampler, resolve_class_weights, train_counts
 from segtool.train.schedule import WarmupCosine, warmup_steps
-from segtool.train.transforms import PRESETS, build_augmentation
+from segtool.train.transforms import PRESETS
 from segtool.train.volume_data import CACHE_DIR, VolumeData, volume_datasets
 from segtool.train.volumes import case_fingerprint
 
@@ -162,6 +163,7 @@ def check_config(config: TrainConfig) -> None:
     check_choice("axis", config.axis, AXES)
     check_names(config.arch, config.encoder)
     check_choice("augment", config.augment, PRESETS)
+    check_choice("augment-on", config.augment_on, AUGMENT_ON)
     check_choice("normalize", config.normalize, NORMALIZATIONS)
     config.check()
     check_batch(config)
@@ -182,7 +184,9 @@ def _datasets(
         if dist.world > 1:  # each process validates every world-th slice; counts are summed
             val_ds = Subset(val_ds, list(range(dist.rank, len(val_ds), dist.world)))
         return train_ds, val_ds
-    augment = build_augmentation(config.augment, class_map.ignore_index, seed=config.seed)
+    augment, on_device = augmentations(
+        config.augment, config.augment_on, class_map.ignore_index, config.seed
+    )
     decoded = decoded_cache(config, class_map, data, data.cache_dir, dist)
     train_ds = SegmentationDataset(
         data.train,
@@ -196,6 +200,7 @@ def _datasets(
         seed=config.seed,
         regions=data.regions,
         decoded=decoded,
+        on_device=on_device,
     )
     val_ds: Dataset = SegmentationDataset(
         data.val,
@@ -227,25 +232,6 @@ def _model(
     return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
 
 
-def validation_loader(
-    config: TrainConfig, class_map: ClassMap, data: TrainingData, run: Run
-) -> DataLoader:
-    """Every validation image in this process (not split across torchrun's processes)."""
-    dataset: Dataset = (
-        volume_datasets(config, class_map, data)[1]
-        if isinstance(data, VolumeData)
-        else SegmentationDataset(
-            data.val,
-            class_map,
-            size=config.size,
-            normalization=config.normalize,
-            regions=data.regions,
-        )
-    )
-    hardware = run.hardware
-    return make_loader(dataset, config, hardware.device, hardware.workers, class_map.ignore_index)
-
-
 def build_loaders(
     config: TrainConfig,
     class_map: ClassMap,
@@ -274,6 +260,8 @@ def build_loaders(
         train=loader(train_ds, sampler=sampler),
         val=loader(val_ds),
         val_cases=[v.case for v in data.val] if isinstance(data, VolumeData) else None,
+        on_device=getattr(train_ds, "on_device", None),
+        base_seed=config.seed,
     )
 
 

@@ -34,7 +34,7 @@ PER_INVOCATION = {"time_budget": None, "warm_restart": False}
 #: The options the plan chooses when they are not given.
 PLANNED = frozenset(
     ("size", "resize", "crop", "fg_crop", "encoder", "decoder_channels", "batch_size",
-     "augment", "lr", "epochs", "loss", "oversample", "val_every", "decoded")
+     "augment", "augment_on", "lr", "epochs", "loss", "oversample", "val_every", "decoded")
 )  # fmt: skip
 
 
@@ -176,6 +176,7 @@ class TrainConfig:
     fg_crop: float = 0.33
     oversample: float = 0.0  #: share of whole-image draws from images holding a rare class
     augment: str = "light"
+    augment_on: str = "cpu"  #: albumentations in the loader, or batches on the device
     normalize: str = "imagenet"
     seed: int = 0
     axis: str = "axial"

@@ -173,6 +173,12 @@ def seed_sample(augment: Transform | None, seed: int, index: int) -> np.random.G
     return np.random.default_rng(sample_seed)
 
 
+def device_seed(seed: int, index: int) -> int:
+    """Sample `index`'s device augmentation seed in the epoch seeded `seed` (a stream apart
+    from its crop's, `seed_sample`)."""
+    return int(np.random.SeedSequence([seed % 2**63, index, 1]).generate_state(1)[0])
+
+
 def _pad_to(image: np.ndarray, mask: np.ndarray, height: int, width: int, ignore: int) -> tuple:
     """Pad bottom/right to at least (height, width): image with 0, mask with the ignore value."""
     dh, dw = max(height - mask.shape[0], 0), max(width - mask.shape[1], 0)
@@ -233,6 +239,8 @@ class SegmentationDataset(Dataset):
         seed: seeds crop sampling and augmentation (reseed per epoch/worker with `reseed`).
         decoded: the pairs decoded once at this geometry (`decoded.decode_pairs`), read
             instead of the files.
+        on_device: draws each sample's parameters of the augmentation the training step
+            applies on the device (`device_augment.DeviceAugment`), sent as ``"augment"``.
     """
 
     def __init__(
@@ -249,6 +257,7 @@ class SegmentationDataset(Dataset):
         seed: int = 0,
         regions: Regions | None = None,
         decoded: DecodedCache | None = None,
+        on_device: Any = None,
     ) -> None:
         self.pairs = list(pairs)
         self.class_map = class_map
@@ -259,7 +268,7 @@ class SegmentationDataset(Dataset):
         self.augment = augment
         self.normalization = normalization
         self.regions = regions
-        self.decoded = decoded
+        self.decoded, self.on_device = decoded, on_device
         if decoded is not None and decoded.geometry != self.geometry():
             raise ValueError(f"a decoded cache of {decoded.geometry}, not {self.geometry()}")
         self.reseed(seed)
@@ -336,11 +345,20 @@ class SegmentationDataset(Dataset):
         if self.augment is not None:
             out = self.augment(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
-        return {
+        item = {
             "image": normalize(image, self.normalization),
             "mask": mask_tensor(mask),
             "stem": self.pairs[index].stem,
         }
+        return with_device_params(item, self.on_device, seed, index)
+
+
+def with_device_params(item: dict[str, Any], on_device: Any, seed: int, index: int) -> dict:
+    """`item` with its device augmentation's parameters (``"augment"``), drawn from (epoch
+    seed, sample) alone, where the training step augments on the device."""
+    if on_device is not None:
+        item["augment"] = on_device.draw(device_seed(seed, index))
+    return item
 
 
 def pad_collate(
@@ -361,7 +379,10 @@ def pad_collate(
         h, w = item["mask"].shape
         images[i, :, :h, :w] = item["image"]
         masks[i, :h, :w] = item["mask"]
-    return {"image": images, "mask": masks, "stem": [item["stem"] for item in batch]}
+    out = {"image": images, "mask": masks, "stem": [item["stem"] for item in batch]}
+    if "augment" in batch[0]:  # the device augmentation's parameters, one row per sample
+        out["augment"] = torch.stack([item["augment"] for item in batch])
+    return out
 
 
 def worker_init(worker_id: int) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -64,24 +64,55 @@ class SeededSampler(Sampler):
 
 @dataclass
 class Loaders:
-    """The training and validation batches (and what seeds them per epoch)."""
+    """The training and validation batches (and what seeds them per epoch).
+
+    Iterating `Loaders` gives the seeded epoch's training batches. Once they are all drawn,
+    the next epoch is seeded by the run's rule (`epoch_seed`) and its workers start loading
+    at once, so its first batches are ready when it begins: they load while the epoch just
+    ended is validated and saved, instead of after (a DataLoader starts an epoch's loading only
+    when it is iterated; persistent workers alone leave that gap)."""
 
     train_ds: Dataset  # SegmentationDataset, or VolumeSliceDataset for a volume folder
     sampler: SeededSampler
     train: DataLoader
     val: DataLoader
     val_cases: list[str] | None = None  # volume folders: validation is scored per case
+    on_device: Any = None  # the training batches' `device_augment.DeviceAugment`, if any
+    base_seed: int = 0  #: ``--seed``: each epoch's seed follows from it (`epoch_seed`)
+    seeded: tuple[int, int] | None = None  #: (epoch, seed) of the pass seeded last
+    ahead: Iterator | None = field(default=None, repr=False)  #: that pass, already loading
 
-    def seed_epoch(self, epoch: int, seed: int) -> None:
-        """Seed the next pass over the training set: its order and every sample's crop and
-        augmentation (in the workers too: the seed travels with each index)."""
+    def seed_epoch(self, epoch: int, seed: int | None = None) -> None:
+        """Seed the next pass over the training set (by default by the run's rule): its order
+        and every sample's crop and augmentation (in the workers too: the seed travels with
+        each index). A pass already seeded so and loading is kept."""
+        seed = epoch_seed(self.base_seed, epoch) if seed is None else seed
+        if self.ahead is not None and self.seeded == (epoch, seed):
+            return
+        self.ahead, self.seeded = None, (epoch, seed)
         self.sampler.set_epoch(epoch, seed)
         self.train_ds.reseed(seed)  # type: ignore[attr-defined]  # direct indexing
+
+    def __len__(self) -> int:
+        return len(self.train)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        ahead, self.ahead = self.ahead, None
+        yield from ahead if ahead is not None else iter(self.train)
+        if self.train.num_workers and self.seeded is not None:  # every batch drawn
+            self.seed_epoch(self.seeded[0] + 1)
+            self.ahead = iter(self.train)
 
     def close(self) -> None:
         """End the loaders' worker processes now (they otherwise live as long as the run)."""
         for loader in (self.train, self.val):
             loader._iterator = None  # its __del__ ends the workers
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of `epoch`'s order and samples in a run seeded `seed`: from the two alone, so
+    a resumed run repeats exactly what an uninterrupted one would have done."""
+    return seed * 100_003 + epoch
 
 
 def default_workers(device: torch.device) -> int:

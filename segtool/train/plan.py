@@ -170,6 +170,7 @@ def _training(plan: Plan, fp: Fingerprint, machine: Machine, given: Given) -> No
             plan.set("augment", "strong", f"{fp.n_images} images: strong augmentation")
         else:
             plan.set("augment", "light", f"{fp.n_images} images: light augmentation")
+    _augment_on(plan, machine, given)
     if not _given(plan, given, "lr") and given.get("encoder_weights") in (None, "none"):
         plan.set("lr", 2e-3, "weights learnt from scratch: a higher peak rate")
     if _given(plan, given, "epochs"):
@@ -209,6 +210,21 @@ def _validation(plan: Plan, fp: Fingerprint, given: Given) -> None:
     plan.set("val_every", every, why if every == 1 else f"{why} every {every} epochs")
 
 
+def _augment_on(plan: Plan, machine: Machine, given: Given) -> None:
+    """Where augmentation runs: the light preset on a GPU as whole batches there (its
+    loader then only reads); elsewhere albumentations in the loader (the strong preset's
+    elastic and colour transforms are its alone)."""
+    if _given(plan, given, "augment_on"):
+        return
+    preset = plan.options().get("augment", given.config.augment)
+    if machine.device == "cuda" and preset == "light":
+        why = "GPU: flips, affine and brightness/contrast of whole batches there"
+        plan.set("augment_on", "device", why)
+    elif preset != "none":
+        where = "strong: elastic and colour" if preset == "strong" else "CPU"
+        plan.set("augment_on", "cpu", f"{where}: albumentations in the loader")
+
+
 def _imbalance(plan: Plan, fp: Fingerprint, given: Given) -> None:
     """Oversampling of images holding rare classes (whole images only: patches are centred
     on foreground by --fg-crop instead), and --class-weights auto's values, from the
@@ -243,7 +259,7 @@ def _imbalance(plan: Plan, fp: Fingerprint, given: Given) -> None:
 def choose_decoded(nbytes: float, free_ram: float) -> tuple[str, str]:
     """Where the decoded images are kept, and why: in RAM when they take at most
     `DECODED_RAM_SHARE` of the `free_ram` bytes, else in a memory-mapped file."""
-    size = f"decoded {nbytes / 2**30:.2g} GB"
+    size = f"{nbytes / 2**30:.3g} GB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MB"
     if nbytes <= DECODED_RAM_SHARE * free_ram:
         return "ram", f"{size}, within {DECODED_RAM_SHARE:.0%} of the free RAM: kept in RAM"
     room = f"{DECODED_RAM_SHARE:.0%} of {free_ram / 2**30:.3g} GB free RAM"
@@ -263,7 +279,7 @@ def _decoded(plan: Plan, fp: Fingerprint, machine: Machine, given: Given) -> Non
     height, width = plan.options().get("size") or fp.median_size
     used = max(round(fp.n_images * (1 - given.config.test)), 1)
     value, why = choose_decoded(decoded_bytes(used, height, width), machine.free_ram_gb * 2**30)
-    plan.set("decoded", value, f"{used} images {why}")
+    plan.set("decoded", value, f"{used} images decode to {why}")
 
 
 def plan_training(fp: Fingerprint, machine: Machine, given: Given) -> Plan:

@@ -16,7 +16,13 @@ from torch.utils.data import Dataset
 
 from segtool.core.classes import ClassMap
 from segtool.core.regions import Regions
-from segtool.train.data import mask_tensor, random_crop, seed_sample, split_key
+from segtool.train.data import (
+    mask_tensor,
+    random_crop,
+    seed_sample,
+    split_key,
+    with_device_params,
+)
 from segtool.train.transforms import Transform
 from segtool.train.volumes import CachedVolume
 
@@ -35,6 +41,8 @@ class VolumeSliceDataset(Dataset):
         augment: an albumentations transform (geometric; the images are standardised floats).
         seed: seeds the sampling (the epoch's seed comes with each index, or from `reseed`).
         regions: for ``--regions``: label ids -> region bits (`class_map` is the regions').
+        on_device: draws the parameters of the augmentation the training step applies on
+            the device (`device_augment.DeviceAugment`, geometric), sent as ``"augment"``.
     """
 
     def __init__(
@@ -47,8 +55,10 @@ class VolumeSliceDataset(Dataset):
         augment: Transform | None = None,
         seed: int = 0,
         regions: Regions | None = None,
+        on_device: Any = None,
     ) -> None:
         self.volumes = list(volumes)
+        self.on_device = on_device
         self.regions = regions
         self.class_map = class_map
         self.crop = crop
@@ -90,8 +100,9 @@ class VolumeSliceDataset(Dataset):
         if self.augment is not None:
             out = self.augment(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
-        return {
+        item = {
             "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
             "mask": mask_tensor(mask),
             "stem": volume.case,
         }
+        return with_device_params(item, self.on_device, seed, index)

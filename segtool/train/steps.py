@@ -62,9 +62,11 @@ def train_step(run: Run, batch: dict[str, Any], clip_grad: float | None = 1.0) -
     """
     hardware, learner = run.hardware, run.learner
     images = to_model_input(batch["image"], hardware.device)
+    masks = to_model_target(batch["mask"], hardware.device)
+    if "augment" in batch and run.loaders.on_device is not None:  # training batches only
+        images, masks = run.loaders.on_device(images, masks, batch["augment"])
     if hardware.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    masks = to_model_target(batch["mask"], hardware.device)
     with autocast(hardware.device, hardware.amp_dtype):
         loss = learner.loss_fn(learner.train_model(images), masks)
     learner.optimizer.zero_grad(set_to_none=True)

@@ -12,16 +12,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from segtool.core.classes import ClassMap
 from segtool.core.device import autocast
 from segtool.core.metrics import Counts, dice
-from segtool.train.build import Run, TrainingData, validation_loader
+from segtool.train.build import Run, TrainingData
 from segtool.train.config import TrainConfig
-from segtool.train.data import to_model_input, to_model_target
+from segtool.train.data import SegmentationDataset, to_model_input, to_model_target
+from segtool.train.loaders import make_loader
 from segtool.train.model import load_model
 from segtool.train.runfolder import RunFolder
+from segtool.train.volume_data import VolumeData, volume_datasets
 
 if TYPE_CHECKING:
     from segtool.train.build import Run, TrainingData
@@ -33,6 +35,25 @@ GRID = np.round(np.arange(1, 20) * 0.05, 2)
 
 
 @torch.no_grad()
+def validation_loader(
+    config: TrainConfig, class_map: ClassMap, data: TrainingData, run: Run
+) -> DataLoader:
+    """Every validation image in this process (not split across torchrun's processes)."""
+    dataset: Dataset = (
+        volume_datasets(config, class_map, data)[1]
+        if isinstance(data, VolumeData)
+        else SegmentationDataset(
+            data.val,
+            class_map,
+            size=config.size,
+            normalization=config.normalize,
+            regions=data.regions,
+        )
+    )
+    hardware = run.hardware
+    return make_loader(dataset, config, hardware.device, hardware.workers, class_map.ignore_index)
+
+
 def tune_thresholds(
     model: nn.Module,
     loader: DataLoader,

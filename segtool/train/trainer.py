@@ -167,7 +167,7 @@ class Trainer:
         budget ended before the first. A NaN loss stops the run naming the checkpoint kept."""
         try:
             while True:
-                batches = Paced(self.run.loaders.train, self.tally.steps,
+                batches = Paced(self.run.loaders, self.tally.steps,
                                 partial(self.before_step, epoch))  # fmt: skip
                 try:
                     loss = train_one_epoch(self.run, batches, self.train_step,
@@ -320,7 +320,7 @@ class Trainer:
         fitted to the budget, writing nothing."""
         self.writing = False
         self.on_epoch_start(1)
-        batches = Paced(self.run.loaders.train, 0,
+        batches = Paced(self.run.loaders, 0,
                         lambda done: self.before_step(1, done) and self.budget.to_fit)  # fmt: skip
         try:
             train_one_epoch(self.run, batches, self.train_step, tally=self.tally)
@@ -391,9 +391,9 @@ class Trainer:
                                   self.setup.plan)  # fmt: skip
 
     def _seed_epoch(self, epoch: int) -> None:
-        """Order and augmentation depend on (seed, epoch) alone, so a resumed run repeats
-        exactly what an uninterrupted one would have done."""
-        self.run.loaders.seed_epoch(epoch, self.config.seed * 100_003 + epoch)
+        """Order and augmentation depend on (seed, epoch) alone (`loaders.epoch_seed`), so a
+        resumed run repeats exactly what an uninterrupted one would have done."""
+        self.run.loaders.seed_epoch(epoch)
 
 
 class _Refitted(Exception):

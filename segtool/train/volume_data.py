@@ -27,10 +27,10 @@ from segtool.sources.nifti import check_cases
 from segtool.sources.volume_folder import VolumeDataset, read_volume_dataset
 from segtool.train.config import TrainConfig
 from segtool.train.data import config_split
+from segtool.train.device_augment import augmentations
 from segtool.train.distributed import Dist, barrier
 from segtool.train.runfolder import RunFolder
 from segtool.train.slices import VolumeSliceDataset
-from segtool.train.transforms import build_augmentation
 from segtool.train.volumes import CachedVolume, build_cache, case_fingerprint
 
 #: The cache folder inside a run, unless --cache names another.
@@ -125,9 +125,10 @@ def volume_datasets(
 ) -> tuple[VolumeSliceDataset, VolumeSliceDataset]:
     """Training slices (crops, foreground oversampling, geometric augmentation) and
     validation slices (whole, in case order)."""
-    augment = build_augmentation(
-        config.augment, class_map.ignore_index, seed=config.seed, geometric_only=True
-    )
+    augment, on_device = augmentations(
+        config.augment, config.augment_on, class_map.ignore_index, config.seed,
+        geometric_only=True,
+    )  # fmt: skip
     train = VolumeSliceDataset(
         data.train,
         class_map,
@@ -136,6 +137,7 @@ def volume_datasets(
         augment=augment,
         seed=config.seed,
         regions=data.regions,
+        on_device=on_device,
     )
     val = VolumeSliceDataset(data.val, class_map, regions=data.regions)
     return train, val
