@@ -209,7 +209,8 @@ def random_crop(
     top = int(rng.integers(0, height - size + 1))
     left = int(rng.integers(0, width - size + 1))
     if fg_fraction > 0 and rng.random() < fg_fraction:
-        index = index or ForegroundIndex.of(unpadded, ignore_index)
+        if index is None:
+            index = ForegroundIndex.of(unpadded, ignore_index)
         if index.values.size:
             j = int(np.searchsorted(index.values, rng.choice(index.values)))
             y, x = index.locate(unpadded, j, int(rng.integers(index.count(j))))

@@ -227,6 +227,9 @@ def decode_pairs(
             decoded = _counted(decoded, len(stems), on_progress)
         if folder is None:
             cache.items = list(decoded)
+            for image, mask, _ in cache.items:  # a transform must not change the cache
+                image.setflags(write=False)
+                mask.setflags(write=False)
         else:
             _write_entry(folder, decoded, stems)
             cache._open()
