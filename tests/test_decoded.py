@@ -17,10 +17,9 @@ from segtool.core.errors import SegtoolError
 from segtool.train.checkpoint import load_checkpoint
 from segtool.train.config import TrainConfig
 from segtool.train.data import SegmentationDataset, random_crop
-from segtool.train.decoded import ForegroundIndex, decode_pairs
+from segtool.train.decoded import ForegroundIndex, choose_decoded, decode_pairs
 from segtool.train.fingerprint import Machine
 from segtool.train.loop import fit
-from segtool.train.plan import choose_decoded
 from tests.synthetic import make_dataset, make_multilabel_dataset
 
 GB = 2**30

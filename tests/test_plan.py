@@ -13,7 +13,13 @@ from scipy import ndimage
 from segtool.core.classes import make_class_map
 from segtool.core.dataset import find_pairs
 from segtool.train.config import Given
-from segtool.train.fingerprint import ClassStats, Fingerprint, Machine, measure_dataset
+from segtool.train.fingerprint import (
+    ClassStats,
+    Fingerprint,
+    Machine,
+    measure_dataset,
+    measure_machine,
+)
 from segtool.train.loop import fit
 from segtool.train.plan import MIN_EPOCHS, MIN_SIDE, Timing, fit_budget, plan_training
 from tests.cli import invoke
@@ -224,3 +230,19 @@ def test_plan_only_with_a_budget_times_the_runs_own_first_steps_and_writes_nothi
     assert "30s budget" in why["epochs"] and planned.config.time_budget == 30.0
     assert planned.config.epochs == planned.plan.options()["epochs"] >= 1
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_torchrun_processes_each_hold_the_decoded_images_so_the_ram_rule_counts_them(monkeypatch):
+    # 1,000 images of 512 x 512 decode to 1,000 MB (RGB and mask); a quarter of 8 GB holds one
+    # copy, not eight (one per GPU, each process decoding its own).
+    fp = fingerprint(1176, 512, 512)  # 85 % of it is read (the test split is not)
+    one = Machine("cuda", "H100", 80.0, 16, 8.0)
+    assert choices(fp, one)["decoded"][0] == "ram"
+    eight = Machine("cuda", "H100", 80.0, 16, 8.0, processes=8)
+    value, why = choices(fp, eight)["decoded"]
+    assert value == "disk" and "shared by 8 processes" in why
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    monkeypatch.setenv("WORLD_SIZE", "16")
+    assert measure_machine("cpu").processes == 8
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert measure_machine("cpu").processes == 16  # one machine: all of them

@@ -181,7 +181,7 @@ class TrainConfig:
     seed: int = 0
     axis: str = "axial"
     cache: Path | None = None
-    decoded: str | None = None  #: "ram", "disk" or "off"; None: `plan.choose_decoded` decides
+    decoded: str | None = None  #: "ram", "disk" or "off"; None: `decoded.choose_decoded` decides
     device: str = "auto"
     amp: bool | None = None
     workers: int | None = None

@@ -13,7 +13,7 @@ each image once an epoch; this is the photos' analogue of the volume slice cache
   count and the regions, so a changed file or option makes a new entry and later runs that
   share ``--cache`` reuse an unchanged one.
 
-The plan chooses between them (`plan.choose_decoded`); a sample read from the cache is the
+The plan chooses between them (`choose_decoded`); a sample read from the cache is the
 sample read from the files, pixel for pixel (tested through whole training runs).
 """
 
@@ -39,6 +39,27 @@ DECODED_VERSION = 1
 MIN_PARALLEL = 48
 #: Byte offsets in the flat files are multiples of this (uint16 masks need even ones).
 ALIGN = 8
+
+
+#: The share of the free RAM the decoded images may take in RAM (else a memory-mapped file).
+DECODED_RAM_SHARE = 0.25
+
+
+def choose_decoded(nbytes: float, free_ram: float, processes: int = 1) -> tuple[str, str]:
+    """Where the decoded images are kept, and why: in RAM when they take at most
+    `DECODED_RAM_SHARE` of the `free_ram` bytes that each of the machine's `processes`
+    (torchrun's, each holding its own copy) has, else in a memory-mapped file."""
+    size = f"{nbytes / 2**30:.3g} GB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MB"
+    each = f" shared by {processes} processes" if processes > 1 else ""
+    if nbytes * processes <= DECODED_RAM_SHARE * free_ram:
+        return "ram", f"{size}, within {DECODED_RAM_SHARE:.0%} of the free RAM{each}: kept in RAM"
+    room = f"{DECODED_RAM_SHARE:.0%} of {free_ram / 2**30:.3g} GB free RAM{each}"
+    return "disk", f"{size}, over {room}: a memory-mapped file in the cache folder"
+
+
+def decoded_bytes(n_images: int, height: int, width: int, mask_bytes: int = 1) -> float:
+    """Bytes `n_images` decoded images of `height` x `width` take, RGB and mask."""
+    return float(n_images) * height * width * (3 + mask_bytes)
 
 
 class ForegroundIndex:

@@ -78,6 +78,7 @@ class Machine:
     memory_gb: float  #: GPU memory, or the RAM free now
     cores: int
     ram_gb: float | None = None  #: the RAM free now (None: not measured; memory_gb off a GPU)
+    processes: int = 1  #: the run's processes on this machine (torchrun's), sharing its RAM
 
     @property
     def free_ram_gb(self) -> float:
@@ -180,11 +181,14 @@ def measure_machine(device: str = "auto") -> Machine:
     import torch
 
     from segtool.core.device import pick_device
+    from segtool.train.distributed import Dist
 
     chosen = pick_device(device)
+    dist = Dist.from_env()
+    processes = dist.local_world or dist.world
     if chosen.type == "cuda":
         props = torch.cuda.get_device_properties(chosen)
         gpu = props.total_memory / 2**30
-        return Machine("cuda", props.name, gpu, default_jobs(), _free_ram_gb())
+        return Machine("cuda", props.name, gpu, default_jobs(), _free_ram_gb(), processes)
     ram = _free_ram_gb()
-    return Machine(chosen.type, platform.machine() or "cpu", ram, default_jobs(), ram)
+    return Machine(chosen.type, platform.machine() or "cpu", ram, default_jobs(), ram, processes)

@@ -26,10 +26,9 @@ from segtool.core.limits import available_ram
 from segtool.core.parallel import default_jobs
 from segtool.train.config import TrainConfig
 from segtool.train.data import SegmentationDataset, pad_collate, worker_init
-from segtool.train.decoded import DecodedCache, decode_pairs
+from segtool.train.decoded import DecodedCache, choose_decoded, decode_pairs, decoded_bytes
 from segtool.train.distributed import Dist, barrier
 from segtool.train.geometry import scaled_shape
-from segtool.train.plan import choose_decoded, decoded_bytes
 
 #: Batches each worker prepares ahead (DataLoader's prefetch_factor): a GPU step is short.
 PREFETCH = 4
@@ -197,7 +196,8 @@ def decoded_cache(
         data.train + data.val, class_map, size=config.size, resize=config.resize,
         regions=data.regions,
     )  # fmt: skip
-    where = config.decoded or choose_decoded(_decoded_size(reader), available_ram())[0]
+    processes = dist.local_world or dist.world  # each holds its own copy in RAM
+    where = config.decoded or choose_decoded(_decoded_size(reader), available_ram(), processes)[0]
     if where == "off":
         return None
     if where == "ram":

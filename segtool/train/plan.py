@@ -15,6 +15,7 @@ from typing import Any
 
 from segtool.core.constants import BACKGROUND_NAME
 from segtool.train.config import Given
+from segtool.train.decoded import choose_decoded, decoded_bytes
 from segtool.train.fingerprint import Fingerprint, Machine
 from segtool.train.geometry import STRIDE
 from segtool.train.imbalance import (
@@ -48,8 +49,6 @@ VALIDATION_SHARE = 0.10
 MIN_VALIDATIONS = 5
 #: Below this many validation batches a pass is short: every epoch validates.
 SHORT_VALIDATION = 20
-#: The share of the free RAM the decoded images may take in RAM (else a memory-mapped file).
-DECODED_RAM_SHARE = 0.25
 
 
 @dataclass
@@ -256,21 +255,6 @@ def _imbalance(plan: Plan, fp: Fingerprint, given: Given) -> None:
     )  # fmt: skip
 
 
-def choose_decoded(nbytes: float, free_ram: float) -> tuple[str, str]:
-    """Where the decoded images are kept, and why: in RAM when they take at most
-    `DECODED_RAM_SHARE` of the `free_ram` bytes, else in a memory-mapped file."""
-    size = f"{nbytes / 2**30:.3g} GB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MB"
-    if nbytes <= DECODED_RAM_SHARE * free_ram:
-        return "ram", f"{size}, within {DECODED_RAM_SHARE:.0%} of the free RAM: kept in RAM"
-    room = f"{DECODED_RAM_SHARE:.0%} of {free_ram / 2**30:.3g} GB free RAM"
-    return "disk", f"{size}, over {room}: a memory-mapped file in the cache folder"
-
-
-def decoded_bytes(n_images: int, height: int, width: int, mask_bytes: int = 1) -> float:
-    """Bytes `n_images` decoded images of `height` x `width` take, RGB and mask."""
-    return float(n_images) * height * width * (3 + mask_bytes)
-
-
 def _decoded(plan: Plan, fp: Fingerprint, machine: Machine, given: Given) -> None:
     """The images the run reads (training and validation), decoded at the planned geometry:
     in RAM or a memory-mapped file."""
@@ -278,7 +262,8 @@ def _decoded(plan: Plan, fp: Fingerprint, machine: Machine, given: Given) -> Non
         return
     height, width = plan.options().get("size") or fp.median_size
     used = max(round(fp.n_images * (1 - given.config.test)), 1)
-    value, why = choose_decoded(decoded_bytes(used, height, width), machine.free_ram_gb * 2**30)
+    free = machine.free_ram_gb * 2**30
+    value, why = choose_decoded(decoded_bytes(used, height, width), free, machine.processes)
     plan.set("decoded", value, f"{used} images decode to {why}")
 
 
