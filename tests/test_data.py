@@ -151,3 +151,31 @@ def test_resolve_split_uses_split_json_and_rejects_unknown_names(tmp_path):
     (tmp_path / "split.json").unlink()
     made = resolve_split(tmp_path, pairs * 1, val=0.5, test=0.0, seed=2)
     assert sorted(made["train"] + made["val"]) == list("abcd")
+
+
+def test_threshold_tuning_reads_validation_images_as_validation_does(tmp_path):
+    """--tune-thresholds' validation loader applies --resize keep (it once stretched)."""
+    from types import SimpleNamespace
+
+    from segtool.core.classes import read_classes_json
+    from segtool.core.dataset import find_pairs
+    from segtool.train.build import TrainingData
+    from segtool.train.config import TrainConfig
+    from segtool.train.thresholds import validation_loader
+    from tests.synthetic import make_dataset
+
+    root = make_dataset(tmp_path / "ds", n=6, size=40)
+    pairs, _ = find_pairs(root)
+    class_map = read_classes_json(root / "classes.json")
+    data = TrainingData(pairs, [], {}, pairs[:4], pairs[4:])
+    config = TrainConfig(size=(32, 64), resize="keep", batch_size=2)
+    hardware = SimpleNamespace(device=torch.device("cpu"), workers=0)
+    batch = next(
+        iter(validation_loader(config, class_map, data, SimpleNamespace(hardware=hardware)))
+    )
+    kept = SegmentationDataset(pairs[4:], class_map, size=(32, 64), resize="keep")
+    stretched = SegmentationDataset(pairs[4:], class_map, size=(32, 64))
+    assert not torch.equal(kept[0]["mask"], stretched[0]["mask"])
+    for i in range(2):
+        assert torch.equal(batch["image"][i], kept[i]["image"])
+        assert torch.equal(batch["mask"][i], kept[i]["mask"])

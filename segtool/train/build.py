@@ -176,6 +176,17 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def validation_dataset(
+    config: TrainConfig, class_map: ClassMap, data: TrainingData, decoded: Any = None
+) -> SegmentationDataset:
+    """Every validation image of `data` as validation reads it (`--size`, `--resize`, no crop
+    or augmentation); `decoded`: the run's decoded cache, if any."""
+    return SegmentationDataset(
+        data.val, class_map, size=config.size, resize=config.resize,
+        normalization=config.normalize, regions=data.regions, decoded=decoded,
+    )  # fmt: skip
+
+
 def _datasets(
     config: TrainConfig, class_map: ClassMap, data: TrainingData | VolumeData, dist: Dist
 ) -> tuple[Dataset, Dataset]:
@@ -202,15 +213,7 @@ def _datasets(
         decoded=decoded,
         on_device=on_device,
     )
-    val_ds: Dataset = SegmentationDataset(
-        data.val,
-        class_map,
-        size=config.size,
-        resize=config.resize,
-        normalization=config.normalize,
-        regions=data.regions,
-        decoded=decoded,
-    )
+    val_ds: Dataset = validation_dataset(config, class_map, data, decoded)
     if dist.world > 1:  # each process validates every world-th image; the counts are summed
         val_ds = Subset(val_ds, list(range(dist.rank, len(val_ds), dist.world)))
     return train_ds, val_ds

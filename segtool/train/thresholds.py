@@ -17,9 +17,9 @@ from torch.utils.data import DataLoader, Dataset
 from segtool.core.classes import ClassMap
 from segtool.core.device import autocast
 from segtool.core.metrics import Counts, dice
-from segtool.train.build import Run, TrainingData
+from segtool.train.build import Run, TrainingData, validation_dataset
 from segtool.train.config import TrainConfig
-from segtool.train.data import SegmentationDataset, to_model_input, to_model_target
+from segtool.train.data import to_model_input, to_model_target
 from segtool.train.loaders import make_loader
 from segtool.train.model import load_model
 from segtool.train.runfolder import RunFolder
@@ -42,13 +42,7 @@ def validation_loader(
     dataset: Dataset = (
         volume_datasets(config, class_map, data)[1]
         if isinstance(data, VolumeData)
-        else SegmentationDataset(
-            data.val,
-            class_map,
-            size=config.size,
-            normalization=config.normalize,
-            regions=data.regions,
-        )
+        else validation_dataset(config, class_map, data)
     )
     hardware = run.hardware
     return make_loader(dataset, config, hardware.device, hardware.workers, class_map.ignore_index)
