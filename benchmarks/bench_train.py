@@ -1,12 +1,18 @@
-"""segtool train against a bare PyTorch loop, same model, batch size, images and steps.
+"""segtool train against an expert's bare PyTorch loop: same model, batch size, images, loss.
 
-The bare loop holds every image and mask as tensors in memory and only runs forward, loss,
-backward and the optimizer step. segtool train reads the files through its DataLoader and also
-validates, checkpoints and redraws its curves every epoch; the ratio of the two wall times is
-segtool's overhead. The DataLoader alone (no model) shows how far ahead of the model the
-loading runs.
+segtool trains as a user runs it: its plan chooses the batch size and the augmentation (its
+real default), its DataLoader reads the files, and it validates and checkpoints as it goes.
+The bare loop is what an expert writes (see `benchmarks/expert.py`): the training images decoded once
+into pinned uint8 memory, non-blocking copies through pinned buffers, normalisation on the
+device, bf16 autocast, channels_last, cudnn.benchmark and fused AdamW on CUDA, the same loss
+and gradient clipping, no read of the loss inside the timed steps. Both report the time to
+their first step apart from their steady rate (training images per second from the
+`--warmup`-th step to the last; segtool's includes its epoch ends: validation, checkpoints).
 
-    python benchmarks/bench_train.py [--images 320] [--size 128] [--epochs 2]
+    python benchmarks/bench_train.py [--images N] [--size S] [--epochs E] [--device cuda]
+
+Defaults measure steady state: 1,000 images of 512x512 for 3 epochs with a resnet34 U-Net on
+a GPU; 192 images of 128x128 for 2 epochs with the CPU plan's model on a CPU (a few minutes).
 """
 
 from __future__ import annotations
@@ -15,164 +21,159 @@ import argparse
 import json
 import sys
 import tempfile
-import time
-from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.expert import (
+    PinnedRing,
+    Rate,
+    bf16,
+    expert_model,
+    model_input,
+    normaliser,
+    now,
+    read_uint8,
+    steady_rate,
+    synchronize,
+)
 from segtool.core.classes import mode_for, read_classes_json
 from segtool.core.dataset import find_pairs
-from segtool.train.build import default_workers
-from segtool.train.config import parse_channels
-from segtool.train.data import SegmentationDataset, pad_collate, to_model_input
+from segtool.train.config import TrainConfig
 from segtool.train.loop import fit
 from segtool.train.losses import build_loss
-from segtool.train.steps import Reporter
+from segtool.train.model import build_model
+from segtool.train.steps import SYNC_EVERY, Reporter
 from tests.synthetic import make_dataset
 
-MODEL = {"encoder": "tu-resnet10t", "decoder_channels": "64,32,16,16,16"}
-BATCH = 8
+#: Steps left out of the steady rate (allocation, cudnn.benchmark's search, worker start).
+WARMUP = 2 * SYNC_EVERY
 
 
-class Clock(Reporter):
-    """Records when each epoch's training steps start and end."""
+class Steps(Reporter):
+    """Marks `fit`'s training steps: (time, steps done), at every `SYNC_EVERY`-th step and
+    each epoch's last, where the loss was read (the device synchronised)."""
 
     def __init__(self) -> None:
-        self.train_seconds = 0.0
-        self._start = 0.0
+        self.started = now()
+        self.first = 0.0
+        self.marks: list[tuple[float, int]] = []
+        self.epochs: list[int] = []  #: each mark's epoch (the steps before it)
+        self.done = self.before = self.epoch_steps = 0
 
     def epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
-        self._start = time.perf_counter()
+        self.epoch_steps, self.before = batches, self.done
 
     def batch(self, done: int, loss: float, images_per_second: float) -> None:
-        self._last = time.perf_counter()
+        self.done = self.before + done
+        if self.done == 1:
+            self.first = now() - self.started
+        if done % SYNC_EVERY == 0 or done == self.epoch_steps:
+            self.marks.append((now(), self.done))
+            self.epochs.append(self.before)
 
-    def epoch_end(self, row: dict) -> None:
-        self.train_seconds += self._last - self._start
+
+def segtool_train(dataset: Path, run: Path, epochs: int, options: dict) -> tuple[Rate, TrainConfig]:
+    """`fit` as a user runs it; its rate, and the config it planned."""
+    steps = Steps()
+    fit(dataset, run, epochs=epochs, reporter=steps, **options)
+    total = now() - steps.started
+    config = TrainConfig.from_json(json.loads((run / "config.json").read_text())["options"])
+    batch = config.batch_size
+    steady, images = steady_rate([(t, n * batch) for t, n in steps.marks], WARMUP * batch)
+    rate = Rate(steps.first, steady, images)
+    rate.total = total  # type: ignore[attr-defined]
+    rate.steps_only = steps_only(steps, batch)  # type: ignore[attr-defined]
+    return rate, config
 
 
-def bare_loop(dataset: Path, epochs: int, device: torch.device) -> tuple[float, int]:
-    """Forward/backward/step over in-memory tensors (on the device already); returns
-    (seconds, images). On CUDA: bf16 autocast and channels-last, as segtool train uses."""
-    from segtool.core.device import amp_dtype_for
-    from segtool.train.model import build_model
+def steps_only(steps: Steps, batch: int) -> float:
+    """Images per second within the epochs (their ends left out: validation, checkpoints),
+    past the warm-up."""
+    images = seconds = 0.0
+    for epoch in sorted(set(steps.epochs)):
+        marks = [m for m, e in zip(steps.marks, steps.epochs, strict=True) if e == epoch]
+        marks = [m for m in marks if m[1] >= WARMUP] or marks[-1:]
+        images += (marks[-1][1] - marks[0][1]) * batch
+        seconds += marks[-1][0] - marks[0][0]
+    return images / seconds if seconds else float("nan")
 
+
+def expert_train(dataset: Path, config: TrainConfig, device: torch.device, steps: int) -> Rate:
+    """The bare loop over the training split for `steps` steps of the planned batch size."""
     cmap = read_classes_json(dataset / "classes.json")
-    pairs, _ = find_pairs(dataset)
     train = set(json.loads((dataset / "split.json").read_text())["train"])
-    items = [item for item in SegmentationDataset([p for p in pairs if p.stem in train], cmap)]
-    images = to_model_input(torch.stack([i["image"] for i in items]), device)
-    masks = torch.stack([i["mask"] for i in items]).to(device)
-    torch.manual_seed(0)
-    model = build_model(
-        "unet",
-        MODEL["encoder"],
-        None,
-        cmap.num_classes,
-        decoder_channels=parse_channels(MODEL["decoder_channels"]),
-    ).to(device)
-    amp = amp_dtype_for(device, None)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-        images = images.contiguous(memory_format=torch.channels_last)
-    loss_fn = build_loss("bce-dice", mode_for(cmap.num_classes), cmap.ignore_index)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    model.train()
-    start = time.perf_counter()
-    seen = 0
-    for _ in range(epochs):
-        order = torch.randperm(len(images))
-        for i in range(0, len(order), BATCH):
-            idx = order[i : i + BATCH].to(device)
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                loss = loss_fn(model(images[idx]), masks[idx])
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            seen += len(idx)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start, seen
+    pairs = [p for p in find_pairs(dataset)[0] if p.stem in train]
+    images, masks = read_uint8([p.image for p in pairs], [p.mask for p in pairs])
+    start = now()
+    torch.manual_seed(config.seed)
+    net = build_model(config.arch, config.encoder, None, cmap.num_classes,
+                      decoder_channels=config.decoder_channels)  # fmt: skip
+    net = expert_model(net, device)
+    params = list(net.parameters())
+    cuda = device.type == "cuda"
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay,
+                                  fused=cuda or None, foreach=None if cuda else True)  # fmt: skip
+    loss_fn = build_loss(config.loss, mode_for(cmap.num_classes), cmap.ignore_index)
+    stats, ring, batch = normaliser(device), PinnedRing(device), config.batch_size
+    marks, first, order = [], 0.0, torch.randperm(len(images))
+    net.train()
+    for step in range(steps):
+        at = (step * batch) % max(len(images) - batch + 1, 1)
+        idx = order[at : at + batch]
+        on_device = ring.upload(image=images[idx], mask=masks[idx])
+        with bf16(device):
+            loss = loss_fn(net(model_input(on_device["image"], stats)), on_device["mask"].long())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, config.clip_grad, foreach=True)
+        optimizer.step()
+        if step == 0 or (step + 1) % SYNC_EVERY == 0 or step == steps - 1:
+            synchronize(device)  # marks only; the steps between read nothing
+            marks.append((now(), (step + 1) * batch))
+            first = first or now() - start
+    steady, n = steady_rate(marks, WARMUP * batch)
+    return Rate(first, steady, n)
 
 
-def loader_alone(dataset: Path, workers: int) -> float:
-    """Images per second of segtool's training DataLoader with no model."""
-    from torch.utils.data import DataLoader
-
-    cmap = read_classes_json(dataset / "classes.json")
-    pairs, _ = find_pairs(dataset)
-    ds = SegmentationDataset(pairs, cmap, size=None)
-    loader = DataLoader(
-        ds,
-        batch_size=BATCH,
-        shuffle=True,
-        num_workers=workers,
-        collate_fn=partial(pad_collate, ignore_index=cmap.ignore_index),
-    )
-    start = time.perf_counter()
-    n = sum(len(batch["image"]) for batch in loader)
-    return n / (time.perf_counter() - start)
-
-
-def main() -> None:
-    """Run the three measurements and print the ratios."""
-    global BATCH
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run both sides and print the rates and their ratio; returns them."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=320)
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--images", type=int, default=None)
+    parser.add_argument("--size", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--encoder", default=MODEL["encoder"])
-    parser.add_argument("--decoder-channels", default=MODEL["decoder_channels"])
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=None)
-    args = parser.parse_args()
-    BATCH = args.batch
-    MODEL.update(encoder=args.encoder, decoder_channels=args.decoder_channels or None)
+    parser.add_argument("--encoder", default=None, help="default: resnet34 on CUDA, else planned")
+    args = parser.parse_args(argv)
     from segtool.core.device import pick_device
 
     device = pick_device(args.device)
+    gpu = device.type == "cuda"
+    n = args.images or (1000 if gpu else 192)
+    size = args.size or (512 if gpu else 128)
+    epochs = args.epochs or (3 if gpu else 2)
+    encoder = args.encoder or ("resnet34" if gpu else None)
+    options = {"device": args.device, **({"encoder": encoder} if encoder else {})}
     with tempfile.TemporaryDirectory() as tmp:
-        dataset = make_dataset(Path(tmp) / "ds", n=args.images + 16, size=args.size)
-        bare_s, images = bare_loop(dataset, args.epochs, device)
-        clock = Clock()
-        start = time.perf_counter()
-        fit(
-            dataset,
-            Path(tmp) / "run",
-            epochs=args.epochs,
-            batch_size=BATCH,
-            augment="none",
-            loss="bce-dice",
-            lr=1e-3,
-            reporter=clock,
-            **MODEL,
-        )
-        fit_s = time.perf_counter() - start
-        workers = args.workers if args.workers is not None else default_workers(device)
-        loader_ips = loader_alone(dataset, workers)
-    model_ips = images / bare_s
+        dataset = make_dataset(Path(tmp) / "ds", n=n, size=size)
+        ours, config = segtool_train(dataset, Path(tmp) / "run", epochs, options)
+        steps = max(ours.images // config.batch_size, 1) + WARMUP + 1
+        bare = expert_train(dataset, config, device, steps)
+    ratio = ours.steady / bare.steady
     print(
-        f"{images} training images ({args.epochs} epochs of {images // args.epochs}), "
-        f"{args.size}x{args.size}, batch {BATCH}, unet {MODEL['encoder']}, {device}:"
+        f"{n} images {size}x{size}, {epochs} epochs, batch {config.batch_size} (planned), unet "
+        f"{config.encoder}, augment {config.augment} (planned), {device}:"
     )
-    print(f"  bare PyTorch loop over in-memory tensors  {bare_s:6.2f}s  ({model_ips:.1f} img/s)")
+    print(f"  expert bare loop  {bare.text()}")
+    print(f"  segtool train     {ours.text()}; whole run {ours.total:.1f} s")  # type: ignore[attr-defined]
     print(
-        f"  segtool train, training steps only       {clock.train_seconds:6.2f}s  "
-        f"ratio {clock.train_seconds / bare_s:.2f}x"
+        f"  segtool / bare: {ratio:.2f}x the steady rate (training steps alone, epoch ends "
+        f"left out: {ours.steps_only / bare.steady:.2f}x)"  # type: ignore[attr-defined]
     )
-    print(
-        f"  segtool train, whole run (with validation, checkpoints, curves) {fit_s:6.2f}s  "
-        f"ratio {fit_s / bare_s:.2f}x"
-    )
-    print(
-        f"  DataLoader alone ({workers} workers): {loader_ips:.0f} img/s = "
-        f"{loader_ips / model_ips:.1f}x what the model consumes"
-    )
+    return {"bare": bare, "segtool": ours, "ratio": ratio, "config": config}
 
 
 if __name__ == "__main__":
