@@ -80,7 +80,8 @@ def cuda_syncs(device: torch.device) -> tuple[int, int]:
         cmap = read_classes_json(data / "classes.json")
         items = SegmentationDataset(find_pairs(data)[0], cmap)
         batch = pad_collate([items[i] for i in range(4)], cmap.ignore_index)
-    batch = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    if device.type == "cuda":  # as the loader pins them
+        batch = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     k = cmap.num_classes
     model = build_model("unet", "resnet18", None, k, decoder_channels=(16,) * 5)
     model = model.to(device, memory_format=torch.channels_last)
@@ -88,7 +89,7 @@ def cuda_syncs(device: torch.device) -> tuple[int, int]:
     optimizer = torch.optim.AdamW(params, lr=1e-3, **adamw_kind(device, params))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(100, 5))
     loss_fn = build_loss("bce-dice", mode_for(k), cmap.ignore_index)
-    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    scaler = torch.amp.GradScaler(device.type, enabled=False)
     learner = Learner(model, model, loss_fn, optimizer, scheduler, scaler)
     run = Run(Hardware(device, torch.bfloat16, True, 0), learner, None, mode_for(k))  # type: ignore[arg-type]
     for _ in range(2):

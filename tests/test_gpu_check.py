@@ -33,3 +33,13 @@ def test_the_cpu_smoke_run_prints_every_figure(capsys):
     assert "train: " in out and "predict: " in out and "x the bare loop (goal" in out
     assert "meta-device audit (tests/test_sync_audit.py): 2 passed" in out
     assert "sync audit: pass" in out
+
+
+def test_the_cuda_audit_runs_its_steps_and_validation(monkeypatch):
+    """The GPU audit's own code, on the CPU: the device's synchronisation and sync-debug
+    switches stubbed (no warning comes from them here), the steps and the pass real."""
+    switched = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", switched.append)
+    assert gpu_check.cuda_syncs(torch.device("cpu")) == (0, 0)
+    assert switched == ["warn", 0]  # on for the audited calls, off again after
