@@ -351,7 +351,7 @@ LIMITS = [
         "train: a time budget shorter than one step",
         train_on(lambda w: w.ds, "--time-budget", "0.01"),
         1,
-        _say("--time-budget 0.01s cannot fit one epoch", "step(s)", "--epochs"),
+        _say("--time-budget 0.01s cannot fit one epoch", "before the first step", "--epochs"),
     ),
     Case(
         "train: a time budget shorter than one step, with --epochs given",

@@ -7,7 +7,9 @@ started with ``nice``) is cut short in time to be validated and saved within the
 The `Trainer` asks; this module answers with numbers and never touches the model, the
 optimiser or its schedule (the trainer re-targets its own schedule when the answer changes).
 The budget counts from `started`: the moment the user started the command, so start-up,
-measuring the dataset and timing the steps are spent from it.
+measuring the dataset and timing the steps are spent from it; and it is checked at each phase's
+end too (`check_start` after start-up, `refuse` at the first step timed), so a budget that
+start-up has (nearly) spent is refused there, naming what would fit, not steps later.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
+from segtool.core.errors import SegtoolError
 from segtool.train.plan import Timing, fit_budget
 
 if TYPE_CHECKING:
@@ -138,3 +141,40 @@ class Budget:
             return None
         left = self.seconds * (1 - FINISH_SHARE) - self.spent() - closing
         return step + math.floor(left / step_seconds) - 1
+
+    def check_start(self, phase: str) -> None:
+        """Refuse, once `phase` (start-up, loading the data) has ended, a budget it has spent:
+        nothing is left to time a step in, let alone train, validate and save.
+
+        Raises:
+            SegtoolError: naming --time-budget, the time spent and what would fit.
+        """
+        if self.seconds is None:
+            return
+        spent = self.spent()
+        if spent < self.seconds * (1 - FINISH_SHARE):
+            return
+        raise SegtoolError(
+            f"--time-budget {self.seconds:g}s cannot fit one epoch: {phase} took {spent:.1f} s, "
+            f"the whole budget, before the first step; give a --time-budget well over "
+            f"{math.ceil(spent)}s (the epochs come on top of it), or pass --epochs instead"
+        )
+
+    def refuse(self, step: float, done: int, steps_per_epoch: int, closing: float) -> NoReturn:
+        """Stop a run whose first `done` steps show that not even the next one, validating
+        and saving fit what is left of the budget (`last_step` says so): one line naming the
+        time spent, what the rest of an epoch takes and the budget that would fit it.
+
+        Raises:
+            SegtoolError: always.
+        """
+        spent, rest = self.spent(), max(steps_per_epoch - done, 0)
+        epoch = step * rest + closing
+        need = (spent + epoch) / (1 - FINISH_SHARE)
+        more = f"{rest} more step(s) of {step:.2f} s, " if rest else ""
+        raise SegtoolError(
+            f"--time-budget {self.seconds:g}s cannot fit one epoch: start-up and the first "
+            f"{done} step(s) took {spent:.1f} s, and the epoch needs about {epoch:.1f} s more "
+            f"({more}validation and saving); give --time-budget {need * 1.2:.0f}s or more, "
+            f"or pass --epochs instead"
+        )

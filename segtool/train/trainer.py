@@ -6,7 +6,9 @@
             on_epoch_start    seed the epoch's order and augmentation
             train_epoch       `train_step` for each batch, each asked for first
                               (`before_step`: fit the budget from the first steps, save
-                              last.pt at step intervals, cut the epoch when the budget ends)
+                              last.pt at step intervals, cut the epoch when the budget ends,
+                              refuse a budget spent before epoch 1 could end; the budget
+                              hooks are in `segtool.train.budgeted`)
             validate          counts over the validation split, summed over processes
                               (every `val_every` epochs and after the last: `validates`)
             on_epoch_end      re-fit the budget, record, save, report; True stops early
@@ -28,11 +30,11 @@ import torch
 
 from segtool.sources.volume_folder import is_volume_folder
 from segtool.train.budget import Budget
-from segtool.train.build import Run, build_loaders, build_run, load_data, run_facts
+from segtool.train.budgeted import BudgetHooks, Refitted
+from segtool.train.build import Run, build_run, load_data, run_facts
 from segtool.train.checkpoint import run_state, set_rng_state
 from segtool.train.distributed import Dist, stop, sum_validation
 from segtool.train.pacing import Paced, Pacer
-from segtool.train.plan import VALIDATION_PER_STEP
 from segtool.train.runfolder import check_room
 from segtool.train.runstate import FitResult, Progress, Setup, epoch_row
 from segtool.train.saving import Saver
@@ -50,7 +52,7 @@ from segtool.train.thresholds import tune_best_model
 from segtool.train.volume_data import load_volume_data, sum_cases, volume_scores
 
 
-class Trainer:
+class Trainer(BudgetHooks):
     """One run: `run_training` calls the hooks in order (see the module's docstring)."""
 
     def __init__(self, setup: Setup, reporter: Reporter, dist: Dist, budget: Budget) -> None:
@@ -116,7 +118,9 @@ class Trainer:
         """Build, restore ``last.pt`` on --resume, fit a new planned run to its budget, show
         the plan, then write the run's records (after checking the disk has room for its
         checkpoints)."""
+        self.budget.check_start("start-up (loading, measuring the data)")
         run = self.build()
+        self.budget.check_start("start-up (loading, measuring and reading the data)")
         if self.setup.state is not None:
             self.restore(self.setup.state)
         self.planned_epochs = self.config.epochs
@@ -172,11 +176,12 @@ class Trainer:
                 try:
                     loss = train_one_epoch(self.run, batches, self.train_step,
                                            reporter=self.reporter, tally=self.tally)  # fmt: skip
-                except _Refitted:  # a smaller input fits the budget: epoch 1 starts again
+                except Refitted:  # a smaller input fits the budget: epoch 1 starts again
                     self._seed_epoch(epoch)
                     self.tally = Tally.start(self.run.hardware.device)
                     continue
                 self.validation_started = self.pacer.mark()
+                self.last_step(self.tally.steps, ending=True)  # a budget spent: refused here
                 return None if self.tally.steps == self.first_step else loss
         except NonFiniteLoss as exc:
             last = self.setup.out / self.folder.last_checkpoint.relative_to(self.folder.path)
@@ -291,82 +296,6 @@ class Trainer:
         self.saved = (int(state["epoch"]), int((self.progress.within or {}).get("steps", 0)))
         set_rng_state(state["rng"])
 
-    def before_step(self, epoch: int, done: int) -> bool:
-        """Asked before each training step, `done` steps of the epoch done: fit a new planned
-        run to its budget once its first steps are timed; cut the epoch (False) when the next
-        step would not leave the time to validate and save, else compress the schedule to end
-        at its floor on the last step that fits; save last.pt when a step interval is due."""
-        pacer, learner = self.pacer, self.run.learner
-        now = pacer.mark()
-        if self.budget.to_fit:
-            step = self.budget.first_step_time(list(pacer.times))
-            if step is not None and self._fit_budget(step, None):
-                raise _Refitted
-        elif self.dist.world == 1 and (step := pacer.step_time()) is not None:
-            closing = pacer.closing_time(step, len(self.run.loaders.val))
-            last = self.budget.last_step(learner.scheduler.last_epoch, step, closing)
-            if last is not None and last < learner.scheduler.last_epoch:
-                self.cut = (done, len(self.run.loaders.train))
-                return False
-            if last is not None:
-                learner.retarget(min(last, len(self.run.loaders.train) * self.config.epochs))
-        if self.writing and done > self.first_step and pacer.save_due(now):
-            self._checkpoint(epoch - 1, {**self.tally.state(), "lr": self.epoch_lr})
-            self.saved = (epoch - 1, done)
-        return True
-
-    def fit_budget(self) -> None:
-        """``--plan-only``: train epoch 1's first steps until they are timed and the plan is
-        fitted to the budget, writing nothing."""
-        self.writing = False
-        self.on_epoch_start(1)
-        batches = Paced(self.run.loaders, 0,
-                        lambda done: self.before_step(1, done) and self.budget.to_fit)  # fmt: skip
-        try:
-            train_one_epoch(self.run, batches, self.train_step, tally=self.tally)
-        except _Refitted:
-            return
-        self.pacer.mark()
-        if self.budget.to_fit:  # an epoch of fewer steps than timing wanted
-            self._fit_budget(self.budget.first_step_time(list(self.pacer.times), final=True), None)
-
-    def _fit_budget(self, step: float | None, validation: float | None) -> bool:
-        """Fit the plan to the budget from the first steps' time and a validation pass's
-        (None: guessed from the step): the epochs, and a smaller input where too few fit
-        (then the data loaders are built again).
-
-        Returns:
-            Whether the input changed (epoch 1 starts again at it).
-        """
-        run, val_batches = self.run, len(self.run.loaders.val)
-        step = step or 0.0
-        if validation is None:
-            validation = val_batches * step * VALIDATION_PER_STEP
-        plan = self.budget.fit_plan(step, len(run.loaders.train), validation, val_batches)
-        before, self.config = self.config, replace(self.config, **plan.options())
-        if self.setup.plan is not None:
-            self.setup.plan = {**self.setup.plan, "choices": plan.to_json()}
-        changed = (self.config.size, self.config.crop, self.config.resize) != (
-            before.size, before.crop, before.resize
-        )  # fmt: skip
-        if changed:
-            run.loaders.close()
-            run.loaders = build_loaders(
-                self.config, self.class_map, self.data, self.dist, run.hardware
-            )
-            self.pacer.times.clear()
-        run.learner.retarget(len(run.loaders.train) * self.config.epochs)
-        self.planned_epochs = self.config.epochs
-        if self.writing and self.dist.main:
-            self.write_records()
-        size = f", input {self.config.size}" if changed else ""
-        self.reporter.phase(
-            f"{step:.2f}s a step, {len(run.loaders.train)} steps an epoch: "
-            f"{self.config.epochs} epoch(s) fit the {self.budget.seconds:g}s budget "
-            f"({self.budget.spent():.0f}s spent){size}"
-        )
-        return changed
-
     def save(self, improved: bool) -> None:
         """The best model (when this epoch improved), last.pt, metrics.csv and curves.png,
         snapshotted now and written in the background (`Saver`)."""
@@ -394,7 +323,3 @@ class Trainer:
         """Order and augmentation depend on (seed, epoch) alone (`loaders.epoch_seed`), so a
         resumed run repeats exactly what an uninterrupted one would have done."""
         self.run.loaders.seed_epoch(epoch)
-
-
-class _Refitted(Exception):
-    """The budget's first fit changed the input size: epoch 1 starts again at it."""

@@ -1,0 +1,97 @@
+"""The time budget checked at each phase's end, on an injected clock (never the machine's wall
+time): a budget that start-up has (nearly) spent is refused after start-up or at the first
+step timed, with one line naming the budget that would fit, never trained or timed past; and
+the summary of a run whose plan grew as it went never says "N of M" with N over M."""
+
+from __future__ import annotations
+
+import pytest
+
+from segtool.core.errors import SegtoolError
+from segtool.train.config import TrainConfig
+from segtool.train.loop import fit
+from tests.synthetic import make_dataset
+from tests.test_budget import SMALL, Machine
+
+
+@pytest.fixture(scope="module")
+def easy(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("easy"))
+
+
+def _nothing_written(out) -> bool:
+    """Neither the run folder nor one being built beside it exists."""
+    return not any(p.name.startswith(out.name) for p in out.parent.iterdir())
+
+
+def test_start_up_at_95_percent_is_refused_at_the_first_step(easy, tmp_path, monkeypatch):
+    """Start-up took 95 s of a 100 s budget; the first step takes 1 s. Before the second,
+    1 s a step and 2 s to validate and save leave no room (2 % is kept for finishing): the
+    run is refused after that one step, before any validation, naming a budget that fits."""
+    machine = Machine(step=1.0)
+    machine.now = 95.0
+    machine.install(monkeypatch)
+    with pytest.raises(SegtoolError) as caught:
+        fit(easy, tmp_path / "run", time_budget=100, clock=0.0, **SMALL)
+    message = str(caught.value)
+    assert machine.steps == 1 and machine.now == 96.0  # one step, nothing validated
+    assert "--time-budget 100s cannot fit one epoch" in message
+    assert "the first 1 step(s) took 96.0 s" in message
+    # 5 more steps of 1 s and 2 s to close: (96 + 7) / 0.98 = 105.1 s, with a fifth more.
+    assert "give --time-budget 126s or more" in message
+    assert _nothing_written(tmp_path / "run")
+
+
+def test_start_up_that_spent_the_budget_is_refused_before_any_step(easy, tmp_path, monkeypatch):
+    machine = Machine(step=1.0)
+    machine.now = 99.0  # past the 98 % a run may use
+    machine.install(monkeypatch)
+    with pytest.raises(
+        SegtoolError,
+        match=r"cannot fit one epoch: start-up .* took 99\.0 s, the whole budget, before",
+    ):
+        fit(easy, tmp_path / "run", time_budget=100, clock=0.0, **SMALL)
+    assert machine.steps == 0 and machine.now == 99.0
+    assert _nothing_written(tmp_path / "run")
+
+
+def test_a_run_not_planned_is_refused_at_its_first_step_too(easy, tmp_path, monkeypatch):
+    """The options given whole (nothing planned, as volumes and --resume are): the budget is
+    not fitted, but a first step that shows the epoch cannot end in time stops the run there
+    instead of training a one-step epoch past the budget."""
+    machine = Machine(step=1.0)
+    machine.now = 95.0
+    machine.install(monkeypatch)
+    config = TrainConfig(**SMALL, epochs=3, time_budget=100)
+    with pytest.raises(SegtoolError, match="cannot fit one epoch"):
+        fit(easy, tmp_path / "run", config, clock=0.0)
+    assert machine.steps == 1 and machine.now == 96.0
+
+
+def test_an_epoch_of_one_step_is_refused_before_its_validation(easy, tmp_path, monkeypatch):
+    """One step an epoch (a batch of all 12 training images) of 30 s on a busy machine, 60 s
+    of start-up: after the step (90 s) validating and saving (about 45 s at that pace) no
+    longer fit; the run is refused there, not after a validation pass."""
+    machine = Machine(step=30.0)
+    machine.now = 60.0
+    machine.install(monkeypatch)
+    with pytest.raises(SegtoolError, match="cannot fit one epoch"):
+        fit(easy, tmp_path / "run", time_budget=100, clock=0.0, **{**SMALL, "batch_size": 12})
+    assert machine.steps == 1 and machine.now == 90.0
+
+
+def test_cli_refuses_a_spent_budget_in_one_line(easy, tmp_path, monkeypatch):
+    from segtool.cli import train_progress
+    from tests.cli import invoke
+
+    machine = Machine(step=1.0)
+    machine.now = 95.0
+    machine.install(monkeypatch)
+    monkeypatch.setattr(train_progress, "process_start", lambda: 0.0)
+    result = invoke(["train", str(easy), "--out", str(tmp_path / "run"), "--time-budget", "100s",
+                     "--encoder", "resnet18", "--workers", "0", "--batch-size", "2",
+                     "--size", "32"])  # fmt: skip
+    assert result.exit_code == 1 and result.exception is None
+    errors = [line for line in result.stderr.splitlines() if "cannot fit" in line]
+    assert len(errors) == 1 and "give --time-budget 126s or more" in errors[0]
+    assert "Traceback" not in result.output and machine.steps == 1
