@@ -10,6 +10,7 @@ import pytest
 from segtool.core.errors import SegtoolError
 from segtool.train.config import TrainConfig
 from segtool.train.loop import fit
+from segtool.train.steps import Reporter
 from tests.synthetic import make_dataset
 from tests.test_budget import SMALL, Machine
 
@@ -95,3 +96,49 @@ def test_cli_refuses_a_spent_budget_in_one_line(easy, tmp_path, monkeypatch):
     errors = [line for line in result.stderr.splitlines() if "cannot fit" in line]
     assert len(errors) == 1 and "give --time-budget 126s or more" in errors[0]
     assert "Traceback" not in result.output and machine.steps == 1
+
+
+class Varying(Machine):
+    """A `Machine` whose k-th training step takes `seconds(k)`."""
+
+    def __init__(self, seconds) -> None:
+        self.seconds = seconds
+        super().__init__()
+
+    @property
+    def step(self) -> float:
+        return self.seconds(self.steps)
+
+    @step.setter
+    def step(self, value: float) -> None:
+        pass  # the steps' times come from `seconds`
+
+
+class Planned(Reporter):
+    """Records the epochs planned as each epoch starts."""
+
+    def __init__(self) -> None:
+        self.plans: list[int] = []
+
+    def epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
+        self.plans.append(epochs)
+
+
+def test_a_plan_that_grew_is_said_as_the_current_plan(easy, tmp_path, monkeypatch):
+    """Epoch 1's steps take 3 s (a busy start), the rest 1 s: the plan made after epoch 1
+    grows as the quicker epochs are measured, and the last epoch is cut by the budget. The
+    summary names the plan the run ended under, never "after N of M" with N over M."""
+    from segtool.cli.train_progress import how_it_ended
+
+    machine = Varying(lambda k: 3.0 if k <= 6 else 1.0)
+    machine.install(monkeypatch)
+    planned = Planned()
+    result = fit(easy, tmp_path / "run", time_budget=100, clock=0.0, reporter=planned, **SMALL)
+    assert machine.now <= 100.0
+    assert planned.plans[1] < planned.plans[-1] == 11  # grew past the plan after epoch 1
+    assert result.stopped == "time budget" and result.cut == (4, 6)
+    assert (result.epochs_done, result.planned_epochs) == (11, 11)
+    assert how_it_ended(result) == (
+        "stopped at the time budget after 11 of 11 planned epochs; "
+        "epoch 11 cut short after 4 of 6 steps"
+    )
