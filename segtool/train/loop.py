@@ -17,6 +17,7 @@ from typing import Any
 
 from segtool.core.lock import lock_folder
 from segtool.core.swap import temp_name
+from segtool.sources.volume_folder import is_volume_folder
 from segtool.train.budget import Budget
 from segtool.train.build import check_config
 from segtool.train.checkpoint import load_checkpoint
@@ -27,7 +28,7 @@ from segtool.train.planning import (
     Planned,
     choose_config,
     dataset_classes,
-    plan_new_run,
+    plan_run,
     training_classes,
 )
 from segtool.train.runfolder import RunFolder, check_run_output, publish_run
@@ -86,7 +87,8 @@ def fit(
     state = load_checkpoint(RunFolder(out).last_checkpoint) if resume else None
     class_map, regions = training_classes(class_map, given, state)
     if state is None and config is None:
-        reporter.phase(f"measuring {dataset}'s images and masks, and the machine, to plan the run")
+        what = "cases (their headers)" if is_volume_folder(dataset) else "images and masks"
+        reporter.phase(f"measuring {dataset}'s {what}, and the machine, to plan the run")
     chosen, planned, record = choose_config(
         dataset, out, state, class_map, regions, given, config is None, dist
     )
@@ -116,7 +118,7 @@ def fit(
 
 def _budget(config: TrainConfig, clock: float, planned: Planned | None) -> Budget:
     """The run's time budget; a new planned run's epochs are still to be fitted to it."""
-    if planned is None or not config.time_budget:
+    if planned is None or not config.time_budget or not planned.fits_first_steps:
         return Budget(config.time_budget, clock)
     return Budget(config.time_budget, clock, planned.plan, planned.fingerprint)
 
@@ -133,10 +135,10 @@ def preview_plan(dataset: Path, *, clock: float | None = None, **options: Any) -
     clock = time.monotonic() if clock is None else clock
     given = Given.parse(**options)
     class_map, regions = training_classes(dataset_classes(dataset), given, None)
-    planned = plan_new_run(dataset, class_map, regions, given)
+    planned = plan_run(dataset, class_map, regions, given)
     check_config(planned.config)
     check_class_weights(planned.config.loss, planned.config.class_weights, class_map)
-    if planned.config.time_budget:
+    if planned.config.time_budget and planned.fits_first_steps:
         setup = Setup(dataset, dataset, RunFolder(Path()), planned.config, class_map, regions)
         trainer = Trainer(setup, Reporter(), Dist(), _budget(planned.config, clock, planned))
         trainer.build()

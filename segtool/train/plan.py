@@ -150,17 +150,35 @@ def _model(plan: Plan, machine: Machine, given: Given) -> None:
     _given(plan, given, "decoder_channels")
 
 
-def _batch_size(plan: Plan, fp: Fingerprint, machine: Machine, given: Given) -> None:
+def plan_batch(
+    plan: Plan, machine: Machine, given: Given, n_train: int, items: str, probed: bool = True
+) -> None:
+    """The batch size: given; else small on a CPU, a start on a GPU (which the probe raises,
+    when `probed`), never more than the `n_train` training `items` (images, or slices)."""
     if _given(plan, given, "batch_size"):
         return
-    n_train = max(int(fp.n_images * given.config.train_share), 1)
     if machine.device == "cpu":
         batch, why = 4, "CPU: small batches, more steps per second of compute"
     else:
-        batch, why = 8, f"{machine.device.upper()}: a start the GPU probe may raise"
+        start = "a start the GPU probe may raise" if probed else f"8 {items} a step"
+        batch, why = 8, f"{machine.device.upper()}: {start}"
     if batch > n_train:
-        batch, why = max(n_train, 1), f"only {n_train} training images"
+        batch, why = max(n_train, 1), f"only {n_train} training {items}"
     plan.set("batch_size", batch, why)
+
+
+def plan_epochs(plan: Plan, machine: Machine, given: Given, steps: int, of: str = "") -> None:
+    """The epochs: given; else about `TARGET_STEPS` of the device at `steps` an epoch (10 to
+    200 epochs); `of` says what an epoch's steps are made of."""
+    if _given(plan, given, "epochs"):
+        return
+    target = TARGET_STEPS[machine.device]
+    epochs = min(max(math.ceil(target / steps), 10), 200)
+    plan.set("epochs", epochs, f"about {target} steps of {steps} per epoch{of}")
+
+
+def _batch_size(plan: Plan, fp: Fingerprint, machine: Machine, given: Given) -> None:
+    plan_batch(plan, machine, given, max(int(fp.n_images * given.config.train_share), 1), "images")
 
 
 def _training(plan: Plan, fp: Fingerprint, machine: Machine, given: Given) -> None:
@@ -172,13 +190,10 @@ def _training(plan: Plan, fp: Fingerprint, machine: Machine, given: Given) -> No
     _augment_on(plan, machine, given)
     if not _given(plan, given, "lr") and given.get("encoder_weights") in (None, "none"):
         plan.set("lr", 2e-3, "weights learnt from scratch: a higher peak rate")
-    if _given(plan, given, "epochs"):
-        return
     batch = plan.options()["batch_size"]
-    steps = max(math.ceil(fp.n_images * given.config.train_share / batch), 1)
-    target = TARGET_STEPS[machine.device]
-    epochs = min(max(math.ceil(target / steps), 10), 200)
-    plan.set("epochs", epochs, f"about {target} steps of {steps} per epoch")
+    plan_epochs(
+        plan, machine, given, max(math.ceil(fp.n_images * given.config.train_share / batch), 1)
+    )
 
 
 def validation_interval(validation: float, epoch: float, epochs: int) -> int:

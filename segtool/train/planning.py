@@ -1,6 +1,6 @@
 """Choosing a run's config: the checkpoint's own on --resume; else, for a new run, measure
-the dataset and the machine, choose (`plan.plan_training`) and probe the GPU for the batch
-size. A time budget is fitted later, from the run's own first steps (`Trainer.fit_budget`)."""
+the dataset and the machine, choose (`plan.plan_training`; a volume folder's:
+`volume_plan.plan_volumes`) and probe the GPU for the batch size of images. A time budget is fitted later, from the run's own first steps (`Trainer.fit_budget`)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from segtool.train.fingerprint import Fingerprint, Machine, measure_dataset, mea
 from segtool.train.geometry import STRIDE
 from segtool.train.plan import Plan, plan_training
 from segtool.train.runfolder import RunFolder
+from segtool.train.volume_plan import VolumeFingerprint, measure_volumes, plan_volumes
 
 #: Batch sizes the GPU probe tries, largest last.
 PROBE_BATCHES = (8, 16, 32, 64)
@@ -37,8 +38,14 @@ class Planned:
 
     config: TrainConfig
     plan: Plan
-    fingerprint: Fingerprint
+    fingerprint: Fingerprint | VolumeFingerprint
     machine: Machine
+
+    @property
+    def fits_first_steps(self) -> bool:
+        """Whether a time budget fits this plan from the run's first steps (images); a volume
+        folder's epochs are re-fitted as its epochs are measured."""
+        return isinstance(self.fingerprint, Fingerprint)
 
     def record(self) -> dict[str, Any]:
         """The plan as config.json's ``plan``."""
@@ -123,6 +130,23 @@ def plan_new_run(
     return Planned(config, plan, fp, machine)
 
 
+def plan_volume_run(dataset: Path, given: Given) -> Planned:
+    """The config a new run on a volume folder trains with: its cases measured from their
+    headers, the machine, and the plan (`volume_plan.plan_volumes`)."""
+    fp = measure_volumes(read_volume_dataset(dataset), given.config.axis)
+    machine = measure_machine(given.config.device)
+    plan = plan_volumes(fp, machine, given)
+    return Planned(given.over(plan.options()), plan, fp, machine)
+
+
+def plan_run(dataset: Path, class_map: ClassMap, regions: Regions | None, given: Given) -> Planned:
+    """A new run's plan: a volume folder's (`plan_volume_run`) or an image dataset's
+    (`plan_new_run`)."""
+    if is_volume_folder(dataset):
+        return plan_volume_run(dataset, given)
+    return plan_new_run(dataset, class_map, regions, given)
+
+
 def dataset_classes(dataset: Path) -> ClassMap:
     """The dataset's class map: its ``classes.json``, or a volume folder's ``dataset.json``
     labels.
@@ -189,9 +213,7 @@ def choose_config(
         return resume_config(out, given, state, class_map), None, RunFolder(out).plan()
     if given.config.time_budget and dist.world > 1:
         raise SegtoolError("--time-budget plans one process; under torchrun pass --epochs")
-    if is_volume_folder(dataset):  # volumes train with the options given and the defaults;
-        return given.config, None, None  # a time budget re-fits their epochs as they run
     if not plan:
         return given.config, None, None
-    planned = plan_new_run(dataset, class_map, regions, given)
+    planned = plan_run(dataset, class_map, regions, given)
     return planned.config, planned, planned.record()
