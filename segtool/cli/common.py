@@ -13,6 +13,7 @@ import contextlib
 import math
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -288,10 +289,6 @@ def error_line(exc: Exception) -> None:
 # --- progress ------------------------------------------------------------------------------
 
 
-def _no_progress(phase: str, done: int, total: int) -> None:
-    """The progress callback when no bar is shown."""
-
-
 def err_console() -> Any:
     """A rich console on stderr (for the progress bar and training's live view)."""
     from rich.console import Console
@@ -299,34 +296,52 @@ def err_console() -> Any:
     return Console(stderr=True, soft_wrap=True)
 
 
-def predicting(
-    on_progress: Callable[[str, int, int], None], dataset: Path, split: str | None
-) -> Callable[[str, int, int], None]:
-    """`on_progress`, with a line as predicting begins (a log has no progress bar): the
-    images (or a volume folder's cases) of `dataset`'s `split`."""
-    from segtool.sources.volume_folder import is_volume_folder
+#: How a long phase's line reads when the output is not a terminal (a log file has no
+#: progress bar): its verb and what it counts, by the phase's name in ``on_progress``.
+PHASES = {
+    "check": ("checking", "files"),
+    "rasterize": ("rasterizing", "files"),
+    "import": ("importing", "image/mask pairs"),
+    "measure": ("measuring", "masks"),
+    "predict": ("predicting", "images"),
+    "evaluate": ("scoring", "prediction/reference pairs"),
+    "cache": ("caching", "cases"),
+}
+#: Seconds a phase runs before its line is printed: one done sooner needs none, and an error
+#: found at once stays the only line.
+PHASE_LINE_AFTER = 5.0
 
-    items = "cases" if is_volume_folder(dataset) else "images"
-    what = f"{items} of {dataset}" + (f"'s {split} split" if split else "")
-    started = False
+
+def phase_lines(
+    what: dict[str, str] | None = None, clock: Callable[[], float] = time.monotonic
+) -> Callable[[str, int, int], None]:
+    """The ``on_progress(phase, done, total)`` callback when the output is not a terminal: one
+    line for each phase still running `PHASE_LINE_AFTER` seconds after its first report (done
+    0, as it starts): "predicting 1,234 images" (`PHASES`; `what` may name what a phase
+    counts for this command, a volume folder's cases). `clock` reads the time."""
+    started: dict[str, float] = {}
+    shown: set[str] = set()
 
     def update(phase: str, done: int, total: int) -> None:
-        nonlocal started
-        if phase == "predict" and not started:
-            started = True
-            note(f"predicting {total} {what}")
-        on_progress(phase, done, total)
+        if phase in shown or phase not in PHASES:
+            return
+        since = started.setdefault(phase, clock())
+        if done < total and clock() - since >= PHASE_LINE_AFTER:
+            shown.add(phase)
+            verb, items = PHASES[phase]
+            note(f"{verb} {total:,} {(what or {}).get(phase, items)}")
 
     return update
 
 
 @contextmanager
-def progress_bar() -> Iterator[Callable[[str, int, int], None]]:
+def progress_bar(what: dict[str, str] | None = None) -> Iterator[Callable[[str, int, int], None]]:
     """A rich progress bar on stderr; yields an ``on_progress(phase, done, total)`` callback.
 
-    Without a terminal there is nothing to show, and no bar is built (nor rich imported)."""
+    Without a terminal no bar is built (nor rich imported): a long phase prints one line
+    instead (`phase_lines`, `what` naming what a phase counts)."""
     if not sys.stderr.isatty():
-        yield _no_progress
+        yield phase_lines(what)
         return
     from rich.progress import (
         BarColumn,

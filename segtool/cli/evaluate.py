@@ -18,7 +18,6 @@ from segtool.cli.common import (
     path_arg,
     path_argument,
     path_option,
-    predicting,
     progress_bar,
     say,
     table,
@@ -268,11 +267,20 @@ def command(
         _evaluate(args)
 
 
+def _counted(dataset: Path, split: str | None) -> dict[str, str]:
+    """What evaluate --model's predicting phase counts: the images (a volume folder's cases)
+    of `dataset`'s `split`."""
+    from segtool.sources.volume_folder import is_volume_folder
+
+    items = "cases" if is_volume_folder(dataset) else "images"
+    return {"predict": f"{items} of {dataset}" + (f"'s {split} split" if split else "")}
+
+
 def _evaluate(args: SimpleNamespace) -> None:
     """Score (predicting first with --model), then print the table and where the report went."""
     first, references, model, split = args.pred, args.gt, args.model, args.split
     use_max_pixels(args.max_pixels)
-    with progress_bar() as on_progress:
+    with progress_bar(_counted(first, split) if model else None) as on_progress:
         if model:
             if references is not None:
                 raise UsageError("with --model, pass only the DATASET folder")
@@ -297,7 +305,7 @@ def _evaluate(args: SimpleNamespace) -> None:
                 gallery=args.gallery,
                 jobs=args.jobs,
                 overwrite=args.overwrite,
-                on_progress=predicting(on_progress, first, split),
+                on_progress=on_progress,
                 **_object_options(args),
             )
             source = read_run(model[0]).dataset

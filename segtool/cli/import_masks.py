@@ -99,7 +99,8 @@ def command(
     if len(paths) not in (2, 3):
         raise UsageError(f"pass IMAGES MASKS OUT or ROOT OUT, not {len(paths)} path(s)")
     images_dir, masks_dir, out_dir = (paths[0], None, paths[1]) if len(paths) == 2 else paths
-    with progress_bar() as on_progress:
+    pairs = "image/mask pairs"
+    with progress_bar({"check": pairs, "import": pairs}) as on_progress:
         report = run_import(
             images_dir,
             masks_dir,

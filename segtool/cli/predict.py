@@ -249,7 +249,7 @@ def _predict_volumes(
         ("--max-pixels", args.max_pixels is not None),
     )
 
-    with progress_bar() as on_progress:
+    with progress_bar({"predict": "cases"}) as on_progress:
         report = predict_volumes(
             predictors, args.images, args.out, spec, names=cases, on_progress=on_progress
         )

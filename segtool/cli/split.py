@@ -13,6 +13,7 @@ from segtool.cli.common import (
     UsageError,
     flag,
     path_argument,
+    progress_bar,
     table,
     use_max_pixels,
     warn,
@@ -105,16 +106,19 @@ def command(
         from segtool.split.folds import FoldSpec
 
         fold_spec = FoldSpec(folds, group)
-    result = split_dataset(
-        dataset,
-        val=0.15 if val is None else val,
-        test=test,
-        seed=seed,
-        stratify=stratify,
-        overwrite=overwrite,
-        jobs=jobs,
-        folds=fold_spec,
-    )
+    unit = "cases" if is_volume_folder(dataset) else "images"
+    with progress_bar({"measure": "cases" if unit == "cases" else "masks"}) as on_progress:
+        result = split_dataset(
+            dataset,
+            val=0.15 if val is None else val,
+            test=test,
+            seed=seed,
+            stratify=stratify,
+            overwrite=overwrite,
+            jobs=jobs,
+            folds=fold_spec,
+            on_progress=on_progress,
+        )
     for message in result.notes:
         warn(message)
     names = result.class_map.names if result.class_map else None
@@ -124,7 +128,6 @@ def command(
         else int(max(p.nonzero()[0].max(initial=0) for p in result.pixels.values())) + 1
     )
     labels = names or [str(i) for i in range(k)]
-    unit = "cases" if is_volume_folder(dataset) else "images"
     shares = {
         name: pixels[: len(labels)] / (pixels[: len(labels)].sum() or 1)
         for name, pixels in result.pixels.items()

@@ -175,7 +175,10 @@ def imap_jobs(fn: Callable[[T], R], items: Iterable[T], jobs: int) -> Iterator[R
 def with_progress(
     items: Iterable[T], phase: str, total: int, on_progress: ProgressFn | None
 ) -> Iterator[T]:
-    """Yield `items`, calling ``on_progress(phase, done, total)`` after each."""
+    """Yield `items`, calling ``on_progress(phase, done, total)`` as they start (done 0: a
+    log gets its line before the first item is done) and after each."""
+    if on_progress:
+        on_progress(phase, 0, total)
     for done, item in enumerate(items, 1):
         if on_progress:
             on_progress(phase, done, total)

@@ -20,7 +20,7 @@ from segtool.core.errors import SegtoolError
 from segtool.core.files import Output, OutputPlan, write_json
 from segtool.core.masks import binary_255_error
 from segtool.core.names import twin_note, twins
-from segtool.core.parallel import ProgressFn, Workers
+from segtool.core.parallel import ProgressFn, Workers, with_progress
 from segtool.evaluate.confusion import (
     CONFUSION_CSV,
     CONFUSION_PNG,
@@ -247,11 +247,9 @@ def score_into(
     slow = spec.with_hd95 or objects is not None
     min_items = 2 if slow else reader.min_pairs_for_workers
     with Workers(spec.jobs, min_items=min_items) as workers:
-        for done, score in enumerate(workers.imap(work, pairs), 1):
+        for score in with_progress(workers.imap(work, pairs), "evaluate", len(pairs), on_progress):
             confusion = add_confusion(confusion, score)
             scores.append(score)
-            if on_progress:
-                on_progress("evaluate", done, len(pairs))
     if reader.class_map is None:
         k = max(s.counts.num_classes for s in scores)
         names = ["background" if c == 0 else str(c) for c in range(max(k, 2))]

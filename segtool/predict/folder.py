@@ -255,6 +255,8 @@ def _predict_all(
 ) -> None:
     """Predict every batch and queue its outputs; unreadable images go to ``report.failed``."""
     done, total = 0, len(loader.dataset)
+    if on_progress:  # a log gets its line before the first batch
+        on_progress("predict", 0, total)
     for batch in loader:
         good = [item for item in batch if "error" not in item]
         report.failed += [item["error"] for item in batch if "error" in item]

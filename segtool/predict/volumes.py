@@ -163,6 +163,8 @@ def predict_volumes(
     inputs = [("the volume folder", volumes), *(pair for p in predictors for pair in p.inputs)]
     with output_folder(out, spec.overwrite, inputs=inputs) as tmp:
         start = time.perf_counter()
+        if on_progress:  # a log gets its line before the first case
+            on_progress("predict", 0, len(cases))
         for i, case in enumerate(cases, 1):
             volume = load_case(case, channels)
             labels, probs = predict_volume(

@@ -10,6 +10,7 @@ import hashlib
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +21,7 @@ from segtool.core.errors import SegtoolError
 from segtool.core.files import OutputPlan, write_json
 from segtool.core.masks import binary_255_error, read_mask
 from segtool.core.multilabel import read_multilabel_values
-from segtool.core.parallel import default_jobs, imap_jobs
+from segtool.core.parallel import ProgressFn, default_jobs, imap_jobs, with_progress
 from segtool.sources.nifti import check_cases, read_label
 from segtool.sources.volume_folder import VolumeDataset, is_volume_folder, read_volume_dataset
 from segtool.split.amounts import (
@@ -34,7 +35,7 @@ from segtool.split.amounts import (
 )
 from segtool.split.folds import FoldSpec, fold_document
 
-__all__ = ["check_fractions", "make_split", "mask_histogram", "split_dataset"]
+__all__ = ["SplitSpec", "check_fractions", "make_split", "mask_histogram", "split_dataset"]
 
 
 def _unit(seed: int, stem: str) -> float:
@@ -105,18 +106,28 @@ def mask_histogram(
     return np.array([none, *counts], dtype=np.int64), 0
 
 
+@dataclass(frozen=True)
+class SplitSpec:
+    """The options of `split_dataset` (see there); `jobs` None: every core."""
+
+    val: float = 0.15
+    test: float | None = None
+    seed: int = 0
+    stratify: bool = False
+    overwrite: bool = False
+    jobs: int | None = None
+    folds: FoldSpec | int | None = None
+
+
 def split_dataset(
     dataset: Path,
+    spec: SplitSpec | None = None,
     *,
-    val: float = 0.15,
-    test: float | None = None,
-    seed: int = 0,
-    stratify: bool = False,
-    overwrite: bool = False,
-    jobs: int | None = None,
-    folds: FoldSpec | int | None = None,
+    on_progress: ProgressFn | None = None,
+    **options: Any,
 ) -> SplitResult:
-    """Write ``DATASET/split.json`` and count each class's pixels per split.
+    """Write ``DATASET/split.json`` and count each class's pixels per split, with the
+    `SplitSpec` `spec`, or one made of the `options` (``val=6, seed=3``).
 
     `val` and `test` are fractions (0.15) or exact counts (6); `test` defaults to 0.15, or
     to 0 with `folds`. With `stratify`, the images are
@@ -132,35 +143,44 @@ def split_dataset(
     and `stratify` do not apply. An existing split of the same K, seed, group and test keeps
     its folds (with `overwrite`), and new names join the smallest folds.
 
+    `on_progress` is called as ``("measure", done, total)`` while the masks (cases) are
+    counted.
+
     Raises:
         SegtoolError: bad fractions or counts, no pairs, 0/255 masks, or an existing split
             without `overwrite`.
+        TypeError: an option `SplitSpec` does not have, or options beside a `spec`.
     """
+    if spec is not None and options:
+        raise TypeError(f"split_dataset takes a spec or options, not both: {sorted(options)}")
+    spec = spec or SplitSpec(**options)
+    val, test, seed, stratify, folds = spec.val, spec.test, spec.seed, spec.stratify, spec.folds
     folds = FoldSpec(folds) if isinstance(folds, int) else folds
     test = (0.0 if folds is not None else 0.15) if test is None else test
     _check_options(val, test, stratify, folds)
     path = dataset / SPLIT_FILE
-    plan = OutputPlan(overwrite=overwrite)
+    plan = OutputPlan(overwrite=spec.overwrite)
     plan.read("the images folder", dataset / IMAGES_DIR)
     plan.read("the masks folder", dataset / MASKS_DIR)
     plan.read("the class map", dataset / CLASSES_FILE)
     target = plan.write(path, folder=False, option="split.json")
     plan.check()
-    jobs = jobs or default_jobs()
+    jobs = spec.jobs or default_jobs()
     if is_volume_folder(dataset):
         volumes = read_volume_dataset(dataset)
         check_cases(volumes, jobs=jobs)
         cases = list(volumes.cases)
-        hists = list(imap_jobs(partial(_voxels, volumes=volumes), cases, jobs))
+        counted = imap_jobs(partial(_voxels, volumes=volumes), cases, jobs)
+        hists = list(with_progress(counted, "measure", len(cases), on_progress))
         names, class_map, lonely = [c.case for c in cases], volumes.class_map, []
     else:
         pairs, lonely = find_pairs(dataset, skip_unpaired=True)
         names = [p.stem for p in pairs]
-        class_map, hists = _mask_histograms(dataset, pairs, jobs)
+        class_map, hists = _mask_histograms(dataset, pairs, jobs, on_progress)
     notes = [f"left out of the split: {line}" for line in lonely]
     if folds is not None:
         what = "cases" if is_volume_folder(dataset) else "images"
-        previous = _previous(path) if overwrite else None
+        previous = _previous(path) if spec.overwrite else None
         split, more = fold_document(
             names,
             folds,
@@ -216,7 +236,7 @@ def _previous(path: Path) -> dict | None:
 
 
 def _mask_histograms(
-    dataset: Path, pairs: list, jobs: int
+    dataset: Path, pairs: list, jobs: int, on_progress: ProgressFn | None = None
 ) -> tuple[ClassMap | None, list[np.ndarray]]:
     """The dataset's class map and each mask's pixels per class (0/255 masks refused)."""
     classes_path = dataset / CLASSES_FILE
@@ -226,7 +246,8 @@ def _mask_histograms(
     multilabel = bool(class_map and class_map.multilabel)
     work = partial(mask_histogram, num_classes=k, ignore_index=ignore, multilabel=multilabel)
     hists, ignored = [], 0
-    for hist, n_ignored in imap_jobs(work, [p.mask for p in pairs], jobs):
+    counted = imap_jobs(work, [p.mask for p in pairs], jobs)
+    for hist, n_ignored in with_progress(counted, "measure", len(pairs), on_progress):
         hists.append(hist)
         ignored += n_ignored
     if ignored and not any(h[1:].any() for h in hists):
