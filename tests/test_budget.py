@@ -176,6 +176,16 @@ def test_a_run_fitted_shorter_than_planned_shortens_its_warm_up():
     assert s(9) == 1.0 and s(100) == pytest.approx(FLOOR)
 
 
+def assert_same_run(straight, resumed) -> None:
+    """The two run folders end with the same weights, losses and learning rates."""
+    a = load_checkpoint(straight / "checkpoints/last.pt")["model"]
+    b = load_checkpoint(resumed / "checkpoints/last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows, again = read_metrics(straight / "metrics.csv"), read_metrics(resumed / "metrics.csv")
+    assert [r["train_loss"] for r in again] == [r["train_loss"] for r in rows]
+    assert [r["lr"] for r in again] == [r["lr"] for r in rows]
+
+
 class StepInterrupt:
     """Ctrl-C (or another exception) from inside the `k`-th training step of the run."""
 
@@ -209,13 +219,7 @@ def test_ctrl_c_in_epoch_1_keeps_the_last_step_interval_and_resume_matches(
     monkeypatch.undo()
     resumed = fit(easy, tmp_path / "resumed", resume=True)
     assert resumed.epochs_done == 2 and resumed.stopped == "finished"
-    a = load_checkpoint(tmp_path / "straight/checkpoints/last.pt")["model"]
-    b = load_checkpoint(tmp_path / "resumed/checkpoints/last.pt")["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    straight = read_metrics(tmp_path / "straight/metrics.csv")
-    again = read_metrics(tmp_path / "resumed/metrics.csv")
-    assert [r["train_loss"] for r in again] == [r["train_loss"] for r in straight]
-    assert [r["lr"] for r in again] == [r["lr"] for r in straight]
+    assert_same_run(tmp_path / "straight", tmp_path / "resumed")
 
 
 def _train_cli(dataset, run, *more, epochs=2):

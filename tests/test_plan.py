@@ -82,8 +82,10 @@ def test_huge_wide_images_on_a_big_gpu_keep_their_aspect():
     assert plan["size"][0] == (576, 1024) and plan["resize"][0] == "keep"
     assert "1920x1080" in plan["size"][1]
     assert plan["encoder"][0] == "resnet34" and "decoder_channels" not in plan
-    # 700 training images / 8 -> 88 steps; 3000 / 88 = 34.1 -> 35 epochs.
-    assert plan["batch_size"][0] == 8 and plan["epochs"][0] == 35
+    # 700 training images / 8 -> 88 steps; 3000 / 88 = 34.1 -> 35 epochs of one pass, 3080
+    # steps: a pass is short on a GPU, so 12 epochs of 250 steps (3080 / 250 = 12.3).
+    assert plan["batch_size"][0] == 8 and plan["epoch_steps"][0] == 250
+    assert plan["epochs"][0] == 12 and "3080 steps of 250" in plan["epochs"][1]
     assert plan["augment"][0] == "light"
 
 

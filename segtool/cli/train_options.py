@@ -153,6 +153,10 @@ OPTIONS: dict[str, Opt] = {
     ),
     "focal_gamma": Opt(LOSS, "focal: how much easy pixels are down-weighted.", float, "X", AMOUNT),
     "epochs": Opt(OPTIM, "Epochs.", int, "N", min=1),
+    "epoch_steps": Opt(
+        OPTIM, "Steps an epoch, from successive shuffled passes over the training images "
+        "(0: one pass; the plan: 250 on a GPU where one pass is shorter).", int, "N", min=0,
+    ),
     "batch_size": Opt(OPTIM, "Images per step.", int, "N", min=1),
     "lr": Opt(OPTIM, "Peak learning rate of AdamW.", float, "X", AMOUNT),
     "weight_decay": Opt(OPTIM, "AdamW weight decay.", float, "X", AMOUNT),

@@ -29,6 +29,7 @@ from segtool.train.loaders import (
     Loaders,
     decoded_cache,
     default_workers,
+    epoch_draws,
     make_loader,
     training_sampler,
 )
@@ -248,7 +249,7 @@ def build_loaders(
     sampler = (
         draw_sampler(config, counts, dist)
         if config.oversample
-        else training_sampler(train_ds, dist.rank, dist.world, config.seed)
+        else training_sampler(train_ds, dist.rank, dist.world, config.seed, epoch_draws(config))
     )
     loader = partial(
         make_loader,

@@ -34,7 +34,8 @@ PER_INVOCATION = {"time_budget": None, "warm_restart": False}
 #: The options the plan chooses when they are not given.
 PLANNED = frozenset(
     ("size", "resize", "crop", "fg_crop", "encoder", "decoder_channels", "batch_size",
-     "augment", "augment_on", "lr", "epochs", "loss", "oversample", "val_every", "decoded")
+     "augment", "augment_on", "lr", "epochs", "loss", "oversample", "val_every", "decoded",
+     "epoch_steps")
 )  # fmt: skip
 
 
@@ -187,6 +188,7 @@ class TrainConfig:
     workers: int | None = None
     patience: int | None = None
     val_every: int = 1  #: validate every k epochs (and always after the last)
+    epoch_steps: int | None = None  #: steps an epoch; None (or 0): one pass over the training split
     val: float = 0.15
     test: float = 0.15
     split_file: Path | None = None
@@ -262,6 +264,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "val_every"):
             if getattr(self, name) < 1:
                 raise SegtoolError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.epoch_steps is not None and self.epoch_steps < 0:
+            raise SegtoolError(f"--epoch-steps {self.epoch_steps}: give 1 or more (0: one pass)")
         for name in ("fg_crop", "oversample"):
             if not 0 <= getattr(self, name) <= 1:
                 raise SegtoolError(

@@ -17,6 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
@@ -34,16 +35,44 @@ from segtool.train.geometry import scaled_shape
 PREFETCH = 4
 
 
+#: A pass after an epoch's first (``--epoch-steps``) orders a distributed sampler as its epoch
+#: ``epoch + pass * PASS_STRIDE``: apart from every real epoch's order.
+PASS_STRIDE = 2**31
+
+
+def draw_seed(seed: int, order: int, repeat: int = 0) -> int:
+    """The seed of a sample's crop and augmentation in pass `order` (from 0) of the epoch
+    seeded `seed`, its image drawn for the `repeat`-th time (from 0) in that pass (a sampler
+    with replacement draws some twice): the epoch's seed for a first pass's first draws (so
+    an epoch of one pass draws as it always did), another for every other (pass, repeat), so
+    an image drawn twice in an epoch gets two crops and augmentations. (`order`, 0) also
+    orders pass `order`."""
+    if order == repeat == 0:
+        return seed
+    state = np.random.SeedSequence([seed % 2**63, order, repeat, 2]).generate_state(2)
+    return int(state[0]) << 31 | int(state[1]) >> 1
+
+
 class SeededSampler(Sampler):
     """The indices of `inner` (a random, sequential or distributed sampler), each paired with
-    the epoch's seed; `set_epoch` seeds the order and the samples of the next pass."""
+    the seed of its crop and augmentation; `set_epoch` seeds the order and the samples of
+    the next epoch.
 
-    def __init__(self, inner: Sampler, generator: torch.Generator | None = None) -> None:
-        self.inner, self.generator, self.seed = inner, generator, 0
+    With `draws` (``--epoch-steps`` times the batch) an epoch is that many indices, taken
+    from successive passes over `inner`, each pass ordered afresh from (seed, epoch, pass)
+    and each draw's crop and augmentation seeded apart (`draw_seed`). Everything is
+    decided here, in the main process: the workers' count and a resume mid-epoch (which
+    draws the epoch again from its start) change nothing."""
+
+    def __init__(
+        self, inner: Sampler, generator: torch.Generator | None = None, draws: int | None = None
+    ) -> None:
+        self.inner, self.generator, self.draws = inner, generator, draws or None
+        self.seed = self.epoch = 0
 
     def set_epoch(self, epoch: int, seed: int) -> None:
-        """The next pass's order and samples depend on (`epoch`, `seed`) alone."""
-        self.seed = seed
+        """The next epoch's order and samples depend on (`epoch`, `seed`) alone."""
+        self.seed, self.epoch = seed, epoch
         if self.generator is not None:
             self.generator.manual_seed(seed)
         if hasattr(self.inner, "set_epoch"):
@@ -55,10 +84,37 @@ class SeededSampler(Sampler):
             # The draw the DataLoader took from this generator (its workers' base seed) when
             # it shared it: the order stays what it was, and runs started then resume exactly.
             torch.empty((), dtype=torch.int64).random_(generator=self.generator)
-        return ((int(i), seed) for i in self.inner)
+        if self.draws is None:
+            return ((int(i), seed) for i in self.inner)
+        return self._passes(seed, self.epoch, self.draws)
+
+    def _passes(self, seed: int, epoch: int, draws: int) -> Iterator[tuple[int, int]]:
+        """`draws` indices from successive passes, each seeded by `draw_seed`."""
+        count, order = 0, 0
+        while True:
+            self._order_pass(seed, epoch, order)
+            drawn: dict[int, int] = {}
+            for i in self.inner:
+                index = int(i)
+                repeat = drawn[index] = drawn.get(index, -1) + 1
+                yield index, draw_seed(seed, order, repeat)
+                count += 1
+                if count == draws:
+                    return
+            if not drawn:  # nothing to draw from
+                return
+            order += 1
+
+    def _order_pass(self, seed: int, epoch: int, order: int) -> None:
+        """Order pass `order` of the epoch from (seed, epoch, pass) alone (the first pass of a
+        generator's sampler as `set_epoch` seeded it)."""
+        if self.generator is None and hasattr(self.inner, "set_epoch"):
+            self.inner.set_epoch(epoch + order * PASS_STRIDE)
+        elif self.generator is not None and order:
+            self.generator.manual_seed(draw_seed(seed, order))
 
     def __len__(self) -> int:
-        return len(self.inner)  # type: ignore[arg-type]
+        return self.draws or len(self.inner)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -157,15 +213,24 @@ def make_loader(
     )
 
 
-def training_sampler(dataset: Dataset, rank: int, world: int, seed: int) -> SeededSampler:
-    """A shuffled order, this process's share of it under torchrun, with the epoch's seed."""
+def training_sampler(
+    dataset: Dataset, rank: int, world: int, seed: int, draws: int | None = None
+) -> SeededSampler:
+    """A shuffled order, this process's share of it under torchrun, with the epoch's seed;
+    `draws` indices an epoch where given (`epoch_draws`), else one pass."""
     if world > 1:
         from torch.utils.data.distributed import DistributedSampler
 
         inner: Sampler = DistributedSampler(dataset, world, rank, shuffle=True, seed=seed)
-        return SeededSampler(inner)
+        return SeededSampler(inner, draws=draws)
     generator = torch.Generator()
-    return SeededSampler(RandomSampler(dataset, generator=generator), generator)
+    return SeededSampler(RandomSampler(dataset, generator=generator), generator, draws)
+
+
+def epoch_draws(config: TrainConfig) -> int | None:
+    """Indices each process draws an epoch: ``--epoch-steps`` batches; None (one pass over
+    its share of the training split) without."""
+    return config.epoch_steps * config.batch_size if config.epoch_steps else None
 
 
 def _decoded_size(dataset: SegmentationDataset) -> float:

@@ -16,6 +16,7 @@ from typing import Any
 from segtool.core.constants import BACKGROUND_NAME
 from segtool.train.config import Given
 from segtool.train.decoded import choose_decoded, decoded_bytes
+from segtool.train.epoch_length import plan_epoch_steps
 from segtool.train.fingerprint import Fingerprint, Machine
 from segtool.train.geometry import STRIDE
 from segtool.train.imbalance import (
@@ -213,7 +214,7 @@ def _validation(plan: Plan, fp: Fingerprint, given: Given) -> None:
         return
     options, config = plan.options(), given.config
     batch = options.get("batch_size") or config.batch_size
-    train = math.ceil(fp.n_images * config.train_share / batch)
+    train = options.get("epoch_steps") or math.ceil(fp.n_images * config.train_share / batch)
     val = math.ceil(fp.n_images * config.val / batch)
     if val < SHORT_VALIDATION:
         plan.set("val_every", 1, f"{val} validation batches: a short pass, every epoch")
@@ -299,6 +300,10 @@ def plan_training(fp: Fingerprint, machine: Machine, given: Given) -> Plan:
     _model(plan, machine, given)
     _batch_size(plan, fp, machine, given)
     _training(plan, fp, machine, given)
+    one_pass = math.ceil(fp.n_images * given.config.train_share / plan.options()["batch_size"])
+    target, epochs = TARGET_STEPS[machine.device], plan.options()["epochs"]
+    for choice in plan_epoch_steps(machine, given, max(one_pass, 1), target, epochs):
+        plan.set(*choice)
     _validation(plan, fp, given)
     _imbalance(plan, fp, given)
     _decoded(plan, fp, machine, given)

@@ -18,7 +18,7 @@ from segtool.train.config import TrainConfig
 from segtool.train.distributed import Dist
 from segtool.train.fingerprint import measure_dataset
 from segtool.train.imbalance import draw_probabilities, median_frequency, rare_classes
-from segtool.train.loaders import SeededSampler
+from segtool.train.loaders import SeededSampler, epoch_draws
 
 
 class OversampleSampler(torch.utils.data.Sampler[int]):
@@ -71,7 +71,8 @@ def resolve_class_weights(config: TrainConfig, data: object) -> tuple[float, ...
 
 def draw_sampler(config: TrainConfig, counts: np.ndarray | None, dist: Dist) -> SeededSampler:
     """`OversampleSampler` over the training images (--oversample is on), its generator
-    seeded for each epoch by the `SeededSampler` around it.
+    seeded for each epoch (and each further pass of a longer one) by the `SeededSampler`
+    around it.
 
     Raises:
         SegtoolError: a volume folder (no counts: it trains on slices).
@@ -84,4 +85,5 @@ def draw_sampler(config: TrainConfig, counts: np.ndarray | None, dist: Dist) -> 
         )
     chances = draw_probabilities(counts, rare_classes(counts), config.oversample)
     generator = torch.Generator()
-    return SeededSampler(OversampleSampler(chances, generator, dist.rank, dist.world), generator)
+    inner = OversampleSampler(chances, generator, dist.rank, dist.world)
+    return SeededSampler(inner, generator, epoch_draws(config))
