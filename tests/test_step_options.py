@@ -24,17 +24,11 @@ from segtool.train.build import (
 from segtool.train.checkpoint import load_checkpoint
 from segtool.train.config import Given, TrainConfig
 from segtool.train.curves import read_metrics
+from segtool.train.epoch_length import MIN_VALIDATIONS, validation_interval
 from segtool.train.fingerprint import ClassStats, Fingerprint, Machine
 from segtool.train.loop import fit
 from segtool.train.losses import build_loss
-from segtool.train.plan import (
-    MIN_VALIDATIONS,
-    Timing,
-    epochs_within,
-    fit_budget,
-    plan_training,
-    validation_interval,
-)
+from segtool.train.plan import Timing, epochs_within, fit_budget, plan_training
 from segtool.train.runstate import Progress, epoch_row
 from segtool.train.schedule import WarmupCosine
 from segtool.train.steps import train_step

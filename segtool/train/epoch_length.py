@@ -1,7 +1,10 @@
-"""How long a planned epoch is: one pass over the training split, or on a GPU, where a pass
-is short, `EPOCH_STEPS` steps drawn from successive shuffled passes (as nnU-Net's 250
-iterations), so an epoch's end (validation, saving, the loader's turn-around) stays a small
-share of the run, and fewer epochs keep the steps the plan aimed for.
+"""How long a planned epoch is, how many there are and how often they validate.
+
+An epoch is one pass over the training split, or on a GPU, where a pass is short,
+`EPOCH_STEPS` steps drawn from successive shuffled passes (as nnU-Net's 250 iterations), so an
+epoch's end (validation, saving, the loader's turn-around) stays a small share of the run, and
+fewer epochs keep the steps the plan aimed for; validation every k epochs keeps its share of
+the time near `VALIDATION_SHARE` (`validation_interval`).
 
 The CPU keeps one pass: its steps are slow, so its epochs are long already.
 """
@@ -21,6 +24,10 @@ EPOCH_STEPS = 250
 FEWEST_EPOCHS = 10
 #: The most epochs the plan makes.
 MOST_EPOCHS = 200
+#: The share of a run's time that validation may take: past it, validate every k epochs.
+VALIDATION_SHARE = 0.10
+#: The fewest validations a run's epochs keep (the best model is chosen among them).
+MIN_VALIDATIONS = 5
 
 
 def epochs_for(target: int, steps: int) -> int:
@@ -65,3 +72,13 @@ def plan_epoch_steps(
         ("epoch_steps", steps, why),
         ("epochs", fewer, f"about {total} steps of {steps} per epoch"),
     ]
+
+
+def validation_interval(validation: float, epoch: float, epochs: int) -> int:
+    """Validate every k epochs: the smallest k for which a validation pass of `validation`
+    seconds takes at most `VALIDATION_SHARE` of a cycle of k training epochs of `epoch`
+    seconds and the pass, while `epochs` keep `MIN_VALIDATIONS` of them (k = 1 below)."""
+    if validation <= 0 or epoch <= 0:
+        return 1
+    wanted = math.ceil(validation * (1 - VALIDATION_SHARE) / (VALIDATION_SHARE * epoch) - 1e-9)
+    return max(min(wanted, epochs // MIN_VALIDATIONS), 1)

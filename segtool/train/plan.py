@@ -16,7 +16,11 @@ from typing import Any
 from segtool.core.constants import BACKGROUND_NAME
 from segtool.train.config import Given
 from segtool.train.decoded import choose_decoded, decoded_bytes
-from segtool.train.epoch_length import plan_epoch_steps
+from segtool.train.epoch_length import (
+    epochs_for,
+    plan_epoch_steps,
+    validation_interval,
+)
 from segtool.train.fingerprint import Fingerprint, Machine
 from segtool.train.geometry import STRIDE
 from segtool.train.imbalance import (
@@ -44,10 +48,6 @@ MIN_SIDE = 64
 #: A validation batch, until a validation pass is measured, guessed at this share of a
 #: training step (a forward pass without the backward one, and counting).
 VALIDATION_PER_STEP = 0.5
-#: The share of a run's time that validation may take: past it, validate every k epochs.
-VALIDATION_SHARE = 0.10
-#: The fewest validations a run's epochs keep (the best model is chosen among them).
-MIN_VALIDATIONS = 5
 #: Below this many validation batches a pass is short: every epoch validates.
 SHORT_VALIDATION = 20
 
@@ -174,8 +174,7 @@ def plan_epochs(plan: Plan, machine: Machine, given: Given, steps: int, of: str 
     if _given(plan, given, "epochs"):
         return
     target = TARGET_STEPS[machine.device]
-    epochs = min(max(math.ceil(target / steps), 10), 200)
-    plan.set("epochs", epochs, f"about {target} steps of {steps} per epoch{of}")
+    plan.set("epochs", epochs_for(target, steps), f"about {target} steps of {steps} per epoch{of}")
 
 
 def _batch_size(plan: Plan, fp: Fingerprint, machine: Machine, given: Given) -> None:
@@ -191,20 +190,13 @@ def _training(plan: Plan, fp: Fingerprint, machine: Machine, given: Given) -> No
     _augment_on(plan, machine, given)
     if not _given(plan, given, "lr") and given.get("encoder_weights") in (None, "none"):
         plan.set("lr", 2e-3, "weights learnt from scratch: a higher peak rate")
-    batch = plan.options()["batch_size"]
-    plan_epochs(
-        plan, machine, given, max(math.ceil(fp.n_images * given.config.train_share / batch), 1)
+    one_pass = max(
+        math.ceil(fp.n_images * given.config.train_share / plan.options()["batch_size"]), 1
     )
-
-
-def validation_interval(validation: float, epoch: float, epochs: int) -> int:
-    """Validate every k epochs: the smallest k for which a validation pass of `validation`
-    seconds takes at most `VALIDATION_SHARE` of a cycle of k training epochs of `epoch`
-    seconds and the pass, while `epochs` keep `MIN_VALIDATIONS` of them (k = 1 below)."""
-    if validation <= 0 or epoch <= 0:
-        return 1
-    wanted = math.ceil(validation * (1 - VALIDATION_SHARE) / (VALIDATION_SHARE * epoch) - 1e-9)
-    return max(min(wanted, epochs // MIN_VALIDATIONS), 1)
+    plan_epochs(plan, machine, given, one_pass)
+    target, epochs = TARGET_STEPS[machine.device], plan.options()["epochs"]
+    for choice in plan_epoch_steps(machine, given, one_pass, target, epochs):
+        plan.set(*choice)  # on a GPU, epochs of more than one short pass
 
 
 def _validation(plan: Plan, fp: Fingerprint, given: Given) -> None:
@@ -300,10 +292,6 @@ def plan_training(fp: Fingerprint, machine: Machine, given: Given) -> Plan:
     _model(plan, machine, given)
     _batch_size(plan, fp, machine, given)
     _training(plan, fp, machine, given)
-    one_pass = math.ceil(fp.n_images * given.config.train_share / plan.options()["batch_size"])
-    target, epochs = TARGET_STEPS[machine.device], plan.options()["epochs"]
-    for choice in plan_epoch_steps(machine, given, max(one_pass, 1), target, epochs):
-        plan.set(*choice)
     _validation(plan, fp, given)
     _imbalance(plan, fp, given)
     _decoded(plan, fp, machine, given)
