@@ -94,22 +94,44 @@ class Engine:
                 )
                 for img in images
             ]
+        probs = self._forward(self._padded(images))
+        return [probs[i, :, : img.shape[1], : img.shape[2]] for i, img in enumerate(images)]
+
+    def _padded(self, images: list[torch.Tensor]) -> torch.Tensor:
+        """`images` as one model input on the device, each padded to the batch's size in whole
+        strides: on the device, before normalising (as training's collate pads), so the copy
+        stays small and the host does no per-pixel work."""
         height = max(i.shape[1] for i in images)
         width = max(i.shape[2] for i in images)
         ph, pw = -(-height // STRIDE) * STRIDE, -(-width // STRIDE) * STRIDE
-        # Padded on the device, before normalising (as training's collate pads): the copy to
-        # the device stays small and the host does no per-pixel work.
+        pads = [(0, pw - img.shape[2], 0, ph - img.shape[1]) for img in images]
         batch = torch.stack(
             [
-                F.pad(
-                    img.to(self.device, non_blocking=True),
-                    (0, pw - img.shape[2], 0, ph - img.shape[1]),
-                )
-                for img in images
+                F.pad(img.to(self.device, non_blocking=True), pad)
+                for img, pad in zip(images, pads, strict=True)
             ]
         )
-        probs = self._forward(to_model_input(batch, self.device))
-        return [probs[i, :, : img.shape[1], : img.shape[2]] for i, img in enumerate(images)]
+        return to_model_input(batch, self.device)
+
+    @torch.inference_mode()
+    def labels_only(self, images: list[torch.Tensor]) -> list[np.ndarray] | None:
+        """Each image's class ids straight from the logits, when a multi-class model predicts
+        whole images: the argmax of the logits is the probabilities' (softmax keeps the
+        order), so no probabilities are computed, and the batch's labels come to the host in
+        one copy. None where the probabilities are needed (binary and multi-label cuts, TTA,
+        tiles, a model trained at --size)."""
+        if self.binary or self.multilabel or self.tta or self.tile or self.p.size is not None:
+            return None
+        with autocast(self.device, self.amp_dtype):
+            logits = self.model(self._padded(images))
+        kind = (torch.uint8, np.uint8) if self.k <= 255 else (torch.int32, np.uint16)
+        labels = logits.argmax(dim=1).to(kind[0]).cpu().numpy()
+        return [
+            np.ascontiguousarray(labels[i, : img.shape[1], : img.shape[2]]).astype(
+                kind[1], copy=False
+            )
+            for i, img in enumerate(images)
+        ]
 
     def _resized(self, img: torch.Tensor) -> torch.Tensor:
         """Resize into the training box as training did (stretched, or aspect kept), pad to the

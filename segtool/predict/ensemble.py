@@ -15,6 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from segtool.core.errors import SegtoolError
 from segtool.core.postprocess import Rule, apply_rules
 from segtool.predict.engine import Engine
@@ -22,7 +24,6 @@ from segtool.predict.exported import load_for_backend
 from segtool.predict.predictor import Predictor
 
 if TYPE_CHECKING:
-    import numpy as np
     import torch
 
 #: A model as predict and evaluate take it: a run (or model) folder, a loaded predictor, or
@@ -149,12 +150,22 @@ def rules_by_id(predictor: Predictor, enabled: bool, notes: list[str]) -> dict[i
     return {names.index(name): rule for name, rule in rules.items()}
 
 
+def predicted(
+    engine: Engine | Ensemble, inputs: list[torch.Tensor], keep: bool
+) -> list[torch.Tensor] | list[np.ndarray]:
+    """Each image's probabilities; or, unless they are to be kept (`keep`), its labels where
+    the engine gives them straight from the logits (`Engine.labels_only`)."""
+    only = None if keep or not isinstance(engine, Engine) else engine.labels_only(inputs)
+    return engine.probabilities(inputs) if only is None else only
+
+
 def finish_labels(
     engine: Engine | Ensemble,
-    probs: torch.Tensor,
+    probs: torch.Tensor | np.ndarray,
     threshold: float | list[float],
     rules: dict[int, Rule],
 ) -> np.ndarray:
-    """One image's mask from its probabilities: cut (or argmax), then post-processed."""
-    labels = engine.labels(probs, threshold)
+    """One image's mask from its probabilities (cut, or argmax), or from its labels
+    (`Engine.labels_only`), then post-processed."""
+    labels = probs if isinstance(probs, np.ndarray) else engine.labels(probs, threshold)
     return apply_rules(labels, rules, engine.p.class_map.multilabel) if rules else labels

@@ -40,6 +40,7 @@ from segtool.predict.ensemble import (
     finish_labels,
     load_predictors,
     make_engine,
+    predicted,
     rules_by_id,
 )
 from segtool.predict.exported import is_export
@@ -67,10 +68,6 @@ class _ImageFiles(Dataset):
         except SegtoolError as exc:
             return {"path": path, "error": str(exc)}
         return {"path": path, "image": image, "input": normalize(image, self.normalization)}
-
-
-def _keep_items(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return batch
 
 
 def overlay(
@@ -237,8 +234,8 @@ def _image_loader(
         _ImageFiles(paths, engine.p.normalization),
         batch_size=1 if engine.tile or engine.p.size else batch_size,
         num_workers=workers,
-        collate_fn=_keep_items,
-        pin_memory=False,
+        collate_fn=list,  # the items as they are (unreadable ones among them)
+        pin_memory=engine.device.type == "cuda",  # the batch's copy to the GPU does not wait
     )
 
 
@@ -261,10 +258,10 @@ def _predict_all(
         good = [item for item in batch if "error" not in item]
         report.failed += [item["error"] for item in batch if "error" in item]
         if good:
-            probs = engine.probabilities([item["input"] for item in good])
+            keep = probabilities or writer.annotations is not None
+            probs = predicted(engine, [item["input"] for item in good], keep)
             for item, p in zip(good, probs, strict=True):
                 labels = finish_labels(engine, p, threshold, rules)
-                keep = probabilities or writer.annotations is not None
                 saved = p.cpu().numpy() if keep else None
                 writer.submit(item["path"], labels, saved, item["image"])
         report.n_images += len(good)
