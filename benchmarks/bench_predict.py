@@ -99,7 +99,7 @@ def segtool_predict(run: Path, images: Path, out: Path, device: str, batch: int)
     start = expert.now()
     predictor = load_predictor(run / "model", run / "classes.json")
     predict_dir(predictor, images, out, batch_size=batch, device=device,
-                on_progress=lambda what, done, total: marks.append((expert.now(), done)))  # fmt: skip
+                on_progress=lambda what, done, total: done and marks.append((expert.now(), done)))  # fmt: skip
     steady, n = expert.steady_rate(marks, WARMUP_BATCHES * batch)
     return expert.Rate(marks[0][0] - start if marks else 0.0, steady, n)
 
