@@ -142,3 +142,30 @@ def test_a_plan_that_grew_is_said_as_the_current_plan(easy, tmp_path, monkeypatc
         "stopped at the time budget after 11 of 11 planned epochs; "
         "epoch 11 cut short after 4 of 6 steps"
     )
+
+
+def test_a_budget_that_ends_before_an_epochs_first_step_names_the_last_whole_epoch(
+    easy, tmp_path, monkeypatch
+):
+    """Load arrives between two epochs (the clock jumps to 97 s as epoch 5 starts): not one
+    step of epoch 5 fits, so the run ends after 4 whole epochs, and the summary says so
+    without an epoch "cut short after 0 steps"."""
+    from segtool.cli.train_progress import how_it_ended
+    from segtool.train.trainer import Trainer
+
+    machine = Machine(step=1.0)
+    machine.install(monkeypatch)
+    start = Trainer.on_epoch_start
+
+    def loaded(self, epoch):
+        if epoch == 5:
+            machine.now = 97.0
+        return start(self, epoch)
+
+    monkeypatch.setattr(Trainer, "on_epoch_start", loaded)
+    result = fit(easy, tmp_path / "run", time_budget=100, clock=0.0, **SMALL)
+    assert machine.steps == 4 * 6 and result.stopped == "time budget"
+    assert result.epochs_done == 4 and result.cut is None
+    assert how_it_ended(result) == (
+        f"stopped at the time budget after 4 of {result.planned_epochs} planned epochs"
+    )

@@ -80,8 +80,9 @@ class Trainer(BudgetHooks):
                 epoch += 1
                 self.on_epoch_start(epoch)
                 train_loss = self.train_epoch(epoch)
-                if train_loss is None:  # the budget ended before this epoch's first step
-                    epoch -= 1
+                if train_loss is None:  # the budget ended before this epoch's first step:
+                    epoch, self.cut = epoch - 1, None  # the run ends whole after the one before
+                    stopped = "time budget"
                     break
                 validation = self.validate() if self.validates(epoch) else None
                 if self.on_epoch_end(epoch, train_loss, validation):
