@@ -169,3 +169,32 @@ def test_a_budget_that_ends_before_an_epochs_first_step_names_the_last_whole_epo
     assert how_it_ended(result) == (
         f"stopped at the time budget after 4 of {result.planned_epochs} planned epochs"
     )
+
+
+def test_a_refit_whose_new_loaders_spend_the_budget_is_refused_never_ended_without_an_epoch(
+    tmp_path, monkeypatch
+):
+    """Start-up took 85 s of 100 (a niced run on a busy machine); the first steps at the
+    planned 96 px fit too few epochs, so the plan shrinks the input, and building the new
+    loaders takes 12 s more. One step at the new size shows the epoch cannot end in time:
+    the run is refused in one line (it once ended with no epoch and no model, and the
+    command then failed on the missing model)."""
+    from segtool.train import budgeted
+    from tests.test_train import FAST
+
+    data = make_dataset(tmp_path / "ds", n=40, size=96)
+    machine = Machine(step=0.24)
+    machine.now = 85.0
+    machine.install(monkeypatch)
+    rebuilt, build = [], budgeted.build_loaders
+
+    def slow_build(*args, **kwargs):
+        rebuilt.append(machine.now)
+        machine.now += 12.0
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(budgeted, "build_loaders", slow_build)
+    with pytest.raises(SegtoolError, match=r"cannot fit one epoch: start-up and the first 1 step"):
+        fit(data, tmp_path / "run", time_budget=100, clock=0.0, **{**FAST, "batch_size": 4})
+    assert len(rebuilt) == 1 and machine.now < 100.0
+    assert _nothing_written(tmp_path / "run")

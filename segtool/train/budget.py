@@ -172,9 +172,10 @@ class Budget:
         epoch = step * rest + closing
         need = (spent + epoch) / (1 - FINISH_SHARE)
         more = f"{rest} more step(s) of {step:.2f} s, " if rest else ""
+        first = f"start-up and the first {done} step(s)" if done else "start-up and timing"
         raise SegtoolError(
-            f"--time-budget {self.seconds:g}s cannot fit one epoch: start-up and the first "
-            f"{done} step(s) took {spent:.1f} s, and the epoch needs about {epoch:.1f} s more "
+            f"--time-budget {self.seconds:g}s cannot fit one epoch: {first} took "
+            f"{spent:.1f} s, and the epoch needs about {epoch:.1f} s more "
             f"({more}validation and saving); give --time-budget {need * 1.2:.0f}s or more, "
             f"or pass --epochs instead"
         )

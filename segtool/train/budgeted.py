@@ -89,8 +89,9 @@ class BudgetHooks:
         (`Budget.last_step`); None without a budget, a step time, or under torchrun (each
         process would decide on its own clock). When not even the next step (`ending` the
         epoch's steps: its end) fits, validating and saving included, while the first steps
-        are timed or when this invocation has timed one step (`done` of the epoch done) and
-        ended no epoch, the run is refused there.
+        are timed or when this invocation has ended no epoch and trained at most one step of
+        this one (`done` of the epoch done; none after a refit to a smaller input, whose new
+        loaders took time), the run is refused there: it never ends without an epoch.
 
         Raises:
             SegtoolError: the budget is refused (`Budget.refuse`).
@@ -101,7 +102,7 @@ class BudgetHooks:
         closing = self.pacer.closing_time(step, len(self.run.loaders.val))
         current = self.run.learner.scheduler.last_epoch
         last = self.budget.last_step(current, step, closing)
-        first = done == self.first_step + 1 and not self.progress.epoch_seconds
+        first = done <= self.first_step + 1 and not self.progress.epoch_seconds
         if last is not None and last < current - ending and (self.budget.to_fit or first):
             self.budget.refuse(step, done - self.first_step, len(self.run.loaders.train), closing)
         return last
@@ -145,7 +146,7 @@ class BudgetHooks:
             run.loaders = build_loaders(
                 self.config, self.class_map, self.data, self.dist, run.hardware
             )
-            self.pacer.times.clear()
+            self.pacer.restart()
         run.learner.retarget(len(run.loaders.train) * self.config.epochs)
         self.planned_epochs = self.config.epochs
         if self.writing and self.dist.main:

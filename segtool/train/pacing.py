@@ -49,6 +49,12 @@ class Pacer:
         self.last = now
         return now
 
+    def restart(self) -> None:
+        """The steps start afresh at another input size: the times so far, and the time since
+        the last step (the new loaders' start-up), say nothing of the next."""
+        self.times.clear()
+        self.last = None
+
     def ended_epoch(self, since: float, validated: bool = True) -> None:
         """The epoch's steps ended at `since` and its end (validation, saving) now: measured
         when it validated (the run's last epoch always does), and the next step's time
