@@ -18,7 +18,7 @@ from segtool.train.model import build_model, save_model
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    """Images of three sizes, interleaved (each batch of 8 mixes them), and an untrained
+    """Images of three sizes, interleaved (a batch of 8 in the folder's order would mix them), and an untrained
     3-class and 2-class model."""
     root = tmp_path_factory.mktemp("labels")
     (root / "images").mkdir()
@@ -52,7 +52,7 @@ def test_labels_from_logits_are_the_probabilities_masks_byte_for_byte(folder, mo
     monkeypatch.setattr(Engine, "labels_only", counted)
     options = {"batch_size": 8, "device": "cpu", "workers": 0, "overlay_images": True}
     predict_dir(folder / "multi", folder / "images", folder / "fast", **options)
-    assert len(calls) == 2 and all(c is not None for c in calls)  # 11 images, 2 batches
+    assert len(calls) == 3 and all(c is not None for c in calls)  # 11 images, 3 sizes
     monkeypatch.setattr(Engine, "labels_only", lambda self, images: None)
     predict_dir(folder / "multi", folder / "images", folder / "probs", **options)
     fast, probs = _masks(folder / "fast"), _masks(folder / "probs")
@@ -83,11 +83,12 @@ def test_batches_for_a_gpu_are_pinned(folder):
     there is nothing to pin."""
     from types import SimpleNamespace
 
-    from segtool.predict.folder import _image_loader
+    from segtool.predict.reading import image_loader
 
     paths = sorted((folder / "images").iterdir())
+    sizes = [(64, 64)] * len(paths)
     for device, pinned in (("cuda", True), ("cpu", False)):
         engine = SimpleNamespace(device=torch.device(device), tile=None,
                                  p=SimpleNamespace(size=None, normalization="imagenet"))  # fmt: skip
-        loader = _image_loader(paths, engine, 4, workers=0)  # type: ignore[arg-type]
-        assert loader.pin_memory is pinned and loader.batch_size == 4
+        loader = image_loader(paths, sizes, engine, 4, workers=0)  # type: ignore[arg-type]
+        assert loader.pin_memory is pinned and [len(b) for b in loader.batch_sampler] == [4, 4, 3]

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from segtool.core.classes import ClassMap, mode_for
 from segtool.core.constants import IMAGE_SUFFIXES, MASK_SUFFIX, MULTICLASS
@@ -24,12 +24,12 @@ from segtool.core.dataset import index_by_stem
 from segtool.core.device import pick_device
 from segtool.core.errors import InvalidInputError, SegtoolError
 from segtool.core.files import OutputPlan, write_json
-from segtool.core.images import ImageReadError, list_images, load_rgb, open_image
+from segtool.core.images import list_images
 from segtool.core.legend import class_entries, present_ids, with_legend
 from segtool.core.masks import write_mask
 from segtool.core.multilabel import preview, write_multilabel_mask
 from segtool.core.namelist import NameList
-from segtool.core.parallel import ProgressFn, default_jobs
+from segtool.core.parallel import ProgressFn
 from segtool.core.postprocess import Rule
 from segtool.core.shards import SHARD_FILE
 from segtool.predict.annotations import AnnotationSink, annotation_sink
@@ -45,29 +45,10 @@ from segtool.predict.ensemble import (
 )
 from segtool.predict.exported import is_export
 from segtool.predict.predictor import Predictor
+from segtool.predict.reading import image_loader, readable
 from segtool.predict.shards import shard_complete, shard_images, shard_record
 from segtool.predict.spec import PredictSpec
-from segtool.train.data import normalize
 from segtool.train.model import STRIDE, has_model
-
-
-class _ImageFiles(Dataset):
-    """Images read (EXIF applied) in DataLoader workers; unreadable ones come back as errors."""
-
-    def __init__(self, paths: list[Path], normalization: str) -> None:
-        self.paths = paths
-        self.normalization = normalization
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        path = self.paths[index]
-        try:
-            image = load_rgb(path)
-        except SegtoolError as exc:
-            return {"path": path, "error": str(exc)}
-        return {"path": path, "image": image, "input": normalize(image, self.normalization)}
 
 
 def overlay(
@@ -223,22 +204,6 @@ def decision_thresholds(
     return [predictor.thresholds[name] for name in names]
 
 
-def _image_loader(
-    paths: list[Path], engine: Engine | Ensemble, batch_size: int, workers: int | None
-) -> DataLoader:
-    """Images decoded in DataLoader workers (one at a time when tiling or resizing)."""
-    if workers is None:  # on the CPU the model needs every core; decoding is cheap next to it
-        cpu = engine.device.type == "cpu"
-        workers = 0 if len(paths) <= 8 or cpu else min(8, default_jobs() - 1)
-    return DataLoader(
-        _ImageFiles(paths, engine.p.normalization),
-        batch_size=1 if engine.tile or engine.p.size else batch_size,
-        num_workers=workers,
-        collate_fn=list,  # the items as they are (unreadable ones among them)
-        pin_memory=engine.device.type == "cuda",  # the batch's copy to the GPU does not wait
-    )
-
-
 def _predict_all(
     loader: DataLoader,
     engine: Engine | Ensemble,
@@ -270,18 +235,6 @@ def _predict_all(
             on_progress("predict", done, total)
         writer.wait(at_most=4 * engine.batch_size)
     writer.wait()
-
-
-def _readable(paths: list[Path]) -> tuple[list[Path], list[str]]:
-    """Split images into those whose header reads (within the pixel limit) and the rest."""
-    good, bad = [], []
-    for path in paths:
-        try:
-            with open_image(path):
-                good.append(path)
-        except ImageReadError as exc:
-            bad.append(f"{path}: {exc}")
-    return good, bad
 
 
 def predict_dir(
@@ -351,7 +304,7 @@ def predict_dir(
     report = PredictReport(out, notes=[*notes, *_notes(engine, spec.tile)])
     cut = decision_thresholds(engine.p, spec.threshold, report.notes)
     rules = rules_by_id(engine.p, spec.postprocess, report.notes)
-    paths, report.failed = _readable(paths)
+    paths, sizes, report.failed = readable(paths)
     if report.failed and not spec.skip_invalid:
         raise InvalidInputError(
             f"{len(report.failed)} of {len(paths) + len(report.failed)} images cannot be read, "
@@ -360,7 +313,7 @@ def predict_dir(
         )
     if not paths:
         raise SegtoolError(f"{images}: no image could be read: {report.failed[0]}")
-    loader = _image_loader(paths, engine, spec.batch_size, spec.workers)
+    loader = image_loader(paths, sizes, engine, spec.batch_size, spec.workers)
     with plan.build():
         tmp = target.tmp
         start = time.perf_counter()
