@@ -40,3 +40,40 @@ def test_a_mask_does_not_depend_on_the_batch(folder, tmp_path, model):  # noqa: 
     assert len(alone) == 11
     assert _masks(tmp_path / "b3") == alone
     assert _masks(tmp_path / "b8") == alone
+
+
+@pytest.mark.parametrize("model", ["multi", "binary"])
+def test_the_gpus_channels_last_path_gives_the_same_masks(folder, model):  # noqa: F811
+    """The engine's channels_last path (a GPU's) run on the CPU: the same masks as NCHW; on
+    the CPU the engine keeps NCHW; no autograd state survives a prediction."""
+    import torch
+
+    from segtool.predict.engine import Engine
+    from segtool.predict.predictor import load_predictor
+
+    images = [
+        torch.randint(
+            0, 255, (3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(h)
+        )
+        for h, w in ((64, 64), (72, 40))
+    ]
+    masks = []
+    for channels_last in (False, True):
+        predictor = load_predictor(folder / model / "model", folder / model / "classes.json")
+        engine = Engine(predictor, torch.device("cpu"), tta=True)
+        assert not engine.channels_last
+        if channels_last:
+            engine.channels_last = True
+            engine.model = engine.model.to(memory_format=torch.channels_last)
+        layouts = []
+        engine.model.register_forward_pre_hook(
+            lambda _, args, seen=layouts: seen.append(
+                args[0].is_contiguous(memory_format=torch.channels_last)
+            )
+        )
+        probs = [p for img in images for p in engine.probabilities([img])]
+        assert layouts == [channels_last] * 6  # 2 images x 3 TTA views
+        assert all(p.is_inference() and not p.requires_grad for p in probs)
+        masks.append([engine.labels(p) for p in probs])
+    for nchw, last in zip(*masks, strict=True):
+        assert (nchw == last).all()

@@ -38,7 +38,13 @@ class Engine:
         # The forward function is pluggable: the torch module (moved to the device), or an
         # exported model's runtime, which takes and gives tensors wherever they are.
         model = predictor.model
-        self.model = model.to(device) if isinstance(model, torch.nn.Module) else model
+        #: On a GPU a torch module runs channels_last (cuDNN's fast layout), as training does.
+        self.channels_last = device.type == "cuda" and isinstance(model, torch.nn.Module)
+        if isinstance(model, torch.nn.Module):
+            model = model.to(device)
+            if self.channels_last:
+                model = model.to(memory_format=torch.channels_last)
+        self.model = model
         self.amp_dtype = amp_dtype_for(device, amp)
         self.tile = None if tile is None else -(-tile // STRIDE) * STRIDE
         if not 0 <= overlap < 1:
@@ -52,6 +58,14 @@ class Engine:
         #: Probability channels: K, or K-1 (one per class) for multi-label models.
         self.channels = self.k - 1 if self.multilabel else self.k
 
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's logits for a batch, channels_last where the engine runs so, in the
+        engine's autocast."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.amp_dtype):
+            return self.model(x)
+
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """Probabilities ``(N, K, H, W)`` (binary models give [1 - p, p]; multi-label models
         ``(N, K-1, H, W)``, one sigmoid per class), TTA averaged."""
@@ -63,8 +77,7 @@ class Engine:
             ]
         total = None
         for forward, back in views:
-            with autocast(self.device, self.amp_dtype):
-                logits = self.model(forward(x)).float()
+            logits = self._logits(forward(x)).float()
             if self.multilabel:
                 probs = torch.sigmoid(logits)
             elif self.binary:
@@ -76,7 +89,7 @@ class Engine:
             total = probs if total is None else total + probs
         return total / len(views)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def probabilities(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
         """Per-class probabilities ``(K, H, W)`` for each image (tensors from `normalize`)."""
         if self.p.size is not None:
@@ -122,8 +135,7 @@ class Engine:
         tiles, a model trained at --size)."""
         if self.binary or self.multilabel or self.tta or self.tile or self.p.size is not None:
             return None
-        with autocast(self.device, self.amp_dtype):
-            logits = self.model(self._padded(images))
+        logits = self._logits(self._padded(images))
         kind = (torch.uint8, np.uint8) if self.k <= 255 else (torch.int32, np.uint16)
         labels = logits.argmax(dim=1).to(kind[0]).cpu().numpy()
         return [
