@@ -480,7 +480,7 @@ CASES = [
         1,
         _say("n21.png"),
         delete("new/n21.png"),
-        at="segtool.predict.folder.load_rgb",
+        at="segtool.predict.reading.load_rgb",
     ),
 ]
 
@@ -786,7 +786,7 @@ SIGNALLED = [
         "predict --overwrite: SIGTERM while images are read",
         cmd(*PREDICT, "--overwrite"),
         (signal.SIGTERM,),
-        "segtool.predict.folder:load_rgb",
+        "segtool.predict.reading:load_rgb",
         -signal.SIGTERM,
         _say("interrupted"),
         setup=setup_out_exists,
