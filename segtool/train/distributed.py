@@ -30,9 +30,14 @@ class Dist:
         return self.rank == 0
 
     @property
+    def on_machine(self) -> int:
+        """How many of the processes run on this machine (they share its RAM)."""
+        return self.local_world or self.world
+
+    @property
     def machines(self) -> int:
         """How many machines the processes run on (torchrun's nodes)."""
-        return -(-self.world // (self.local_world or self.world))
+        return -(-self.world // self.on_machine)
 
     @classmethod
     def from_env(cls) -> Dist:

@@ -184,8 +184,7 @@ def measure_machine(device: str = "auto") -> Machine:
     from segtool.train.distributed import Dist
 
     chosen = pick_device(device)
-    dist = Dist.from_env()
-    processes = dist.local_world or dist.world
+    processes = Dist.from_env().on_machine  # each holds its own decoded images
     if chosen.type == "cuda":
         props = torch.cuda.get_device_properties(chosen)
         gpu = props.total_memory / 2**30

@@ -261,8 +261,9 @@ def decoded_cache(
         data.train + data.val, class_map, size=config.size, resize=config.resize,
         regions=data.regions,
     )  # fmt: skip
-    processes = dist.local_world or dist.world  # each holds its own copy in RAM
-    where = config.decoded or choose_decoded(_decoded_size(reader), available_ram(), processes)[0]
+    where = (
+        config.decoded or choose_decoded(_decoded_size(reader), available_ram(), dist.on_machine)[0]
+    )
     if where == "off":
         return None
     if where == "ram":

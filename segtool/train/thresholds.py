@@ -7,8 +7,6 @@ in ``thresholds.json``; ``segtool predict`` uses them and says so.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 from torch import nn
@@ -24,11 +22,6 @@ from segtool.train.loaders import make_loader
 from segtool.train.model import load_model
 from segtool.train.runfolder import RunFolder
 from segtool.train.volume_data import VolumeData, volume_datasets
-
-if TYPE_CHECKING:
-    from segtool.train.build import Run, TrainingData
-    from segtool.train.config import TrainConfig
-
 
 #: The cuts tried: 0.05, 0.10, ..., 0.95.
 GRID = np.round(np.arange(1, 20) * 0.05, 2)
