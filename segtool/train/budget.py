@@ -25,8 +25,8 @@ from segtool.core.errors import SegtoolError
 from segtool.train.plan import Timing, fit_budget
 
 if TYPE_CHECKING:
+    from segtool.train.choices import Plan
     from segtool.train.fingerprint import Fingerprint
-    from segtool.train.plan import Plan
 
 #: Steps timed at the start of a budgeted run: the first pay for allocation and caches and
 #: are not counted; the median of the rest is the step time.

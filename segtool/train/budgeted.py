@@ -17,8 +17,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from segtool.train.build import build_loaders
+from segtool.train.epoch_length import VALIDATION_PER_STEP
 from segtool.train.pacing import Paced
-from segtool.train.plan import VALIDATION_PER_STEP
 from segtool.train.steps import train_one_epoch
 
 if TYPE_CHECKING:

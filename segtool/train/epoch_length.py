@@ -1,4 +1,6 @@
-"""How long a planned epoch is, how many there are and how often they validate.
+"""How long a planned epoch is, how many there are and how often they validate: the plan's
+choices that follow from the batch size (`plan_length`), so they are planned again for the
+batch the GPU probe finds.
 
 An epoch is one pass over the training split, or on a GPU, where a pass is short,
 `EPOCH_STEPS` steps drawn from successive shuffled passes (as nnU-Net's 250 iterations), so an
@@ -14,9 +16,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from segtool.train.choices import Plan, given_choice
 from segtool.train.config import Given
-from segtool.train.fingerprint import Machine
+from segtool.train.fingerprint import Fingerprint, Machine
 
+#: Optimiser steps a run without a budget aims for, per device.
+TARGET_STEPS = {"cpu": 300, "mps": 1500, "cuda": 3000}
 #: The steps of a planned epoch on a GPU where one pass over the training split is shorter.
 EPOCH_STEPS = 250
 #: The fewest epochs the plan makes (the best model is chosen among their validations, and
@@ -28,6 +33,11 @@ MOST_EPOCHS = 200
 VALIDATION_SHARE = 0.10
 #: The fewest validations a run's epochs keep (the best model is chosen among them).
 MIN_VALIDATIONS = 5
+#: A validation batch, until a validation pass is measured, guessed at this share of a
+#: training step (a forward pass without the backward one, and counting).
+VALIDATION_PER_STEP = 0.5
+#: Below this many validation batches a pass is short: every epoch validates.
+SHORT_VALIDATION = 20
 
 
 def epochs_for(target: int, steps: int) -> int:
@@ -36,17 +46,57 @@ def epochs_for(target: int, steps: int) -> int:
     return min(max(math.ceil(target / steps), FEWEST_EPOCHS), MOST_EPOCHS)
 
 
+def plan_epochs(plan: Plan, machine: Machine, given: Given, steps: int, of: str = "") -> None:
+    """The epochs: given; else about `TARGET_STEPS` of the device at `steps` an epoch (10 to
+    200 epochs); `of` says what an epoch's steps are made of."""
+    if given_choice(plan, given, "epochs"):
+        return
+    target = TARGET_STEPS[machine.device]
+    plan.set("epochs", epochs_for(target, steps), f"about {target} steps of {steps} per epoch{of}")
+
+
+def plan_length(plan: Plan, fp: Fingerprint, machine: Machine, given: Given) -> None:
+    """The epochs, the steps of each (``epoch_steps``) and the validation interval, for the
+    batch size `plan` holds: planned again when the GPU probe changes it (each given option
+    kept)."""
+    batch = plan.options().get("batch_size") or given.config.batch_size
+    one_pass = max(math.ceil(fp.n_images * given.config.train_share / batch), 1)
+    plan_epochs(plan, machine, given, one_pass)
+    target, epochs = TARGET_STEPS[machine.device], plan.options()["epochs"]
+    for choice in plan_epoch_steps(machine, given, one_pass, batch, target, epochs):
+        plan.set(*choice)  # on a GPU, epochs of more than one short pass
+    _validation(plan, fp, given, batch, one_pass)
+
+
+def _validation(plan: Plan, fp: Fingerprint, given: Given, batch: int, one_pass: int) -> None:
+    """Validate every k epochs when a pass (its batches at `VALIDATION_PER_STEP` of a step)
+    would take more than `VALIDATION_SHARE` of the time."""
+    if given_choice(plan, given, "val_every"):
+        return
+    options = plan.options()
+    train = options.get("epoch_steps") or one_pass
+    val = math.ceil(fp.n_images * given.config.val / batch)
+    if val < SHORT_VALIDATION:
+        plan.set("val_every", 1, f"{val} validation batches: a short pass, every epoch")
+        return
+    every = validation_interval(val * VALIDATION_PER_STEP, train, options["epochs"])
+    share = val * VALIDATION_PER_STEP / max(train * every + val * VALIDATION_PER_STEP, 1e-9)
+    why = f"{val} validation batches against {train} training steps: ~{share:.0%} of the time"
+    plan.set("val_every", every, why if every == 1 else f"{why} every {every} epochs")
+
+
 def plan_epoch_steps(
-    machine: Machine, given: Given, one_pass: int, target: int, epochs: int
+    machine: Machine, given: Given, one_pass: int, batch: int, target: int, epochs: int
 ) -> list[tuple[str, Any, str]]:
     """Steps an epoch (``epoch_steps``) and, where they change, the `epochs` planned for
     them, as the plan's (option, value, why) choices.
 
     Given: kept, and planned epochs count in its steps. Else, where the epochs are planned
     from `target` steps (no ``--epochs``, no ``--time-budget``: a budget counts epochs of one
-    pass) on a GPU whose pass over the training split is `one_pass` < `EPOCH_STEPS` steps:
-    epochs of `EPOCH_STEPS` (fewer where that would leave under `FEWEST_EPOCHS`) and as many
-    as keep the planned steps; on a CPU none (one pass).
+    pass) on a GPU whose pass over the training split is `one_pass` < `EPOCH_STEPS` steps of
+    `batch` images (the batch the plan ends with: the GPU probe's): epochs of `EPOCH_STEPS`
+    (fewer where that would leave under `FEWEST_EPOCHS`) and as many as keep the planned
+    steps; on a CPU none (one pass).
     """
     planned = given.get("epochs") is None and given.config.time_budget is None
     steps = given.get("epoch_steps")
@@ -64,8 +114,9 @@ def plan_epoch_steps(
     if steps <= one_pass:
         return []
     why = (
-        f"{one_pass} steps a pass: epochs of {steps} drawn from successive shuffled passes "
-        f"(as nnU-Net's 250), the end of each a small share of the time"
+        f"{one_pass} steps a pass in batches of {batch}: epochs of {steps} drawn from "
+        f"successive shuffled passes (as nnU-Net's 250), the end of each a small share of the "
+        f"time"
     )
     fewer = max(round(total / steps), FEWEST_EPOCHS)
     return [

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from segtool.train.plan import VALIDATION_PER_STEP
+from segtool.train.epoch_length import VALIDATION_PER_STEP
 
 #: Seconds between the checkpoints saved within an epoch (each costs about one save of
 #: ``last.pt``: a second or less for the planned models).

@@ -10,17 +10,14 @@ written into config.json.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from segtool.core.constants import BACKGROUND_NAME
+from segtool.train.choices import Choice, Plan, given_choice
 from segtool.train.config import Given
 from segtool.train.decoded import choose_decoded, decoded_bytes
-from segtool.train.epoch_length import (
-    epochs_for,
-    plan_epoch_steps,
-    validation_interval,
-)
+from segtool.train.epoch_length import SHORT_VALIDATION, plan_length, validation_interval
 from segtool.train.fingerprint import Fingerprint, Machine
 from segtool.train.geometry import STRIDE
 from segtool.train.imbalance import (
@@ -39,59 +36,15 @@ PATCH = {"cpu": 256, "mps": 384, "cuda": 512}
 MIN_OBJECT_AREA = 64
 #: (encoder, decoder channels) per device: slim on a CPU, larger with GPU memory.
 SMALL_MODEL = ("tu-resnet10t", (64, 32, 16, 16, 16))
-#: Optimiser steps a run without a budget aims for, per device.
-TARGET_STEPS = {"cpu": 300, "mps": 1500, "cuda": 3000}
 #: The fewest epochs a time budget may plan before the input is made smaller.
 MIN_EPOCHS = 8
 #: The smallest long side a budget may shrink the input to.
 MIN_SIDE = 64
-#: A validation batch, until a validation pass is measured, guessed at this share of a
-#: training step (a forward pass without the backward one, and counting).
-VALIDATION_PER_STEP = 0.5
-#: Below this many validation batches a pass is short: every epoch validates.
-SHORT_VALIDATION = 20
-
-
-@dataclass
-class Choice:
-    """One planned option, its value and why."""
-
-    option: str
-    value: Any
-    why: str
-
-
-@dataclass
-class Plan:
-    """The options a run trains with, and the reasons."""
-
-    choices: list[Choice] = field(default_factory=list)
-
-    def set(self, option: str, value: Any, why: str) -> None:
-        """Choose `option` (a later choice of the same option replaces the earlier one)."""
-        self.choices = [c for c in self.choices if c.option != option]
-        self.choices.append(Choice(option, value, why))
-
-    def options(self) -> dict[str, Any]:
-        """The planned `TrainConfig` fields."""
-        return {c.option: c.value for c in self.choices}
-
-    def to_json(self) -> list[dict[str, Any]]:
-        """The choices as plain dicts for config.json."""
-        return [{"option": c.option, "value": c.value, "why": c.why} for c in self.choices]
 
 
 def round_to_stride(side: float) -> int:
     """The nearest multiple of `STRIDE` (at least one stride)."""
     return max(STRIDE, round(side / STRIDE) * STRIDE)
-
-
-def _given(plan: Plan, given: Given, option: str) -> bool:
-    """Record a choice the user made; True when they made it."""
-    if given.get(option) is None:
-        return False
-    plan.set(option, given.get(option), "given")
-    return True
 
 
 def keep_box(height: int, width: int, long_side: int) -> tuple[int, int]:
@@ -106,7 +59,7 @@ def keep_box(height: int, width: int, long_side: int) -> tuple[int, int]:
 def _geometry(plan: Plan, fp: Fingerprint, machine: Machine, given: Given) -> None:
     if any(given.get(k) is not None for k in ("size", "crop")):
         for option in ("size", "crop", "resize", "fg_crop"):
-            _given(plan, given, option)
+            given_choice(plan, given, option)
         return
     height, width = fp.median_size
     long_side, max_side = max(height, width), MAX_SIDE[machine.device]
@@ -124,7 +77,7 @@ def _geometry(plan: Plan, fp: Fingerprint, machine: Machine, given: Given) -> No
             f"{shape}; scaled to fit, objects of {small:.0f} px would shrink to "
             f"{small * scale**2:.0f} px -> patches {patch}x{patch}",
         )
-        if not _given(plan, given, "fg_crop"):
+        if not given_choice(plan, given, "fg_crop"):
             rare = fp.rare()
             share = 0.5 if rare else 0.33
             why = f"rare class {rare[0].name}" if rare else "balanced classes"
@@ -132,33 +85,41 @@ def _geometry(plan: Plan, fp: Fingerprint, machine: Machine, given: Given) -> No
         return
     box = keep_box(height, width, max_side)
     plan.set("size", box, f"{shape} -> {box[1]}x{box[0]}, aspect kept")
-    if not _given(plan, given, "resize"):
+    if not given_choice(plan, given, "resize"):
         plan.set("resize", "keep", "pad with the ignore value instead of squashing")
 
 
 def _model(plan: Plan, machine: Machine, given: Given) -> None:
-    if _given(plan, given, "encoder"):
-        _given(plan, given, "decoder_channels")
+    if given_choice(plan, given, "encoder"):
+        given_choice(plan, given, "decoder_channels")
         return
     if machine.device == "cpu" or machine.memory_gb < 6:
         where = "CPU" if machine.device == "cpu" else f"{machine.memory_gb:.0f} GB GPU"
         plan.set("encoder", SMALL_MODEL[0], f"{where}: a small, fast encoder")
-        if not _given(plan, given, "decoder_channels"):
+        if not given_choice(plan, given, "decoder_channels"):
             plan.set("decoder_channels", SMALL_MODEL[1], "a slim decoder to match")
         return
     encoder = "resnet34" if machine.memory_gb >= 12 else "resnet18"
     plan.set("encoder", encoder, f"{machine.device.upper()} with {machine.memory_gb:.0f} GB")
-    _given(plan, given, "decoder_channels")
+    given_choice(plan, given, "decoder_channels")
 
 
 def plan_batch(
-    plan: Plan, machine: Machine, given: Given, n_train: int, items: str, probed: bool = True
+    plan: Plan,
+    machine: Machine,
+    given: Given,
+    n_train: int,
+    items: str,
+    probed: bool | Choice = True,
 ) -> None:
-    """The batch size: given; else small on a CPU, a start on a GPU (which the probe raises,
-    when `probed`), never more than the `n_train` training `items` (images, or slices)."""
-    if _given(plan, given, "batch_size"):
+    """The batch size: given; else the GPU probe's (`probed`, its choice), or before the probe
+    small on a CPU, a start on a GPU (which the probe raises, when `probed`); never more than
+    the `n_train` training `items` (images, or slices)."""
+    if given_choice(plan, given, "batch_size"):
         return
-    if machine.device == "cpu":
+    if isinstance(probed, Choice):
+        batch, why = probed.value, probed.why
+    elif machine.device == "cpu":
         batch, why = 4, "CPU: small batches, more steps per second of compute"
     else:
         start = "a start the GPU probe may raise" if probed else f"8 {items} a step"
@@ -168,60 +129,29 @@ def plan_batch(
     plan.set("batch_size", batch, why)
 
 
-def plan_epochs(plan: Plan, machine: Machine, given: Given, steps: int, of: str = "") -> None:
-    """The epochs: given; else about `TARGET_STEPS` of the device at `steps` an epoch (10 to
-    200 epochs); `of` says what an epoch's steps are made of."""
-    if _given(plan, given, "epochs"):
-        return
-    target = TARGET_STEPS[machine.device]
-    plan.set("epochs", epochs_for(target, steps), f"about {target} steps of {steps} per epoch{of}")
-
-
-def _batch_size(plan: Plan, fp: Fingerprint, machine: Machine, given: Given) -> None:
-    plan_batch(plan, machine, given, max(int(fp.n_images * given.config.train_share), 1), "images")
+def _batch_size(
+    plan: Plan, fp: Fingerprint, machine: Machine, given: Given, probed: Choice | None
+) -> None:
+    n_train = max(int(fp.n_images * given.config.train_share), 1)
+    plan_batch(plan, machine, given, n_train, "images", probed or True)
 
 
 def _training(plan: Plan, fp: Fingerprint, machine: Machine, given: Given) -> None:
-    if not _given(plan, given, "augment"):
+    if not given_choice(plan, given, "augment"):
         if fp.n_images < 30:
             plan.set("augment", "strong", f"{fp.n_images} images: strong augmentation")
         else:
             plan.set("augment", "light", f"{fp.n_images} images: light augmentation")
     _augment_on(plan, machine, given)
-    if not _given(plan, given, "lr") and given.get("encoder_weights") in (None, "none"):
+    if not given_choice(plan, given, "lr") and given.get("encoder_weights") in (None, "none"):
         plan.set("lr", 2e-3, "weights learnt from scratch: a higher peak rate")
-    one_pass = max(
-        math.ceil(fp.n_images * given.config.train_share / plan.options()["batch_size"]), 1
-    )
-    plan_epochs(plan, machine, given, one_pass)
-    target, epochs = TARGET_STEPS[machine.device], plan.options()["epochs"]
-    for choice in plan_epoch_steps(machine, given, one_pass, target, epochs):
-        plan.set(*choice)  # on a GPU, epochs of more than one short pass
-
-
-def _validation(plan: Plan, fp: Fingerprint, given: Given) -> None:
-    """Validate every k epochs when a pass (its batches at `VALIDATION_PER_STEP` of a step)
-    would take more than `VALIDATION_SHARE` of the time."""
-    if _given(plan, given, "val_every"):
-        return
-    options, config = plan.options(), given.config
-    batch = options.get("batch_size") or config.batch_size
-    train = options.get("epoch_steps") or math.ceil(fp.n_images * config.train_share / batch)
-    val = math.ceil(fp.n_images * config.val / batch)
-    if val < SHORT_VALIDATION:
-        plan.set("val_every", 1, f"{val} validation batches: a short pass, every epoch")
-        return
-    every = validation_interval(val * VALIDATION_PER_STEP, train, options["epochs"])
-    share = val * VALIDATION_PER_STEP / max(train * every + val * VALIDATION_PER_STEP, 1e-9)
-    why = f"{val} validation batches against {train} training steps: ~{share:.0%} of the time"
-    plan.set("val_every", every, why if every == 1 else f"{why} every {every} epochs")
 
 
 def _augment_on(plan: Plan, machine: Machine, given: Given) -> None:
     """Where augmentation runs: the light preset on a GPU as whole batches there (its
     loader then only reads); elsewhere albumentations in the loader (the strong preset's
     elastic and colour transforms are its alone)."""
-    if _given(plan, given, "augment_on"):
+    if given_choice(plan, given, "augment_on"):
         return
     preset = plan.options().get("augment", given.config.augment)
     if machine.device == "cuda" and preset == "light":
@@ -243,7 +173,7 @@ def _imbalance(plan: Plan, fp: Fingerprint, given: Given) -> None:
         shown = ", ".join(f"{n} {w:.3g}" for n, w in zip(names, weights, strict=True))
         why = f"median frequency over {len(counts)} training images: {shown}"
         plan.set("class_weights", "auto", why)
-    if _given(plan, given, "oversample"):
+    if given_choice(plan, given, "oversample"):
         return
     if plan.options().get("crop") or not counts.size:  # patches; or nothing measured
         return
@@ -266,7 +196,7 @@ def _imbalance(plan: Plan, fp: Fingerprint, given: Given) -> None:
 def _decoded(plan: Plan, fp: Fingerprint, machine: Machine, given: Given) -> None:
     """The images the run reads (training and validation), decoded at the planned geometry:
     in RAM or a memory-mapped file."""
-    if _given(plan, given, "decoded"):
+    if given_choice(plan, given, "decoded"):
         return
     height, width = plan.options().get("size") or fp.median_size
     used = max(round(fp.n_images * (1 - given.config.test)), 1)
@@ -275,7 +205,9 @@ def _decoded(plan: Plan, fp: Fingerprint, machine: Machine, given: Given) -> Non
     plan.set("decoded", value, f"{used} images decode to {why}")
 
 
-def plan_training(fp: Fingerprint, machine: Machine, given: Given) -> Plan:
+def plan_training(
+    fp: Fingerprint, machine: Machine, given: Given, probed: Choice | None = None
+) -> Plan:
     """Choose geometry, model, batch size, augmentation, learning rate and epochs.
 
     Args:
@@ -283,6 +215,9 @@ def plan_training(fp: Fingerprint, machine: Machine, given: Given) -> Plan:
         machine: the device the run will use.
         given: the options the user set; each wins over the plan (the training share, what
             ``val`` and ``test`` leave, sizes the batch and the epochs).
+        probed: the batch size the GPU probe found (``batch_size``, its value and why), or
+            None before probing: the epochs, their steps and the validation interval are
+            planned for the batch the plan ends with (a given batch size wins over both).
 
     Returns:
         The plan; its `options()` are `TrainConfig` fields.
@@ -290,13 +225,13 @@ def plan_training(fp: Fingerprint, machine: Machine, given: Given) -> Plan:
     plan = Plan()
     _geometry(plan, fp, machine, given)
     _model(plan, machine, given)
-    _batch_size(plan, fp, machine, given)
+    _batch_size(plan, fp, machine, given, probed)
     _training(plan, fp, machine, given)
-    _validation(plan, fp, given)
+    plan_length(plan, fp, machine, given)
     _imbalance(plan, fp, given)
     _decoded(plan, fp, machine, given)
     rare = fp.rare()
-    if not _given(plan, given, "loss") and rare and not plan.options().get("crop"):
+    if not given_choice(plan, given, "loss") and rare and not plan.options().get("crop"):
         names = ", ".join(f"{c.name} ({c.share:.2%})" for c in rare[:3])
         plan.set("loss", "bce-dice", f"rare {names}: its Dice term weighs classes equally")
     return plan

@@ -1,6 +1,8 @@
 """Choosing a run's config: the checkpoint's own on --resume; else, for a new run, measure
 the dataset and the machine, choose (`plan.plan_training`; a volume folder's:
-`volume_plan.plan_volumes`) and probe the GPU for the batch size of images. A time budget is fitted later, from the run's own first steps (`Trainer.fit_budget`)."""
+`volume_plan.plan_volumes`) and probe the GPU for the batch size of images, then plan again
+for the probed batch (the epochs, their steps and the validation interval follow from it). A
+time budget is fitted later, from the run's own first steps (`Trainer.fit_budget`)."""
 
 from __future__ import annotations
 
@@ -17,12 +19,13 @@ from segtool.core.errors import SegtoolError
 from segtool.core.multilabel import mask_bits
 from segtool.core.regions import Regions, parse_regions
 from segtool.sources.volume_folder import is_volume_folder, read_volume_dataset
+from segtool.train.choices import Choice, Plan
 from segtool.train.config import Given, TrainConfig, resume_config
 from segtool.train.data import resolve_split
 from segtool.train.distributed import Dist
 from segtool.train.fingerprint import Fingerprint, Machine, measure_dataset, measure_machine
 from segtool.train.geometry import STRIDE
-from segtool.train.plan import Plan, plan_training
+from segtool.train.plan import plan_training
 from segtool.train.runfolder import RunFolder
 from segtool.train.volume_plan import VolumeFingerprint, measure_volumes, plan_volumes
 
@@ -123,9 +126,12 @@ def plan_new_run(
     if machine.device == "cuda" and given.get("batch_size") is None:
         limit = max(int(fp.n_images * config.train_share) // 4, PROBE_BATCHES[0])
         batch = probe_batch_size(config, class_map, fp, limit)
-        plan.set(
-            "batch_size", batch, f"the largest batch that fits {GPU_HEADROOM:.0%} of GPU memory"
+        why = (
+            f"the largest batch that fits {GPU_HEADROOM:.0%} of GPU memory (probed); the "
+            f"epochs, their steps and the validation interval are planned for it"
         )
+        # Planned again from the probed batch: the epochs and validation follow from it.
+        plan = plan_training(fp, machine, given, Choice("batch_size", batch, why))
         config = given.over(plan.options())
     return Planned(config, plan, fp, machine)
 

@@ -3,7 +3,7 @@ made from the cases' NIfTI headers alone (no voxel is decoded) and the machine.
 
 A volume folder trains on 2-D slices along ``--axis``; its plan chooses the patch size (whole
 slices, or patches where the median slice is larger than the model takes whole), the batch
-size and the epochs, by the rules images use (`plan.plan_batch`, `plan.plan_epochs`), counted
+size and the epochs, by the rules images use (`plan.plan_batch`, `epoch_length.plan_epochs`), counted
 in cases, slices and voxels. A time budget re-fits the epochs as the run goes, from the
 epochs' own times (volumes have no first-step fit: their slices are cached only once the run
 starts), which the epochs' reason says.
@@ -19,9 +19,11 @@ from typing import Any
 from segtool.core.volumes import slice_axis
 from segtool.sources.nifti import read_geometry
 from segtool.sources.volume_folder import VolumeDataset
+from segtool.train.choices import Plan
 from segtool.train.config import Given
+from segtool.train.epoch_length import plan_epochs
 from segtool.train.fingerprint import Machine
-from segtool.train.plan import MAX_SIDE, PATCH, Plan, plan_batch, plan_epochs
+from segtool.train.plan import MAX_SIDE, PATCH, plan_batch
 
 
 @dataclass
