@@ -11,7 +11,7 @@ so the workers persist across epochs and still draw each sample's crop and augme
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -53,6 +53,14 @@ def draw_seed(seed: int, order: int, repeat: int = 0) -> int:
     return int(state[0]) << 31 | int(state[1]) >> 1
 
 
+def numbered(indices: Iterable[int]) -> Iterator[tuple[int, int]]:
+    """Each index with the times it came before (0 the first time): a draw's `repeat`."""
+    before: dict[int, int] = {}
+    for index in indices:
+        before[index] = before.get(index, -1) + 1
+        yield index, before[index]
+
+
 class SeededSampler(Sampler):
     """The indices of `inner` (a random, sequential or distributed sampler), each paired with
     the seed of its crop and augmentation; `set_epoch` seeds the order and the samples of
@@ -85,23 +93,29 @@ class SeededSampler(Sampler):
             # it shared it: the order stays what it was, and runs started then resume exactly.
             torch.empty((), dtype=torch.int64).random_(generator=self.generator)
         if self.draws is None:
-            return ((int(i), seed) for i in self.inner)
+            return ((index, draw_seed(seed, 0, repeat)) for index, repeat in self._counted())
         return self._passes(seed, self.epoch, self.draws)
+
+    def _counted(self) -> Iterator[tuple[int, int]]:
+        """One pass of `inner`: each index with the times its image was drawn before in the
+        pass, counted over every process's draws where `inner` knows them (`counted`, a
+        sampler with replacement under torchrun), else over this process's."""
+        if hasattr(self.inner, "counted"):
+            return self.inner.counted()
+        return numbered(int(i) for i in self.inner)
 
     def _passes(self, seed: int, epoch: int, draws: int) -> Iterator[tuple[int, int]]:
         """`draws` indices from successive passes, each seeded by `draw_seed`."""
         count, order = 0, 0
         while True:
             self._order_pass(seed, epoch, order)
-            drawn: dict[int, int] = {}
-            for i in self.inner:
-                index = int(i)
-                repeat = drawn[index] = drawn.get(index, -1) + 1
+            empty = True
+            for index, repeat in self._counted():
                 yield index, draw_seed(seed, order, repeat)
-                count += 1
+                count, empty = count + 1, False
                 if count == draws:
                     return
-            if not drawn:  # nothing to draw from
+            if empty:  # nothing to draw from
                 return
             order += 1
 

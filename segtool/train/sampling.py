@@ -18,14 +18,19 @@ from segtool.train.config import TrainConfig
 from segtool.train.distributed import Dist
 from segtool.train.fingerprint import measure_dataset
 from segtool.train.imbalance import draw_probabilities, median_frequency, rare_classes
-from segtool.train.loaders import SeededSampler, epoch_draws
+from segtool.train.loaders import SeededSampler, epoch_draws, numbered
 
 
 class OversampleSampler(torch.utils.data.Sampler[int]):
     """An epoch of `len(probabilities)` draws with replacement, image i with chance
     ``probabilities[i]``, from `generator` (seeded per epoch by `SeededSampler`, so an epoch's
     draws depend on (seed, epoch) alone); under torchrun every process makes the same draws
-    and takes every world-th."""
+    and takes every world-th.
+
+    An image drawn twice gets two crops and augmentations, also when two processes draw it:
+    `counted` numbers each draw of an image over the whole epoch's draws, every process's, so
+    a sample's seed follows from (seed, epoch, its place among all the draws), whatever the
+    number of processes and workers."""
 
     def __init__(
         self, probabilities: np.ndarray, generator: torch.Generator, rank: int = 0, world: int = 1
@@ -37,9 +42,15 @@ class OversampleSampler(torch.utils.data.Sampler[int]):
         return math.ceil((len(self.probabilities) - self.rank) / self.world)
 
     def __iter__(self) -> Iterator[int]:
+        return (index for index, _ in self.counted())
+
+    def counted(self) -> Iterator[tuple[int, int]]:
+        """This process's draws, each with the times its image was drawn before it in the
+        epoch's draws of every process (0 for a first draw): `SeededSampler` seeds each draw's
+        crop and augmentation by it, so no two draws share theirs."""
         n = len(self.probabilities)
         drawn = torch.multinomial(self.probabilities, n, replacement=True, generator=self.generator)
-        return iter(drawn[self.rank :: self.world].tolist())
+        return iter(list(numbered(drawn.tolist()))[self.rank :: self.world])
 
     def set_epoch(self, epoch: int) -> None:
         """Nothing to do: `SeededSampler` seeds the generator for each epoch."""
