@@ -173,6 +173,39 @@ def test_out_inside_the_run_is_refused(run):
     assert sorted(os.listdir(run_dir)) == before
 
 
+def test_parity_checks_each_image_at_its_own_padded_size(run, tmp_path):
+    """Images of mixed sizes are checked as predict batches them, by padded size: no image is
+    padded to a neighbour's size, so the check's numbers are those of each image alone."""
+    import dataclasses
+    from collections import Counter
+
+    from segtool.export.parity import Parity, check_parity
+    from segtool.predict.predictor import load_predictor
+
+    _, run_dir = run
+    predictor = load_predictor(run_dir)
+    predictor.model.eval()
+    shapes: Counter = Counter()
+
+    def recorded(x):
+        shapes[tuple(x.shape[2:])] += x.shape[0]
+        return predictor.model(x)
+
+    reference = dataclasses.replace(predictor, model=recorded)
+    exported = dataclasses.replace(predictor, model=lambda x: predictor.model(x) * 1.5)
+    # Padded to 32 x 32, 96 x 64, 32 x 32, 96 x 64, 32 x 64: in batches of 4 by their order,
+    # the first four would all be padded to 96 x 64.
+    images = _odd_images(tmp_path / "imgs", ((30, 30), (70, 40), (30, 30), (70, 40), (20, 60)))
+    paths = sorted(images.iterdir())
+    alone = [check_parity(reference, exported, [p], Parity(1, "one")) for p in paths]
+    shapes.clear()
+    together = check_parity(reference, exported, paths, Parity(len(paths), "all"))
+    assert shapes == {(32, 32): 2, (96, 64): 2, (32, 64): 1}
+    assert together.max_logit_diff == max(p.max_logit_diff for p in alone)
+    assert together.pixels == sum(p.pixels for p in alone) == 2 * 900 + 2 * 2800 + 1200
+    assert together.differing == sum(p.differing for p in alone)
+
+
 def test_a_parity_failure_leaves_nothing(run, tmp_path, monkeypatch):
     _, run_dir = run
     real = exported_module.OrtForward.__call__

@@ -11,12 +11,12 @@ from typing import Any
 
 import torch
 
-from segtool.core.images import load_rgb
+from segtool.core.errors import SegtoolError
 from segtool.export.spec import LABEL_TOLERANCE, LOGIT_TOLERANCE
 from segtool.predict.engine import Engine
 from segtool.predict.folder import decision_thresholds
 from segtool.predict.predictor import Predictor
-from segtool.train.data import normalize
+from segtool.predict.reading import image_loader, readable
 
 
 @dataclass
@@ -67,9 +67,13 @@ def check_parity(
     reference: Predictor, exported: Predictor, paths: list[Path], parity: Parity
 ) -> Parity:
     """Predict `paths` with both, as predict does (the run's geometry and thresholds, on the
-    CPU, in float32, batches of 4 whole images when the run has no ``--size``), and fill in
+    CPU, in float32, read and batched by predict's reader: images of one padded size
+    together, so that no image is checked padded to a neighbour's size), and fill in
     `parity`: the largest |logit difference| over every forward pass, and the pixels whose
     final label differs.
+
+    Raises:
+        SegtoolError: an image that cannot be read.
     """
     device = torch.device("cpu")
     ours, theirs = _Recorder(reference.model), _Recorder(exported.model)
@@ -78,13 +82,15 @@ def check_parity(
         for p, rec in ((reference, ours), (exported, theirs))
     ]
     cut = decision_thresholds(reference, None, [])
-    per_call = 1 if reference.size is not None else 4
+    paths, sizes, bad = readable(paths)
+    if bad:
+        raise SegtoolError(bad[0])
+    batches = image_loader(paths, sizes, engines[0], engines[0].batch_size, workers=0)
     with torch.no_grad():
-        for start in range(0, len(paths), per_call):
-            inputs = [
-                normalize(load_rgb(p), reference.normalization)
-                for p in paths[start : start + per_call]
-            ]
+        for batch in batches:
+            if problem := next((item["error"] for item in batch if "error" in item), None):
+                raise SegtoolError(problem)
+            inputs = [item["input"] for item in batch]
             ref, exp = (engine.probabilities(inputs) for engine in engines)
             for a, b in zip(ref, exp, strict=True):
                 la, lb = engines[0].labels(a, cut), engines[1].labels(b, cut)
