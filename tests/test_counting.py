@@ -82,3 +82,36 @@ def test_multilabel_counts_equal_count_multilabel(classes):
         total = expected if total is None else total + expected
     _same(counter.counts(rows.sum(dim=0).numpy()), total)
     assert total.abstained > 0
+
+
+def test_torchrun_adds_every_processs_validation_up_exactly_in_one_all_reduce(monkeypatch):
+    """Under torchrun each process's validation counts, summed loss and image count (and a
+    volume folder's per-case counts) are added over the processes by one all_reduce each. A
+    stand-in for it adds a second process with the same numbers: every value doubles, exact
+    for counts far past 2**32."""
+    from segtool.train.distributed import Dist, sum_validation
+    from segtool.train.volume_data import sum_cases
+
+    calls = []
+
+    def doubled(tensor):  # two processes that counted the same
+        calls.append(tensor.dtype)
+        tensor.mul_(2)
+
+    monkeypatch.setattr(torch.distributed, "all_reduce", doubled)
+    monkeypatch.setattr(torch.distributed, "get_backend", lambda: "gloo")
+    big = 2**40 + 3
+    counts = Counts(np.array([big, 5]), np.array([7, big + 1]), np.array([0, 11]))
+    two = Dist(rank=0, world=2)
+    summed, loss, n = sum_validation(counts, 1.25, 9, torch.device("cpu"), two)
+    _same(summed, Counts(np.array([2 * big, 10]), np.array([14, 2 * big + 2]), np.array([0, 22])))
+    assert (loss, n) == (2.5, 18) and len(calls) == 1
+    one = Counts(np.array([1, 2]), np.array([3, 4]), np.array([5, 6]))
+    per_case = {"b": one, "a": counts}
+    rows = sum_cases(per_case, ["a", "b", "c"], 2, torch.device("cpu"), two)
+    _same(rows[0], Counts(*(2 * x for x in counts.astuple())))
+    _same(rows[1], Counts(*(2 * x for x in one.astuple())))
+    _same(rows[2], Counts(*(np.zeros(2, np.int64) for _ in range(3))))  # a case seen elsewhere
+    assert len(calls) == 2
+    alone = sum_validation(counts, 1.25, 9, torch.device("cpu"), Dist())  # no group: no call
+    assert alone[0] is counts and alone[1:] == (1.25, 9) and len(calls) == 2

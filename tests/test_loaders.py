@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch.utils.data import RandomSampler, SequentialSampler
 
@@ -64,3 +65,54 @@ def test_the_same_weights_with_0_1_and_3_persistent_workers(tmp_path):
         weights.append(load_checkpoint(tmp_path / f"w{workers}/checkpoints/last.pt")["model"])
     for other in weights[1:]:
         assert all(torch.equal(weights[0][k], other[k]) for k in weights[0])
+
+
+def test_on_a_gpu_batches_are_pinned_prefetched_and_the_workers_persist():
+    """What lets a GPU step start without waiting: pinned batches (their copy does not block),
+    each worker several batches ahead (more than DataLoader's 2), workers kept across
+    epochs; on the CPU nothing is pinned."""
+    from segtool.train.config import TrainConfig
+    from segtool.train.loaders import PREFETCH, make_loader
+
+    config = TrainConfig(batch_size=2)
+    gpu = make_loader(Keys(), config, torch.device("cuda"), 2, 255)
+    assert gpu.pin_memory and gpu.persistent_workers and gpu.num_workers == 2
+    assert gpu.prefetch_factor == PREFETCH > 2
+    cpu = make_loader(Keys(), config, torch.device("cpu"), 0, 255)
+    assert not cpu.pin_memory and not cpu.persistent_workers
+
+
+def test_on_several_machines_each_builds_one_decoded_cache_outside_the_run(tmp_path, monkeypatch):
+    """Under torchrun on two machines the run folder being built has another name on each, so
+    a disk cache is not inside it: each machine's first process decodes into its temporary
+    folder, named by the data's key, and the machine's other processes open that entry."""
+    import tempfile
+
+    from segtool.core.classes import read_classes_json
+    from segtool.train import loaders
+    from segtool.train.build import load_data
+    from segtool.train.config import TrainConfig
+    from segtool.train.distributed import Dist
+
+    data = make_dataset(tmp_path / "data", n=8, size=32)
+    class_map = read_classes_json(data / "classes.json")
+    config = TrainConfig(decoded="disk", batch_size=2)
+    loaded = load_data(data, tmp_path / "run", config, class_map, resume=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    waits = []
+    monkeypatch.setattr(loaders, "barrier", lambda dist: waits.append(dist.rank))
+
+    def cache(dist: Dist, run: str):
+        return loaders.decoded_cache(config, class_map, loaded, tmp_path / run / "cache", dist)
+
+    a = cache(Dist(rank=2, world=4, local_rank=0, local_world=2), ".run-hostA-11")  # writes
+    b = cache(Dist(rank=3, world=4, local_rank=1, local_world=2), ".run-hostA-11")  # opens
+    c = cache(Dist(rank=0, world=4, local_rank=0, local_world=2), ".run-hostB-22")  # writes
+    assert a.folder == b.folder == c.folder and a.folder.parent == tmp_path / "tmp/segtool-decoded"
+    assert not (tmp_path / ".run-hostA-11").exists() and not (tmp_path / ".run-hostB-22").exists()
+    stem = loaded.train[0].stem
+    for x, y in zip(a.item(stem)[:2], b.item(stem)[:2], strict=True):
+        assert np.array_equal(x, y)
+    assert waits == [2, 3, 0]
+    one = cache(Dist(rank=0, world=4, local_rank=0, local_world=4), "run-one")  # one machine
+    assert one.folder.parent == tmp_path / "run-one" / "cache"

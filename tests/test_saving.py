@@ -108,15 +108,28 @@ def test_an_error_in_the_background_reaches_the_next_save(folder, monkeypatch):
         saver.save(nn.Linear(1, 1), {"epoch": 2}, rows(2), best=False)
 
 
-def test_the_best_model_is_the_snapshot(folder):
+def test_the_best_model_is_the_snapshot(folder, monkeypatch):
+    """The best model's weights as they were at save(), though the next steps change the
+    model while the background thread still waits to write them."""
     from segtool.train.model import build_model, load_model
 
+    started, release = threading.Event(), threading.Event()
+    real = Saver._write
+
+    def held(self, *args):  # the background write, held before it reads anything
+        started.set()
+        assert release.wait(30)
+        real(self, *args)
+
+    monkeypatch.setattr(Saver, "_write", held)
     model = build_model("unet", "resnet18", None, 2, decoder_channels=(8,) * 5)
     saver = Saver(folder)
     saver.save(model, {"epoch": 1}, rows(1), best=True)
     expected = {k: v.clone() for k, v in model.state_dict().items()}
+    assert started.wait(30)  # the write has begun and waits
     with torch.no_grad():
-        next(model.parameters()).add_(1.0)
+        next(model.parameters()).add_(1.0)  # the next epoch's steps
+    release.set()
     saver.finish()
     saved = load_model(folder.model_dir).state_dict()
     assert all(torch.equal(saved[k], expected[k]) for k in expected)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from segtool.core.classes import make_class_map
 from segtool.core.errors import SegtoolError
-from segtool.core.masks import write_mask
+from segtool.core.masks import read_mask, write_mask
 from segtool.core.shards import Shard, parse_shard
 from segtool.evaluate.report import evaluate_dirs
 from segtool.evaluate.shards import merge_shards
@@ -58,12 +60,15 @@ def _files(folder):
 def test_sharded_predict_equals_one_run_byte_for_byte_and_resumes(model, tmp_path):
     weights, classes, data = model
     options = {"classes": classes, "device": "cpu", "workers": 0, "batch_size": 2}
+    stems = sorted(p.stem for p in (data / "images").iterdir())
     predict_dir(weights, data / "images", tmp_path / "all", **options)
     parts = {}
     for k in (1, 2, 3):
         out = tmp_path / f"part{k}"
         report = predict_dir(weights, data / "images", out, shard=Shard(k, 3), **options)
         assert report.n_images == len(_files(out)) and (out / "shard.json").is_file()
+        # the k-th block of the names in order: what evaluate --shard k/3 pairs with them
+        assert list(_files(out)) == [f"{s}.png" for s in Shard(k, 3).take(stems)]
         parts.update(_files(out))
     assert parts == _files(tmp_path / "all") and len(parts) == 7
     # Started again, a complete shard is kept as it is and nothing runs.
@@ -88,6 +93,7 @@ def _masks(root, n, seed=0):
         ref[5:9, rng.integers(10, 20) :] = 2
         pred = ref.copy()
         pred[rng.integers(0, 20) : 22, 2:7] = rng.integers(0, 3)
+        pred[rng.integers(10, 24), : rng.integers(0, 6)] = 255  # predicted ignore: a miss
         ref[0, : rng.integers(1, 8)] = 255
         write_mask(root / "ref" / f"m{i:02d}.png", ref, cmap)
         write_mask(root / "pred" / f"m{i:02d}.png", pred, cmap)
@@ -107,8 +113,18 @@ def test_sharded_evaluate_merged_equals_one_run_byte_for_byte(tmp_path):
         assert result.summary["n_images"] == len(Shard(k, 4).take(range(9)))
         shards.append(out)
     merge_shards(shards[::-1], tmp_path / "merged")  # given in any order
-    for name in ("summary.json", "per_image.csv"):
+    for name in ("summary.json", "per_image.csv", "confusion.csv", "confusion.png"):
         assert (tmp_path / "merged" / name).read_bytes() == (tmp_path / "all" / name).read_bytes()
+    summary = json.loads((tmp_path / "merged" / "summary.json").read_text())
+    assert summary["prediction_ignored"] > 0  # every kind of count crosses the merge
+    # the confusion matrix counted by hand from the masks: a sum over the shards' blocks
+    expected = np.zeros((3, 4), np.int64)
+    for path in sorted((tmp_path / "ref").glob("*.png")):
+        ref, pred = read_mask(path), read_mask(tmp_path / "pred" / path.name)
+        scored = ref != 255
+        np.add.at(expected, (ref[scored], np.where(pred == 255, 3, pred)[scored]), 1)
+    rows = (tmp_path / "merged" / "confusion.csv").read_text().splitlines()[1:]
+    assert [[int(v) for v in row.split(",")[1:]] for row in rows] == expected.tolist()
     with pytest.raises(SegtoolError, match="shards 1/4 to 4/4 once each"):
         merge_shards(shards[:3], tmp_path / "partial")
     with pytest.raises(SegtoolError, match="once each"):

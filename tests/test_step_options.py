@@ -20,6 +20,7 @@ from segtool.train.build import (
     adamw_kind,
     compiled,
     fixed_input,
+    hardware_for,
 )
 from segtool.train.checkpoint import load_checkpoint
 from segtool.train.config import Given, TrainConfig
@@ -155,9 +156,20 @@ def test_a_resumed_optimiser_steps_as_this_machine_does(easy, tmp_path):
     assert optimizer.param_groups[0]["foreach"] is True and not optimizer.param_groups[0]["fused"]
 
 
-def test_cudnn_benchmarks_only_fixed_input_shapes():
+def test_cudnn_benchmarks_only_fixed_input_shapes(monkeypatch):
     assert fixed_input(TrainConfig(size=64)) and fixed_input(TrainConfig(crop=64))
     assert not fixed_input(TrainConfig())  # whole images of their own sizes
+    # what the run's steps get on a GPU (a device name only: nothing runs on it) and a CPU
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    whole = hardware_for(TrainConfig(workers=2), cuda)
+    assert not torch.backends.cudnn.benchmark  # shapes vary: timing each would cost more
+    assert (whole.amp_dtype, whole.channels_last, whole.workers) == (torch.bfloat16, True, 2)
+    assert hardware_for(TrainConfig(crop=64, workers=0), cpu) == Hardware(cpu, None, False, 0)
+    assert not torch.backends.cudnn.benchmark
+    hardware_for(TrainConfig(crop=64), cuda)
+    assert torch.backends.cudnn.benchmark
 
 
 def _tiny_run(model: torch.nn.Module) -> Run:

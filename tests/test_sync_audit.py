@@ -261,3 +261,25 @@ def test_masked_bce_weighs_instead_of_gathering_with_the_same_value():
     nothing = MaskedBCE(255)(logits, torch.full_like(target, 255))
     nothing.backward()
     assert float(nothing.detach()) == 0 and float(logits.grad.abs().sum()) == 0
+
+
+def test_a_batch_crosses_to_the_device_as_uint8(audit, tmp_path):
+    """A dataset's items and `pad_collate`'s batches keep images and masks uint8, a quarter
+    and an eighth of the bytes of float32 and int64 on the way to the device; the step makes
+    them float and int64 there."""
+    from segtool.core.classes import read_classes_json
+    from segtool.core.dataset import find_pairs
+    from segtool.train.data import SegmentationDataset, pad_collate
+    from tests.synthetic import make_dataset
+
+    data = make_dataset(tmp_path / "data", n=2, size=32)
+    items = SegmentationDataset(find_pairs(data)[0], read_classes_json(data / "classes.json"))
+    collated = pad_collate([items[0], items[1]], 255)
+    assert collated["image"].dtype == collated["mask"].dtype == torch.uint8
+    run = meta_run(MODES["multiclass"], "ce")
+    with audit:
+        train_step(run, audit.plan(collated))
+    assert audit.uploads == [
+        ("(2, 3, 32, 32) torch.uint8", True),
+        ("(2, 32, 32) torch.uint8", True),
+    ]

@@ -261,14 +261,14 @@ def score_into(
         summary["references_left_out"] = missing
     if reader.refuses_binary_255:
         _refuse_binary_255(scores, references, predictions, reader.ignore_index)
+    matrix = None if confusion is None else pad_matrix(confusion, len(names))
     if targets.shard is not None:
-        write_json(targets.shard.tmp, shard_document(spec.shard, scores, context))
+        write_json(targets.shard.tmp, shard_document(spec.shard, scores, context, matrix))
     write_json(targets.summary.tmp, summary)
     write_table(targets.per_image.tmp, summary)
     result = Evaluation(summary, targets.summary.path, targets.per_image.path, warnings)
     result.scores, result.names, result.reader = scores, names, reader
-    if targets.confusion is not None and confusion is not None:
-        matrix = pad_matrix(confusion, len(names))
+    if targets.confusion is not None and matrix is not None:
         csv_out, png_out = targets.confusion
         write_confusion_csv(csv_out.tmp, matrix, names, reader.ignore_index)
         draw_confusion(png_out.tmp, matrix, names, "voxels" if summary.get("volumes") else "pixels")

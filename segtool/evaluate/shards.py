@@ -3,10 +3,11 @@ report, the same to the byte as one run over the whole folder.
 
 A shard scores its block of the references (in name order, as `core.shards` splits) and
 writes, beside its own summary, ``shard_scores.json``: each item's raw scores (counts, distances,
-object scores; numbers exact in JSON) and what the summary is built from. `merge_shards`
-checks that the shards are 1..N of one evaluation, puts the items back in order and builds
-the report with the same function (`summary_from`) a single run uses: counts add up exactly,
-and the means and intervals over images see the very same list.
+object scores; numbers exact in JSON), the shard's confusion matrix and what the summary is
+built from. `merge_shards` checks that the shards are 1..N of one evaluation, puts the items
+back in order and builds the report with the same function (`summary_from`) a single run
+uses: counts add up exactly (the confusion matrices too), and the means and intervals over
+images see the very same list.
 """
 
 from __future__ import annotations
@@ -22,6 +23,13 @@ from segtool.core.errors import SegtoolError
 from segtool.core.files import OutputPlan, write_json
 from segtool.core.metrics import Counts
 from segtool.core.shards import Shard
+from segtool.evaluate.confusion import (
+    CONFUSION_CSV,
+    CONFUSION_PNG,
+    draw_confusion,
+    pad_matrix,
+    write_confusion_csv,
+)
 from segtool.evaluate.intervals import add_objects_and_intervals
 from segtool.evaluate.objects import ObjectScores
 from segtool.evaluate.score import ImageScore
@@ -104,14 +112,27 @@ def decode_score(d: dict[str, Any]) -> ImageScore:
     )
 
 
-def shard_document(shard: Shard, scores: list[ImageScore], context: dict) -> dict[str, Any]:
-    """``shard_scores.json``: the shard, the summary's context and every item's scores."""
+def shard_document(
+    shard: Shard, scores: list[ImageScore], context: dict, confusion: np.ndarray | None = None
+) -> dict[str, Any]:
+    """``shard_scores.json``: the shard, the summary's context, every item's scores and the
+    shard's summed confusion matrix (None for multi-label masks and regions)."""
     return {
         "format": SHARD_FORMAT,
         "shard": str(shard),
         "context": context,
         "scores": [encode_score(s) for s in scores],
+        "confusion": _array(confusion),
     }
+
+
+def _summed_confusion(docs: list[dict[str, Any]], k: int) -> np.ndarray | None:
+    """The shards' confusion matrices added up (a sum, so exact); None when a shard has none
+    (multi-label masks, regions, or a shard written before segtool kept it)."""
+    matrices = [_unarray(d.get("confusion")) for d in docs]
+    if any(m is None for m in matrices):
+        return None
+    return sum((pad_matrix(m, k) for m in matrices), np.zeros((k, k + 1), dtype=np.int64))
 
 
 def _read_shard(folder: Path) -> dict[str, Any]:
@@ -131,8 +152,9 @@ def _read_shard(folder: Path) -> dict[str, Any]:
 
 
 def merge_shards(folders: list[Path], out: Path, overwrite: bool = False) -> dict:
-    """One report (summary.json and the per-item table in `out`) from the ``--out`` folders
-    of ``evaluate --shard K/N`` runs, shards 1 to N each once.
+    """One report (summary.json, the per-item table and, for exclusive classes, confusion.csv
+    and confusion.png in `out`) from the ``--out`` folders of ``evaluate --shard K/N`` runs,
+    shards 1 to N each once.
 
     Returns:
         The summary document.
@@ -157,13 +179,19 @@ def merge_shards(folders: list[Path], out: Path, overwrite: bool = False) -> dic
         )
     scores = [decode_score(s) for d in docs for s in d["scores"]]
     summary = summary_from(scores, context)
+    matrix = _summed_confusion(docs, len(context["names"]))
     plan = OutputPlan(overwrite=overwrite)
     for folder in folders:
         plan.read("a shard's folder", folder, files_only=True)
-    names = (SUMMARY_FILE, context["table_file"])
+    names = [SUMMARY_FILE, context["table_file"]]
+    names += [CONFUSION_CSV, CONFUSION_PNG] if matrix is not None else []
     targets = [plan.write(out / name, folder=False, option="--out") for name in names]
     plan.check()
     with plan.build():
         write_json(targets[0].tmp, summary)
         write_table(targets[1].tmp, summary)
+        if matrix is not None:  # as one run writes it: the same matrix, the same files
+            write_confusion_csv(targets[2].tmp, matrix, context["names"], context["ignore_index"])
+            unit = "voxels" if summary.get("volumes") else "pixels"
+            draw_confusion(targets[3].tmp, matrix, context["names"], unit)
     return summary

@@ -282,6 +282,15 @@ def fixed_input(config: TrainConfig) -> bool:
     return config.size is not None or config.crop is not None
 
 
+def hardware_for(config: TrainConfig, device: torch.device) -> Hardware:
+    """How the steps run on `device`: bf16 autocast (fp16 where bf16 is missing), channels_last
+    and, when every batch has one shape, ``cudnn.benchmark`` on CUDA; the loader's workers."""
+    if device.type == "cuda" and fixed_input(config):
+        torch.backends.cudnn.benchmark = True
+    workers = config.workers if config.workers is not None else default_workers(device)
+    return Hardware(device, amp_dtype_for(device, config.amp), device.type == "cuda", workers)
+
+
 def compiled(model: nn.Module, device: torch.device) -> nn.Module:
     """``--compile``: `model` under ``torch.compile`` (compiled at its first step).
 
@@ -314,11 +323,8 @@ def build_run(
     """Device, model, loss, loaders, AdamW with warm-up and cosine decay, and the AMP scaler,
     built in a fixed order after seeding, so a resumed run starts from the same state."""
     device = pick_device(config.device, dist.local_rank)
-    amp_dtype = amp_dtype_for(device, config.amp)
-    workers = config.workers if config.workers is not None else default_workers(device)
-    hardware = Hardware(device, amp_dtype, device.type == "cuda", workers)
-    if device.type == "cuda" and fixed_input(config):
-        torch.backends.cudnn.benchmark = True
+    hardware = hardware_for(config, device)
+    amp_dtype = hardware.amp_dtype
     seed_all(config.seed)
     mode = mode_for(class_map.num_classes, class_map.multilabel)
     loss_fn = build_loss(
