@@ -107,3 +107,24 @@ def test_one_class_table_at_a_time(tmp_path):
     args = ["import-masks", tmp_path / "src/images", tmp_path / "src/masks", tmp_path / "ds"]
     result = invoke([*args, "--values", "0=sky", "--names", tmp_path / "names.txt"])
     assert result.exit_code == 2 and "--names: not allowed with --values" in result.output
+
+
+def test_the_command_says_where_conventional_names_came_from(tmp_path):
+    """A folder named from its layout says so in the command's output (CamVid, VOC); a
+    folder named by the user (--values) says nothing of the kind."""
+    from tests.test_readme_recipes import make_voc
+
+    _camvid(tmp_path / "CamVid")
+    camvid = invoke(["import-masks", tmp_path / "CamVid", tmp_path / "camvid"])
+    assert camvid.exit_code == 0, camvid.output
+    assert "class names: CamVid's 11 classes" in camvid.output
+    make_voc(tmp_path / "v")
+    voc = invoke(["import-masks", tmp_path / "v/VOCdevkit/VOC2012", tmp_path / "voc"])
+    assert voc.exit_code == 0, voc.output
+    assert "class names: PASCAL VOC's 21 classes" in voc.output
+    mask = np.zeros((6, 8), np.uint8)
+    mask[2:5, 1:6] = 255
+    pair(tmp_path / "src", "a", mask)
+    args = ["import-masks", tmp_path / "src/images", tmp_path / "src/masks", tmp_path / "ds"]
+    named = invoke([*args, "--values", "0=_background_,255=cell"])
+    assert named.exit_code == 0 and "class names:" not in named.output

@@ -116,3 +116,41 @@ def test_predict_and_evaluate_say_so(trained, tmp_path, long_phases):
     assert _phase_lines(result.stderr, "predicting") == [
         f"predicting 4 images of {dataset}'s val split"
     ]
+
+
+def test_train_says_each_phase_before_the_first_epoch_and_the_fitted_epochs(tmp_path, monkeypatch):
+    """A budgeted run on a clock that moves only as it works (tests.test_budget.Machine):
+    "measuring" before the plan, "timing the first steps" before epoch 1's steps, and the
+    epochs that fit once they are timed, before epoch 2; a resumed run measures nothing."""
+    from segtool.train.loop import fit
+    from segtool.train.steps import Reporter
+    from tests.test_budget import SMALL, Machine
+
+    class Recorder(Reporter):
+        def __init__(self) -> None:
+            self.events: list[str] = []
+
+        def phase(self, text: str) -> None:
+            self.events.append(text)
+
+        def plan(self, choices) -> None:
+            self.events.append("<plan>")
+
+        def epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
+            self.events.append(f"<epoch {epoch}>")
+
+    dataset = make_dataset(tmp_path / "ds")
+    Machine(step=1.0).install(monkeypatch)
+    seen = Recorder()
+    done = fit(dataset, tmp_path / "run", time_budget=40, clock=0.0, reporter=seen, **SMALL)
+    events = seen.events
+    measuring = [i for i, e in enumerate(events) if e.startswith("measuring ")]
+    timing = [i for i, e in enumerate(events) if e.startswith("timing the first steps")]
+    fitted = [i for i, e in enumerate(events) if "a step" in e and "fit the 40s budget" in e]
+    assert measuring == [0] and events[1] == "<plan>"
+    assert len(timing) == 1 and timing[0] < events.index("<epoch 1>")
+    assert len(fitted) == 1 and events.index("<epoch 1>") < fitted[0] < events.index("<epoch 2>")
+    again = Recorder()
+    fit(dataset, tmp_path / "run", resume=True, epochs=done.epochs_done + 1, reporter=again)
+    assert [e for e in again.events if e[0] != "<"] == []  # no phase: nothing to measure
+    assert again.events[-1] == f"<epoch {done.epochs_done + 1}>"

@@ -194,3 +194,25 @@ def test_curves_have_a_panel_per_kind_and_distinct_class_colours():
     lines = per_class.get_lines()
     assert [line.get_label() for line in lines] == NAMES
     assert len({tuple(line.get_color()) for line in lines}) == 20
+
+
+def test_the_default_progress_interval_is_the_one_the_docs_state():
+    """docs/train.md promises a progress line every N s in a log; a reporter made without an
+    interval (as `segtool train` makes it) gives one each time N s have passed."""
+    import re
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "train.md").read_text()
+    every = int(re.search(r"a line every (\d+) s \(however long a step takes\)", docs)[1])
+    console, buffer = _console()
+    now = [0.0]
+    reporter = RichReporter(console, now=lambda: now[0])
+    reporter.epoch_start(1, 1, 100)
+    times = []
+    for step in range(1, 101):
+        now[0] += 1.0  # a step a second: a line each `every` steps
+        before = buffer.getvalue().count("\n")
+        reporter.batch(step, 0.5, 4.0)
+        if buffer.getvalue().count("\n") > before:
+            times.append(now[0])
+    assert times == [float(every * k) for k in range(1, 100 // every + 1)]

@@ -349,3 +349,23 @@ def test_a_bad_iscrowd_is_shown_as_the_file_spells_it(tmp_path, value, shown):
     ann = {"id": 42, "image_id": 1, "category_id": 7, "segmentation": TRIANGLE, "iscrowd": value}
     (found,) = problems(tmp_path, [ann])
     assert f"annotation 42: iscrowd {shown} is not 0 or 1 (or false or true)" in found
+
+
+def test_the_command_lists_each_bad_annotation_once(tmp_path):
+    """An export with 12 bad annotations (iscrowd null, one an image): the error line names 5,
+    the lines below it the other 7; each annotation is named exactly once, as the file
+    spells its value."""
+    from tests.cli import invoke
+
+    images = [{"id": i, "file_name": f"{i}.jpg", "height": 6, "width": 6} for i in range(12)]
+    anns = [
+        {"id": 100 + i, "image_id": i, "category_id": 7, "segmentation": TRIANGLE, "iscrowd": None}
+        for i in range(12)
+    ]
+    doc = {"images": images, "annotations": anns, "categories": CATEGORIES}
+    result = invoke(["rasterize", write(tmp_path, doc), tmp_path / "out"])
+    assert result.exit_code == 1 and not (tmp_path / "out").exists()
+    assert result.stderr.count("error:") == 1
+    assert result.stderr.count("iscrowd null is not 0 or 1") == 12
+    for i in range(12):
+        assert result.stderr.count(f"annotation {100 + i}: iscrowd") == 1

@@ -212,3 +212,21 @@ def test_cli_takes_counts_and_stratify(tmp_path):
     assert [len(doc[n]) for n in ("train", "val", "test")] == [15, 3, 2]
     bad = invoke(["split", tmp_path, "--val", "2.5", "--overwrite"])
     assert bad.exit_code == 1 and "--val 2.5: give a fraction below 1" in bad.stderr
+
+
+def test_cli_prints_each_splits_count_and_warns_of_a_small_one(tmp_path):
+    """The table's count of each split is the number split.json holds; a split under 5 % of
+    the images (val: 1 of 30, 3.3 %) gets one warning line, a larger one (test: 3, 10 %) none."""
+    make_dataset(tmp_path, [f"s{i:02d}" for i in range(30)])
+    result = invoke(["split", tmp_path, "--val", "1", "--test", "3", "-j", "1"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "split.json").read_text())
+    printed = {
+        cells[0]: int(cells[1])
+        for cells in (line.split() for line in result.stdout.splitlines())
+        if cells and cells[0] in ("train", "val", "test")
+    }
+    assert printed == {"train": 26, "val": 1, "test": 3}
+    assert printed == {n: len(doc[n]) for n in ("train", "val", "test")}
+    assert result.stderr.count("warning:") == 1
+    assert "the val split holds 1 of 30 images (3.3%)" in result.stderr
