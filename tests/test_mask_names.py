@@ -85,7 +85,8 @@ def test_background_scored_option_marks_id_0_a_class_evaluate_scores(tmp_path):
     result = invoke([*args, "--background-scored"])
     assert result.exit_code == 0, result.output
     assert "is a class of its own" in result.output
-    summary = evaluate_dirs(tmp_path / "ds/masks", tmp_path / "ds/masks", jobs=1).summary
+    masks = tmp_path / "ds/masks"
+    summary = evaluate_dirs(masks, masks, jobs=1, out=tmp_path / "ev").summary
     assert list(summary["per_class"]) == ["_background_", "foreground"]
 
 

@@ -55,6 +55,18 @@ def test_predict_list_predicts_exactly_the_listed_images(image_run, tmp_path):
     assert sorted(p.stem for p in (tmp_path / "out").glob("*.png")) == [stems[0], stems[3]]
 
 
+@pytest.mark.parametrize("split", ["train", "val"])  # make_dataset has no test split
+def test_predict_split_predicts_exactly_that_splits_images(image_run, tmp_path, split):
+    import json
+
+    dataset, run = image_run
+    wanted = sorted(json.loads((dataset / "split.json").read_text())[split])
+    assert wanted and len(wanted) < len(list((dataset / "images").iterdir()))
+    result = invoke(["predict", run, dataset / "images", tmp_path / "out", "--split", split])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.stem for p in (tmp_path / "out").glob("*.png")) == wanted
+
+
 def test_predict_list_refuses_a_name_that_matches_nothing(image_run, tmp_path):
     dataset, run = image_run
     listed = tmp_path / "names.txt"

@@ -273,6 +273,7 @@ def test_cli_train(easy, tmp_path):
     result = train_cli_run(easy, tmp_path / "run", epochs=1)
     assert result.exit_code == 0, result.output
     assert "best epoch 1 of 1" in result.stdout and "square" in result.stdout
+    assert result.output.count(f"{tmp_path / 'run'}:") == 1  # the run folder named once
     bad = invoke(["train", str(easy), "--out", str(tmp_path / "r2"), "--loss", "nope"])
     assert bad.exit_code == 2  # not a valid choice: usage error
 

@@ -78,6 +78,27 @@ def _no_image(mask: Path, stem: str, images_dir: Path) -> str:
     return f"{mask}: no image {stem}.* in {images_dir}"
 
 
+def check_dataset_folder(dataset: Path) -> None:
+    """Refuse, naming the folder to pass, what a user easily gives for a dataset folder: a
+    path that does not exist, a file in it (split.json, an image), or its ``images/`` or
+    ``masks/`` folder.
+
+    Raises:
+        SegtoolError: `dataset` is one of those.
+    """
+    if dataset.is_file():
+        raise SegtoolError(
+            f"{dataset}: a file; pass the dataset folder (the one holding images/ and masks/)"
+        )
+    if not dataset.is_dir():
+        raise SegtoolError(f"{dataset}: no such dataset folder; check the path")
+    parent = dataset.parent
+    if dataset.name in (IMAGES_DIR, MASKS_DIR) and all(
+        (parent / d).is_dir() for d in (IMAGES_DIR, MASKS_DIR)
+    ):
+        raise SegtoolError(f"{dataset}: the {dataset.name}/ folder of a dataset; pass {parent}")
+
+
 def find_pairs(
     dataset: Path, *, skip_unpaired: bool = False, images_dir: Path | None = None
 ) -> tuple[list[Pair], list[str]]:
@@ -93,8 +114,10 @@ def find_pairs(
         (pairs sorted by stem, one line per skipped file).
 
     Raises:
-        SegtoolError: a folder is missing, nothing pairs up, or files are unpaired.
+        SegtoolError: not a dataset folder (`check_dataset_folder`), a folder is missing,
+            nothing pairs up, or files are unpaired.
     """
+    check_dataset_folder(dataset)
     images_dir = images_dir or dataset / IMAGES_DIR
     masks_dir = dataset / MASKS_DIR
     for folder in (images_dir, masks_dir):

@@ -93,7 +93,11 @@ class ModelData:
         name = spec.split or "test"
         stems = held_out_stems(self.predictor.split, name, self.predictor.source, stems)
         if not stems:
-            raise SegtoolError(f"{dataset}: the {name} split has no images in this dataset")
+            other = "test" if name == "val" else "val"
+            raise SegtoolError(
+                f"{dataset}: the {name} split has no images in this dataset; score another "
+                f"split (--split {other})"
+            )
         return Target(
             stems, spec.out or run / "evaluation" / name, dataset / MASKS_DIR, scoring, inputs
         )

@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 
 from segtool.core.classes import make_class_map
-from segtool.core.constants import IGNORE_INDEX
+from segtool.core.constants import IGNORE_INDEX, IMAGES_DIR, MASKS_DIR
 from segtool.core.dataset import index_by_stem
 from segtool.core.errors import SegtoolError
 from segtool.core.files import Output, OutputPlan, write_json
@@ -93,6 +93,32 @@ def plan_report(
     )
 
 
+def _report_file(path: Path) -> bool:
+    """Whether `path` is evaluate's own confusion.png (confusion.csv beside it), written into
+    the predictions folder by an earlier run: a picture, never a mask to score."""
+    return path.name == CONFUSION_PNG and (path.parent / CONFUSION_CSV).is_file()
+
+
+def _is_dataset_masks(folder: Path) -> bool:
+    """Whether `folder` is a dataset's ``masks/`` (its ``images/`` beside it)."""
+    return folder.name == MASKS_DIR and (folder.parent / IMAGES_DIR).is_dir()
+
+
+def _what_it_is(folder: Path) -> str:
+    """The fix for a folder without masks that a user easily gives: a dataset (its masks are
+    in masks/) or a run folder (evaluate --model scores it)."""
+    from segtool.train.runfolder import MODEL_DIR
+
+    if (folder / MASKS_DIR).is_dir():
+        return (
+            f"it is a dataset: pass its masks, {folder / MASKS_DIR}, or score a model on it "
+            f"with segtool evaluate --model RUN {folder}"
+        )
+    if (folder / MODEL_DIR).is_dir():
+        return f"it is a run folder: score it with segtool evaluate --model {folder} DATASET"
+    return "check the path"
+
+
 def pair_masks(
     predictions: Path, references: Path, reader: MaskReader, spec: EvalSpec
 ) -> tuple[list[Item], list[str], list[str]]:
@@ -112,11 +138,11 @@ def pair_masks(
             raise SegtoolError(
                 f"{folder}: no such {role} folder; pass a folder of {reader.pattern}"
             )
-        files = sorted(p for p in folder.iterdir() if reader.keep(p))
+        files = sorted(p for p in folder.iterdir() if reader.keep(p) and not _report_file(p))
         masks = index_by_stem(files, f"{role}s are paired by {reader.item} name", reader.key)
         if not masks:
             raise SegtoolError(
-                f"{folder}: no {role} masks ({reader.pattern}) found; check the path"
+                f"{folder}: no {role} masks ({reader.pattern}) found; {_what_it_is(folder)}"
             )
         found.append(masks)
     preds, refs = found
@@ -186,6 +212,11 @@ def evaluate_dirs(
     for folder, role in ((predictions, "prediction"), (references, "reference")):
         if not folder.is_dir():
             raise SegtoolError(f"{folder}: no such {role} folder; pass a folder of masks")
+    if spec.out is None and _is_dataset_masks(predictions):
+        raise SegtoolError(
+            f"{predictions}: a dataset's reference masks given as the predictions; the report "
+            f"would be written among them: the order is PREDICTIONS REFERENCES (or pass --out)"
+        )
     reader = reader_for(references, spec)
     plan = OutputPlan(overwrite=spec.overwrite)
     plan.read("the predictions folder", predictions, files_only=True)

@@ -149,6 +149,8 @@ def find_images(folder: Path, stems: set[str] | None = None) -> list[Path]:
     Raises:
         SegtoolError: no such folder, no images in it, or a listed name not found.
     """
+    if folder.is_file():
+        raise SegtoolError(f"{folder}: a file; pass the folder that holds the images")
     if not folder.is_dir():
         raise SegtoolError(f"{folder}: no such folder of images")
     paths = list_images(folder)

@@ -16,7 +16,7 @@ import numpy as np
 
 from segtool.core.classes import ClassMap, read_classes_json
 from segtool.core.constants import CLASSES_FILE, IGNORE_INDEX, IMAGES_DIR, MASKS_DIR, SPLIT_FILE
-from segtool.core.dataset import SPLIT_NAMES, find_pairs, read_split
+from segtool.core.dataset import SPLIT_NAMES, check_dataset_folder, find_pairs, read_split
 from segtool.core.errors import SegtoolError
 from segtool.core.files import OutputPlan, write_json
 from segtool.core.masks import binary_255_error, read_mask
@@ -158,6 +158,7 @@ def split_dataset(
     folds = FoldSpec(folds) if isinstance(folds, int) else folds
     test = (0.0 if folds is not None else 0.15) if test is None else test
     _check_options(val, test, stratify, folds)
+    check_dataset_folder(dataset)
     path = dataset / SPLIT_FILE
     plan = OutputPlan(overwrite=spec.overwrite)
     plan.read("the images folder", dataset / IMAGES_DIR)

@@ -14,7 +14,7 @@ import torch
 
 from segtool.core.classes import ClassMap, mode_for, read_classes_json
 from segtool.core.constants import CLASSES_FILE
-from segtool.core.dataset import find_pairs
+from segtool.core.dataset import check_dataset_folder, find_pairs
 from segtool.core.errors import SegtoolError
 from segtool.core.multilabel import mask_bits
 from segtool.core.regions import Regions, parse_regions
@@ -162,6 +162,7 @@ def dataset_classes(dataset: Path) -> ClassMap:
     """
     if is_volume_folder(dataset):
         return read_volume_dataset(dataset).class_map
+    check_dataset_folder(dataset)
     path = dataset / CLASSES_FILE
     if not path.is_file():
         raise SegtoolError(f"{path}: no class map; rasterize with segtool or add a classes.json")
