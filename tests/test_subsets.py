@@ -67,6 +67,16 @@ def test_predict_split_predicts_exactly_that_splits_images(image_run, tmp_path, 
     assert sorted(p.stem for p in (tmp_path / "out").glob("*.png")) == wanted
 
 
+def test_evaluate_model_on_an_empty_split_names_another(image_run, tmp_path):
+    dataset, run = image_run  # make_dataset's split has no test images
+    result = invoke(["evaluate", "--model", run, dataset, "--out", tmp_path / "ev"])
+    assert result.exit_code == 1 and result.output.count("error:") == 1
+    assert "the test split has no images in this dataset; score another split (--split val)" in (
+        _said(result)
+    )
+    assert not (tmp_path / "ev").exists()
+
+
 def test_predict_list_refuses_a_name_that_matches_nothing(image_run, tmp_path):
     dataset, run = image_run
     listed = tmp_path / "names.txt"
