@@ -64,22 +64,32 @@ class Machine:
         monkeypatch.setattr(Trainer, "validate", timed_validation)
 
 
+@pytest.fixture
+def no_ending(monkeypatch):
+    """A world where nothing runs after the last epoch (`fit` alone, no post-processing
+    chosen): the budget keeps no reserve for it, so these tests' numbers are the epochs'
+    alone (tests/test_budget_margins.py tests the reserve)."""
+    monkeypatch.setattr(pacing, "ENDING_PASSES", 0)
+
+
+@pytest.mark.usefixtures("no_ending")
 def test_load_arriving_mid_run_cuts_the_epoch_and_the_rate_ends_at_its_floor(
     easy, tmp_path, monkeypatch
 ):
-    """Steps of 1 s, then 3.5 s from the 33rd (epoch 6): the run re-plans after each epoch
-    from its real times (8 s, then 18 s, 23 s); after epoch 7 (81 s spent) it starts an 8th
-    that fits only in part, and cuts it when the next step would not leave time to validate:
-    4 of its 6 steps (to 95 s), validated by 97 s. The schedule, compressed from the start
-    of epoch 8 to end there, trains its last step at the floor."""
-    machine = Machine(step=1.0, slow_from=33, slow=3.5)
+    """Steps of 1 s, then 5 s from the 47th (epoch 8's 5th): the run re-plans after each
+    epoch from its real times (8 s, then 16 s: 9 epochs, down from 12); epoch 9, started at
+    72 s, fits only in part, and is cut when the next step would not leave time to validate
+    (98 % of the budget is the run's): 4 of its 6 steps (to 92 s), validated by 94 s. The
+    schedule, compressed from the start of epoch 9 to end there, trains its last step at
+    the floor."""
+    machine = Machine(step=1.0, slow_from=47, slow=5.0)
     machine.install(monkeypatch)
     result = fit(easy, tmp_path / "run", time_budget=100, clock=0.0, **SMALL)
     assert machine.now <= 100.0
     assert result.stopped == "time budget" and result.cut is not None
     done, steps = result.cut
-    assert (done, steps) == (4, 6) and machine.now == 97.0
-    assert (result.epochs_done, result.planned_epochs) == (8, 12)  # re-planned: fewer
+    assert (done, steps) == (4, 6) and machine.now == 94.0
+    assert (result.epochs_done, result.planned_epochs) == (9, 12)  # re-planned: fewer
     assert machine.steps == 6 * (result.epochs_done - 1) + done
     rows = read_metrics(tmp_path / "run" / "metrics.csv")
     assert [int(r["epoch"]) for r in rows] == list(range(1, result.epochs_done + 1))
@@ -95,6 +105,7 @@ def test_load_arriving_mid_run_cuts_the_epoch_and_the_rate_ends_at_its_floor(
     assert config["options"]["epochs"] == result.epochs_done  # the last re-plan
 
 
+@pytest.mark.usefixtures("no_ending")
 def test_a_quiet_run_is_not_cut_and_fits_its_plan(easy, tmp_path, monkeypatch):
     """Steps of 1 s throughout: the epochs fitted from epoch 1's times run to the end of
     the plan (within the budget), none cut, the rate at the floor at the end."""
@@ -103,9 +114,10 @@ def test_a_quiet_run_is_not_cut_and_fits_its_plan(easy, tmp_path, monkeypatch):
     result = fit(easy, tmp_path / "run", time_budget=100, clock=0.0, **SMALL)
     assert machine.now <= 100.0 and result.cut is None
     # Fitted after 5 steps (5 s, the timing share of 100 s), validation guessed at half a
-    # step a batch: 13 epochs of 7.3 s in the 95 s left; re-planned once epoch 1 is measured
-    # (8 s: 6 steps and 2 s of validation): 12, which the run then trains, in 96 s.
-    assert result.planned_epochs == 1 + round((100 - 8) / 8 - 0.3) == 12
+    # step a batch: 12 epochs of 7.3 s in the 93 s left (2 % kept for finishing); re-planned
+    # once epoch 1 is measured (8 s: 6 steps and 2 s of validation): 12 again, which the run
+    # then trains, in 96 s.
+    assert result.planned_epochs == (100 - 5 - 2) // 7.3 == 1 + round((98 - 8) / 8 - 0.3) == 12
     assert result.epochs_done == 12 and result.stopped == "finished"
     assert machine.now == 96.0
     assert machine.rates[-1] == pytest.approx(SMALL["lr"] * FLOOR, rel=0.2)
@@ -276,6 +288,7 @@ def test_the_summary_says_the_budget_cut_the_run(tmp_path, capsys):
     assert "epoch 4 cut short after 40 of 100 steps" in out and "finished" not in out
 
 
+@pytest.mark.usefixtures("no_ending")
 def test_a_volume_folder_trains_within_its_budget(tmp_path, monkeypatch):
     """Volumes take --time-budget too: their epochs are re-fitted from the run's own times and
     the schedule compressed to end at the budget (1 s a step, 2 s a validation, 60 s)."""

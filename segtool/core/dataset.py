@@ -13,7 +13,7 @@ from segtool.core.constants import IMAGE_SUFFIXES, IMAGES_DIR, MASK_SUFFIX, MASK
 from segtool.core.errors import InvalidInputError, SegtoolError, check_choice
 from segtool.core.files import list_files, read_json
 from segtool.core.names import name_key, spelled_apart, spellings, twin_note, twins
-from segtool.core.parallel import default_jobs, imap_jobs
+from segtool.core.parallel import ProgressFn, imap_jobs, jobs_for, with_progress
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -298,9 +298,15 @@ def _check_pair(
     return None, foreground, bool(ignored.any())
 
 
-def check_pairs(pairs: list[Pair], class_map: ClassMap, jobs: int | None = None) -> None:
+def check_pairs(
+    pairs: list[Pair],
+    class_map: ClassMap,
+    jobs: int | None = None,
+    on_progress: ProgressFn | None = None,
+) -> None:
     """Check every pair before training: readable (every image decoded), same size, mask
-    values in the class map, and not 0/255 masks made elsewhere.
+    values in the class map, and not 0/255 masks made elsewhere. `on_progress` is called as
+    each pair is checked ("checking the pairs").
 
     Raises:
         InvalidInputError: listing every bad pair.
@@ -313,8 +319,9 @@ def check_pairs(pairs: list[Pair], class_map: ClassMap, jobs: int | None = None)
         multilabel=class_map.multilabel,
     )
     if jobs is None:  # worker start-up costs more than a few hundred checks
-        jobs = default_jobs() if len(pairs) > 256 else 1
-    results = list(imap_jobs(work, pairs, jobs))
+        jobs = jobs_for(len(pairs))
+    checked = imap_jobs(work, pairs, jobs)
+    results = list(with_progress(checked, "checking the pairs", len(pairs), on_progress))
     problems = [problem for problem, _, _ in results if problem]
     if problems:
         raise InvalidInputError(

@@ -33,6 +33,17 @@ def default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+#: Fewer items than this run in this process where a command lets the count decide
+#: (`jobs_for`): starting the workers costs more than a few hundred files' work.
+MIN_WORKER_ITEMS = 256
+
+
+def jobs_for(n_items: int) -> int:
+    """Worker processes for `n_items` quick per-file tasks: every core, or none (1: this
+    process) for fewer than `MIN_WORKER_ITEMS`."""
+    return default_jobs() if n_items > MIN_WORKER_ITEMS else 1
+
+
 def _start_worker(parent: int, die_with_parent: bool) -> None:
     """Each worker process is one core's worth of work: OpenCV's own thread pool would only
     oversubscribe the machine (whether OpenCV is loaded already or later, in the worker). It

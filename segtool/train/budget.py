@@ -7,9 +7,13 @@ started with ``nice``) is cut short in time to be validated and saved within the
 The `Trainer` asks; this module answers with numbers and never touches the model, the
 optimiser or its schedule (the trainer re-targets its own schedule when the answer changes).
 The budget counts from `started`: the moment the user started the command, so start-up,
-measuring the dataset and timing the steps are spent from it; and it is checked at each phase's
-end too (`check_start` after start-up, `refuse` at the first step timed), so a budget that
-start-up has (nearly) spent is refused there, naming what would fit, not steps later.
+measuring the dataset and timing the steps are spent from it; it is checked within start-up's
+long phases too (`on_progress`, after each image measured, checked or decoded), at their end
+(`check_start`) and at the first step timed (`refuse`), so a budget that start-up has (nearly)
+spent is refused as soon as it is, naming what would fit, not steps later. What the command
+does after the last epoch (`reserve`: the post-processing chosen on the validation split, the
+run folder moved into place, the summary) is kept out of the epochs, so the command, not just
+its training, ends within the budget.
 """
 
 from __future__ import annotations
@@ -80,7 +84,12 @@ class Budget:
         return self.clock() - self.started
 
     def fit_plan(
-        self, step: float, steps_per_epoch: int, validation: float, val_batches: int | None = None
+        self,
+        step: float,
+        steps_per_epoch: int,
+        validation: float,
+        val_batches: int | None = None,
+        reserve: float = 0.0,
     ) -> Plan:
         """Fit the plan to the budget from the timed steps (once, at the start).
 
@@ -89,6 +98,7 @@ class Budget:
             steps_per_epoch: training steps in an epoch.
             validation: seconds of one validation pass.
             val_batches: the batches of a validation pass (a short one validates every epoch).
+            reserve: seconds the command takes after the last epoch (`Pacer.ending_time`).
 
         Returns:
             The plan, fitted: its epochs (and a smaller input, where it must).
@@ -99,7 +109,8 @@ class Budget:
         plan, fp = self.plan, self.fingerprint
         if plan is None or fp is None or self.seconds is None:
             raise ValueError("no planned run to fit to a time budget")
-        timing = Timing(step, steps_per_epoch, validation, self.spent(), val_batches)
+        fixed = self.spent() + reserve + FINISH_SHARE * self.seconds
+        timing = Timing(step, steps_per_epoch, validation, fixed, val_batches)
         fit_budget(plan, fp, timing, self.seconds)
         self.plan = None
         return plan
@@ -115,22 +126,29 @@ class Budget:
             return None
         return statistics.median(timed or times)
 
-    def epochs_after(self, epoch: int, epoch_seconds: list[float], epochs: int) -> int:
-        """The number of epochs that fits the rest of the budget after `epoch`, at the
-        duration of this invocation's epochs (`epoch_seconds`): their mean, or the last one
-        when it was slower (the machine got busier); `epochs` without a budget.
+    def epochs_after(
+        self, epoch: int, epoch_seconds: list[float], epochs: int, reserve: float = 0.0
+    ) -> int:
+        """The number of epochs that fits the rest of the budget after `epoch`, less the
+        `reserve` the command takes after the last epoch and `FINISH_SHARE`, at the duration
+        of this invocation's epochs (`epoch_seconds`): their mean, leaving out the first once
+        others are measured (it carries the warm-up: the first steps' allocations, the
+        loader's first batches), or the last one when it was slower (the machine got busier);
+        `epochs` without a budget.
 
         Never fewer than `epoch` (the epochs already done).
         """
         if self.seconds is None or not epoch_seconds:
             return epochs
-        left = self.seconds - self.spent()
-        per_epoch = max(sum(epoch_seconds) / len(epoch_seconds), epoch_seconds[-1])
+        left = self.seconds * (1 - FINISH_SHARE) - self.spent() - reserve
+        settled = epoch_seconds[1:] or epoch_seconds
+        per_epoch = max(sum(settled) / len(settled), epoch_seconds[-1])
         return max(epoch + round(left / per_epoch - EPOCH_MARGIN), epoch)
 
     def last_step(self, step: int, step_seconds: float, closing: float) -> int | None:
         """The last step that fits: `step` is the next one (counted over the run), each takes
-        `step_seconds`, and ending the run takes `closing` seconds (validating, saving) and
+        `step_seconds`, and ending the run takes `closing` seconds (validating and saving the
+        last epoch, and what the command does after it: `Pacer.ending_time`) and
         `FINISH_SHARE` of the budget.
 
         Returns:
@@ -160,9 +178,20 @@ class Budget:
             f"{math.ceil(spent)}s (the epochs come on top of it), or pass --epochs instead"
         )
 
+    def on_progress(self, phase: str, done: int, total: int) -> None:
+        """`check_start` within a long start-up phase (a `ProgressFn`, called as each of its
+        `total` items starts and ends): a budget spent while the images are measured,
+        checked or decoded is refused there, not once the phase ends.
+
+        Raises:
+            SegtoolError: the budget is spent (`check_start`), naming the phase and how far
+                it got.
+        """
+        self.check_start(f"start-up, up to {phase} ({done} of {total})")
+
     def refuse(self, step: float, done: int, steps_per_epoch: int, closing: float) -> NoReturn:
-        """Stop a run whose first `done` steps show that not even the next one, validating
-        and saving fit what is left of the budget (`last_step` says so): one line naming the
+        """Stop a run whose first `done` steps show that not even the next one, validating,
+        saving and the command's end (`closing`) fit what is left of the budget (`last_step` says so): one line naming the
         time spent, what the rest of an epoch takes and the budget that would fit it.
 
         Raises:
@@ -176,6 +205,6 @@ class Budget:
         raise SegtoolError(
             f"--time-budget {self.seconds:g}s cannot fit one epoch: {first} took "
             f"{spent:.1f} s, and the epoch needs about {epoch:.1f} s more "
-            f"({more}validation and saving); give --time-budget {need * 1.2:.0f}s or more, "
+            f"({more}validation, saving and the run's end); give --time-budget {need * 1.2:.0f}s or more, "
             f"or pass --epochs instead"
         )

@@ -56,6 +56,7 @@ class BudgetHooks:
     saved: tuple[int, int]
     writing: bool
     epoch_lr: float
+    epoch_started: float
 
     def before_step(self, epoch: int, done: int) -> bool:
         """Asked before each training step, `done` steps of the epoch done: fit a new planned
@@ -99,7 +100,10 @@ class BudgetHooks:
         step = self.pacer.step_time()
         if self.dist.world > 1 or step is None:
             return None
-        closing = self.pacer.closing_time(step, len(self.run.loaders.val))
+        val_batches = len(self.run.loaders.val)
+        closing = self.pacer.closing_time(step, val_batches) + self.pacer.ending_time(
+            step, val_batches
+        )
         current = self.run.learner.scheduler.last_epoch
         last = self.budget.last_step(current, step, closing)
         first = done <= self.first_step + 1 and not self.progress.epoch_seconds
@@ -132,9 +136,10 @@ class BudgetHooks:
         """
         run, val_batches = self.run, len(self.run.loaders.val)
         step = step or 0.0
+        reserve = self.pacer.ending_time(step, val_batches, validation)
         if validation is None:
             validation = val_batches * step * VALIDATION_PER_STEP
-        plan = self.budget.fit_plan(step, len(run.loaders.train), validation, val_batches)
+        plan = self.budget.fit_plan(step, len(run.loaders.train), validation, val_batches, reserve)
         before, self.config = self.config, replace(self.config, **plan.options())
         if self.setup.plan is not None:
             self.setup.plan = {**self.setup.plan, "choices": plan.to_json()}
@@ -147,8 +152,9 @@ class BudgetHooks:
                 self.config, self.class_map, self.data, self.dist, run.hardware
             )
             self.pacer.restart()
+            self.epoch_started = self.budget.clock()  # epoch 1 starts again: its time from here
         run.learner.retarget(len(run.loaders.train) * self.config.epochs)
-        self.planned_epochs = self.config.epochs
+        self.planned_epochs = self.config.epochs  # the first plan shown: the epochs promised
         if self.writing and self.dist.main:
             self.write_records()
         size = f", input {self.config.size}" if changed else ""

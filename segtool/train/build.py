@@ -18,6 +18,7 @@ from segtool.core.classes import ClassMap, mode_for
 from segtool.core.dataset import Pair, check_pairs, files_digest, find_pairs, split_pairs
 from segtool.core.device import amp_dtype_for, pick_device
 from segtool.core.errors import SegtoolError, check_choice
+from segtool.core.parallel import ProgressFn
 from segtool.core.regions import Regions
 from segtool.core.volumes import AXES
 from segtool.train.config import TrainConfig
@@ -123,15 +124,17 @@ def load_data(
     class_map: ClassMap,
     resume: bool,
     regions: Regions | None = None,
+    on_progress: ProgressFn | None = None,
 ) -> TrainingData:
     """Pair and check the dataset (against the map its masks use: `regions`' source map with
-    `regions`), and take the split: the run's own on --resume, else `resolve_split`'s.
+    `regions`; `on_progress` per pair), and take the split: the run's own on --resume, else
+    `resolve_split`'s.
 
     Raises:
-        SegtoolError: bad pairs or split, or a batch larger than the training set.
+        SegtoolError: bad pairs or split, a batch larger than the training set, a spent budget.
     """
     pairs, skipped = find_pairs(dataset, skip_unpaired=config.skip_unpaired)
-    check_pairs(pairs, regions.source if regions is not None else class_map)
+    check_pairs(pairs, regions.source if regions else class_map, on_progress=on_progress)
     if resume:
         run = RunFolder(run_dir)
         split = run.split({p.stem for p in pairs}, required=True)
@@ -189,8 +192,9 @@ def validation_dataset(
 
 
 def _datasets(
-    config: TrainConfig, class_map: ClassMap, data: TrainingData | VolumeData, dist: Dist
-) -> tuple[Dataset, Dataset]:
+    config: TrainConfig, class_map: ClassMap, data: TrainingData | VolumeData, dist: Dist,
+    on_progress: ProgressFn | None = None,
+) -> tuple[Dataset, Dataset]:  # fmt: skip
     if isinstance(data, VolumeData):
         train_ds, val_ds = volume_datasets(config, class_map, data)
         if dist.world > 1:  # each process validates every world-th slice; counts are summed
@@ -199,7 +203,7 @@ def _datasets(
     augment, on_device = augmentations(
         config.augment, config.augment_on, class_map.ignore_index, config.seed
     )
-    decoded = decoded_cache(config, class_map, data, data.cache_dir, dist)
+    decoded = decoded_cache(config, class_map, data, data.cache_dir, dist, on_progress)
     train_ds = SegmentationDataset(
         data.train,
         class_map,
@@ -242,22 +246,18 @@ def build_loaders(
     data: TrainingData | VolumeData,
     dist: Dist,
     hardware: Hardware,
+    on_progress: ProgressFn | None = None,
 ) -> Loaders:
-    """The datasets and their loaders (each process its share under torchrun)."""
-    train_ds, val_ds = _datasets(config, class_map, data, dist)
+    """The datasets and their loaders, each process its share (`on_progress`: per pair decoded)."""
+    train_ds, val_ds = _datasets(config, class_map, data, dist, on_progress)
     counts = getattr(data, "counts", None)  # none for a volume folder
     sampler = (
         draw_sampler(config, counts, dist)
         if config.oversample
         else training_sampler(train_ds, dist.rank, dist.world, config.seed, epoch_draws(config))
     )
-    loader = partial(
-        make_loader,
-        config=config,
-        run_device=hardware.device,
-        workers=hardware.workers,
-        ignore=class_map.ignore_index,
-    )
+    loader = partial(make_loader, config=config, run_device=hardware.device,
+                     workers=hardware.workers, ignore=class_map.ignore_index)  # fmt: skip
     return Loaders(
         train_ds=train_ds,
         sampler=sampler,
@@ -318,10 +318,12 @@ def compiled(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 def build_run(
-    config: TrainConfig, class_map: ClassMap, data: TrainingData | VolumeData, dist: Dist
-) -> Run:
+    config: TrainConfig, class_map: ClassMap, data: TrainingData | VolumeData, dist: Dist,
+    on_progress: ProgressFn | None = None,
+) -> Run:  # fmt: skip
     """Device, model, loss, loaders, AdamW with warm-up and cosine decay, and the AMP scaler,
-    built in a fixed order after seeding, so a resumed run starts from the same state."""
+    built in a fixed order after seeding, so a resumed run starts from the same state
+    (`on_progress`: per pair decoded)."""
     device = pick_device(config.device, dist.local_rank)
     hardware = hardware_for(config, device)
     amp_dtype = hardware.amp_dtype
@@ -340,7 +342,7 @@ def build_run(
     )
     volumes = isinstance(data, VolumeData)
     model = _model(config, class_map, device, data.in_channels if volumes else 3)
-    loaders = build_loaders(config, class_map, data, dist, hardware)
+    loaders = build_loaders(config, class_map, data, dist, hardware, on_progress)
     steps = len(loaders.train)
     params = list(model.parameters())
     optimizer = torch.optim.AdamW(

@@ -37,6 +37,10 @@ from segtool.core.parallel import Workers
 DECODED_VERSION = 1
 #: Fewer pairs than this decode in this process (starting workers costs more).
 MIN_PARALLEL = 48
+#: Pairs that decode to fewer bytes than this decode in this process too: a few seconds on
+#: one core, less than starting the workers costs (each loads torch to read the dataset; on
+#: a busy machine, tens of seconds of a run's time budget).
+PARALLEL_BYTES = 256 * 2**20
 #: Byte offsets in the flat files are multiples of this (uint16 masks need even ones).
 ALIGN = 8
 

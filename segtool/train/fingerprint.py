@@ -18,7 +18,7 @@ from segtool.core.images import displayed_size
 from segtool.core.limits import available_ram
 from segtool.core.masks import read_mask
 from segtool.core.multilabel import read_multilabel_mask
-from segtool.core.parallel import default_jobs, imap_jobs
+from segtool.core.parallel import ProgressFn, default_jobs, imap_jobs, with_progress
 
 
 @dataclass
@@ -115,13 +115,19 @@ def _measure_pair(args: tuple[Pair, int, bool]) -> tuple[int, int, int, np.ndarr
     return height, width, channels, counts, areas
 
 
-def measure_dataset(pairs: list[Pair], class_map: ClassMap, jobs: int | None = None) -> Fingerprint:
+def measure_dataset(
+    pairs: list[Pair],
+    class_map: ClassMap,
+    jobs: int | None = None,
+    on_progress: ProgressFn | None = None,
+) -> Fingerprint:
     """Measure image headers and masks over `jobs` processes.
 
     Args:
         pairs: the dataset's image/mask pairs (checked by the caller).
         class_map: the classes and the ignore value.
         jobs: worker processes (default: every core).
+        on_progress: called as each pair is measured ("measuring the images and masks").
 
     Returns:
         The dataset's fingerprint.
@@ -133,9 +139,9 @@ def measure_dataset(pairs: list[Pair], class_map: ClassMap, jobs: int | None = N
     images = np.zeros(k, dtype=np.int64)
     areas: list[list[int]] = [[] for _ in range(k)]
     rows = []
-    for h, w, ch, pixels, objects in imap_jobs(
-        _measure_pair, ((p, k, class_map.multilabel) for p in pairs), jobs
-    ):
+    measured = imap_jobs(_measure_pair, ((p, k, class_map.multilabel) for p in pairs), jobs)
+    phase = "measuring the images and masks"
+    for h, w, ch, pixels, objects in with_progress(measured, phase, len(pairs), on_progress):
         heights.append(h)
         widths.append(w)
         channels.append(ch)

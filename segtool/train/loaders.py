@@ -24,10 +24,17 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, Sequen
 from segtool.core.classes import ClassMap
 from segtool.core.images import open_image
 from segtool.core.limits import available_ram
-from segtool.core.parallel import default_jobs
+from segtool.core.parallel import ProgressFn, default_jobs
 from segtool.train.config import TrainConfig
 from segtool.train.data import SegmentationDataset, pad_collate, worker_init
-from segtool.train.decoded import DecodedCache, choose_decoded, decode_pairs, decoded_bytes
+from segtool.train.decoded import (
+    MIN_PARALLEL,
+    PARALLEL_BYTES,
+    DecodedCache,
+    choose_decoded,
+    decode_pairs,
+    decoded_bytes,
+)
 from segtool.train.distributed import Dist, barrier
 from segtool.train.geometry import scaled_shape
 
@@ -265,27 +272,32 @@ def decoded_cache(
     data: Any,
     cache_dir: Path,
     dist: Dist,
+    on_progress: ProgressFn | None = None,
 ) -> DecodedCache | None:
     """The training and validation pairs of `data` decoded once at the run's geometry, where
     ``--decoded`` (planned) says: in RAM (each process its own), or in a memory-mapped entry
     of `cache_dir` (``--cache`` where given; under torchrun on several machines a folder in
     each machine's temporary directory named by the entry's key), written by the first
-    process of each machine while the others wait; None with ``off``."""
+    process of each machine while the others wait; None with ``off``. Pairs that decode to
+    under `decoded.PARALLEL_BYTES` decode in this process; `on_progress` is called as each
+    pair is decoded."""
     reader = SegmentationDataset(
         data.train + data.val, class_map, size=config.size, resize=config.resize,
         regions=data.regions,
     )  # fmt: skip
-    where = (
-        config.decoded or choose_decoded(_decoded_size(reader), available_ram(), dist.on_machine)[0]
-    )
+    size = _decoded_size(reader) if config.decoded is None or len(reader) >= MIN_PARALLEL else 0
+    where = config.decoded or choose_decoded(size, available_ram(), dist.on_machine)[0]
     if where == "off":
         return None
+    counted = partial(on_progress, "decoding the images") if on_progress else None
+    jobs = 1 if size < PARALLEL_BYTES else None
+    decode = partial(decode_pairs, reader, jobs=jobs, on_progress=counted)
     if where == "ram":
-        return decode_pairs(reader, "ram")
+        return decode("ram")
     per_machine = dist.machines > 1 and not config.cache
     if per_machine:  # the run folder being built has another name on every machine
         cache_dir = Path(tempfile.gettempdir()) / "segtool-decoded"
     writer = dist.main or (per_machine and dist.local_rank == 0)
-    cache = decode_pairs(reader, "disk", cache_dir) if writer else None
+    cache = decode("disk", cache_dir) if writer else None
     barrier(dist)  # the others open what their machine's first process wrote
     return cache or decode_pairs(reader, "disk", cache_dir, build=False)

@@ -89,8 +89,9 @@ def fit(
     if state is None and config is None:
         what = "cases (their headers)" if is_volume_folder(dataset) else "images and masks"
         reporter.phase(f"measuring {dataset}'s {what}, and the machine, to plan the run")
+    budget = Budget(given.config.time_budget, clock)  # checked while the data is measured
     chosen, planned, record = choose_config(
-        dataset, out, state, class_map, regions, given, config is None, dist
+        dataset, out, state, class_map, regions, given, config is None, dist, budget.on_progress
     )
     check_config(chosen)
     check_class_weights(chosen.loss, chosen.class_weights, class_map)
@@ -135,13 +136,14 @@ def preview_plan(dataset: Path, *, clock: float | None = None, **options: Any) -
     clock = time.monotonic() if clock is None else clock
     given = Given.parse(**options)
     class_map, regions = training_classes(dataset_classes(dataset), given, None)
-    planned = plan_run(dataset, class_map, regions, given)
+    early = Budget(given.config.time_budget, clock)
+    planned = plan_run(dataset, class_map, regions, given, early.on_progress)
     check_config(planned.config)
     check_class_weights(planned.config.loss, planned.config.class_weights, class_map)
     if planned.config.time_budget and planned.fits_first_steps:
         setup = Setup(dataset, dataset, RunFolder(Path()), planned.config, class_map, regions)
         trainer = Trainer(setup, Reporter(), Dist(), _budget(planned.config, clock, planned))
-        trainer.build()
+        trainer.build(trainer.budget.on_progress)
         trainer.fit_budget()
         planned.config = trainer.config
         check_config(planned.config)

@@ -19,6 +19,13 @@ from segtool.train.epoch_length import VALIDATION_PER_STEP
 #: Seconds between the checkpoints saved within an epoch (each costs about one save of
 #: ``last.pt``: a second or less for the planned models).
 SAVE_EVERY = 60.0
+#: What the command does after its last epoch, in passes of an epoch's end (validation and
+#: saving): it chooses the post-processing on the validation split (the best model loaded,
+#: each image predicted, its mask written and read back, its components counted; a tuned
+#: run's thresholds too), waits for the last save, moves the run folder into place and prints
+#: the summary. The post-processing choice alone measured about 4 passes on a busy CPU (16
+#: validation images); the rest is the save, the summary and part of the interpreter's exit.
+ENDING_PASSES = 6
 #: Steps whose mean is the current step time: enough to span the loss reads that wait for a
 #: GPU (every `steps.SYNC_EVERY` steps), few enough to follow load arriving mid-run.
 WINDOW = 10
@@ -71,6 +78,16 @@ class Pacer:
             return step_time * (val_batches * VALIDATION_PER_STEP + 1)
         slower = step_time / self.closing_step if self.closing_step > 0 else 1.0
         return self.closing * max(slower, 1.0)
+
+    def ending_time(
+        self, step_time: float, val_batches: int, closing: float | None = None
+    ) -> float:
+        """Seconds the command takes after its last epoch's end: `ENDING_PASSES` of an
+        epoch's end (`closing`, one just measured, else `closing_time`); the budget keeps
+        them out of the epochs."""
+        if closing is None:
+            closing = self.closing_time(step_time, val_batches)
+        return ENDING_PASSES * closing
 
     def step_time(self) -> float | None:
         """The mean of the last `WINDOW` steps, or the median of the last three when that is

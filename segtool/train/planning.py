@@ -17,6 +17,7 @@ from segtool.core.constants import CLASSES_FILE
 from segtool.core.dataset import check_dataset_folder, find_pairs
 from segtool.core.errors import SegtoolError
 from segtool.core.multilabel import mask_bits
+from segtool.core.parallel import ProgressFn
 from segtool.core.regions import Regions, parse_regions
 from segtool.sources.volume_folder import is_volume_folder, read_volume_dataset
 from segtool.train.choices import Choice, Plan
@@ -100,7 +101,11 @@ def probe_batch_size(config: TrainConfig, class_map: ClassMap, fp: Fingerprint, 
 
 
 def plan_new_run(
-    dataset: Path, class_map: ClassMap, regions: Regions | None, given: Given
+    dataset: Path,
+    class_map: ClassMap,
+    regions: Regions | None,
+    given: Given,
+    on_progress: ProgressFn | None = None,
 ) -> Planned:
     """Measure, choose and probe: the config a new run trains with (a time budget's epochs
     are fitted once the run has timed its first steps).
@@ -110,12 +115,13 @@ def plan_new_run(
         class_map: the classes the model learns.
         regions: multi-label regions over the dataset's classes, if any.
         given: the options the user gave; each wins over the plan.
+        on_progress: called as each pair is measured (a time budget's check).
 
     Returns:
         The config and the plan behind it.
     """
     pairs, _ = find_pairs(dataset, skip_unpaired=given.config.skip_unpaired)
-    fp = measure_dataset(pairs, regions.source if regions else class_map)
+    fp = measure_dataset(pairs, regions.source if regions else class_map, on_progress=on_progress)
     cfg = given.config  # the split the run will train on: imbalance is measured on it
     fp.train_stems = resolve_split(
         dataset, pairs, cfg.split_file, val=cfg.val, test=cfg.test, seed=cfg.seed
@@ -145,12 +151,15 @@ def plan_volume_run(dataset: Path, given: Given) -> Planned:
     return Planned(given.over(plan.options()), plan, fp, machine)
 
 
-def plan_run(dataset: Path, class_map: ClassMap, regions: Regions | None, given: Given) -> Planned:
+def plan_run(
+    dataset: Path, class_map: ClassMap, regions: Regions | None, given: Given,
+    on_progress: ProgressFn | None = None,
+) -> Planned:  # fmt: skip
     """A new run's plan: a volume folder's (`plan_volume_run`) or an image dataset's
-    (`plan_new_run`)."""
+    (`plan_new_run`, `on_progress` called as each pair is measured)."""
     if is_volume_folder(dataset):
         return plan_volume_run(dataset, given)
-    return plan_new_run(dataset, class_map, regions, given)
+    return plan_new_run(dataset, class_map, regions, given, on_progress)
 
 
 def dataset_classes(dataset: Path) -> ClassMap:
@@ -205,9 +214,11 @@ def choose_config(
     given: Given,
     plan: bool,
     dist: Dist,
+    on_progress: ProgressFn | None = None,
 ) -> tuple[TrainConfig, Planned | None, dict[str, Any] | None]:
     """The run's config: the checkpoint's own on --resume (with the plan it was made with),
-    else the plan's (or, without `plan`, the defaults') under the options given.
+    else the plan's (or, without `plan`, the defaults') under the options given
+    (`on_progress`: called as each pair is measured).
 
     Returns:
         (the config, the new plan when one was made, the plan record config.json keeps).
@@ -222,5 +233,5 @@ def choose_config(
         raise SegtoolError("--time-budget plans one process; under torchrun pass --epochs")
     if not plan:
         return given.config, None, None
-    planned = plan_run(dataset, class_map, regions, given)
+    planned = plan_run(dataset, class_map, regions, given, on_progress)
     return planned.config, planned, planned.record()

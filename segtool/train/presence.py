@@ -16,7 +16,7 @@ import numpy as np
 from segtool.core.classes import ClassMap
 from segtool.core.dataset import Pair
 from segtool.core.errors import SegtoolError
-from segtool.core.parallel import default_jobs, imap_jobs
+from segtool.core.parallel import imap_jobs, jobs_for
 from segtool.split.assign import mask_histogram
 
 
@@ -54,7 +54,7 @@ def check_presence(
     Raises:
         SegtoolError: no validation mask holds a scored class.
     """
-    jobs = jobs or default_jobs()
+    jobs = jobs or jobs_for(len(train) + len(val))
     in_train = _held([p.mask for p in train], class_map, jobs)
     in_val = _held([p.mask for p in val], class_map, jobs)
     first = 0 if class_map.background_scored else 1

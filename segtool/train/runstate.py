@@ -28,8 +28,8 @@ class FitResult:
     main_process: bool = True  # False on the other ranks of a torchrun job
     thresholds: dict | None = None  # multi-label runs with tune_thresholds: thresholds.json
     kept: bool = True  # False when an interrupted --overwrite left the previous run in place
-    #: the epochs planned: fitted to the budget once epoch 1 is measured, or the current plan
-    #: where re-planning grew it past that (never fewer than the epochs done)
+    #: the epochs planned: the first plan shown (a budget's fitted from the first steps), or
+    #: a later one where re-planning grew it past that (never fewer than the epochs done)
     planned_epochs: int = 0
     cut: tuple[int, int] | None = None  #: the budget cut the last epoch: (steps done, steps)
     saved_steps: int = 0  #: interrupted: steps of the next epoch that last.pt holds too

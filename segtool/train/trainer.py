@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from segtool.core.parallel import ProgressFn
 from segtool.sources.volume_folder import is_volume_folder
 from segtool.train.budget import Budget
 from segtool.train.budgeted import BudgetHooks, Refitted
@@ -100,9 +101,10 @@ class Trainer(BudgetHooks):
         return self.on_train_end(stopped, epoch)
 
     # Hooks ------------------------------------------------------------------------------
-    def build(self) -> Run:
+    def build(self, on_progress: ProgressFn | None = None) -> Run:
         """The data (checked, split) and what the epochs compute with; nothing is written
-        but a volume folder's slice cache."""
+        but a volume folder's slice cache. `on_progress` is called as each pair is checked
+        and decoded (the budget's check within start-up)."""
         setup, config = self.setup, self.config
         if is_volume_folder(setup.dataset):
             self.data = load_volume_data(
@@ -111,8 +113,8 @@ class Trainer(BudgetHooks):
             )  # fmt: skip
         else:
             self.data = load_data(setup.dataset, self.folder.path, config, self.class_map,
-                                  setup.state is not None, setup.regions)  # fmt: skip
-        self.run = build_run(config, self.class_map, self.data, self.dist)
+                                  setup.state is not None, setup.regions, on_progress)  # fmt: skip
+        self.run = build_run(config, self.class_map, self.data, self.dist, on_progress)
         return self.run
 
     def on_train_start(self) -> None:
@@ -120,7 +122,7 @@ class Trainer(BudgetHooks):
         the plan, then write the run's records (after checking the disk has room for its
         checkpoints)."""
         self.budget.check_start("start-up (loading, measuring the data)")
-        run = self.build()
+        run = self.build(self.budget.on_progress)
         self.budget.check_start("start-up (loading, measuring and reading the data)")
         if self.setup.state is not None:
             self.restore(self.setup.state)
@@ -230,17 +232,16 @@ class Trainer(BudgetHooks):
         Returns:
             True when the run stops early (``patience`` validations without a better Dice).
         """
+        measured = self.budget.clock() - self.validation_started if validation else None
         if self.budget.to_fit:  # an epoch of fewer steps than timing wanted
             step = self.budget.first_step_time(list(self.pacer.times), final=True)
-            measured = self.budget.clock() - self.validation_started if validation else None
             self._fit_budget(step, measured)
         spent = [*self.progress.epoch_seconds, self.budget.clock() - self.epoch_started]
-        epochs = self.budget.epochs_after(epoch, spent, self.config.epochs)
+        epochs = self.budget.epochs_after(epoch, spent, self.config.epochs, self._ending(measured))
         if epochs != self.config.epochs and self.cut is None:
             self.set_epochs(epochs)
-            # A new run's plan stands once its first epoch is measured, validation included.
-            if not self.progress.epoch_seconds and self.setup.state is None:
-                self.planned_epochs = epochs
+            # The epochs promised: the first plan shown, or a later one that grew past it.
+            self.planned_epochs = max(self.planned_epochs, epochs)
             if self.writing:
                 self.write_records()
         if validation is None and self.validates(epoch):  # now the last epoch
@@ -270,6 +271,12 @@ class Trainer(BudgetHooks):
                          saved_steps=self.saved[1] if stopped == "interrupted" else 0)  # fmt: skip
 
     # What the hooks share ---------------------------------------------------------------
+    def _ending(self, closing: float | None) -> float:
+        """Seconds the command takes after the last epoch's end (`Pacer.ending_time`, from
+        the `closing` just measured where this epoch validated; none before a step)."""
+        step = self.pacer.step_time()
+        return self.pacer.ending_time(step, len(self.run.loaders.val), closing) if step else 0.0
+
     def set_epochs(self, epochs: int) -> None:
         """Run `epochs` epochs in all; the schedule decays smoothly to the new end."""
         self.config = replace(self.config, epochs=epochs)
