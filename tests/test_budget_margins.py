@@ -210,3 +210,31 @@ def test_a_small_dataset_decodes_in_this_process(tmp_path, monkeypatch):
     assert len(training.train) + len(training.val) == 50 > MIN_PARALLEL
     cache = loaders.decoded_cache(config, class_map, training, tmp_path / "cache", Dist())
     assert jobs == [1] and cache is not None and len(cache.items) == 50
+
+
+def test_epoch_1_restarted_at_a_smaller_input_is_timed_from_its_restart(tmp_path, monkeypatch):
+    """Start-up took 80 s of 100; the first steps at the planned 96 px fit too few epochs, so
+    the plan shrinks the input and building the new loaders takes 5 s. Epoch 1 starts again
+    at the new size, and its time (what re-planning reads, and metrics.csv shows) is counted
+    from there: its 9 steps of 0.24 s and the 2 s validation, not the steps timed at 96 px
+    and the new loaders too."""
+    from segtool.train import budgeted
+    from segtool.train.curves import read_metrics
+    from tests.test_train import FAST
+
+    data = make_dataset(tmp_path / "ds", n=40, size=96)
+    machine = Machine(step=0.24)
+    machine.now = 80.0
+    machine.install(monkeypatch)
+    rebuilt, build = [], budgeted.build_loaders
+
+    def slow_build(*args, **kwargs):
+        rebuilt.append(machine.now)
+        machine.now += 5.0
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(budgeted, "build_loaders", slow_build)
+    result = fit(data, tmp_path / "run", time_budget=100, clock=0.0, **{**FAST, "batch_size": 4})
+    assert len(rebuilt) == 1 and result.epochs_done >= 1 and machine.now <= 100.0
+    rows = read_metrics(tmp_path / "run" / "metrics.csv")
+    assert float(rows[0]["seconds"]) == pytest.approx(9 * 0.24 + 2.0)

@@ -56,7 +56,6 @@ class BudgetHooks:
     saved: tuple[int, int]
     writing: bool
     epoch_lr: float
-    epoch_started: float
 
     def before_step(self, epoch: int, done: int) -> bool:
         """Asked before each training step, `done` steps of the epoch done: fit a new planned
@@ -152,7 +151,6 @@ class BudgetHooks:
                 self.config, self.class_map, self.data, self.dist, run.hardware
             )
             self.pacer.restart()
-            self.epoch_started = self.budget.clock()  # epoch 1 starts again: its time from here
         run.learner.retarget(len(run.loaders.train) * self.config.epochs)
         self.planned_epochs = self.config.epochs  # the first plan shown: the epochs promised
         if self.writing and self.dist.main:

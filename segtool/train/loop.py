@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +91,9 @@ def fit(
         what = "cases (their headers)" if is_volume_folder(dataset) else "images and masks"
         reporter.phase(f"measuring {dataset}'s {what}, and the machine, to plan the run")
     budget = Budget(given.config.time_budget, clock)  # checked while the data is measured
+    plan = partial(plan_run, on_progress=budget.on_progress) if config is None else None
     chosen, planned, record = choose_config(
-        dataset, out, state, class_map, regions, given, config is None, dist, budget.on_progress
+        dataset, out, state, class_map, regions, given, plan, dist
     )
     check_config(chosen)
     check_class_weights(chosen.loss, chosen.class_weights, class_map)

@@ -6,6 +6,7 @@ time budget is fitted later, from the run's own first steps (`Trainer.fit_budget
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -212,13 +213,12 @@ def choose_config(
     class_map: ClassMap,
     regions: Regions | None,
     given: Given,
-    plan: bool,
+    plan: Callable[[Path, ClassMap, Regions | None, Given], Planned] | None,
     dist: Dist,
-    on_progress: ProgressFn | None = None,
 ) -> tuple[TrainConfig, Planned | None, dict[str, Any] | None]:
     """The run's config: the checkpoint's own on --resume (with the plan it was made with),
-    else the plan's (or, without `plan`, the defaults') under the options given
-    (`on_progress`: called as each pair is measured).
+    else the plan's (`plan`: `plan_run`, its budget check bound) or, without `plan`, the
+    defaults', under the options given.
 
     Returns:
         (the config, the new plan when one was made, the plan record config.json keeps).
@@ -231,7 +231,7 @@ def choose_config(
         return resume_config(out, given, state, class_map), None, RunFolder(out).plan()
     if given.config.time_budget and dist.world > 1:
         raise SegtoolError("--time-budget plans one process; under torchrun pass --epochs")
-    if not plan:
+    if plan is None:
         return given.config, None, None
-    planned = plan_run(dataset, class_map, regions, given, on_progress)
+    planned = plan(dataset, class_map, regions, given)
     return planned.config, planned, planned.record()

@@ -182,6 +182,7 @@ class Trainer(BudgetHooks):
                 except Refitted:  # a smaller input fits the budget: epoch 1 starts again
                     self._seed_epoch(epoch)
                     self.tally = Tally.start(self.run.hardware.device)
+                    self.epoch_started = self.budget.clock()  # its time from here
                     continue
                 self.validation_started = self.pacer.mark()
                 self.last_step(self.tally.steps, ending=True)  # a budget spent: refused here
