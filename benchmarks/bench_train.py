@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 from pathlib import Path
@@ -169,9 +170,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     print(f"  expert bare loop  {bare.text()}")
     print(f"  segtool train     {ours.text()}; whole run {ours.total:.1f} s")  # type: ignore[attr-defined]
+    alone = ours.steps_only / bare.steady  # type: ignore[attr-defined]
+    alone_text = f"{alone:.2f}x" if math.isfinite(alone) else "too few steps to tell"
     print(
         f"  segtool / bare: {ratio:.2f}x the steady rate (training steps alone, epoch ends "
-        f"left out: {ours.steps_only / bare.steady:.2f}x)"  # type: ignore[attr-defined]
+        f"left out: {alone_text})"
     )
     return {"bare": bare, "segtool": ours, "ratio": ratio, "config": config}
 

@@ -20,9 +20,11 @@ Without a GPU it says so and exits 0; ``--cpu`` runs every part on the CPU at ti
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -49,6 +51,9 @@ SIZES = {
     },
 }
 GOALS = {"train": 0.9, "predict": 0.8}
+#: The loader's goal: CPU ms per 512x512 image with light augmentation (decoded cache, the
+#: augmentation on the device), and the whole check's wall time on one GPU.
+LOADER_GOAL_MS, MINUTES = 1.5, 8.0
 
 
 def loader_figures(args: list[str]) -> str:
@@ -60,6 +65,13 @@ def loader_figures(args: list[str]) -> str:
     if done.returncode:
         return f"loader: bench_loader.py failed:\n{done.stderr.strip()[-2000:]}"
     return done.stdout.rstrip()
+
+
+def loader_ms(figures: str) -> float | None:
+    """The light preset's CPU ms per image from the decoded cache (the GPU's path) in
+    `bench_loader.py`'s output; None where it printed none."""
+    found = re.search(r"light:\n(?:.*\n)*?\s*cached, augmented on the device:\s*([\d.]+)", figures)
+    return float(found[1]) if found else None
 
 
 def cuda_syncs(device: torch.device) -> tuple[int, int]:
@@ -137,12 +149,14 @@ def main(argv: list[str] | None = None) -> int:
         print("gpu_check: no GPU is present (torch.cuda.is_available() is False); nothing to "
               "measure. Run it on a machine with a GPU, or with --cpu for a smoke run.")  # fmt: skip
         return 0
+    started = time.perf_counter()
     device = torch.device("cpu" if args.cpu else "cuda")
     sizes = SIZES["cpu" if args.cpu else "gpu"]
     name = "CPU" if args.cpu else torch.cuda.get_device_name(device)
     print(f"== gpu_check on {name}, torch {torch.__version__}")
     print("== 1. training loader, CPU ms per image")
-    print(loader_figures(sizes["loader"]))
+    figures = loader_figures(sizes["loader"])
+    print(figures)
     print("== 2. training: segtool against the bare forward+backward loop")
     trained = bench_train.main([*sizes["train"], "--device", device.type])
     print("== 3. predict: segtool against the bare forward loop")
@@ -151,10 +165,16 @@ def main(argv: list[str] | None = None) -> int:
     passed, lines = audit(device, sizes["audit"])
     print("\n".join(lines))
     print("== summary")
+    light = loader_ms(figures)
+    if light is not None:
+        met = "met" if light <= LOADER_GOAL_MS else "NOT met"
+        print(f"  loader: {light:.2f} CPU ms per image, light (goal {LOADER_GOAL_MS} ms: {met})")
     for part, result in (("train", trained), ("predict", predicted)):
         met = "met" if result["ratio"] >= GOALS[part] else "NOT met"
         print(f"  {part}: {result['ratio']:.2f}x the bare loop (goal {GOALS[part]}x: {met})")
     print(f"  sync audit: {'pass' if passed else 'FAIL'}")
+    minutes = (time.perf_counter() - started) / 60
+    print(f"  the whole check: {minutes:.1f} min (goal under {MINUTES:g} min on one GPU)")
     return 0 if passed else 1
 
 

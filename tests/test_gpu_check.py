@@ -33,6 +33,18 @@ def test_the_cpu_smoke_run_prints_every_figure(capsys):
     assert "train: " in out and "predict: " in out and "x the bare loop (goal" in out
     assert "meta-device audit (tests/test_sync_audit.py): 2 passed" in out
     assert "sync audit: pass" in out
+    assert "CPU ms per image, light (goal 1.5 ms" in out and "the whole check: " in out
+    assert "nanx" not in out
+
+
+def test_the_loaders_goal_reads_the_light_presets_cached_figure():
+    figures = """light:
+  old (decode + albumentations):     5.07 CPU ms/image
+  cached, augmented on the device:   0.32 CPU ms/image  (16.1x less)
+strong:
+  cached, augmented on the device:   0.41 CPU ms/image  (28.6x less)"""
+    assert gpu_check.loader_ms(figures) == 0.32
+    assert gpu_check.loader_ms("loader: bench_loader.py failed") is None
 
 
 def test_the_cuda_audit_runs_its_steps_and_validation(monkeypatch):
