@@ -59,8 +59,9 @@ def write_jpegs(folder: Path, n: int, size: int, seed: int = 0) -> list[Path]:
 
 def expert_predict(
     model_dir: Path, paths: list[Path], device: torch.device, batch: int
-) -> expert.Rate:
-    """The bare loop: labels of every image, each batch's download waited for a batch later."""
+) -> tuple[expert.Rate, torch.Tensor]:
+    """The bare loop: labels of every image, each batch's download waited for a batch later;
+    its rate and the labels (N, H, W) uint8."""
     (images,) = expert.read_uint8(paths)
     start = expert.now()
     net = expert.expert_model(load_model(model_dir), device).eval()
@@ -90,7 +91,16 @@ def expert_predict(
         pending[0].synchronize()
         marks.append((expert.now(), pending[1]))
     steady, n = expert.steady_rate(marks, WARMUP_BATCHES * batch)
-    return expert.Rate(first, steady, n)
+    return expert.Rate(first, steady, n), out
+
+
+def agreement(labels: torch.Tensor, paths: list[Path], out: Path) -> float:
+    """The share of pixels where segtool's masks in `out` equal the bare loop's `labels`."""
+    from segtool.core.masks import read_mask
+
+    same = sum(int((read_mask(out / f"{p.stem}.png") == x.numpy()).sum()) for p, x in
+               zip(paths, labels, strict=True))  # fmt: skip
+    return same / labels.numel()
 
 
 def segtool_predict(run: Path, images: Path, out: Path, device: str, batch: int) -> expert.Rate:
@@ -148,15 +158,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         save_model(model, root / "run" / "model")
         make_class_map(["_background_", "a", "b"]).save(root / "run" / "classes.json")
         ours = segtool_predict(root / "run", root / "images", root / "out", args.device, batch)
-        bare = expert_predict(root / "run" / "model", paths, device, batch)
+        bare, labels = expert_predict(root / "run" / "model", paths, device, batch)
         ratio = ours.steady / bare.steady
+        agree = agreement(labels, paths, root / "out")
         print(f"{n} JPEGs {size}x{size}, unet {encoder}, batch {batch} (predict's), {device}:")
         print(f"  expert bare loop  {bare.text()}")
         print(f"  segtool predict   {ours.text()}")
-        print(f"  segtool / bare: {ratio:.2f}x the steady rate")
+        print(
+            f"  segtool / bare: {ratio:.2f}x the steady rate; masks agree on {agree:.2%} of pixels"
+        )
         if args.large:
             print(tiles_line(root / "run", device, args.large))
-    return {"bare": bare, "segtool": ours, "ratio": ratio}
+    return {"bare": bare, "segtool": ours, "ratio": ratio, "agreement": agree}
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ def test_the_cpu_smoke_run_prints_every_figure(capsys):
     assert "sync audit: pass" in out
     assert "CPU ms per image, light (goal 1.5 ms" in out and "the whole check: " in out
     assert "nanx" not in out
+    assert "masks agree on 100.00% of pixels" in out  # the same model on the CPU: the same labels
 
 
 def test_the_loaders_goal_reads_the_light_presets_cached_figure():
