@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from segtool.predict.engine import padded_size
 from segtool.predict.folder import predict_dir
-from segtool.predict.reading import padded_size, size_batches
+from segtool.predict.reading import size_batches
 from tests.test_predict_labels import _masks, folder  # noqa: F401  (the fixture)
 
 

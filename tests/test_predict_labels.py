@@ -83,12 +83,14 @@ def test_batches_for_a_gpu_are_pinned(folder):
     there is nothing to pin."""
     from types import SimpleNamespace
 
+    from segtool.predict.engine import padded_size
     from segtool.predict.reading import image_loader
 
     paths = sorted((folder / "images").iterdir())
     sizes = [(64, 64)] * len(paths)
     for device, pinned in (("cuda", True), ("cpu", False)):
-        engine = SimpleNamespace(device=torch.device(device), tile=None,
+        engine = SimpleNamespace(device=torch.device(device), one_at_a_time=False,
+                                 batch_key=padded_size,
                                  p=SimpleNamespace(size=None, normalization="imagenet"))  # fmt: skip
         loader = image_loader(paths, sizes, engine, 4, workers=0)  # type: ignore[arg-type]
         assert loader.pin_memory is pinned and [len(b) for b in loader.batch_sampler] == [4, 4, 3]

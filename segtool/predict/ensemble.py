@@ -10,7 +10,7 @@ ensemble uses them when every run has the same, else none (and says so).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -89,7 +89,7 @@ def _shared(values: list, what: str, notes: list[str]):
 def lead(predictors: list[Predictor], notes: list[str]) -> Predictor:
     """The predictor that stands for the ensemble in everything but the probabilities: the
     first, with the thresholds and post-processing every run shares (None if they differ)
-    and, if any run resizes, a size (images are then read one at a time)."""
+    and, if any run resizes, a size."""
     if len(predictors) == 1:
         return predictors[0]
     sizes = [p.size for p in predictors if p.size is not None]
@@ -112,6 +112,16 @@ class Ensemble:
         self.device, self.batch_size = first.device, first.batch_size
         self.tile = first.tile
         self.channels = first.channels
+
+    def batch_key(self, size: tuple[int, int]) -> Hashable:
+        """What images must share to go through every run's model in one batch, each with
+        the probabilities it gets alone: each run's `Engine.batch_key`."""
+        return tuple(engine.batch_key(size) for engine in self.engines)
+
+    @property
+    def one_at_a_time(self) -> bool:
+        """Whether images go one by one (a run tiles them)."""
+        return any(engine.one_at_a_time for engine in self.engines)
 
     def probabilities(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
         """The mean over the runs of each image's probabilities ``(K, H, W)``."""

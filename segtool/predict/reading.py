@@ -19,7 +19,6 @@ from segtool.core.errors import SegtoolError
 from segtool.core.images import ImageReadError, displayed_size, load_rgb
 from segtool.core.parallel import default_jobs
 from segtool.train.data import normalize
-from segtool.train.model import STRIDE
 
 if TYPE_CHECKING:
     from segtool.predict.engine import Engine
@@ -85,11 +84,6 @@ def size_batches(keys: Sequence[Hashable], batch_size: int, window: int) -> list
     return batches + list(waiting.values())
 
 
-def padded_size(size: tuple[int, int]) -> tuple[int, int]:
-    """The size an image of `size` is padded to on its own: whole strides."""
-    return -(-size[0] // STRIDE) * STRIDE, -(-size[1] // STRIDE) * STRIDE
-
-
 def image_loader(
     paths: list[Path],
     sizes: list[tuple[int, int]],
@@ -97,13 +91,14 @@ def image_loader(
     batch_size: int,
     workers: int | None,
 ) -> DataLoader:
-    """Images decoded in DataLoader workers, batched by padded size (one at a time when
-    tiling or resizing), each worker a few batches ahead of the model."""
+    """Images decoded in DataLoader workers, batched by the engine's `batch_key` (the model
+    input's padded size; one at a time when tiling), each worker a few batches ahead of the
+    model."""
     if workers is None:  # on the CPU the model needs every core; decoding is cheap next to it
         cpu = engine.device.type == "cpu"
         workers = 0 if len(paths) <= 8 or cpu else min(8, default_jobs() - 1)
-    size = 1 if engine.tile or engine.p.size else batch_size
-    keys = [padded_size(s) for s in sizes]
+    size = 1 if engine.one_at_a_time else batch_size
+    keys = [engine.batch_key(s) for s in sizes]
     return DataLoader(
         ImageFiles(paths, engine.p.normalization),
         batch_sampler=size_batches(keys, size, WINDOW_BATCHES * size),
