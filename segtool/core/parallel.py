@@ -183,6 +183,27 @@ def imap_jobs(fn: Callable[[T], R], items: Iterable[T], jobs: int) -> Iterator[R
         yield from workers.imap(fn, list(items))
 
 
+def read_ahead(items: Sequence[T], read: Callable[[T], R]) -> Iterator[R]:
+    """``read(item)`` for each item, in order, each next item's read started in a background
+    thread as the one before is handed over: it runs while the caller works on that one
+    (a case's decoding while the model predicts the case before). One read ahead at most, so
+    memory holds two items. An error reading an item is raised when the caller reaches it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not items:
+        return
+    pool = ThreadPoolExecutor(1, thread_name_prefix="segtool-read-ahead")
+    try:
+        ahead = pool.submit(read, items[0])
+        for following in range(1, len(items) + 1):
+            current = ahead.result()
+            if following < len(items):
+                ahead = pool.submit(read, items[following])
+            yield current
+    finally:  # a caller that stops early (an error, Ctrl-C) does not wait for more reads
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def with_progress(
     items: Iterable[T], phase: str, total: int, on_progress: ProgressFn | None
 ) -> Iterator[T]:

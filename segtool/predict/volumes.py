@@ -1,6 +1,7 @@
 """A run trained on a volume folder + NIfTI volumes -> NIfTI label volumes.
 
-Each volume is read, standardised with the rule the run was trained with (its own non-zero
+Each volume is read (the next one in a background thread while the model predicts this
+one), standardised with the rule the run was trained with (its own non-zero
 voxels, per channel), cut into slices along the run's axis, predicted slice by slice (the same
 `Engine` as photos: padding, TTA, AMP) and stacked back. ``OUT/<case>.nii.gz`` has the input's
 shape, affine and header (data type set to integers, no intensity scaling), so it overlays on
@@ -10,6 +11,7 @@ the image in ITK-SNAP or 3D Slicer.
 from __future__ import annotations
 
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from segtool.core.device import pick_device
 from segtool.core.errors import SegtoolError
 from segtool.core.files import output_folder
 from segtool.core.namelist import NameList
-from segtool.core.parallel import ProgressFn
+from segtool.core.parallel import ProgressFn, read_ahead
 from segtool.core.postprocess import Rule, apply_rules
 from segtool.core.volumes import slice_axis, standardize, to_slices
 from segtool.predict.engine import Engine
@@ -165,16 +167,18 @@ def predict_volumes(
         start = time.perf_counter()
         if on_progress:  # a log gets its line before the first case
             on_progress("predict", 0, len(cases))
-        for i, case in enumerate(cases, 1):
-            volume = load_case(case, channels)
-            labels, probs = predict_volume(
-                engine, volume, settings["axis"], cut, spec.probabilities, rules
-            )
-            save_like(tmp / f"{case.case}.nii.gz", labels, volume)
-            if probs is not None:
-                save_like(tmp / f"{case.case}_probabilities.nii.gz", probs, volume)
-            report.n_images += 1
-            if on_progress:
-                on_progress("predict", i, len(cases))
+        # The next case is read (decoded, checked) while the model predicts this one.
+        reads = read_ahead(cases, lambda case: load_case(case, channels))
+        with closing(reads):  # an error here stops the reading too
+            for i, (case, volume) in enumerate(zip(cases, reads, strict=True), 1):
+                labels, probs = predict_volume(
+                    engine, volume, settings["axis"], cut, spec.probabilities, rules
+                )
+                save_like(tmp / f"{case.case}.nii.gz", labels, volume)
+                if probs is not None:
+                    save_like(tmp / f"{case.case}_probabilities.nii.gz", probs, volume)
+                report.n_images += 1
+                if on_progress:
+                    on_progress("predict", i, len(cases))
         report.seconds = time.perf_counter() - start
     return report
