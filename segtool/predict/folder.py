@@ -45,7 +45,7 @@ from segtool.predict.ensemble import (
 )
 from segtool.predict.exported import is_export
 from segtool.predict.predictor import Predictor
-from segtool.predict.reading import image_loader, readable
+from segtool.predict.reading import decode_jpegs, image_loader, readable
 from segtool.predict.shards import shard_complete, shard_images, shard_record
 from segtool.predict.spec import PredictSpec
 from segtool.train.model import STRIDE, has_model
@@ -222,6 +222,7 @@ def _predict_all(
     if on_progress:  # a log gets its line before the first batch
         on_progress("predict", 0, total)
     for batch in loader:
+        decode_jpegs(batch, engine.device, engine.p.normalization)
         good = [item for item in batch if "error" not in item]
         report.failed += [item["error"] for item in batch if "error" in item]
         if good:
@@ -230,7 +231,7 @@ def _predict_all(
             for item, p in zip(good, probs, strict=True):
                 labels = finish_labels(engine, p, threshold, rules)
                 saved = p.cpu().numpy() if keep else None
-                writer.submit(item["path"], labels, saved, item["image"])
+                writer.submit(item["path"], labels, saved, item.get("image"))
         report.n_images += len(good)
         done += len(batch)
         if on_progress:
@@ -315,7 +316,9 @@ def predict_dir(
         )
     if not paths:
         raise SegtoolError(f"{images}: no image could be read: {report.failed[0]}")
-    loader = image_loader(paths, sizes, engine, spec.batch_size, spec.workers)
+    loader = image_loader(
+        paths, sizes, engine, spec.batch_size, spec.workers, overlays=spec.overlay_images
+    )
     with plan.build():
         tmp = target.tmp
         start = time.perf_counter()

@@ -1,4 +1,5 @@
-"""predict's reading: images decoded in DataLoader workers, batched by size.
+"""predict's reading: images decoded in DataLoader workers (plain JPEG files on a GPU, where
+torchvision can: `decoding.py`), batched by size.
 
 An image's mask must not depend on the images it shares a batch with: a batch is padded to
 its largest image, and padding changes predictions near the border. So a batch holds only
@@ -18,9 +19,12 @@ from torch.utils.data import DataLoader, Dataset
 from segtool.core.errors import SegtoolError
 from segtool.core.images import ImageReadError, displayed_size, load_rgb
 from segtool.core.parallel import default_jobs
+from segtool.predict.decoding import decode, decode_on_device, jpeg_bytes
 from segtool.train.data import normalize
 
 if TYPE_CHECKING:
+    import torch
+
     from segtool.predict.engine import Engine
     from segtool.predict.ensemble import Ensemble
 
@@ -31,22 +35,47 @@ WINDOW_BATCHES = 4
 
 
 class ImageFiles(Dataset):
-    """Images read (EXIF applied) in DataLoader workers; unreadable ones come back as errors."""
+    """Images read (EXIF applied) in DataLoader workers, or, `on_device`, a plain JPEG's bytes
+    for the device to decode (`decoding.read_image`); unreadable ones come back as errors."""
 
-    def __init__(self, paths: list[Path], normalization: str) -> None:
+    def __init__(self, paths: list[Path], normalization: str, on_device: bool = False) -> None:
         self.paths = paths
         self.normalization = normalization
+        self.on_device = on_device
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        path = self.paths[index]
-        try:
-            image = load_rgb(path)
-        except SegtoolError as exc:
-            return {"path": path, "error": str(exc)}
-        return {"path": path, "image": image, "input": normalize(image, self.normalization)}
+        return read_image(self.paths[index], self.normalization, self.on_device)
+
+
+def read_image(path: Path, normalization: str, on_device: bool) -> dict[str, Any]:
+    """One image as the readers hand it over: its model input and picture decoded on the
+    host, or (`on_device`, a plain JPEG: `decoding.jpeg_bytes`) its bytes for the device; an
+    unreadable image as its error line."""
+    if on_device:
+        data = jpeg_bytes(path)
+        if data is not None:
+            return {"path": path, "jpeg": data}
+    try:
+        image = load_rgb(path)
+    except SegtoolError as exc:
+        return {"path": path, "error": str(exc)}
+    return {"path": path, "image": image, "input": normalize(image, normalization)}
+
+
+def decode_jpegs(batch: list[dict[str, Any]], device: torch.device, normalization: str) -> None:
+    """Decode the batch's JPEG bytes on `device` in one call (`decoding.decode`), each item's
+    ``input`` a ``(3, H, W)`` uint8 tensor there; if the device refuses any, those items are
+    read on the host instead (`read_image`, its errors included)."""
+    waiting = [item for item in batch if "jpeg" in item]
+    decoded = decode([item.pop("jpeg") for item in waiting], device) if waiting else None
+    for index, item in enumerate(waiting):
+        if decoded is None:
+            item.update(read_image(item["path"], normalization, on_device=False))
+        else:
+            item["input"] = decoded[index]
 
 
 def readable(paths: list[Path]) -> tuple[list[Path], list[tuple[int, int]], list[str]]:
@@ -90,19 +119,22 @@ def image_loader(
     engine: Engine | Ensemble,
     batch_size: int,
     workers: int | None,
+    overlays: bool = False,
 ) -> DataLoader:
-    """Images decoded in DataLoader workers, batched by the engine's `batch_key` (the model
-    input's padded size; one at a time when tiling), each worker a few batches ahead of the
-    model."""
+    """Images decoded in DataLoader workers (JPEG files on a GPU, where
+    `decoding.decode_on_device` says so: their bytes, decoded there by `decode_jpegs`),
+    batched by the engine's `batch_key` (the model input's padded size; one at a time when
+    tiling), each worker a few batches ahead of the model."""
+    device = engine.device
     if workers is None:  # on the CPU the model needs every core; decoding is cheap next to it
-        cpu = engine.device.type == "cpu"
-        workers = 0 if len(paths) <= 8 or cpu else min(8, default_jobs() - 1)
+        workers = 0 if len(paths) <= 8 or device.type == "cpu" else min(8, default_jobs() - 1)
     size = 1 if engine.one_at_a_time else batch_size
     keys = [engine.batch_key(s) for s in sizes]
+    on_device = decode_on_device(device, engine.p.normalization, overlays)
     return DataLoader(
-        ImageFiles(paths, engine.p.normalization),
+        ImageFiles(paths, engine.p.normalization, on_device),
         batch_sampler=size_batches(keys, size, WINDOW_BATCHES * size),
         num_workers=workers,
         collate_fn=list,  # the items as they are (unreadable ones among them)
-        pin_memory=engine.device.type == "cuda",  # the batch's copy to the GPU does not wait
+        pin_memory=device.type == "cuda",  # the batch's copy to the GPU does not wait
     )
