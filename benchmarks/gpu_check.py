@@ -9,7 +9,9 @@ machine with a GPU and paste its output.
    at least 0.8x);
 4. the sync audit: three training steps and a validation pass under
    ``torch.cuda.set_sync_debug_mode`` (a step waits for the device never, a pass once), and
-   the meta-device audit of ``tests/test_sync_audit.py``.
+   the meta-device audit of ``tests/test_sync_audit.py``;
+5. predict's writers, threads against processes, on this machine's cores
+   (`bench_writing.py`; `predict/writing.PROCESS_CORES` is chosen from it).
 
 Without a GPU it says so and exits 0; ``--cpu`` runs every part on the CPU at tiny sizes
 (what the test suite does, so the script cannot rot).
@@ -33,7 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import bench_predict, bench_train  # noqa: E402
+from benchmarks import bench_predict, bench_train, bench_writing  # noqa: E402
 
 #: The arguments of each part: on the GPU (steady state at 512x512), and the CPU smoke run.
 SIZES = {
@@ -42,12 +44,14 @@ SIZES = {
         "train": ["--images", "1000", "--size", "512", "--epochs", "3"],
         "predict": ["--images", "2000", "--size", "512", "--large", "2048"],
         "audit": [],
+        "writing": ["--images", "300", "--size", "512", "--rounds", "2"],
     },
     "cpu": {
         "loader": ["--images", "8", "--size", "64", "--batch", "4"],
         "train": ["--images", "24", "--size", "32", "--epochs", "2"],
         "predict": ["--images", "24", "--size", "64", "--large", "0"],
         "audit": ["-k", "every_sync_every"],
+        "writing": ["--images", "16", "--size", "64", "--rounds", "1"],
     },
 }
 GOALS = {"train": 0.9, "predict": 0.8}
@@ -164,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     print("== 4. sync audit")
     passed, lines = audit(device, sizes["audit"])
     print("\n".join(lines))
+    print("== 5. predict's writers: threads against processes")
+    bench_writing.main(sizes["writing"])
     print("== summary")
     light = loader_ms(figures)
     if light is not None:

@@ -26,7 +26,13 @@ def test_without_a_gpu_it_says_so_and_exits_0(monkeypatch, capsys):
 def test_the_cpu_smoke_run_prints_every_figure(capsys):
     assert gpu_check.main(["--cpu"]) == 0
     out = capsys.readouterr().out
-    for part in ("1. training loader", "2. training", "3. predict", "4. sync audit"):
+    for part in (
+        "1. training loader",
+        "2. training",
+        "3. predict",
+        "4. sync audit",
+        "5. predict's writers",
+    ):
         assert f"== {part}" in out
     assert out.count("expert bare loop") == 2 and out.count("img/s steady") == 4
     assert " 0.0 img/s" not in out and " 0.00x" not in out  # every rate measured

@@ -11,7 +11,7 @@ from segtool.core.legend import LINE, SWATCH, present_ids, with_legend
 from segtool.core.masks import write_mask
 from segtool.evaluate.gallery import FN, FP, IGNORED, TP
 from segtool.evaluate.report import evaluate_dirs
-from segtool.predict.folder import overlay, overlay_with_legend
+from segtool.predict.writing import overlay, overlay_with_legend
 
 CMAP = make_class_map(["_background_", "road", "car", "sign"])
 
@@ -72,13 +72,13 @@ def test_overlay_legend_names_the_painted_classes_in_their_colours():
 
 
 def test_predict_overlays_carry_the_legend(tmp_path):
-    from segtool.predict.folder import _Writer
+    from segtool.predict.writing import Outputs, Writer
 
-    writer = _Writer(tmp_path, CMAP, overlays=True, threads=1)
     labels = np.zeros((24, 64), np.uint8)
     labels[5:10, 5:30] = 2
-    writer.submit(tmp_path / "x.jpg", labels, None, np.zeros((24, 64, 3), np.uint8))
-    writer.wait()
+    with Writer(Outputs(tmp_path, CMAP, overlays=True), 1) as writer:
+        writer.submit([(tmp_path / "x.jpg", labels, None, np.zeros((24, 64, 3), np.uint8))])
+        writer.wait()
     saved = Image.open(tmp_path / "overlays" / "x.jpg")
     assert saved.size == overlay_with_legend(np.zeros((24, 64, 3), np.uint8), labels, CMAP).size
     assert saved.height > 24

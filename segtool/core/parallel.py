@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, TypeVar
 from segtool.core.signals import blocked_for_children, for_worker
 
 if TYPE_CHECKING:
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import Future, ProcessPoolExecutor
 
 #: ``on_progress(phase, done, total)``: how long-running functions report their progress.
 ProgressFn = Callable[[str, int, int], None]
@@ -153,6 +153,22 @@ class Workers:
                 yield from pending.popleft().result()
         for future in pending:
             yield from future.result()
+
+    def submit(self, fn: Callable[..., R], *args: object) -> Future[R]:
+        """``fn(*args)`` on a worker (starting them if none are yet), as a future: for work
+        handed over as it comes, its caller bounding how much is in flight. Without workers
+        (one job) it runs here, its result or error in the future."""
+        self.found(self.min_items)
+        if self._pool is not None:
+            return self._pool.submit(fn, *args)
+        from concurrent.futures import Future
+
+        done: Future[R] = Future()
+        try:
+            done.set_result(fn(*args))
+        except Exception as exc:  # raised by the future's result(), as a worker's would be
+            done.set_exception(exc)
+        return done
 
     def close(self, *, now: bool = False) -> None:
         """Stop the workers, if any were started: after the tasks they are in, or (`now`)

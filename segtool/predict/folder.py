@@ -2,34 +2,29 @@
 
 Whole images are padded to the model's stride and cropped back; ``tile`` predicts large
 images in overlapping tiles blended with a Gaussian weight; ``tta`` averages flipped
-predictions. Reading runs in DataLoader workers and writing in a thread, so the model sets
-the pace.
+predictions. Reading runs in DataLoader workers and writing in worker threads or processes
+(`writing.py`, a few batches in flight at most), so the model sets the pace.
 """
 
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PIL import Image
+import torch
 from torch.utils.data import DataLoader
 
-from segtool.core.classes import ClassMap, mode_for
-from segtool.core.constants import IMAGE_SUFFIXES, MASK_SUFFIX, MULTICLASS
+from segtool.core.classes import mode_for
+from segtool.core.constants import IMAGE_SUFFIXES, MULTICLASS
 from segtool.core.dataset import index_by_stem
 from segtool.core.device import pick_device
 from segtool.core.errors import InvalidInputError, SegtoolError
 from segtool.core.files import OutputPlan, write_json
 from segtool.core.images import list_images
-from segtool.core.legend import class_entries, present_ids, with_legend
-from segtool.core.masks import write_mask
-from segtool.core.multilabel import preview, write_multilabel_mask
 from segtool.core.namelist import NameList
-from segtool.core.parallel import ProgressFn
+from segtool.core.parallel import ProgressFn, default_jobs
 from segtool.core.postprocess import Rule
 from segtool.core.shards import SHARD_FILE
 from segtool.predict.annotations import AnnotationSink, annotation_sink
@@ -48,82 +43,8 @@ from segtool.predict.predictor import Predictor
 from segtool.predict.reading import decode_jpegs, image_loader, readable
 from segtool.predict.shards import shard_complete, shard_images, shard_record
 from segtool.predict.spec import PredictSpec
+from segtool.predict.writing import Outputs, Writer, process_jobs, use_processes
 from segtool.train.model import STRIDE, has_model
-
-
-def overlay(
-    image: np.ndarray, labels: np.ndarray, class_map: ClassMap, alpha: float = 0.5
-) -> Image.Image:
-    """The image with each foreground class painted in its colour (multi-label masks: the
-    colours of the classes present, blended)."""
-    if class_map.multilabel:
-        colours = preview(labels, class_map.num_foreground, class_map.colors)
-        fg = labels != 0
-    else:
-        colours = class_map.colorize(labels)
-        fg = (labels > 0) & (labels != class_map.ignore_index)
-    out = image.astype(np.float32)
-    out[fg] = (1 - alpha) * out[fg] + alpha * colours[fg]
-    return Image.fromarray(out.astype(np.uint8))
-
-
-def overlay_with_legend(image: np.ndarray, labels: np.ndarray, class_map: ClassMap) -> Image.Image:
-    """`overlay` with a legend below it: the name and colour of each class painted."""
-    painted = present_ids(class_map, labels, background=False)
-    return with_legend(overlay(image, labels, class_map), class_entries(class_map, painted))
-
-
-class _Writer:
-    """Writes each prediction into the output folder in a few threads (PNG encoding releases
-    the GIL, so a few threads keep up with a GPU), keeping a bounded queue."""
-
-    def __init__(
-        self,
-        folder: Path,
-        class_map: ClassMap,
-        overlays: bool,
-        threads: int,
-        *,
-        probabilities: bool = False,
-        annotations: AnnotationSink | None = None,
-    ) -> None:
-        self.folder = folder
-        self.probabilities = probabilities
-        self.class_map = class_map
-        self.overlays = overlays
-        self.annotations = annotations
-        self.pool = ThreadPoolExecutor(max_workers=threads)
-        self.pending: list = []
-        if overlays:
-            (folder / "overlays").mkdir()
-
-    def submit(
-        self, path: Path, labels: np.ndarray, probs: np.ndarray | None, image: np.ndarray
-    ) -> None:
-        """Queue one image's outputs."""
-        self.pending.append(self.pool.submit(self._save, path, labels, probs, image))
-
-    def wait(self, at_most: int = 0) -> None:
-        """Block until at most `at_most` writes are in flight (re-raising their errors)."""
-        while len(self.pending) > at_most:
-            self.pending.pop(0).result()
-
-    def _save(
-        self, path: Path, labels: np.ndarray, probs: np.ndarray | None, image: np.ndarray
-    ) -> None:
-        stem = path.stem
-        target = self.folder / f"{stem}{MASK_SUFFIX}"
-        if self.class_map.multilabel:
-            write_multilabel_mask(target, labels, atomic=False)
-        else:
-            write_mask(target, labels, self.class_map, atomic=False)
-        if self.annotations is not None:
-            self.annotations.add(self.folder, path, labels, probs)
-        if self.probabilities:
-            np.savez_compressed(self.folder / f"{stem}.npz", probs=probs.astype(np.float16))
-        if self.overlays:
-            picture = overlay_with_legend(image, labels, self.class_map)
-            picture.save(self.folder / "overlays" / f"{stem}.jpg", quality=90)
 
 
 @dataclass
@@ -140,6 +61,15 @@ class PredictReport:
     def images_per_second(self) -> float:
         """Throughput of the whole run."""
         return self.n_images / self.seconds if self.seconds else 0.0
+
+
+def writer_for(outputs: Outputs, device: torch.device, sink: AnnotationSink | None) -> Writer:
+    """predict's writers: 2 threads beside a model on the CPU; on a GPU 4 threads, or worker
+    processes (`writing.process_jobs`) where they pay (`writing.use_processes`)."""
+    cores = default_jobs()
+    if device.type != "cpu" and use_processes(cores, sink is not None):
+        return Writer(outputs, process_jobs(cores), processes=True)
+    return Writer(outputs, 2 if device.type == "cpu" else 4, annotations=sink)
 
 
 def find_images(folder: Path, stems: set[str] | None = None) -> list[Path]:
@@ -209,7 +139,7 @@ def decision_thresholds(
 def _predict_all(
     loader: DataLoader,
     engine: Engine | Ensemble,
-    writer: _Writer,
+    writer: Writer,
     report: PredictReport,
     *,
     threshold: float | list[float],
@@ -228,15 +158,17 @@ def _predict_all(
         if good:
             keep = probabilities or writer.annotations is not None
             probs = predicted(engine, [item["input"] for item in good], keep)
+            outputs = []
             for item, p in zip(good, probs, strict=True):
                 labels = finish_labels(engine, p, threshold, rules)
                 saved = p.cpu().numpy() if keep else None
-                writer.submit(item["path"], labels, saved, item.get("image"))
+                picture = item.get("image") if writer.outputs.overlays else None
+                outputs.append((item["path"], labels, saved, picture))
+            writer.submit(outputs)  # waits while IN_FLIGHT batches are being written
         report.n_images += len(good)
         done += len(batch)
         if on_progress:
             on_progress("predict", done, total)
-        writer.wait(at_most=4 * engine.batch_size)
     writer.wait()
 
 
@@ -322,12 +254,8 @@ def predict_dir(
     with plan.build():
         tmp = target.tmp
         start = time.perf_counter()
-        threads = 2 if torch_device.type == "cpu" else 4
-        writer = _Writer(
-            tmp, engine.p.class_map, spec.overlay_images, threads,
-            probabilities=spec.probabilities, annotations=sink,
-        )  # fmt: skip
-        with writer.pool:
+        outputs = Outputs(tmp, engine.p.class_map, spec.overlay_images, spec.probabilities)
+        with writer_for(outputs, torch_device, sink) as writer:
             _predict_all(
                 loader,
                 engine,
