@@ -318,3 +318,33 @@ def test_the_budget_counts_from_the_process_start():
     assert started_at(100.0, 1000.0, line, 100) == 40.0  # older than 60 s: 60 s
     assert started_at(100.0, 1.0, line, 100) == 100.0  # a clock read badly: no age
     assert started_at(100.0, 10.0, "not a stat line", 100) == 100.0
+
+
+@pytest.mark.usefixtures("no_ending")
+@pytest.mark.parametrize("whole", [False, True], ids=["--epochs", "a whole config"])
+def test_the_epochs_given_are_the_most_a_budget_trains(easy, tmp_path, monkeypatch, whole):
+    """--epochs 2 beside a 100 s budget that fits 12 (test_a_quiet_run_is_not_cut...): the
+    budget may end a run sooner than the epochs given, never later; the run trains 2 and
+    says it finished."""
+    from segtool.train.config import TrainConfig
+
+    machine = Machine(step=1.0)
+    machine.install(monkeypatch)
+    if whole:
+        config = TrainConfig(**SMALL, epochs=2, time_budget=100)
+        result = fit(easy, tmp_path / "run", config, clock=0.0)
+    else:
+        result = fit(easy, tmp_path / "run", time_budget=100, clock=0.0, epochs=2, **SMALL)
+    assert result.epochs_done == 2 and result.stopped == "finished"
+    assert machine.now == 2 * (6 + 2)  # two epochs of 6 steps and a validation pass
+
+
+def test_epochs_after_never_passes_the_epochs_given():
+    """Hand table: 100 s (98 after the 2 % kept for finishing), 25 s spent, epochs of 10 s:
+    73 / 10 - 0.3 = 7 more fit."""
+    budget = Budget(100, started=0.0, clock=lambda: 25.0)
+    assert budget.epochs_after(2, [10.0, 10.0], 5) == 2 + 7
+    budget.most_epochs = 4
+    assert budget.epochs_after(2, [10.0, 10.0], 5) == 4
+    budget.most_epochs = 1  # already past it: never fewer than the epochs done
+    assert budget.epochs_after(2, [10.0, 10.0], 5) == 2

@@ -59,6 +59,7 @@ class Budget:
     plan: Plan | None = None
     fingerprint: Fingerprint | None = None
     clock: Callable[[], float] = time.monotonic
+    most_epochs: int | None = None  #: the ``--epochs`` the user gave: cut, never exceeded
 
     @property
     def to_fit(self) -> bool:
@@ -134,16 +135,19 @@ class Budget:
         of this invocation's epochs (`epoch_seconds`): their mean, leaving out the first once
         others are measured (it carries the warm-up: the first steps' allocations, the
         loader's first batches), or the last one when it was slower (the machine got busier);
-        `epochs` without a budget.
-
-        Never fewer than `epoch` (the epochs already done).
+        `epochs` without a budget. Never more than `most_epochs` (the ``--epochs`` the user
+        gave: the budget may end the run sooner, never later), never fewer than `epoch` (the
+        epochs already done).
         """
         if self.seconds is None or not epoch_seconds:
             return epochs
         left = self.seconds * (1 - FINISH_SHARE) - self.spent() - reserve
         settled = epoch_seconds[1:] or epoch_seconds
         per_epoch = max(sum(settled) / len(settled), epoch_seconds[-1])
-        return max(epoch + round(left / per_epoch - EPOCH_MARGIN), epoch)
+        fitted = epoch + round(left / per_epoch - EPOCH_MARGIN)
+        if self.most_epochs is not None:
+            fitted = min(fitted, self.most_epochs)
+        return max(fitted, epoch)
 
     def last_step(self, step: int, step_seconds: float, closing: float) -> int | None:
         """The last step that fits: `step` is the next one (counted over the run), each takes

@@ -107,7 +107,9 @@ def fit(
         if outputs is not None:
             outputs.start()
     setup = Setup(dataset, out, RunFolder(run_dir), chosen, class_map, regions, state, record)
-    trainer = Trainer(setup, reporter, dist, _budget(chosen, clock, planned))
+    trainer = Trainer(
+        setup, reporter, dist, _budget(chosen, clock, planned, given, config is not None)
+    )
     try:
         result = trainer.run_training()
     except BaseException as exc:
@@ -119,11 +121,15 @@ def fit(
     return result
 
 
-def _budget(config: TrainConfig, clock: float, planned: Planned | None) -> Budget:
-    """The run's time budget; a new planned run's epochs are still to be fitted to it."""
+def _budget(
+    config: TrainConfig, clock: float, planned: Planned | None, given: Given, whole: bool
+) -> Budget:
+    """The run's time budget; a new planned run's epochs are still to be fitted to it. The
+    epochs the user gave (``--epochs``, or those of a `whole` config) are the most it trains."""
+    most = config.epochs if whole or "epochs" in given.names else None
     if planned is None or not config.time_budget or not planned.fits_first_steps:
-        return Budget(config.time_budget, clock)
-    return Budget(config.time_budget, clock, planned.plan, planned.fingerprint)
+        return Budget(config.time_budget, clock, most_epochs=most)
+    return Budget(config.time_budget, clock, planned.plan, planned.fingerprint, most_epochs=most)
 
 
 def preview_plan(dataset: Path, *, clock: float | None = None, **options: Any) -> Planned:
