@@ -194,8 +194,8 @@ class Budget:
         self.check_start(f"start-up, up to {phase} ({done} of {total})")
 
     def refuse(self, step: float, done: int, steps_per_epoch: int, closing: float) -> NoReturn:
-        """Stop a run whose first `done` steps show that not even the next one, validating,
-        saving and the command's end (`closing`) fit what is left of the budget (`last_step` says so): one line naming the
+        """Stop a run whose first `done` steps show that not even the next one, validating
+        and saving (`closing`) fit what is left of the budget (`last_step` says so): one line naming the
         time spent, what the rest of an epoch takes and the budget that would fit it.
 
         Raises:
@@ -209,6 +209,6 @@ class Budget:
         raise SegtoolError(
             f"--time-budget {self.seconds:g}s cannot fit one epoch: {first} took "
             f"{spent:.1f} s, and the epoch needs about {epoch:.1f} s more "
-            f"({more}validation, saving and the run's end); give --time-budget {need * 1.2:.0f}s or more, "
+            f"({more}validation and saving); give --time-budget {need * 1.2:.0f}s or more, "
             f"or pass --epochs instead"
         )

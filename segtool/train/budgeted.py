@@ -91,7 +91,10 @@ class BudgetHooks:
         epoch's steps: its end) fits, validating and saving included, while the first steps
         are timed or when this invocation has ended no epoch and trained at most one step of
         this one (`done` of the epoch done; none after a refit to a smaller input, whose new
-        loaders took time), the run is refused there: it never ends without an epoch.
+        loaders took time), the run is refused there: it never ends without an epoch. The
+        time the command takes after the last epoch (`Pacer.ending_time`) is kept back from
+        the steps, but does not refuse a budget: guessed from the first, warm-up steps, it
+        would refuse budgets whose epoch fits.
 
         Raises:
             SegtoolError: the budget is refused (`Budget.refuse`).
@@ -100,15 +103,15 @@ class BudgetHooks:
         if self.dist.world > 1 or step is None:
             return None
         val_batches = len(self.run.loaders.val)
-        closing = self.pacer.closing_time(step, val_batches) + self.pacer.ending_time(
-            step, val_batches
-        )
+        closing = self.pacer.closing_time(step, val_batches)
         current = self.run.learner.scheduler.last_epoch
-        last = self.budget.last_step(current, step, closing)
+        fits = self.budget.last_step(current, step, closing)
         first = done <= self.first_step + 1 and not self.progress.epoch_seconds
-        if last is not None and last < current - ending and (self.budget.to_fit or first):
+        if fits is not None and fits < current - ending and (self.budget.to_fit or first):
             self.budget.refuse(step, done - self.first_step, len(self.run.loaders.train), closing)
-        return last
+        return self.budget.last_step(
+            current, step, closing + self.pacer.ending_time(step, val_batches)
+        )
 
     def fit_budget(self) -> None:
         """``--plan-only``: train epoch 1's first steps until they are timed and the plan is

@@ -18,7 +18,7 @@ from segtool.core.images import displayed_size
 from segtool.core.limits import available_ram
 from segtool.core.masks import read_mask
 from segtool.core.multilabel import read_multilabel_mask
-from segtool.core.parallel import ProgressFn, default_jobs, imap_jobs, with_progress
+from segtool.core.parallel import ProgressFn, default_jobs, imap_jobs, jobs_for, with_progress
 
 
 @dataclass
@@ -126,14 +126,14 @@ def measure_dataset(
     Args:
         pairs: the dataset's image/mask pairs (checked by the caller).
         class_map: the classes and the ignore value.
-        jobs: worker processes (default: every core).
+        jobs: worker processes (default: every core, none for a few hundred pairs).
         on_progress: called as each pair is measured ("measuring the images and masks").
 
     Returns:
         The dataset's fingerprint.
     """
     k = class_map.num_classes
-    jobs = min(jobs or default_jobs(), max(len(pairs) // 16, 1))
+    jobs = min(jobs or jobs_for(len(pairs)), max(len(pairs) // 16, 1))
     heights, widths, channels = [], [], []
     counts = np.zeros(k, dtype=np.int64)
     images = np.zeros(k, dtype=np.int64)
