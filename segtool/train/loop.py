@@ -150,7 +150,8 @@ def preview_plan(dataset: Path, *, clock: float | None = None, **options: Any) -
     check_class_weights(planned.config.loss, planned.config.class_weights, class_map)
     if planned.config.time_budget and planned.fits_first_steps:
         setup = Setup(dataset, dataset, RunFolder(Path()), planned.config, class_map, regions)
-        trainer = Trainer(setup, Reporter(), Dist(), _budget(planned.config, clock, planned))
+        budget = _budget(planned.config, clock, planned, given, False)
+        trainer = Trainer(setup, Reporter(), Dist(), budget)
         trainer.build(trainer.budget.on_progress)
         trainer.fit_budget()
         planned.config = trainer.config
