@@ -20,6 +20,7 @@ from typer.core import TyperCommand, TyperGroup
 from segtool import __version__
 from segtool.cli import loaded
 from segtool.cli.common import UsageError, clean, interrupted, run_command
+from segtool.core.signals import end_now
 from segtool.core.signals import install as install_signal_handlers
 
 
@@ -180,7 +181,15 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     Options may come before, between and after a command's paths (as in
     ``segtool import-masks images/ --images link masks/ out/``); after ``--`` every argument
-    is a path."""
+    is a path.
+
+    Run as the process's command (no `argv`), the process ends as soon as the command is
+    done (`end_now`: exit handlers run, no interpreter teardown)."""
     loaded()  # Ctrl-C from here on interrupts the command, which cleans up
     install_signal_handlers()  # SIGTERM and SIGHUP end a command as Ctrl-C does
-    app(args=list(sys.argv[1:] if argv is None else argv), prog_name="segtool")
+    try:
+        app(args=list(sys.argv[1:] if argv is None else argv), prog_name="segtool")
+    except SystemExit as done:
+        if argv is None:
+            end_now(done.code)
+        raise
