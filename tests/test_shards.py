@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from segtool.core.classes import make_class_map
 from segtool.core.errors import SegtoolError
@@ -131,6 +132,41 @@ def test_sharded_evaluate_merged_equals_one_run_byte_for_byte(tmp_path):
         merge_shards([*shards, shards[0]], tmp_path / "twice")
     with pytest.raises(SegtoolError, match="not a shard"):
         merge_shards([tmp_path / "all"], tmp_path / "none")
+
+
+def test_masks_without_a_class_map_merge_as_one_run_whatever_labels_each_block_holds(tmp_path):
+    """Without classes.json the classes are named up to the largest label the masks hold: the
+    first shard's block holds labels 0-1, the second's 0-2. The merge names classes as one
+    run over every block does (it once refused, saying the shards were evaluated with
+    different options), and its confusion matrix is the one run's."""
+    rng = np.random.default_rng(0)
+    for sub in ("ref", "pred"):
+        (tmp_path / sub).mkdir()
+    for i in range(4):
+        top = 1 if i < 2 else 2
+        for sub in ("ref", "pred"):
+            labels = rng.integers(0, top + 1, (16, 16)).astype(np.uint8)
+            Image.fromarray(labels).save(tmp_path / sub / f"m{i}.png")
+    evaluate_dirs(tmp_path / "pred", tmp_path / "ref", out=tmp_path / "all", jobs=1)
+    shards = [tmp_path / "e1", tmp_path / "e2"]
+    for k, out in enumerate(shards, 1):
+        evaluate_dirs(tmp_path / "pred", tmp_path / "ref", out=out, shard=Shard(k, 2), jobs=1)
+    assert json.loads((shards[0] / "summary.json").read_text())["n_images"] == 2
+    merge_shards(shards, tmp_path / "merged")
+    for name in ("summary.json", "per_image.csv", "confusion.csv", "confusion.png"):
+        assert (tmp_path / "merged" / name).read_bytes() == (tmp_path / "all" / name).read_bytes()
+    header = (tmp_path / "merged" / "confusion.csv").read_text().splitlines()[0]
+    assert header.split(",")[1:4] == ["background", "1", "2"]
+
+
+def test_shards_scored_against_different_class_maps_are_refused(tmp_path):
+    _masks(tmp_path, 4)
+    ref = tmp_path / "ref"
+    evaluate_dirs(tmp_path / "pred", ref, out=tmp_path / "e1", shard=Shard(1, 2), jobs=1)
+    make_class_map(["_background_", "a", "b", "c"]).save(ref / "classes.json")
+    evaluate_dirs(tmp_path / "pred", ref, out=tmp_path / "e2", shard=Shard(2, 2), jobs=1)
+    with pytest.raises(SegtoolError, match="different classes or options"):
+        merge_shards([tmp_path / "e1", tmp_path / "e2"], tmp_path / "merged")
 
 
 def test_the_cli_shards_and_merges(tmp_path):

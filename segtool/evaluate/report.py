@@ -33,7 +33,7 @@ from segtool.evaluate.kinds import reader_for
 from segtool.evaluate.objects import object_settings
 from segtool.evaluate.readers import MaskReader
 from segtool.evaluate.score import ImageScore, Item, score_pair
-from segtool.evaluate.shards import SCORES_FILE, shard_document, summary_from
+from segtool.evaluate.shards import SCORES_FILE, numbered_names, shard_document, summary_from
 from segtool.evaluate.spec import EvalSpec
 from segtool.evaluate.summary import SUMMARY_FILE, write_table
 
@@ -282,8 +282,7 @@ def score_into(
             confusion = add_confusion(confusion, score)
             scores.append(score)
     if reader.class_map is None:
-        k = max(s.counts.num_classes for s in scores)
-        names = ["background" if c == 0 else str(c) for c in range(max(k, 2))]
+        names = numbered_names(max(s.counts.num_classes for s in scores))
     else:
         names = list(reader.class_map.names)
     context = summary_context(names, reader, spec)

@@ -126,6 +126,35 @@ def shard_document(
     }
 
 
+def numbered_names(k: int) -> list[str]:
+    """The classes of masks scored without a class map: background, then each label up to
+    the largest of `k` classes any mask holds (at least two)."""
+    return ["background" if c == 0 else str(c) for c in range(max(k, 2))]
+
+
+def _merged_context(contexts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The one context the shards were scored in. Without a class map each shard names the
+    classes up to the largest label its own block holds (`numbered_names`), so those names
+    may differ in length: the merge takes the longest, as one run over every block does.
+
+    Raises:
+        SegtoolError: the shards were scored with different classes or options.
+    """
+    widest = max(contexts, key=lambda c: len(c["names"]))
+    for context in contexts:
+        names = context["names"]
+        numbered = names == numbered_names(len(names)) == widest["names"][: len(names)]
+        same_names = names == widest["names"] or (
+            numbered and widest["names"] == numbered_names(len(widest["names"]))
+        )
+        if not same_names or {**context, "names": widest["names"]} != widest:
+            raise SegtoolError(
+                "--merge: the shards were evaluated with different classes or options; "
+                "evaluate every shard with the same options"
+            )
+    return widest
+
+
 def _summed_confusion(docs: list[dict[str, Any]], k: int) -> np.ndarray | None:
     """The shards' confusion matrices added up (a sum, so exact); None when a shard has none
     (multi-label masks, regions, or a shard written before segtool kept it)."""
@@ -164,7 +193,7 @@ def merge_shards(folders: list[Path], out: Path, overwrite: bool = False) -> dic
             shard missing or given twice, or an existing report without `overwrite`.
     """
     docs = sorted((_read_shard(f) for f in folders), key=lambda d: d["index"])
-    count, context = docs[0]["count"], docs[0]["context"]
+    count = docs[0]["count"]
     indices = [d["index"] for d in docs]
     if any(d["count"] != count for d in docs) or indices != list(range(1, count + 1)):
         found = ", ".join(d["shard"] for d in docs)
@@ -172,11 +201,7 @@ def merge_shards(folders: list[Path], out: Path, overwrite: bool = False) -> dic
             f"--merge needs shards 1/{count} to {count}/{count} once each, got {found}; pass "
             f"every shard's folder"
         )
-    if any(d["context"] != context for d in docs):
-        raise SegtoolError(
-            "--merge: the shards were evaluated with different classes or options; evaluate "
-            "every shard with the same options"
-        )
+    context = _merged_context([d["context"] for d in docs])
     scores = [decode_score(s) for d in docs for s in d["scores"]]
     summary = summary_from(scores, context)
     matrix = _summed_confusion(docs, len(context["names"]))
