@@ -225,16 +225,31 @@ def test_a_time_budget_run_stops_when_its_budget_is_spent(tmp_path, monkeypatch)
     assert "budget" in why["epochs"] and config["plan"]["machine"]["device"] == "cpu"
 
 
-def test_plan_only_with_a_budget_times_the_runs_own_first_steps_and_writes_nothing(tmp_path):
+@pytest.mark.parametrize("decoded", [None, "disk"])
+def test_plan_only_with_a_budget_times_the_runs_own_first_steps_and_writes_nothing(
+    tmp_path, monkeypatch, decoded
+):
+    """Timing the first steps builds the run's data as the run does; a decoded cache on disk
+    (planned where the images outgrow RAM) is built in a scratch folder that goes at the end,
+    not in the folder the command was started from (it once wrote ./cache there)."""
+    import tempfile
+
     from segtool.train.loop import preview_plan
 
     dataset = make_dataset(tmp_path / "ds", n=8, size=48)
-    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    planned = preview_plan(dataset, time_budget="30s", workers=0)
+    for folder in ("cwd", "tmp"):
+        (tmp_path / folder).mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    ours = tmp_path / "ds", tmp_path / "cwd"
+    before = sorted(p for folder in ours for p in folder.rglob("*"))
+    planned = preview_plan(dataset, time_budget="30s", workers=0, decoded=decoded)
     why = {c.option: c.why for c in planned.plan.choices}
     assert "30s budget" in why["epochs"] and planned.config.time_budget == 30.0
     assert planned.config.epochs == planned.plan.options()["epochs"] >= 1
-    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert planned.config.decoded == (decoded or planned.plan.options()["decoded"])
+    assert sorted(p for folder in ours for p in folder.rglob("*")) == before
+    assert not [p for p in (tmp_path / "tmp").iterdir() if "segtool" in p.name]
 
 
 def test_torchrun_processes_each_hold_the_decoded_images_so_the_ram_rule_counts_them(monkeypatch):

@@ -11,11 +11,13 @@ saves). The run folder is described in docs/architecture.md.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from segtool.core.files import remove
 from segtool.core.lock import lock_folder
 from segtool.core.swap import temp_name
 from segtool.sources.volume_folder import is_volume_folder
@@ -149,11 +151,19 @@ def preview_plan(dataset: Path, *, clock: float | None = None, **options: Any) -
     check_config(planned.config)
     check_class_weights(planned.config.loss, planned.config.class_weights, class_map)
     if planned.config.time_budget and planned.fits_first_steps:
-        setup = Setup(dataset, dataset, RunFolder(Path()), planned.config, class_map, regions)
+        # The data is built as the run builds it: a decoded cache on disk goes to a scratch
+        # folder (not the folder the command runs in), removed with what is in it.
+        scratch = Path(tempfile.mkdtemp(prefix="segtool-plan-"))
+        setup = Setup(dataset, dataset, RunFolder(scratch), planned.config, class_map, regions)
         budget = _budget(planned.config, clock, planned, given, False)
         trainer = Trainer(setup, Reporter(), Dist(), budget)
-        trainer.build(trainer.budget.on_progress)
-        trainer.fit_budget()
+        try:
+            trainer.build(trainer.budget.on_progress)
+            trainer.fit_budget()
+        finally:
+            if trainer.run is not None:
+                trainer.run.loaders.close()  # no worker reads the scratch folder any more
+            remove(scratch)
         planned.config = trainer.config
         check_config(planned.config)
     return planned
