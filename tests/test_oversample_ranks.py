@@ -1,7 +1,8 @@
 """--oversample under torchrun: every process makes the epoch's draws with replacement and
 takes every world-th, and each draw's crop and augmentation is seeded by its place among all
 the draws, so two processes drawing one image give it two augmentations, and the samples of
-an epoch are the same whether 1, 2 or 3 processes share them out, with any number of workers.
+an epoch are the same whether 1, 2 or 5 processes share them out, with any number of workers
+(and each process takes as many where the world does not divide them).
 Processes are simulated by their (rank, world): no process group is needed."""
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def test_the_draws_are_the_same_however_many_processes_share_them():
     for index, seed in alone:
         assert seed == draw_seed(1234, 0, seen[index])
         seen[index] += 1
-    for world in (2, 3):
+    for world in (2, 5):
         shared = [key for rank in range(world) for key in _keys(rank, world)]
         assert Counter(shared) == Counter(alone)
     # Epochs of more steps than a pass (--epoch-steps): 2 passes, the same draws again.
@@ -56,6 +57,23 @@ def test_the_draws_are_the_same_however_many_processes_share_them():
     assert len(set(two_passes)) == 20
     halves = _keys(0, 2, draws=10) + _keys(1, 2, draws=10)
     assert Counter(halves) == Counter(two_passes)
+
+
+def test_every_process_takes_as_many_draws_when_the_world_does_not_divide_them():
+    """Ten draws for 3 or 4 processes: each process takes ceil(10 / world), as torch's
+    DistributedSampler does, or one would train a batch more than the others and wait on the
+    gradients' all_reduce forever. The padding draws come after the epoch's ten, which stay
+    what one process draws; each is seeded apart (a repeat of the image it draws again)."""
+    alone = _keys(0, 1)
+    for world in (3, 4):
+        shares = [_keys(rank, world) for rank in range(world)]
+        per_rank = -(-10 // world)
+        assert [len(share) for share in shares] == [per_rank] * world
+        inner = OversampleSampler(CHANCES, torch.Generator(), world - 1, world)
+        assert len(inner) == per_rank
+        shared = [key for share in shares for key in share]
+        assert len(set(shared)) == len(shared) == per_rank * world
+        assert not Counter(alone) - Counter(shared)  # the epoch's ten draws, all there
 
 
 def _samples(dataset, cmap, tmp_path, dist: Dist, workers: int) -> Counter:

@@ -25,7 +25,7 @@ class OversampleSampler(torch.utils.data.Sampler[int]):
     """An epoch of `len(probabilities)` draws with replacement, image i with chance
     ``probabilities[i]``, from `generator` (seeded per epoch by `SeededSampler`, so an epoch's
     draws depend on (seed, epoch) alone); under torchrun every process makes the same draws
-    and takes every world-th.
+    and takes every world-th, each as many (`counted`).
 
     An image drawn twice gets two crops and augmentations, also when two processes draw it:
     `counted` numbers each draw of an image over the whole epoch's draws, every process's, so
@@ -39,7 +39,7 @@ class OversampleSampler(torch.utils.data.Sampler[int]):
         self.generator, self.rank, self.world = generator, rank, world
 
     def __len__(self) -> int:
-        return math.ceil((len(self.probabilities) - self.rank) / self.world)
+        return math.ceil(len(self.probabilities) / self.world)
 
     def __iter__(self) -> Iterator[int]:
         return (index for index, _ in self.counted())
@@ -47,10 +47,16 @@ class OversampleSampler(torch.utils.data.Sampler[int]):
     def counted(self) -> Iterator[tuple[int, int]]:
         """This process's draws, each with the times its image was drawn before it in the
         epoch's draws of every process (0 for a first draw): `SeededSampler` seeds each draw's
-        crop and augmentation by it, so no two draws share theirs."""
+        crop and augmentation by it, so no two draws share theirs.
+
+        Every process takes as many (`len`): where the world does not divide the epoch's
+        draws, its first ones are drawn again at the end (as torch's DistributedSampler pads),
+        or a process would train a batch more than the others and wait on them forever."""
         n = len(self.probabilities)
         drawn = torch.multinomial(self.probabilities, n, replacement=True, generator=self.generator)
-        return iter(list(numbered(drawn.tolist()))[self.rank :: self.world])
+        padded = drawn.tolist()
+        padded += padded[: len(self) * self.world - n]
+        return iter(list(numbered(padded))[self.rank :: self.world])
 
     def set_epoch(self, epoch: int) -> None:
         """Nothing to do: `SeededSampler` seeds the generator for each epoch."""
