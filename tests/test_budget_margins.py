@@ -146,8 +146,8 @@ def test_re_planning_leaves_out_epoch_1s_warm_up_and_keeps_the_reserve():
 def test_fitting_the_plan_keeps_the_commands_end_out_of_the_epochs():
     """The first fit, from the timed steps, counts the reserve for the command's end with
     the time already spent: 20 s spent, 2 s of finishing share and 18 s kept leave 60 s of
-    a 100 s budget for epochs of 10 steps of 1 s and a 2 s pass: 5 of them (0.3 s each of
-    overhead), where 7 would fit without the reserve."""
+    a 100 s budget for epochs of 10 steps of 1 s and a 2 s pass: 4 of them (0.3 s each of
+    overhead), where 6 would fit without the reserve."""
     from segtool.train.fingerprint import Fingerprint
     from segtool.train.plan import Plan
 
