@@ -116,3 +116,36 @@ def test_on_several_machines_each_builds_one_decoded_cache_outside_the_run(tmp_p
     assert waits == [2, 3, 0]
     one = cache(Dist(rank=0, world=4, local_rank=0, local_world=4), "run-one")  # one machine
     assert one.folder.parent == tmp_path / "run-one" / "cache"
+
+
+class Ten(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 10
+
+    def __getitem__(self, key):
+        return {"image": torch.zeros(3, 2, 2, dtype=torch.uint8), "mask": torch.zeros(2, 2)}
+
+
+def test_no_process_trains_a_batch_of_one_under_torchrun():
+    """Ten training images on two processes: each takes five, which batches of 4 would leave
+    a batch of one (BatchNorm cannot train on it where the deepest features are 1x1). The
+    rule against it counts this process's share, not the whole training split (10 % 4 is 2)."""
+    from torch.utils.data.distributed import DistributedSampler
+
+    from segtool.train.config import TrainConfig
+    from segtool.train.loaders import make_loader
+
+    config = TrainConfig(batch_size=4)
+    for rank in (0, 1):
+        share = SeededSampler(DistributedSampler(Ten(), 2, rank, shuffle=True, seed=0))
+        loader = make_loader(Ten(), config, torch.device("cpu"), 0, 255, sampler=share)
+        assert len(share) == 5 and len(loader) == 1
+    alone = make_loader(
+        Ten(),
+        config,
+        torch.device("cpu"),
+        0,
+        255,
+        sampler=SeededSampler(RandomSampler(Ten(), generator=torch.Generator()), torch.Generator()),
+    )
+    assert len(alone) == 3  # 4, 4 and 2

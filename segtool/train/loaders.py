@@ -215,7 +215,9 @@ def make_loader(
     The loader draws its workers' base seed from a generator of its own, so neither the
     number of workers nor their persistence moves torch's global random stream (which
     ``last.pt`` saves) or the sampler's."""
-    size, batch = len(dataset), config.batch_size  # type: ignore[arg-type]
+    # What this process draws an epoch: under torchrun its share, not the whole split.
+    size = len(sampler if sampler is not None else dataset)  # type: ignore[arg-type]
+    batch = config.batch_size
     shuffled = sampler is not None and not isinstance(
         getattr(sampler, "inner", sampler), SequentialSampler
     )
