@@ -18,7 +18,7 @@ from segtool.train.loop import fit
 from segtool.train.pacing import ENDING_PASSES
 from tests.synthetic import make_dataset
 from tests.test_budget import SMALL, Machine
-from tests.test_budget_phases import Planned, Varying, _nothing_written
+from tests.test_budget_phases import Planned, Varying, _nothing_written, slow_rebuild
 
 
 @pytest.fixture(scope="module")
@@ -218,22 +218,11 @@ def test_epoch_1_restarted_at_a_smaller_input_is_timed_from_its_restart(tmp_path
     at the new size, and its time (what re-planning reads, and metrics.csv shows) is counted
     from there: its 9 steps of 0.24 s and the 2 s validation, not the steps timed at 96 px
     and the new loaders too."""
-    from segtool.train import budgeted
     from segtool.train.curves import read_metrics
     from tests.test_train import FAST
 
     data = make_dataset(tmp_path / "ds", n=40, size=96)
-    machine = Machine(step=0.24)
-    machine.now = 80.0
-    machine.install(monkeypatch)
-    rebuilt, build = [], budgeted.build_loaders
-
-    def slow_build(*args, **kwargs):
-        rebuilt.append(machine.now)
-        machine.now += 5.0
-        return build(*args, **kwargs)
-
-    monkeypatch.setattr(budgeted, "build_loaders", slow_build)
+    machine, rebuilt = slow_rebuild(monkeypatch, start=80.0, rebuild=5.0)
     result = fit(data, tmp_path / "run", time_budget=100, clock=0.0, **{**FAST, "batch_size": 4})
     assert len(rebuilt) == 1 and result.epochs_done >= 1 and machine.now <= 100.0
     rows = read_metrics(tmp_path / "run" / "metrics.csv")

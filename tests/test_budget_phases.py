@@ -25,6 +25,26 @@ def _nothing_written(out) -> bool:
     return not any(p.name.startswith(out.name) for p in out.parent.iterdir())
 
 
+def slow_rebuild(monkeypatch, start: float, rebuild: float) -> tuple[Machine, list[float]]:
+    """A machine of 0.24 s steps whose clock reads `start` as training starts, on which
+    building the data loaders again (a refit to a smaller input) takes `rebuild` seconds;
+    with the list of the clock's readings at each rebuild."""
+    from segtool.train import budgeted
+
+    machine = Machine(step=0.24)
+    machine.now = start
+    machine.install(monkeypatch)
+    rebuilt, build = [], budgeted.build_loaders
+
+    def slow_build(*args, **kwargs):
+        rebuilt.append(machine.now)
+        machine.now += rebuild
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(budgeted, "build_loaders", slow_build)
+    return machine, rebuilt
+
+
 def test_start_up_at_95_percent_is_refused_at_the_first_step(easy, tmp_path, monkeypatch):
     """Start-up took 95 s of a 100 s budget; the first step takes 1 s. Before the second,
     1 s a step and 2 s to validate and save leave no room (2 % is kept for finishing): the
@@ -182,21 +202,10 @@ def test_a_refit_whose_new_loaders_spend_the_budget_is_refused_never_ended_witho
     step at the new size shows the epoch cannot end in time:
     the run is refused in one line (it once ended with no epoch and no model, and the
     command then failed on the missing model)."""
-    from segtool.train import budgeted
     from tests.test_train import FAST
 
     data = make_dataset(tmp_path / "ds", n=40, size=96)
-    machine = Machine(step=0.24)
-    machine.now = 85.0
-    machine.install(monkeypatch)
-    rebuilt, build = [], budgeted.build_loaders
-
-    def slow_build(*args, **kwargs):
-        rebuilt.append(machine.now)
-        machine.now += 11.0
-        return build(*args, **kwargs)
-
-    monkeypatch.setattr(budgeted, "build_loaders", slow_build)
+    machine, rebuilt = slow_rebuild(monkeypatch, start=85.0, rebuild=11.0)
     with pytest.raises(SegtoolError, match=r"cannot fit one epoch: start-up and the first 1 step"):
         fit(data, tmp_path / "run", time_budget=100, clock=0.0, **{**FAST, "batch_size": 4})
     assert len(rebuilt) == 1 and machine.now < 100.0
