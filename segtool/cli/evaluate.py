@@ -270,10 +270,9 @@ def command(
 def _counted(dataset: Path, split: str | None) -> dict[str, str]:
     """What evaluate --model's predicting phase counts: the images (a volume folder's cases)
     of `dataset`'s `split`."""
-    from segtool.sources.volume_folder import is_volume_folder
+    from segtool.sources.volume_folder import items_of
 
-    items = "cases" if is_volume_folder(dataset) else "images"
-    return {"predict": f"{items} of {dataset}" + (f"'s {split} split" if split else "")}
+    return {"predict": f"{items_of(dataset)} of {dataset}" + (f"'s {split} split" if split else "")}
 
 
 def _evaluate(args: SimpleNamespace) -> None:

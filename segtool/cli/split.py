@@ -93,7 +93,7 @@ def command(
     fold by the same hash. Replacing such a split (--overwrite) with the same K, seed, --group
     and --test keeps every image in its fold and deals only new ones.
     """
-    from segtool.sources.volume_folder import is_volume_folder
+    from segtool.sources.volume_folder import items_of
     from segtool.split.assign import split_dataset
 
     use_max_pixels(max_pixels)
@@ -106,8 +106,8 @@ def command(
         from segtool.split.folds import FoldSpec
 
         fold_spec = FoldSpec(folds, group)
-    unit = "cases" if is_volume_folder(dataset) else "images"
-    with progress_bar({"measure": "cases" if unit == "cases" else "masks"}) as on_progress:
+    unit = items_of(dataset)
+    with progress_bar({"measure": "cases"} if unit == "cases" else None) as on_progress:
         result = split_dataset(
             dataset,
             val=0.15 if val is None else val,

@@ -82,6 +82,12 @@ def is_volume_folder(path: Path) -> bool:
     return (path / DATASET_JSON).is_file()
 
 
+def items_of(path: Path) -> str:
+    """What a dataset at `path` holds, as messages count it: "cases" in a volume folder,
+    else "images"."""
+    return "cases" if is_volume_folder(path) else "images"
+
+
 def _nifti_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and is_nifti(p))
 

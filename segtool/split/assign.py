@@ -23,7 +23,12 @@ from segtool.core.masks import binary_255_error, read_mask
 from segtool.core.multilabel import read_multilabel_values
 from segtool.core.parallel import ProgressFn, default_jobs, imap_jobs, with_progress
 from segtool.sources.nifti import check_cases, read_label
-from segtool.sources.volume_folder import VolumeDataset, is_volume_folder, read_volume_dataset
+from segtool.sources.volume_folder import (
+    VolumeDataset,
+    is_volume_folder,
+    items_of,
+    read_volume_dataset,
+)
 from segtool.split.amounts import (
     SMALL_SPLIT,
     check_amounts,
@@ -180,7 +185,7 @@ def split_dataset(
         class_map, hists = _mask_histograms(dataset, pairs, jobs, on_progress)
     notes = [f"left out of the split: {line}" for line in lonely]
     if folds is not None:
-        what = "cases" if is_volume_folder(dataset) else "images"
+        what = items_of(dataset)
         previous = _previous(path) if spec.overwrite else None
         split, more = fold_document(
             names,
