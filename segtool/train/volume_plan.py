@@ -19,7 +19,7 @@ from typing import Any
 from segtool.core.volumes import slice_axis
 from segtool.sources.nifti import read_geometry
 from segtool.sources.volume_folder import VolumeDataset
-from segtool.train.choices import Plan
+from segtool.train.choices import Plan, given_choice
 from segtool.train.config import Given
 from segtool.train.epoch_length import plan_epochs
 from segtool.train.fingerprint import Machine
@@ -82,8 +82,8 @@ def plan_volumes(fp: VolumeFingerprint, machine: Machine, given: Given) -> Plan:
     plan = Plan()
     height, width = fp.slice_shape
     shape = f"median {fp.axis} slice {width}x{height} voxels"
-    if given.get("crop") is not None:
-        plan.set("crop", given.get("crop"), "given")
+    if given_choice(plan, given, "crop"):
+        pass
     elif max(height, width) <= MAX_SIDE[machine.device]:
         plan.set("crop", None, f"{shape} fits the model whole: whole slices")
     else:
