@@ -110,7 +110,7 @@ class BudgetHooks:
         if fits is not None and fits < current - ending and (self.budget.to_fit or first):
             self.budget.refuse(step, done - self.first_step, len(self.run.loaders.train), closing)
         return self.budget.last_step(
-            current, step, closing + self.pacer.ending_time(step, val_batches)
+            current, step, closing + self.pacer.ending_time(step, val_batches, closing)
         )
 
     def fit_budget(self) -> None:
