@@ -88,3 +88,14 @@ def draw_confusion(path: Path, matrix: np.ndarray, names: list[str], unit: str) 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+def write_confusion(
+    csv_path: Path, png_path: Path, matrix: np.ndarray, context: dict, volumes: bool
+) -> None:
+    """Both confusion files of a report: the counts (`write_confusion_csv`) and the picture
+    (`draw_confusion`, in voxels for `volumes`), with the summary `context`'s class names and
+    ignore value; one run and a merge of shards write them the same way."""
+    names = context["names"]
+    write_confusion_csv(csv_path, matrix, names, context["ignore_index"])
+    draw_confusion(png_path, matrix, names, "voxels" if volumes else "pixels")

@@ -25,9 +25,8 @@ from segtool.evaluate.confusion import (
     CONFUSION_CSV,
     CONFUSION_PNG,
     add_confusion,
-    draw_confusion,
     pad_matrix,
-    write_confusion_csv,
+    write_confusion,
 )
 from segtool.evaluate.kinds import reader_for
 from segtool.evaluate.objects import object_settings
@@ -300,8 +299,7 @@ def score_into(
     result.scores, result.names, result.reader = scores, names, reader
     if targets.confusion is not None and matrix is not None:
         csv_out, png_out = targets.confusion
-        write_confusion_csv(csv_out.tmp, matrix, names, reader.ignore_index)
-        draw_confusion(png_out.tmp, matrix, names, "voxels" if summary.get("volumes") else "pixels")
+        write_confusion(csv_out.tmp, png_out.tmp, matrix, context, bool(summary.get("volumes")))
         result.confusion_path = csv_out.path
     if targets.gallery is not None and spec.gallery:
         from segtool.evaluate.gallery import make_gallery

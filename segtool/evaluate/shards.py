@@ -26,9 +26,8 @@ from segtool.core.shards import Shard
 from segtool.evaluate.confusion import (
     CONFUSION_CSV,
     CONFUSION_PNG,
-    draw_confusion,
     pad_matrix,
-    write_confusion_csv,
+    write_confusion,
 )
 from segtool.evaluate.intervals import add_objects_and_intervals
 from segtool.evaluate.objects import ObjectScores
@@ -216,7 +215,6 @@ def merge_shards(folders: list[Path], out: Path, overwrite: bool = False) -> dic
         write_json(targets[0].tmp, summary)
         write_table(targets[1].tmp, summary)
         if matrix is not None:  # as one run writes it: the same matrix, the same files
-            write_confusion_csv(targets[2].tmp, matrix, context["names"], context["ignore_index"])
-            unit = "voxels" if summary.get("volumes") else "pixels"
-            draw_confusion(targets[3].tmp, matrix, context["names"], unit)
+            volumes = bool(summary.get("volumes"))
+            write_confusion(targets[2].tmp, targets[3].tmp, matrix, context, volumes)
     return summary
