@@ -142,10 +142,8 @@ class Writer:
         (re-raising a finished batch's error)."""
         while len(self.pending) >= IN_FLIGHT:
             self.pending.popleft().result()
-        if isinstance(self.pool, Workers):
-            self.pending.append(self.pool.submit(save_batch, self.outputs, batch))
-        else:
-            self.pending.append(self.pool.submit(save_batch, self.outputs, batch, self.annotations))
+        # No sink with processes (__init__ refuses one): they get None, pickled across.
+        self.pending.append(self.pool.submit(save_batch, self.outputs, batch, self.annotations))
 
     def wait(self) -> None:
         """Block until every batch is written (re-raising the first error)."""
