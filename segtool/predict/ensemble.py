@@ -130,6 +130,11 @@ class Ensemble:
             total = [t + p for t, p in zip(total, engine.probabilities(images), strict=True)]
         return [t / len(self.engines) for t in total]
 
+    def labels_only(self, images: list[torch.Tensor]) -> None:
+        """None, always (as `Engine.labels_only` where it needs the probabilities): an
+        ensemble's labels come from the mean of its runs' probabilities."""
+        return None
+
     def labels(self, probs: torch.Tensor, threshold: float | list[float] = 0.5) -> np.ndarray:
         """Class ids (or bit sets) from probabilities, as `Engine.labels`."""
         return self.engines[0].labels(probs, threshold)
@@ -165,7 +170,7 @@ def predicted(
 ) -> list[torch.Tensor] | list[np.ndarray]:
     """Each image's probabilities; or, unless they are to be kept (`keep`), its labels where
     the engine gives them straight from the logits (`Engine.labels_only`)."""
-    only = None if keep or not isinstance(engine, Engine) else engine.labels_only(inputs)
+    only = None if keep else engine.labels_only(inputs)
     return engine.probabilities(inputs) if only is None else only
 
 
