@@ -5,9 +5,9 @@ The choice is made here, once per run (`decode_on_device`), and per file by the 
 (`jpeg_bytes`): only a plain JPEG goes to the device (8-bit RGB or grey, no EXIF rotation,
 complete up to its end-of-image marker), so the device decodes the picture PIL would show
 (nvJPEG's inverse DCT may put a pixel a grey level away from libjpeg's, as docs/predict.md
-says; the CPU path in the tests gives PIL's pixels exactly); anything else, and any batch the device fails to decode, is decoded on the host by
-`core.images.load_rgb` (`reading.read_image`), whose checks and messages stay the only ones. The same steps run on
-the CPU in the tests (torchvision's CPU decoder gives PIL's pixels).
+says). Anything else, and any batch the device fails to decode, is decoded on the host by
+`core.images.load_rgb` (`reading.read_image`), whose checks and messages stay the only ones.
+The same steps run on the CPU in the tests (torchvision's CPU decoder gives PIL's pixels).
 """
 
 from __future__ import annotations
