@@ -144,11 +144,11 @@ def _predict_all(
     *,
     threshold: float | list[float],
     rules: dict[int, Rule],
-    probabilities: bool,
     on_progress: ProgressFn | None,
 ) -> None:
     """Predict every batch and queue its outputs; unreadable images go to ``report.failed``."""
     done, total = 0, len(loader.dataset)
+    keep = writer.outputs.probabilities or writer.annotations is not None
     if on_progress:  # a log gets its line before the first batch
         on_progress("predict", 0, total)
     for batch in loader:
@@ -156,7 +156,6 @@ def _predict_all(
         good = [item for item in batch if "error" not in item]
         report.failed += [item["error"] for item in batch if "error" in item]
         if good:
-            keep = probabilities or writer.annotations is not None
             probs = predicted(engine, [item["input"] for item in good], keep)
             outputs = []
             for item, p in zip(good, probs, strict=True):
@@ -263,7 +262,6 @@ def predict_dir(
                 report,
                 threshold=cut,
                 rules=rules,
-                probabilities=spec.probabilities,
                 on_progress=on_progress,
             )
         if sink is not None:
