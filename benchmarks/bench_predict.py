@@ -96,9 +96,10 @@ def expert_predict(
 
 def agreement(labels: torch.Tensor, paths: list[Path], out: Path) -> float:
     """The share of pixels where segtool's masks in `out` equal the bare loop's `labels`."""
+    from segtool.core.constants import MASK_SUFFIX
     from segtool.core.masks import read_mask
 
-    same = sum(int((read_mask(out / f"{p.stem}.png") == x.numpy()).sum()) for p, x in
+    same = sum(int((read_mask(out / f"{p.stem}{MASK_SUFFIX}") == x.numpy()).sum()) for p, x in
                zip(paths, labels, strict=True))  # fmt: skip
     return same / labels.numel()
 
