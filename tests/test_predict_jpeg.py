@@ -62,6 +62,21 @@ def test_only_plain_jpeg_files_go_to_the_device(tmp_path):
     assert decoding.jpeg_bytes(tmp_path / "missing.jpg") is None
 
 
+def test_a_broken_exif_block_goes_to_the_host_not_to_an_error(tmp_path, monkeypatch):
+    """An EXIF block PIL fails on in any way (here struct.error, as a malformed one raises)
+    sends the file to the host decoder, which ignores the block as viewers do."""
+    import struct
+
+    from PIL import JpegImagePlugin
+
+    def broken(self):
+        raise struct.error("unpack requires a buffer of 4 bytes")
+
+    path = _jpeg(tmp_path / "rgb.jpg")
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "getexif", broken)
+    assert decoding.jpeg_bytes(path) is None
+
+
 @pytest.fixture
 def jpegs(tmp_path):
     images = tmp_path / "images"

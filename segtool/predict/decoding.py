@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -55,12 +56,22 @@ def jpeg_bytes(path: Path) -> torch.Tensor | None:
         data = path.read_bytes()
         with open_image(data) as img:
             plain = img.format == "JPEG" and img.mode in ("RGB", "L")
-            upright = img.getexif().get(0x0112, UPRIGHT) == UPRIGHT
+            upright = _upright(img)
     except (OSError, ValueError, SyntaxError, ImageReadError):
         return None
     if not (plain and upright and data.endswith(END_OF_IMAGE)):
         return None
     return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
+def _upright(img: Any) -> bool:
+    """Whether the image needs no EXIF turn; a broken EXIF block (any error reading it)
+    counts as not upright, so the host decodes the file and ignores the block, as
+    `core.images.displayed_size` does."""
+    try:
+        return img.getexif().get(0x0112, UPRIGHT) == UPRIGHT
+    except Exception:
+        return False
 
 
 def decode(data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor] | None:
